@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the Debian packages the project needs, only those that are missing.
+#   install-deps.sh base   what the demo needs (a Python 3.11 that can make a virtualenv)
+#   install-deps.sh all    everything the test suite needs (Go + govmomi for vcsim, libvirt, rpm, mandoc...)
+set -euo pipefail
+level=${1:-all}
+
+base_pkgs=(ca-certificates)
+# A Debian python3 needs these to build a venv and the C extensions; a pyenv/python.org build does not.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    base_pkgs+=(python3-venv python3-dev)
+fi
+all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-govmomi-dev
+          rpm mandoc systemd iproute2 procps)
+
+pkgs=("${base_pkgs[@]}")
+[ "$level" = all ] && pkgs+=("${all_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
