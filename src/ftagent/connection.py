@@ -1,0 +1,494 @@
+"""HTTP(S) connection to the entitlement server.
+
+One :class:`Connection` wraps one ``requests.Session`` (so TLS connections are reused), presents
+the consumer's identity certificate for mutual TLS, verifies the server against the configured CA
+(always, unless ``insecure=True`` is passed explicitly), puts a timeout on every call, retries with
+exponential backoff where that is safe, never follows redirects, and turns every failure into an
+error of :mod:`ftagent.errors`.
+
+Retries (done by urllib3's ``Retry``): connection failures before the request was sent are retried
+for every method; read failures and 429/503 answers only for idempotent methods.  ``Retry-After``
+(seconds or an HTTP date) is honoured up to ``max_retry_after`` seconds.
+
+An HTTP 308 whose JSON body holds a ``failover`` object is handed to the ``failover_handler``
+(see :mod:`ftagent.failover`); when it succeeds the original request is retried once with the old
+consumer UUID replaced by the new one, and later requests naming the old UUID are rewritten too.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import math
+import ssl
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from ftagent import __version__
+from ftagent.errors import (
+    ConfigError,
+    ConnectionFailed,
+    FailoverError,
+    FailoverRequired,
+    IdentityError,
+    RemoteError,
+    TLSError,
+    error_for_status,
+)
+
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "Connection",
+    "FailoverHandler",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = f"ftagent/{__version__}"
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+_RETRY_STATUSES = frozenset({429, 503})
+
+
+class FailoverHandler(Protocol):
+    """Applies a failover answer; returns the UUID of the consumer to continue as.
+
+    It is called with the connection (usable for requests as the new consumer once the handler has
+    swapped the identity and called :meth:`Connection.reload_identity`) and the body's ``failover``
+    object.  It raises :class:`~ftagent.errors.FailoverError` to refuse the failover.
+    """
+
+    def __call__(self, connection: Connection, failover: Mapping[str, Any]) -> str: ...
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date); ``None`` if absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _host_bypasses_proxy(host: str, no_proxy: str) -> bool:
+    """True when ``host`` matches a ``no_proxy`` list (names, .suffixes, IPs, CIDRs, ``*``)."""
+    host = host.strip("[]").lower()
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        addr = None
+    for raw in no_proxy.replace(" ", ",").split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if addr is not None and "/" in entry:
+            try:
+                if addr in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        if entry.count(":") == 1:
+            entry = entry.split(":", 1)[0]
+        entry = entry.lstrip(".")
+        if host == entry or host.endswith("." + entry):
+            return True
+    return False
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """Walk an exception, its causes, contexts, ``reason`` attributes and exception arguments."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    for cause in _causes(exc):
+        if isinstance(cause, kind):
+            return cause
+    return None
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+class Connection:
+    """A connection to the server at ``url`` (for example ``https://host:8443/candlepin``).
+
+    ``ca_cert`` is a PEM file or a directory of CA certificates (default: the system's trust
+    store); ``cert_file``/``key_file`` the identity for mutual TLS; ``username``/``password`` HTTP
+    Basic credentials.  ``proxy`` is a proxy URL (default: the ``https_proxy`` environment
+    variable); hosts in ``no_proxy`` bypass it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_cert: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        insecure: bool = False,
+        timeout: float = 30.0,
+        proxy: str | None = None,
+        no_proxy: str | None = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_retry_after: float = 120.0,
+        user_agent: str = DEFAULT_USER_AGENT,
+        failover_handler: FailoverHandler | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError(f"invalid server URL {url!r}: expected https://HOST[:PORT]/PATH")
+        if timeout <= 0:
+            raise ConfigError(f"invalid timeout {timeout!r}: must be positive")
+        self.url = url.rstrip("/")
+        self.ca_cert = str(ca_cert) if ca_cert is not None else None
+        self.cert_file = str(cert_file) if cert_file is not None else None
+        self.key_file = str(key_file) if key_file is not None else None
+        self.insecure = insecure
+        self.timeout = float(timeout)
+        self.failover_handler = failover_handler
+        #: Number of requests sent (logical requests, not counting transparent retries).
+        self.requests_sent = 0
+        #: ``(from, to)`` pairs of failovers applied through this connection.
+        self.failovers: list[tuple[str, str]] = []
+        self._aliases: dict[str, str] = {}
+        self._in_failover = False
+        self._closed_connections = 0
+        self._host = parts.hostname
+        self._scheme = parts.scheme
+
+        session = requests.Session()
+        # No .netrc, no REQUESTS_CA_BUNDLE surprises: everything comes from our arguments.
+        session.trust_env = False
+        if insecure:
+            logger.warning("TLS verification of %s is disabled (insecure)", self.url)
+            session.verify = False
+        elif self.ca_cert is not None:
+            session.verify = self.ca_cert
+        else:
+            session.verify = True
+        if self.cert_file is not None:
+            session.cert = (self.cert_file, self.key_file) if self.key_file else self.cert_file
+        if username is not None:
+            session.auth = (username, password or "")
+        session.proxies = self._proxies(proxy, no_proxy)
+        session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            redirect=0,
+            allowed_methods=_IDEMPOTENT,
+            status_forcelist=_RETRY_STATUSES,
+            backoff_factor=backoff,
+            backoff_max=max(backoff, 30.0),
+            retry_after_max=math.ceil(max_retry_after),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=2)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        self._adapter = adapter
+        self._session = session
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.url} cert={self.cert_file!r}>"
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close pooled connections; the object must not be used afterwards."""
+        self._closed_connections = self.connections_opened
+        self._session.close()
+
+    def reload_identity(self) -> None:
+        """Drop pooled TLS connections so the next request presents the (new) identity files."""
+        self._closed_connections = self.connections_opened
+        self._adapter.close()
+
+    @property
+    def connections_opened(self) -> int:
+        """How many TCP/TLS connections this connection has opened so far."""
+        total = self._closed_connections
+        pools = getattr(self._adapter.poolmanager, "pools", None)
+        if pools is not None:
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    total += int(getattr(pool, "num_connections", 0))
+        return total
+
+    def alias(self, old_uuid: str, new_uuid: str) -> None:
+        """Rewrite ``old_uuid`` to ``new_uuid`` in the path and parameters of later requests."""
+        self._aliases[old_uuid] = new_uuid
+
+    def resolve_uuid(self, uuid: str) -> str:
+        """The UUID a request naming ``uuid`` is sent for, after failovers."""
+        seen = {uuid}
+        while uuid in self._aliases:
+            uuid = self._aliases[uuid]
+            if uuid in seen:
+                break
+            seen.add(uuid)
+        return uuid
+
+    def _proxies(self, proxy: str | None, no_proxy: str | None) -> dict[str, str]:
+        host = self._host or ""
+        if no_proxy and _host_bypasses_proxy(host, no_proxy):
+            return {}
+        if proxy:
+            return {"http": proxy, "https": proxy}
+        env = requests.utils.get_environ_proxies(self.url)
+        chosen = env.get(self._scheme) or env.get("all")
+        return {self._scheme: chosen} if chosen else {}
+
+    def _url_for(self, path: str) -> str:
+        path = path.lstrip("/")
+        if self._aliases:
+            path = "/".join(self.resolve_uuid(seg) for seg in path.split("/"))
+        return f"{self.url}/{path}"
+
+    def _params_for(self, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if params is None:
+            return None
+        out = dict(params)
+        if self._aliases:
+            for key, value in out.items():
+                if isinstance(value, str):
+                    out[key] = self.resolve_uuid(value)
+        return out
+
+    def _describe_tls(self, exc: BaseException) -> str:
+        where = f"{self._host}"
+        verify = _find(exc, ssl.SSLCertVerificationError)
+        if isinstance(verify, ssl.SSLCertVerificationError):
+            detail = verify.verify_message or str(verify)
+            ca = self.ca_cert or "the system trust store"
+            return f"server certificate not trusted: {detail} (server {where}, CA {ca})"
+        tls = _find(exc, ssl.SSLError)
+        if isinstance(tls, ssl.SSLError):
+            detail = tls.reason or tls.strerror or str(tls)
+            if "CERTIFICATE_REQUIRED" in str(detail).upper() or "BAD_CERTIFICATE" in str(detail).upper():
+                return (
+                    f"TLS handshake with {where} failed: "
+                    f"the server rejected the client certificate ({detail})"
+                )
+            return f"TLS handshake with {where} failed: {detail}"
+        return f"TLS error talking to {where}: {exc}"
+
+    def _describe_connection(self, exc: BaseException) -> str:
+        if _find(exc, ConnectionRefusedError) is not None:
+            return f"cannot connect to {self.url}: connection refused"
+        if isinstance(exc, requests.exceptions.ProxyError):
+            return f"cannot connect to {self.url} through the proxy: {exc}"
+        for cause in _causes(exc):
+            if isinstance(cause, OSError) and cause.strerror:
+                return f"cannot connect to {self.url}: {cause.strerror}"
+        return f"cannot connect to {self.url}: {exc}"
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        data: Any,
+        headers: Mapping[str, str] | None,
+    ) -> requests.Response:
+        url = self._url_for(path)
+        started = time.monotonic()
+        self.requests_sent += 1
+        try:
+            response = self._session.request(
+                method,
+                url,
+                params=self._params_for(params),
+                json=json,
+                data=data,
+                headers=dict(headers) if headers else None,
+                timeout=(self.timeout, self.timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise TLSError(self._describe_tls(exc)) from exc
+        except requests.exceptions.Timeout as exc:
+            raise ConnectionFailed(
+                f"timed out after {self.timeout:g} s talking to {self.url}"
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise ConnectionFailed(self._describe_connection(exc)) from exc
+        except requests.exceptions.RetryError as exc:
+            raise ConnectionFailed(f"giving up on {self.url} after retries: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise ConnectionFailed(f"request to {self.url} failed: {exc}") from exc
+        except OSError as exc:
+            # requests checks the CA and client certificate paths before connecting.
+            text = str(exc)
+            if "CA certificate" in text:
+                raise ConfigError(f"cannot use CA certificate {self.ca_cert}: {text}") from exc
+            raise IdentityError(f"cannot use identity certificate: {text}", path=self.cert_file) from exc
+        logger.debug(
+            "%s %s -> %s (%.0f ms)", method, path, response.status_code, (time.monotonic() - started) * 1000
+        )
+        return response
+
+    def _check(self, method: str, path: str, response: requests.Response) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        body = _json_or_none(response)
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "")
+            display = body.get("displayMessage") if isinstance(body, dict) else None
+            message = display or (
+                f"server redirected to {location or '(no location)'}; redirects are not followed"
+            )
+            raise RemoteError(status, message, body=body, method=method, path=path)
+        raise error_for_status(
+            status,
+            body,
+            method=method,
+            path=path,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+    # -- public API -----------------------------------------------------------------------
+
+    def request_response(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Like :meth:`request` but returns the successful ``requests.Response``."""
+        method = method.upper()
+        response = self._send(method, path, params=params, json=json, data=data, headers=headers)
+        if response.status_code == 308:
+            body = _json_or_none(response)
+            failover = body.get("failover") if isinstance(body, dict) else None
+            if isinstance(failover, dict):
+                self._apply_failover(method, path, body, failover)
+                response = self._send(method, path, params=params, json=json, data=data, headers=headers)
+                if response.status_code == 308:
+                    raise FailoverError(
+                        "the server answered with another failover after the identity was swapped",
+                        from_uuid=str(failover.get("from")),
+                        to_uuid=str(failover.get("to")),
+                    )
+        self._check(method, path, response)
+        return response
+
+    def _apply_failover(self, method: str, path: str, body: Any, failover: dict[str, Any]) -> None:
+        display = body.get("displayMessage") if isinstance(body, dict) else None
+        if self._in_failover:
+            raise FailoverError(
+                "the server answered with a failover while a failover was being applied",
+                from_uuid=str(failover.get("from")),
+                to_uuid=str(failover.get("to")),
+            )
+        if self.failover_handler is None:
+            raise FailoverRequired(308, display, body=body, method=method, path=path)
+        old = failover.get("from")
+        self._in_failover = True
+        try:
+            new = self.failover_handler(self, failover)
+        finally:
+            self._in_failover = False
+        if isinstance(old, str) and old and old != new:
+            self.alias(old, new)
+        self.failovers.append((str(old), new))
+        logger.warning("consumer %s failed over to %s; retrying %s %s once", old, new, method, path)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send a request to ``path`` (relative to the base URL); return the decoded JSON body.
+
+        Returns ``None`` for an empty body.  Raises a :class:`~ftagent.errors.FtagentError`.
+        """
+        response = self.request_response(method, path, params=params, json=json, data=data, headers=headers)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        """``GET path``."""
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        """``POST path`` with a JSON body."""
+        return self.request("POST", path, json=json, params=params)
+
+    def put(self, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        """``PUT path`` with a JSON body."""
+        return self.request("PUT", path, json=json, params=params)
+
+    def delete(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        """``DELETE path``."""
+        return self.request("DELETE", path, params=params)
+
+
