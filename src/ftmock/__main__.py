@@ -1,0 +1,5 @@
+"""`python -m ftmock`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,430 @@
+"""The REST API: routing, authentication, authorisation and the Candlepin-compatible resources.
+
+Each request runs in one database transaction, from authentication to the answer, so a request
+either happens entirely or leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__, consumers, failover, hypervisors, leases, subscriptions
+from .auth import ANONYMOUS, Principal, authenticate_basic
+from .ca import CertificateAuthority
+from .errors import BadRequest, Forbidden, NotFound, Unauthorized
+from .store import Database, Tx, now_iso
+from .validate import req_dict
+
+__all__ = ["PREFIX", "Api", "Request", "Response"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/candlepin"
+CAPABILITIES = [
+    "hypervisors_async", "hypervisors_heartbeat", "cert_v3", "guest_limit", "derived_product",
+    "vcpu", "instance_multiplier", "remove_by_pool_id", "batch_bind", "ft_failover", "ft_lease",
+]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    peer: dict[str, Any] | None = None
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == lname), None)
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            return None
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"Malformed JSON in request body: {exc}") from None
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    after_commit: Callable[[], None] | None = None
+
+
+@dataclass
+class Ctx:
+    """What a handler gets: the request, the caller, the transaction and the CA."""
+
+    req: Request
+    who: Principal
+    tx: Tx
+    ca: CertificateAuthority
+    consumer: sqlite3.Row | None = None  # the consumer the caller authenticated as
+
+
+Handler = Callable[..., Response]
+
+
+def _peer_subject(peer: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for rdn in peer.get("subject", ()):
+        for key, value in rdn:
+            out[key] = value
+    return out
+
+
+class Api:
+    def __init__(self, db: Database, ca: CertificateAuthority,
+                 enqueue_job: Callable[[str], None] | None = None) -> None:
+        self.db = db
+        self.ca = ca
+        self.enqueue_job = enqueue_job or (lambda _job: None)
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._register_routes()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "/?$")
+        self.routes.append((method, regex, handler))
+
+    def handle(self, req: Request) -> Response:
+        if not req.path.startswith(PREFIX):
+            raise NotFound(f"No resource at {req.path}; the API lives under {PREFIX}")
+        path = req.path[len(PREFIX):] or "/"
+        method = "GET" if req.method == "HEAD" else req.method
+        matched_path = False
+        for m, regex, handler in self.routes:
+            match = regex.match(path)
+            if not match:
+                continue
+            matched_path = True
+            if m != method:
+                continue
+            with self.db.transaction() as tx:
+                ctx = self._context(tx, req)
+                if ctx.consumer is not None and ctx.consumer["failed_over_to"]:
+                    response = self._failover_response(ctx)
+                else:
+                    response = handler(ctx, **match.groupdict())
+            if response.after_commit is not None:
+                response.after_commit()
+            return response
+        if matched_path:
+            return Response(405, {"displayMessage": f"Method {req.method} not allowed on {req.path}"})
+        raise NotFound(f"No resource at {req.path}")
+
+    def _context(self, tx: Tx, req: Request) -> Ctx:
+        auth = req.header("Authorization")
+        if auth and auth.lower().startswith("basic "):
+            return Ctx(req, authenticate_basic(tx, auth), tx, self.ca)
+        if req.peer:
+            subject = _peer_subject(req.peer)
+            uuid = subject.get("commonName", "")
+            row = consumers.get_row(tx, uuid) if uuid else None
+            if row is None:
+                raise Unauthorized("Client certificate names no consumer")
+            serial = int(req.peer.get("serialNumber", "0"), 16)
+            if row["cert_serial"] != serial:
+                raise Unauthorized(f"The identity certificate of {uuid} has been replaced; "
+                                   "use the current one")
+            tx.execute("UPDATE consumers SET last_checkin=? WHERE uuid=?", (now_iso(), uuid))
+            return Ctx(req, Principal("consumer", uuid, owner=row["owner"]), tx, self.ca, row)
+        return Ctx(req, ANONYMOUS, tx, self.ca)
+
+    def _failover_response(self, ctx: Ctx) -> Response:
+        assert ctx.consumer is not None
+        body = failover.failover_answer(ctx.tx, ctx.ca, ctx.consumer)
+        to = body["failover"]["to"]
+        log.info("308 for failed-over consumer %s -> %s on %s %s", ctx.consumer["uuid"], to,
+                 ctx.req.method, ctx.req.path)
+        return Response(308, body, {"Location": f"{PREFIX}/consumers/{to}"})
+
+    # -- authorisation helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _require_user(ctx: Ctx) -> Principal:
+        if ctx.who.is_user:
+            return ctx.who
+        if ctx.who.is_consumer:
+            raise Forbidden("This resource is not available to consumers")
+        raise Unauthorized("Authentication required")
+
+    def _require_owner_access(self, ctx: Ctx, owner: str) -> None:
+        who = self._require_user(ctx)
+        if not who.superadmin and who.owner != owner:
+            raise Forbidden(f"User {who.name} has no access to organization {owner}")
+        consumers.require_owner(ctx.tx, owner)
+
+    def _consumer(self, ctx: Ctx, uuid: str) -> sqlite3.Row:
+        """The consumer a path names, if the caller may see it: itself, or a user of its org."""
+        if ctx.who.is_consumer:
+            if ctx.who.name != uuid:
+                raise Forbidden(f"Consumer {ctx.who.name} cannot access consumer {uuid}")
+            assert ctx.consumer is not None
+            return ctx.consumer
+        who = self._require_user(ctx)
+        row = consumers.get_row(ctx.tx, uuid)
+        if not who.superadmin and row["owner"] != who.owner:
+            raise Forbidden(f"User {who.name} cannot access consumer {uuid}")
+        return row
+
+    # -- routes -----------------------------------------------------------------------------------
+
+    def _register_routes(self) -> None:
+        r = self.route
+        r("GET", "/", self.root)
+        r("GET", "/status", self.status)
+        r("POST", "/consumers", self.register)
+        r("GET", "/consumers/{uuid}", self.get_consumer)
+        r("PUT", "/consumers/{uuid}", self.put_consumer)
+        r("DELETE", "/consumers/{uuid}", self.delete_consumer)
+        r("POST", "/consumers/{uuid}", self.regenerate)
+        r("GET", "/consumers/{uuid}/certificates", self.certificates)
+        r("GET", "/consumers/{uuid}/certificates/serials", self.serials)
+        r("GET", "/consumers/{uuid}/entitlements", self.entitlements)
+        r("POST", "/consumers/{uuid}/entitlements", self.attach)
+        r("DELETE", "/consumers/{uuid}/entitlements", self.unattach_all)
+        r("DELETE", "/consumers/{uuid}/entitlements/{ent}", self.unattach)
+        r("GET", "/consumers/{uuid}/compliance", self.compliance)
+        r("GET", "/consumers/{uuid}/lease", self.get_lease)
+        r("POST", "/consumers/{uuid}/lease", self.claim_lease)
+        r("DELETE", "/consumers/{uuid}/lease", self.release_lease)
+        r("GET", "/consumers/{uuid}/lease/log", self.lease_log)
+        r("GET", "/pools", self.pools)
+        r("GET", "/pools/{pool}", self.pool)
+        r("GET", "/owners", self.owners)
+        r("POST", "/owners", self.create_owner)
+        r("GET", "/owners/{owner}", self.owner)
+        r("GET", "/owners/{owner}/consumers", self.owner_consumers)
+        r("GET", "/owners/{owner}/products", self.owner_products)
+        r("POST", "/owners/{owner}/products", self.create_product)
+        r("GET", "/owners/{owner}/pools", self.owner_pools)
+        r("POST", "/owners/{owner}/pools", self.create_pool)
+        r("GET", "/owners/{owner}/activation_keys", self.activation_keys)
+        r("POST", "/owners/{owner}/activation_keys", self.create_activation_key)
+        r("POST", "/hypervisors/{owner}", self.hypervisor_checkin)
+        r("PUT", "/hypervisors/{owner}/heartbeat", self.hypervisor_heartbeat)
+        r("GET", "/jobs/{job}", self.job)
+        r("GET", "/users/{user}/owners", self.user_owners)
+
+    def root(self, ctx: Ctx) -> Response:
+        names = ["consumers", "owners", "pools", "hypervisors", "jobs", "status", "users"]
+        return Response(200, [{"rel": n, "href": f"/{n}"} for n in names])
+
+    def status(self, ctx: Ctx) -> Response:
+        return Response(200, {
+            "result": True, "version": __version__, "release": "1", "standalone": True,
+            "mode": "NORMAL", "rulesSource": "DEFAULT", "rulesVersion": "5.44",
+            "managerCapabilities": CAPABILITIES, "timeUTC": now_iso(),
+        })
+
+    def register(self, ctx: Ctx) -> Response:
+        keys = [k for k in ctx.req.query.get("activation_keys", "").split(",") if k.strip()]
+        dto = consumers.register(ctx.tx, ctx.ca, ctx.who, ctx.req.query.get("owner"), keys, ctx.req.json())
+        log.info("registered consumer %s (%s) in %s", dto["uuid"], dto["name"], dto["owner"]["key"])
+        return Response(200, dto)
+
+    def get_consumer(self, ctx: Ctx, uuid: str) -> Response:
+        return Response(200, consumers.consumer_dto(ctx.tx, self._consumer(ctx, uuid)))
+
+    def put_consumer(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
+        consumers.update(ctx.tx, row, ctx.req.json())
+        return Response(204)
+
+    def delete_consumer(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        consumers.delete(ctx.tx, row)
+        log.info("deleted consumer %s", uuid)
+        return Response(204)
+
+    def regenerate(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        return Response(200, consumers.regenerate(ctx.tx, ctx.ca, row, ctx.req.json()))
+
+    def certificates(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        serials = subscriptions.parse_serials(ctx.req.query.get("serials"))
+        return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], serials))
+
+    def serials(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], with_body=False))
+
+    def entitlements(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        return Response(200, subscriptions.entitlement_dtos(ctx.tx, row["uuid"]))
+
+    def attach(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
+        pool = ctx.req.query.get("pool")
+        if pool:
+            try:
+                quantity = int(ctx.req.query.get("quantity", "1"))
+            except ValueError:
+                raise BadRequest("quantity must be an integer") from None
+            result = [subscriptions.attach(ctx.tx, ctx.ca, row, pool, quantity)]
+        else:
+            result = subscriptions.auto_attach(ctx.tx, ctx.ca, row)
+        if row["instance_uuid"] and row["guest_key"]:
+            failover.sync_group_entitlements(ctx.tx, ctx.ca, row["guest_key"])
+        return Response(200, result)
+
+    def unattach_all(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
+        ents = ctx.tx.all("SELECT id FROM entitlements WHERE consumer = ?", (row["uuid"],))
+        for ent in ents:
+            subscriptions.remove_entitlement(ctx.tx, ent["id"])
+        return Response(200, {"deletedRecords": len(ents)})
+
+    def unattach(self, ctx: Ctx, uuid: str, ent: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
+        if not ctx.tx.one("SELECT 1 FROM entitlements WHERE id = ? AND consumer = ?", (ent, row["uuid"])):
+            raise NotFound(f"Entitlement with ID '{ent}' could not be found.")
+        subscriptions.remove_entitlement(ctx.tx, ent)
+        return Response(204)
+
+    def compliance(self, ctx: Ctx, uuid: str) -> Response:
+        return Response(200, subscriptions.compliance(ctx.tx, self._consumer(ctx, uuid)))
+
+    def get_lease(self, ctx: Ctx, uuid: str) -> Response:
+        lease = leases.current(ctx.tx, self._consumer(ctx, uuid))
+        if lease is None:
+            raise NotFound("This group has no lease")
+        return Response(200, lease)
+
+    def claim_lease(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        return Response(200, leases.claim(ctx.tx, row, ctx.req.json()))
+
+    def release_lease(self, ctx: Ctx, uuid: str) -> Response:
+        leases.release(ctx.tx, self._consumer(ctx, uuid), ctx.req.query.get("holder"))
+        return Response(204)
+
+    def lease_log(self, ctx: Ctx, uuid: str) -> Response:
+        self._require_user(ctx)
+        row = self._consumer(ctx, uuid)
+        return Response(200, leases.lease_log(ctx.tx, leases.group_key_of(row)))
+
+    def pools(self, ctx: Ctx) -> Response:
+        uuid = ctx.req.query.get("consumer")
+        if uuid:
+            return Response(200, subscriptions.attachable_pools(ctx.tx, self._consumer(ctx, uuid)))
+        owner = ctx.req.query.get("owner")
+        if not owner:
+            raise BadRequest("Give consumer=UUID or owner=KEY")
+        self._require_owner_access(ctx, owner)
+        return Response(200, subscriptions.pools_for_owner(ctx.tx, owner))
+
+    def pool(self, ctx: Ctx, pool: str) -> Response:
+        row = ctx.tx.one("SELECT * FROM pools WHERE id = ?", (pool,))
+        if row is None:
+            raise NotFound(f"Subscription pool with ID '{pool}' could not be found.")
+        if ctx.who.is_consumer:
+            if ctx.who.owner != row["owner"]:
+                raise Forbidden("This pool belongs to another organization")
+        else:
+            self._require_owner_access(ctx, row["owner"])
+        return Response(200, subscriptions.pool_dto(ctx.tx, row))
+
+    def owners(self, ctx: Ctx) -> Response:
+        self._require_user(ctx)
+        rows = ctx.tx.all("SELECT * FROM owners ORDER BY key")
+        return Response(200, [{"key": r["key"], "displayName": r["display_name"]} for r in rows])
+
+    def create_owner(self, ctx: Ctx) -> Response:
+        who = self._require_user(ctx)
+        if not who.superadmin:
+            raise Forbidden("Only administrators create organizations")
+        body = req_dict(ctx.req.json(), "owner")
+        return Response(200, create_owner(ctx.tx, body.get("key"), body.get("displayName")))
+
+    def owner(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        row = consumers.require_owner(ctx.tx, owner)
+        return Response(200, {"key": row["key"], "displayName": row["display_name"]})
+
+    def owner_consumers(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, consumers.list_for_owner(ctx.tx, owner, ctx.req.query.get("type")))
+
+    def owner_products(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        rows = ctx.tx.all("SELECT * FROM products WHERE owner = ? ORDER BY id", (owner,))
+        return Response(200, [{"id": r["id"], "name": r["name"],
+                               "attributes": [{"name": k, "value": v}
+                                              for k, v in json.loads(r["attributes"]).items()]}
+                              for r in rows])
+
+    def create_product(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, subscriptions.create_product(ctx.tx, owner, ctx.req.json()))
+
+    def owner_pools(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, subscriptions.pools_for_owner(ctx.tx, owner))
+
+    def create_pool(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, subscriptions.create_pool(ctx.tx, owner, ctx.req.json()))
+
+    def activation_keys(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        rows = ctx.tx.all("SELECT * FROM activation_keys WHERE owner = ? ORDER BY name", (owner,))
+        return Response(200, [{"id": r["id"], "name": r["name"], "autoAttach": bool(r["auto_attach"])}
+                              for r in rows])
+
+    def create_activation_key(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, subscriptions.create_activation_key(ctx.tx, owner, ctx.req.json()))
+
+    def hypervisor_checkin(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        job = hypervisors.submit(ctx.tx, owner, ctx.req.query.get("reporter_id"), ctx.req.body)
+        return Response(200, job, after_commit=lambda: self.enqueue_job(job["id"]))
+
+    def hypervisor_heartbeat(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, hypervisors.heartbeat(ctx.tx, owner, ctx.req.query.get("reporter_id")))
+
+    def job(self, ctx: Ctx, job: str) -> Response:
+        self._require_user(ctx)
+        return Response(200, hypervisors.get_job(ctx.tx, job))
+
+    def user_owners(self, ctx: Ctx, user: str) -> Response:
+        who = self._require_user(ctx)
+        if who.name != user and not who.superadmin:
+            raise Forbidden("Cannot list another user's organizations")
+        rows = ctx.tx.all("SELECT * FROM owners ORDER BY key")
+        return Response(200, [{"key": r["key"], "displayName": r["display_name"]} for r in rows])
+
+
+_OWNER_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def create_owner(tx: Tx, key: Any, display_name: Any = None) -> dict[str, Any]:
+    if not isinstance(key, str) or not _OWNER_KEY.match(key):
+        raise BadRequest("Organization key must be 1-64 letters, digits, '.', '_' or '-'")
+    if display_name is not None and not isinstance(display_name, str):
+        raise BadRequest("displayName must be a string")
+    if tx.one("SELECT 1 FROM owners WHERE key = ?", (key,)):
+        raise BadRequest(f"Organization '{key}' already exists")
+    tx.execute("INSERT INTO owners(key, display_name, created) VALUES(?,?,?)", (key, display_name or key, now_iso()))
+    return {"key": key, "displayName": display_name or key}

@@ -1,0 +1,80 @@
+"""Who is asking: users with HTTP Basic, consumers with their identity certificate."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import threading
+from dataclasses import dataclass
+
+from .errors import Unauthorized
+from .store import Tx
+
+__all__ = ["Principal", "authenticate_basic", "set_password"]
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a user, a consumer (by certificate), or nobody."""
+
+    kind: str  # "user" | "consumer" | "anonymous"
+    name: str = ""
+    superadmin: bool = False
+    owner: str | None = None
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind == "user"
+
+    @property
+    def is_consumer(self) -> bool:
+        return self.kind == "consumer"
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+def _hash(password: str, salt: bytes) -> str:
+    return hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT).hex()
+
+
+def set_password(tx: Tx, username: str, password: str, superadmin: bool = True) -> None:
+    salt = os.urandom(16)
+    tx.execute(
+        "INSERT INTO users(username, salt, pw_hash, superadmin) VALUES(?,?,?,?) "
+        "ON CONFLICT(username) DO UPDATE SET salt=excluded.salt, pw_hash=excluded.pw_hash",
+        (username, salt.hex(), _hash(password, salt), int(superadmin)),
+    )
+    _verified.clear()
+
+
+# scrypt is deliberately slow; remember what verified so a client sending Basic auth on every request
+# pays for it once per process. Keyed by a digest so plaintext passwords are not kept in memory.
+_verified: dict[tuple[str, str], bool] = {}
+_verified_lock = threading.Lock()
+
+
+def authenticate_basic(tx: Tx, header: str) -> Principal:
+    try:
+        raw = base64.b64decode(header.split(" ", 1)[1], validate=True).decode()
+        username, password = raw.split(":", 1)
+    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("Invalid Basic authentication header") from None
+    row = tx.one("SELECT salt, pw_hash, superadmin FROM users WHERE username = ?", (username,))
+    if row is None:
+        raise Unauthorized("Invalid Credentials")
+    cache_key = (username, hashlib.sha256(f"{row['pw_hash']}:{password}".encode()).hexdigest())
+    with _verified_lock:
+        ok = _verified.get(cache_key)
+    if ok is None:
+        ok = hmac.compare_digest(_hash(password, bytes.fromhex(row["salt"])), row["pw_hash"])
+        with _verified_lock:
+            _verified[cache_key] = ok
+    if not ok:
+        raise Unauthorized("Invalid Credentials")
+    return Principal("user", username, superadmin=bool(row["superadmin"]))

@@ -1,0 +1,286 @@
+"""Consumers: registration, identity certificates, facts, check-in and deletion."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid as uuidlib
+from typing import Any
+
+from . import subscriptions
+from .auth import Principal
+from .ca import CertificateAuthority, IssuedCert
+from .errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized
+from .guestids import guest_key
+from .store import Tx, dumps, loads, now_iso
+from .validate import facts_map, opt_str, req_dict
+
+__all__ = [
+    "FT_FACTS",
+    "consumer_dto",
+    "delete",
+    "get_row",
+    "issue_identity",
+    "list_for_owner",
+    "regenerate",
+    "register",
+    "require_owner",
+    "update",
+]
+
+log = logging.getLogger(__name__)
+
+# Facts the server keeps from hypervisor reports; a client's copy of them is ignored.
+FT_FACTS = ("instanceUUID", "ftinfo.role", "ftinfo.instanceUUIDs")
+CONSUMER_TYPES = ("system", "hypervisor")
+
+
+def require_owner(tx: Tx, key: str) -> sqlite3.Row:
+    row = tx.one("SELECT * FROM owners WHERE key = ?", (key,))
+    if row is None:
+        raise NotFound(f"Organization with id {key} could not be found.")
+    return row
+
+
+def get_row(tx: Tx, consumer_uuid: str) -> sqlite3.Row:
+    row = tx.one("SELECT * FROM consumers WHERE uuid = ?", (consumer_uuid,))
+    if row is not None:
+        return row
+    if tx.one("SELECT 1 FROM deleted_consumers WHERE uuid = ?", (consumer_uuid,)):
+        raise Gone(f"Unit {consumer_uuid} has been deleted", deletedId=consumer_uuid)
+    raise NotFound(f"Unit with ID '{consumer_uuid}' could not be found.")
+
+
+def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[str, Any]:
+    owner = row["owner"]
+    dto: dict[str, Any] = {
+        "id": row["uuid"],
+        "uuid": row["uuid"],
+        "name": row["name"],
+        "owner": {"key": owner, "displayName": owner} if owner else None,
+        "type": {"label": row["type"], "manifest": False},
+        "facts": loads(row["facts"], {}),
+        "installedProducts": loads(row["installed_products"], []),
+        "created": row["created"],
+        "updated": row["updated"],
+        "lastCheckin": row["last_checkin"],
+        "autoheal": True,
+        "serviceLevel": "",
+        "releaseVer": {"releaseVer": None},
+        "hypervisorId": {"hypervisorId": row["hypervisor_id"]} if row["hypervisor_id"] else None,
+        "idCert": None,
+    }
+    if row["cert_pem"]:
+        id_cert: dict[str, Any] = {
+            "id": str(row["cert_serial"]),
+            "cert": row["cert_pem"],
+            "serial": {"id": row["cert_serial"], "serial": row["cert_serial"],
+                       "expiration": row["cert_expiration"], "revoked": False},
+        }
+        if key_pem:
+            id_cert["key"] = key_pem
+        dto["idCert"] = id_cert
+    if row["failed_over_to"]:
+        dto["failedOverTo"] = row["failed_over_to"]
+    return dto
+
+
+def _product_list(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest("installedProducts must be a list")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("productId"), str | int):
+            raise BadRequest("installedProducts entries need a productId")
+        entry = {"productId": str(item["productId"])}
+        for key in ("productName", "version", "arch"):
+            if isinstance(item.get(key), str):
+                entry[key] = item[key]
+        out.append(entry)
+    return out
+
+
+def _type_label(value: Any) -> str:
+    if value is None:
+        return "system"
+    label = value.get("label") if isinstance(value, dict) else value
+    if label not in CONSUMER_TYPES:
+        raise BadRequest(f"Unknown consumer type {label!r}; expected one of {', '.join(CONSUMER_TYPES)}")
+    return str(label)
+
+
+def issue_identity(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, public_key: str | None,
+                   owner: str | None = None) -> IssuedCert:
+    """Issue a new identity certificate for a consumer and make it the current one."""
+    serial = tx.next_serial("identity")
+    issued = ca.identity(row["uuid"], owner if owner is not None else row["owner"], serial, public_key)
+    tx.execute(
+        "UPDATE consumers SET cert_pem=?, cert_serial=?, cert_expiration=?, public_key_pem=?, key_pem=?, "
+        "updated=? WHERE uuid=?",
+        (issued.cert_pem, serial, issued.not_after.isoformat(), issued.public_key_pem,
+         issued.key_pem, now_iso(), row["uuid"]),
+    )
+    return issued
+
+
+def _activation_keys(tx: Tx, owner: str, names: list[str]) -> list[sqlite3.Row]:
+    rows = []
+    for name in names:
+        row = tx.one("SELECT * FROM activation_keys WHERE owner = ? AND name = ?", (owner, name))
+        if row is None:
+            raise BadRequest(f"Activation key '{name}' not found for organization '{owner}'.")
+        rows.append(row)
+    return rows
+
+
+def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str | None,
+             activation_keys: list[str], body: Any) -> dict[str, Any]:
+    body = req_dict(body, "consumer")
+    if not owner:
+        raise BadRequest("Parameter 'owner' is required to register")
+    key_rows: list[sqlite3.Row] = []
+    if activation_keys:
+        require_owner(tx, owner)
+        key_rows = _activation_keys(tx, owner, activation_keys)
+    elif principal.is_user:
+        if not principal.superadmin and principal.owner != owner:
+            raise Forbidden(f"User {principal.name} cannot register systems in {owner}")
+        require_owner(tx, owner)
+    else:
+        raise Unauthorized("Registration requires a username and password or activation keys")
+
+    name = opt_str(body, "name") or ""
+    facts = facts_map(body.get("facts"))
+    if not name:
+        name = facts.get("network.hostname", "")
+    if not name.strip():
+        raise BadRequest("System name cannot be empty.")
+    ctype = _type_label(body.get("type"))
+    products = _product_list(body.get("installedProducts"))
+    csr = body.get("csr")
+    if csr is not None and not isinstance(csr, str):
+        raise BadRequest("csr must be a PEM string")
+    public_key = ca.public_key_from_csr(csr) if csr else None
+
+    now = now_iso()
+    row = _ft_primary_for_registration(tx, owner, facts)
+    if row is not None:
+        merged = loads(row["facts"], {})
+        for key, value in facts.items():
+            if key not in FT_FACTS:
+                merged[key] = value
+        tx.execute(
+            "UPDATE consumers SET name=?, owner=?, facts=?, installed_products=?, updated=?, last_checkin=? "
+            "WHERE uuid=?",
+            (name, owner, dumps(merged), dumps(products), now, now, row["uuid"]),
+        )
+        # The whole FT group belongs to the org the VM registers in.
+        tx.execute(
+            "UPDATE consumers SET owner=? WHERE guest_key=? AND instance_uuid IS NOT NULL AND owner IS NULL",
+            (owner, row["guest_key"]),
+        )
+        consumer_uuid = row["uuid"]
+        log.info("registration of FT group %s returns primary consumer %s", row["guest_key"], consumer_uuid)
+    else:
+        consumer_uuid = str(uuidlib.uuid4())
+        virt_uuid = facts.get("virt.uuid")
+        tx.execute(
+            "INSERT INTO consumers(uuid, name, owner, type, facts, installed_products, created, updated, "
+            "last_checkin, guest_key) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (consumer_uuid, name, owner, ctype, dumps(facts), dumps(products), now, now, now,
+             guest_key(virt_uuid) if virt_uuid else None),
+        )
+    row = get_row(tx, consumer_uuid)
+    issued = issue_identity(tx, ca, row, public_key, owner)
+    row = get_row(tx, consumer_uuid)
+    auto = False
+    for akey in key_rows:
+        auto = auto or bool(akey["auto_attach"])
+        for pool in tx.all("SELECT pool_id, quantity FROM activation_key_pools WHERE key_id=?", (akey["id"],)):
+            subscriptions.attach(tx, ca, row, pool["pool_id"], pool["quantity"])
+    if auto:
+        subscriptions.auto_attach(tx, ca, row)
+    return consumer_dto(tx, row, issued.key_pem)
+
+
+def _ft_primary_for_registration(tx: Tx, owner: str, facts: dict[str, str]) -> sqlite3.Row | None:
+    virt_uuid = facts.get("virt.uuid")
+    if not virt_uuid:
+        return None
+    row = tx.one(
+        "SELECT * FROM consumers WHERE guest_key = ? AND instance_uuid IS NOT NULL AND ft_role = 0 "
+        "AND failed_over_to IS NULL",
+        (guest_key(virt_uuid),),
+    )
+    if row is not None and row["owner"] not in (None, owner):
+        raise Conflict(
+            f"The fault-tolerant group of virt.uuid {virt_uuid} is registered to another organization."
+        )
+    return row
+
+
+def update(tx: Tx, row: sqlite3.Row, body: Any) -> None:
+    """PUT /consumers/{uuid}: facts, installed products, name; every call is also a check-in."""
+    body = req_dict(body if body is not None else {}, "consumer")
+    now = now_iso()
+    sets: dict[str, Any] = {"updated": now, "last_checkin": now}
+    if "facts" in body:
+        facts = facts_map(body["facts"])
+        current = loads(row["facts"], {})
+        for key in FT_FACTS:
+            if key in current:
+                facts[key] = current[key]
+        sets["facts"] = dumps(facts)
+        if row["instance_uuid"] is None and facts.get("virt.uuid"):
+            sets["guest_key"] = guest_key(facts["virt.uuid"])
+    if "installedProducts" in body:
+        sets["installed_products"] = dumps(_product_list(body["installedProducts"]))
+    if body.get("name") is not None:
+        name = opt_str(body, "name")
+        if not name or not name.strip():
+            raise BadRequest("System name cannot be empty.")
+        sets["name"] = name
+    cols = ", ".join(f"{k}=?" for k in sets)
+    tx.execute(f"UPDATE consumers SET {cols} WHERE uuid=?", (*sets.values(), row["uuid"]))  # noqa: S608
+
+
+def regenerate(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, body: Any) -> dict[str, Any]:
+    """New identity certificate: for a CSR if given, else for the same key (or a new server key)."""
+    public_key: str | None = None
+    if isinstance(body, dict) and body.get("csr"):
+        if not isinstance(body["csr"], str):
+            raise BadRequest("csr must be a PEM string")
+        public_key = ca.public_key_from_csr(body["csr"])
+    elif body not in (None, {}) and not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    elif row["key_pem"] is None:
+        public_key = row["public_key_pem"]
+    issued = issue_identity(tx, ca, row, public_key)
+    return consumer_dto(tx, get_row(tx, row["uuid"]), issued.key_pem)
+
+
+def delete(tx: Tx, row: sqlite3.Row) -> None:
+    for ent in tx.all("SELECT id FROM entitlements WHERE consumer = ?", (row["uuid"],)):
+        subscriptions.remove_entitlement(tx, ent["id"])
+    # Pools derived from this consumer's entitlements went with them; guests it reported go too.
+    tx.execute("DELETE FROM guests WHERE hypervisor = ?", (row["uuid"],))
+    tx.execute("DELETE FROM consumers WHERE uuid = ?", (row["uuid"],))
+    tx.execute(
+        "INSERT OR REPLACE INTO deleted_consumers(uuid, owner, name, deleted) VALUES(?,?,?,?)",
+        (row["uuid"], row["owner"], row["name"], now_iso()),
+    )
+
+
+def list_for_owner(tx: Tx, owner: str, ctype: str | None = None) -> list[dict[str, Any]]:
+    require_owner(tx, owner)
+    if ctype:
+        rows = tx.all("SELECT * FROM consumers WHERE owner = ? AND type = ? ORDER BY created", (owner, ctype))
+    else:
+        # FT instances created by a report have no org until the VM registers; the org whose
+        # hypervisors reported them still sees them.
+        rows = tx.all(
+            "SELECT * FROM consumers WHERE owner = ? OR (owner IS NULL AND reported_owner = ?) "
+            "ORDER BY created, rowid", (owner, owner))
+    return [consumer_dto(tx, r) for r in rows]

@@ -1,0 +1,58 @@
+"""The server's exception tree: each maps to an HTTP status and a Candlepin-style JSON error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "Gone",
+    "NotFound",
+    "PayloadTooLarge",
+    "Unauthorized",
+]
+
+
+class ApiError(Exception):
+    """An error answered to the client as `{"displayMessage": ...}` with an HTTP status."""
+
+    status = 500
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"displayMessage": self.message, "requestUuid": None, **self.extra}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class Gone(ApiError):
+    status = 410
+
+
+class PayloadTooLarge(ApiError):
+    status = 413

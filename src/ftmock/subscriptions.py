@@ -1,0 +1,427 @@
+"""Products, pools, activation keys, entitlements and their certificates, and compliance.
+
+Virt pools follow Candlepin's host-restricted model: when a hypervisor is entitled to a pool whose
+product carries `virt_limit`, a derived, virt-only pool appears that only that hypervisor's guests
+may consume (`requires_host` = the hypervisor consumer, `hypervisorId` = its reported id). Those
+pools are what lets each FT instance be entitled by the hypervisor it runs on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+import uuid as uuidlib
+from typing import Any
+
+from .ca import CertificateAuthority
+from .errors import BadRequest, Forbidden, NotFound
+from .store import Tx, dumps, loads, now_iso
+from .validate import facts_map, req_dict, req_str, str_list
+
+__all__ = [
+    "attach",
+    "attachable_pools",
+    "auto_attach",
+    "certificate_dtos",
+    "compliance",
+    "create_activation_key",
+    "create_pool",
+    "create_product",
+    "entitlement_dtos",
+    "host_of",
+    "parse_serials",
+    "pool_dto",
+    "pools_for_owner",
+    "products_covered",
+    "remove_entitlement",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _hex_id() -> str:
+    return uuidlib.uuid4().hex
+
+
+# -- products, pools, keys ------------------------------------------------------------------------
+
+def create_product(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
+    body = req_dict(body, "product")
+    pid = req_str(body, "id", "product id")
+    name = req_str(body, "name", "product name")
+    attrs_in = body.get("attributes") or {}
+    if isinstance(attrs_in, list):  # Candlepin's [{"name":..., "value":...}] form
+        try:
+            attrs_in = {a["name"]: a["value"] for a in attrs_in}
+        except (TypeError, KeyError):
+            raise BadRequest("attributes must be a list of {name, value}") from None
+    attrs = facts_map(attrs_in, "attributes")
+    if "virt_limit" in attrs and attrs["virt_limit"] != "unlimited":
+        try:
+            if int(attrs["virt_limit"]) < 0:
+                raise ValueError
+        except ValueError:
+            raise BadRequest("attribute virt_limit must be a non-negative integer or 'unlimited'") from None
+    provided = str_list(body.get("providedProducts"), "providedProducts")
+    tx.execute(
+        "INSERT INTO products(owner, id, name, attributes, provided) VALUES(?,?,?,?,?) "
+        "ON CONFLICT(owner, id) DO UPDATE SET name=excluded.name, attributes=excluded.attributes, "
+        "provided=excluded.provided",
+        (owner, pid, name, dumps(attrs), dumps(provided)),
+    )
+    return {"id": pid, "name": name, "attributes": [{"name": k, "value": v} for k, v in attrs.items()],
+            "providedProducts": provided}
+
+
+def _product(tx: Tx, owner: str, pid: str) -> sqlite3.Row:
+    row = tx.one("SELECT * FROM products WHERE owner = ? AND id = ?", (owner, pid))
+    if row is None:
+        raise NotFound(f"Product with ID '{pid}' could not be found in organization '{owner}'.")
+    return row
+
+
+def _date(value: Any, what: str, default: dt.datetime) -> str:
+    if value is None:
+        return default.isoformat()
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be an ISO 8601 date")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{what} must be an ISO 8601 date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.isoformat()
+
+
+def create_pool(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
+    body = req_dict(body, "pool")
+    pid = req_str(body, "productId", "productId")
+    _product(tx, owner, pid)
+    quantity = body.get("quantity", 1)
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < -1:
+        raise BadRequest("quantity must be an integer >= 0, or -1 for unlimited")
+    now = dt.datetime.now(dt.UTC)
+    start = _date(body.get("startDate"), "startDate", now - dt.timedelta(days=1))
+    end = _date(body.get("endDate"), "endDate", now + dt.timedelta(days=365))
+    if end <= start:
+        raise BadRequest("endDate must be after startDate")
+    attrs = facts_map(body.get("attributes"), "attributes")
+    pool_id = _hex_id()
+    tx.execute(
+        "INSERT INTO pools(id, owner, product_id, quantity, attributes, start_date, end_date, created) "
+        "VALUES(?,?,?,?,?,?,?,?)",
+        (pool_id, owner, pid, quantity, dumps(attrs), start, end, now_iso()),
+    )
+    return pool_dto(tx, _pool(tx, pool_id))
+
+
+def create_activation_key(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
+    body = req_dict(body, "activation key")
+    name = req_str(body, "name", "activation key name")
+    if tx.one("SELECT 1 FROM activation_keys WHERE owner=? AND name=?", (owner, name)):
+        raise BadRequest(f"Activation key '{name}' already exists in organization '{owner}'.")
+    key_id = _hex_id()
+    auto = bool(body.get("autoAttach", False))
+    tx.execute("INSERT INTO activation_keys(id, owner, name, auto_attach) VALUES(?,?,?,?)",
+               (key_id, owner, name, int(auto)))
+    pools = body.get("pools") or []
+    if not isinstance(pools, list):
+        raise BadRequest("pools must be a list")
+    out = []
+    for item in pools:
+        pool_id = item.get("poolId") if isinstance(item, dict) else item
+        quantity = item.get("quantity", 1) if isinstance(item, dict) else 1
+        if not isinstance(pool_id, str) or not isinstance(quantity, int):
+            raise BadRequest("pools entries need a poolId and an integer quantity")
+        pool = _pool(tx, pool_id)
+        if pool["owner"] != owner:
+            raise BadRequest(f"Pool {pool_id} belongs to another organization")
+        tx.execute("INSERT INTO activation_key_pools(key_id, pool_id, quantity) VALUES(?,?,?)",
+                   (key_id, pool_id, quantity))
+        out.append({"poolId": pool_id, "quantity": quantity})
+    return {"id": key_id, "name": name, "owner": {"key": owner}, "autoAttach": auto, "pools": out}
+
+
+def _pool(tx: Tx, pool_id: str) -> sqlite3.Row:
+    row = tx.one("SELECT * FROM pools WHERE id = ?", (pool_id,))
+    if row is None:
+        raise NotFound(f"Subscription pool with ID '{pool_id}' could not be found.")
+    return row
+
+
+def _consumed(tx: Tx, pool_id: str) -> int:
+    row = tx.one("SELECT COALESCE(SUM(quantity), 0) AS n FROM entitlements WHERE pool = ?", (pool_id,))
+    return int(row["n"]) if row else 0
+
+
+def _provides(tx: Tx, pool: sqlite3.Row) -> tuple[sqlite3.Row, list[str]]:
+    product = _product(tx, pool["owner"], pool["product_id"])
+    return product, [product["id"], *loads(product["provided"], [])]
+
+
+def pool_dto(tx: Tx, pool: sqlite3.Row) -> dict[str, Any]:
+    product, provided = _provides(tx, pool)
+    attrs = loads(pool["attributes"], {})
+    return {
+        "id": pool["id"],
+        "owner": {"key": pool["owner"]},
+        "productId": product["id"],
+        "productName": product["name"],
+        "quantity": pool["quantity"],
+        "consumed": _consumed(tx, pool["id"]),
+        "exported": 0,
+        "type": "ENTITLEMENT_DERIVED" if pool["source_entitlement"] else "NORMAL",
+        "attributes": [{"name": k, "value": v} for k, v in sorted(attrs.items())],
+        "productAttributes": [{"name": k, "value": v}
+                              for k, v in sorted(loads(product["attributes"], {}).items())],
+        "providedProducts": [{"productId": p} for p in provided],
+        "sourceEntitlement": {"id": pool["source_entitlement"]} if pool["source_entitlement"] else None,
+        "requiresHost": pool["requires_host"],
+        "hypervisorId": pool["hypervisor_id"],
+        "startDate": pool["start_date"],
+        "endDate": pool["end_date"],
+    }
+
+
+def pools_for_owner(tx: Tx, owner: str) -> list[dict[str, Any]]:
+    return [pool_dto(tx, p) for p in tx.all("SELECT * FROM pools WHERE owner = ? ORDER BY created", (owner,))]
+
+
+# -- who runs where -------------------------------------------------------------------------------
+
+def host_of(tx: Tx, consumer: sqlite3.Row) -> sqlite3.Row | None:
+    """The hypervisor consumer that last reported this guest (this FT instance, for FT consumers)."""
+    if not consumer["guest_key"]:
+        return None
+    if consumer["instance_uuid"]:
+        sql = ("SELECT c.* FROM guests g JOIN consumers c ON c.uuid = g.hypervisor "
+               "WHERE g.guest_key = ? AND g.instance_key = ? ORDER BY g.updated DESC, c.uuid LIMIT 1")
+        params: tuple[Any, ...] = (consumer["guest_key"], consumer["instance_uuid"])
+    else:
+        sql = ("SELECT c.* FROM guests g JOIN consumers c ON c.uuid = g.hypervisor "
+               "WHERE g.guest_key = ? ORDER BY g.updated DESC, c.uuid LIMIT 1")
+        params = (consumer["guest_key"],)
+    return tx.one(sql, params)
+
+
+def _is_guest(consumer: sqlite3.Row) -> bool:
+    facts = loads(consumer["facts"], {})
+    return bool(consumer["guest_key"]) or facts.get("virt.is_guest", "").lower() == "true"
+
+
+def _check_attachable(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, quantity: int,
+                      host: sqlite3.Row | None) -> str | None:
+    """Why this consumer cannot attach this pool, or None when it can."""
+    owner = consumer["owner"]
+    if pool["owner"] != owner:
+        return "the pool belongs to another organization"
+    now = dt.datetime.now(dt.UTC).isoformat()
+    if not pool["start_date"] <= now < pool["end_date"]:
+        return "the pool is not current"
+    attrs = loads(pool["attributes"], {})
+    if attrs.get("virt_only") == "true" and not _is_guest(consumer):
+        return "the pool is for virtual machines only"
+    if pool["requires_host"] and (host is None or host["uuid"] != pool["requires_host"]):
+        return "the pool is restricted to the guests of another hypervisor"
+    if pool["quantity"] >= 0 and _consumed(tx, pool["id"]) + quantity > pool["quantity"]:
+        return "no subscriptions are available from the pool"
+    return None
+
+
+def attachable_pools(tx: Tx, consumer: sqlite3.Row) -> list[dict[str, Any]]:
+    host = host_of(tx, consumer)
+    rows = tx.all("SELECT * FROM pools WHERE owner = ? ORDER BY created", (consumer["owner"],))
+    return [pool_dto(tx, p) for p in rows if _check_attachable(tx, consumer, p, 1, host) is None]
+
+
+# -- entitlements ---------------------------------------------------------------------------------
+
+def attach(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row, pool_id: str,
+           quantity: int = 1) -> dict[str, Any]:
+    if consumer["owner"] is None:
+        raise Forbidden("The system is not registered to an organization.")
+    if quantity < 1:
+        raise BadRequest("quantity must be at least 1")
+    pool = _pool(tx, pool_id)
+    reason = _check_attachable(tx, consumer, pool, quantity, host_of(tx, consumer))
+    if reason is not None:
+        raise Forbidden(f"Unable to attach pool {pool_id}: {reason}.")
+    return _create_entitlement(tx, ca, consumer, pool, quantity)
+
+
+def _create_entitlement(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row, pool: sqlite3.Row,
+                        quantity: int) -> dict[str, Any]:
+    ent_id = _hex_id()
+    tx.execute("INSERT INTO entitlements(id, consumer, pool, quantity, created) VALUES(?,?,?,?,?)",
+               (ent_id, consumer["uuid"], pool["id"], quantity, now_iso()))
+    product, provided = _provides(tx, pool)
+    data = json.dumps({
+        "consumer": consumer["uuid"], "quantity": quantity,
+        "subscription": {"pool": pool["id"], "sku": product["id"], "name": product["name"]},
+        "products": [{"id": p} for p in provided],
+        "start": pool["start_date"], "end": pool["end_date"],
+    }, sort_keys=True).encode()
+    serial = tx.next_serial("entitlement")
+    issued = ca.entitlement(ent_id, pool["owner"], serial, data,
+                            not_after=dt.datetime.fromisoformat(pool["end_date"]))
+    tx.execute(
+        "INSERT INTO certificates(serial, entitlement, consumer, cert, key, expiration) VALUES(?,?,?,?,?,?)",
+        (serial, ent_id, consumer["uuid"], issued.cert_pem, issued.key_pem, issued.not_after.isoformat()),
+    )
+    attrs = loads(product["attributes"], {})
+    if consumer["type"] == "hypervisor" and "virt_limit" in attrs:
+        limit = attrs["virt_limit"]
+        derived_qty = -1 if limit == "unlimited" else int(limit) * quantity
+        derived_id = _hex_id()
+        tx.execute(
+            "INSERT INTO pools(id, owner, product_id, quantity, source_entitlement, requires_host, "
+            "hypervisor_id, attributes, start_date, end_date, created) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+            (derived_id, pool["owner"], pool["product_id"], derived_qty, ent_id, consumer["uuid"],
+             consumer["hypervisor_id"], dumps({"virt_only": "true", "pool_derived": "true"}),
+             pool["start_date"], pool["end_date"], now_iso()),
+        )
+        log.info("hypervisor %s: derived virt pool %s (%s guests) from pool %s",
+                 consumer["uuid"], derived_id, limit, pool["id"])
+    return _entitlement_dto(tx, tx.one("SELECT * FROM entitlements WHERE id = ?", (ent_id,)))
+
+
+def remove_entitlement(tx: Tx, ent_id: str) -> None:
+    """Remove an entitlement, its certificate, and any pool derived from it (with what it entitled)."""
+    for derived in tx.all("SELECT id FROM pools WHERE source_entitlement = ?", (ent_id,)):
+        for ent in tx.all("SELECT id FROM entitlements WHERE pool = ?", (derived["id"],)):
+            remove_entitlement(tx, ent["id"])
+        tx.execute("DELETE FROM pools WHERE id = ?", (derived["id"],))
+    tx.execute("DELETE FROM certificates WHERE entitlement = ?", (ent_id,))
+    tx.execute("DELETE FROM entitlements WHERE id = ?", (ent_id,))
+
+
+def products_covered(tx: Tx, consumer_uuid: str) -> dict[str, list[str]]:
+    """Product id -> entitlement ids that cover it."""
+    covered: dict[str, list[str]] = {}
+    for ent in tx.all("SELECT e.id, p.owner, p.product_id FROM entitlements e JOIN pools p ON p.id = e.pool "
+                      "WHERE e.consumer = ?", (consumer_uuid,)):
+        product = tx.one("SELECT id, provided FROM products WHERE owner=? AND id=?",
+                         (ent["owner"], ent["product_id"]))
+        if product is None:
+            continue
+        for pid in [product["id"], *loads(product["provided"], [])]:
+            covered.setdefault(pid, []).append(ent["id"])
+    return covered
+
+
+def auto_attach(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
+                only_products: list[str] | None = None, host_only: bool = False) -> list[dict[str, Any]]:
+    """Attach one pool per uncovered installed product, preferring the guest's own host's virt pool.
+
+    `only_products` widens or narrows what is wanted (FT instances copy what their primary holds);
+    `host_only` restricts the choice to pools derived from the consumer's own hypervisor.
+    """
+    if consumer["owner"] is None:
+        raise Forbidden("The system is not registered to an organization.")
+    wanted = only_products if only_products is not None else [
+        p["productId"] for p in loads(consumer["installed_products"], [])]
+    covered = products_covered(tx, consumer["uuid"])
+    host = host_of(tx, consumer)
+    pools = tx.all("SELECT * FROM pools WHERE owner = ? ORDER BY created", (consumer["owner"],))
+
+    def rank(pool: sqlite3.Row) -> int:
+        if host is not None and pool["requires_host"] == host["uuid"]:
+            return 0
+        return 1
+
+    pools.sort(key=rank)
+    attached = []
+    for pid in wanted:
+        if pid in covered:
+            continue
+        for pool in pools:
+            if host_only and (host is None or pool["requires_host"] != host["uuid"]):
+                continue
+            if pid not in _provides(tx, pool)[1]:
+                continue
+            if _check_attachable(tx, consumer, pool, 1, host) is not None:
+                continue
+            ent = _create_entitlement(tx, ca, consumer, pool, 1)
+            attached.append(ent)
+            for provided in [p["productId"] for p in ent["pool"]["providedProducts"]]:
+                covered.setdefault(provided, []).append(ent["id"])
+            break
+    return attached
+
+
+def certificate_dtos(tx: Tx, consumer_uuid: str, serials: list[int] | None = None,
+                     with_body: bool = True) -> list[dict[str, Any]]:
+    rows = tx.all("SELECT * FROM certificates WHERE consumer = ? ORDER BY serial", (consumer_uuid,))
+    out = []
+    for row in rows:
+        if serials is not None and row["serial"] not in serials:
+            continue
+        serial = {"id": row["serial"], "serial": row["serial"], "expiration": row["expiration"],
+                  "revoked": False}
+        if with_body:
+            out.append({"id": str(row["serial"]), "serial": serial, "cert": row["cert"], "key": row["key"],
+                        "entitlement": {"id": row["entitlement"]}})
+        else:
+            out.append(serial)
+    return out
+
+
+def _entitlement_dto(tx: Tx, ent: sqlite3.Row | None) -> dict[str, Any]:
+    assert ent is not None
+    pool = tx.one("SELECT * FROM pools WHERE id = ?", (ent["pool"],))
+    assert pool is not None
+    return {
+        "id": ent["id"],
+        "consumer": {"uuid": ent["consumer"]},
+        "pool": pool_dto(tx, pool),
+        "quantity": ent["quantity"],
+        "created": ent["created"],
+        "startDate": pool["start_date"],
+        "endDate": pool["end_date"],
+        "certificates": [c for c in certificate_dtos(tx, ent["consumer"])
+                         if c["entitlement"]["id"] == ent["id"]],
+    }
+
+
+def entitlement_dtos(tx: Tx, consumer_uuid: str) -> list[dict[str, Any]]:
+    return [_entitlement_dto(tx, e)
+            for e in tx.all("SELECT * FROM entitlements WHERE consumer = ? ORDER BY created", (consumer_uuid,))]
+
+
+def compliance(tx: Tx, consumer: sqlite3.Row) -> dict[str, Any]:
+    """valid: every installed product covered (or none installed); partial: some; invalid: none."""
+    installed = loads(consumer["installed_products"], [])
+    covered = products_covered(tx, consumer["uuid"])
+    compliant = {p["productId"]: covered[p["productId"]] for p in installed if p["productId"] in covered}
+    non_compliant = [p["productId"] for p in installed if p["productId"] not in covered]
+    if not non_compliant:
+        status = "valid"
+    elif compliant:
+        status = "partial"
+    else:
+        status = "invalid"
+    reasons = [{"key": "NOTCOVERED", "message": "Not supported by a valid subscription.",
+                "attributes": {"product_id": pid}} for pid in non_compliant]
+    return {
+        "status": status,
+        "compliant": status == "valid",
+        "date": now_iso(),
+        "compliantProducts": compliant,
+        "partiallyCompliantProducts": {},
+        "nonCompliantProducts": non_compliant,
+        "reasons": reasons,
+        "consumerUuid": consumer["uuid"],
+    }
+
+
+def parse_serials(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise BadRequest("serials must be a comma-separated list of integers") from None
+
