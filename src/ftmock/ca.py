@@ -78,6 +78,7 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # the umask must not narrow a public file (the CA) or widen nothing else
         os.write(fd, data)
         os.fsync(fd)
     finally:
@@ -142,7 +143,8 @@ class CertificateAuthority:
         log.info("created CA in %s", cert_path)
         return cls(cert, key)
 
-    def _builder(self, subject: x509.Name, public_key: object, days: int, serial: int) -> x509.CertificateBuilder:
+    def _builder(self, subject: x509.Name, public_key: object, days: int, serial: int,
+                 not_after: dt.datetime | None = None) -> x509.CertificateBuilder:
         now = _now()
         return (
             x509.CertificateBuilder()
@@ -151,7 +153,7 @@ class CertificateAuthority:
             .public_key(public_key)  # type: ignore[arg-type]
             .serial_number(serial)
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_after(not_after or now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
@@ -249,10 +251,8 @@ class CertificateAuthority:
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, owner),
                 x509.NameAttribute(NameOID.COMMON_NAME, entitlement_id),
             ]),
-            key.public_key(), days, serial,
+            key.public_key(), days, serial, not_after,
         )
-        if not_after is not None:
-            builder = builder.not_valid_after(not_after)
         cert = builder.sign(self.key, hashes.SHA256())
         body = base64.encodebytes(data).decode()
         pem = cert.public_bytes(serialization.Encoding.PEM).decode()

@@ -39,13 +39,17 @@ def cli(ctx: click.Context, data_dir: Path, debug: bool) -> None:
 @cli.command()
 @click.option("--listen", default="127.0.0.1:8443", show_default=True,
               help="Address to listen on, HOST:PORT; port 0 picks a free port.")
+@click.option("--data-dir", "serve_data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory with the database, CA and keys (same as the global option).")
 @click.option("--admin-password", envvar="FTMOCK_ADMIN_PASSWORD", default=None,
               help="Password of user 'admin' (default 'admin' on first start; env FTMOCK_ADMIN_PASSWORD).")
 @click.pass_obj
-def serve(data_dir: Path, listen: str, admin_password: str | None) -> None:
+def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_password: str | None) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
 
+    if serve_data_dir is not None:
+        data_dir = serve_data_dir.resolve()
     host, port = _parse_listen(listen)
     try:
         app = FtmockApp(data_dir, host, port, admin_password)
