@@ -60,8 +60,12 @@ _verified_lock = threading.Lock()
 
 
 def authenticate_basic(tx: Tx, header: str) -> Principal:
+    token = header.split(" ", 1)[1].strip() if " " in header else ""
+    if token.startswith("b'") and token.endswith("'"):
+        # python-rhsm 1.19 on Python 3 sends the repr of the bytes: Basic b'dXNlcjpwdw=='.
+        token = token[2:-1]
     try:
-        raw = base64.b64decode(header.split(" ", 1)[1], validate=True).decode()
+        raw = base64.b64decode(token, validate=True).decode()
         username, password = raw.split(":", 1)
     except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
         raise Unauthorized("Invalid Basic authentication header") from None

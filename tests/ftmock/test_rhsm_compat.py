@@ -1,0 +1,46 @@
+"""The classic client library (python-rhsm 1.19.2) works against ftmock unchanged."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import FtmockServer
+
+
+def test_python_rhsm_registers_and_reads_back_with_identity(server: FtmockServer, org: str,
+                                                            tmp_path: Path) -> None:
+    import rhsm.connection as rc
+
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    shutil.copy(server.ca_path, ca_dir / "ftmock-ca.pem")
+    rc.config.set("rhsm", "ca_cert_dir", f"{ca_dir}/")
+    rc.config.set("server", "insecure", "0")
+    common = {"host": "127.0.0.1", "ssl_port": server.port, "handler": "/candlepin", "timeout": 30}
+
+    admin = rc.UEPConnection(username="admin", password=server.admin_password, **common)
+    assert admin.ping()["result"] is True
+    consumer = admin.registerConsumer(name="rhsm-client", type="system",
+                                      facts={"virt.uuid": "5c4b3a29-1111-2222-3333-444455556666"}, owner=org)
+    assert consumer["owner"]["key"] == org
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_text(consumer["idCert"]["cert"])
+    key_file.write_text(consumer["idCert"]["key"])
+
+    identity = rc.UEPConnection(cert_file=str(cert_file), key_file=str(key_file), **common)
+    back = identity.getConsumer(consumer["uuid"])
+    assert back["uuid"] == consumer["uuid"]
+    assert back["name"] == "rhsm-client"
+    assert back["facts"]["virt.uuid"] == "5c4b3a29-1111-2222-3333-444455556666"
+    assert identity.getCertificateSerials(consumer["uuid"]) == []
+
+    # Wrong password: python-rhsm reports the server's 401 and its message.
+    bad = rc.UEPConnection(username="admin", password="wrong", **common)
+    try:
+        bad.getOwnerList("admin")
+    except rc.RestlibException as exc:
+        assert exc.code == 401
+        assert "Invalid Credentials" in str(exc)
+    else:
+        raise AssertionError("a wrong password was accepted")

@@ -1,0 +1,130 @@
+"""The server process: persistence across restarts, clean stop, and bad input of every kind."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import ssl
+from pathlib import Path
+
+from tests.conftest import FtmockServer
+from tests.ftmock.conftest import Client, admin_client, make_key_and_csr, product_and_pool, register
+
+
+def test_state_survives_restart(ftmock: FtmockServer, tmp_path: Path) -> None:
+    pool = product_and_pool(ftmock, "admin", "PERSIST")
+    reg = register(ftmock, tmp_path, "admin", name="persistent", installed=["PERSIST"])
+    reg.client.post(f"/consumers/{reg.uuid}/entitlements?pool={pool}")
+    ca_before = ftmock.ca_path.read_bytes()
+    port = ftmock.port
+    ftmock.restart()
+    assert ftmock.port == port
+    assert ftmock.ca_path.read_bytes() == ca_before
+    client = Client(ftmock, cert=(reg.cert_path, reg.key_path))
+    r = client.get(f"/consumers/{reg.uuid}")
+    assert r.status_code == 200 and r.json()["name"] == "persistent"
+    assert client.get(f"/consumers/{reg.uuid}/compliance").json()["status"] == "valid"
+
+
+def test_sigterm_stops_cleanly_and_keeps_committed_writes(ftmock: FtmockServer, tmp_path: Path) -> None:
+    reg = register(ftmock, tmp_path, "admin", name="before-stop")
+    assert ftmock.stop(signal.SIGTERM) == 0
+    ftmock.start()
+    r = admin_client(ftmock).get(f"/consumers/{reg.uuid}")
+    assert r.status_code == 200
+
+
+def test_files_and_modes(ftmock: FtmockServer) -> None:
+    d = ftmock.data_dir
+    assert (d / "url").read_text().strip() == ftmock.url
+    assert ftmock.url.startswith("https://127.0.0.1:") and ftmock.url.endswith("/candlepin")
+    for name in ("ca-key.pem", "server-key.pem"):
+        assert (d / name).stat().st_mode & 0o777 == 0o600
+    assert (d / "ca.pem").stat().st_mode & 0o077 == 0o044  # the CA certificate is public
+
+
+def test_tls_1_1_is_refused(ftmock: FtmockServer) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(ftmock.ca_path))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    try:
+        with socket.create_connection(("127.0.0.1", ftmock.port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+            raise AssertionError("TLS 1.1 handshake succeeded")
+    except ssl.SSLError:
+        pass
+
+
+def test_bad_input_gets_4xx_with_message(server: FtmockServer, org: str) -> None:
+    admin = admin_client(server)
+    cases = [
+        ("POST", f"/consumers?owner={org}", b"{oops", 400),
+        ("POST", f"/consumers?owner={org}", json.dumps([1, 2]).encode(), 400),
+        ("POST", f"/consumers?owner={org}", json.dumps({"name": "x", "facts": [1]}).encode(), 400),
+        ("POST", f"/consumers?owner={org}", json.dumps({"name": 5}).encode(), 400),
+        ("POST", f"/consumers?owner={org}", json.dumps({"name": "x", "type": "toaster"}).encode(), 400),
+        ("POST", f"/consumers?owner={org}", json.dumps({"name": "x", "csr": "not a csr"}).encode(), 400),
+        ("POST", f"/consumers?owner={org}", json.dumps({"name": "x", "installedProducts": "p"}).encode(), 400),
+        ("POST", "/consumers?owner=no-such-org", json.dumps({"name": "x"}).encode(), 404),
+        ("POST", "/consumers", json.dumps({"name": "x"}).encode(), 400),
+        ("POST", f"/owners/{org}/pools", json.dumps({"productId": "missing"}).encode(), 404),
+        ("POST", f"/owners/{org}/products", json.dumps({"id": "p", "name": "p",
+                                                        "attributes": {"virt_limit": "lots"}}).encode(), 400),
+        ("POST", "/owners", json.dumps({"key": "bad key!"}).encode(), 400),
+        ("GET", "/nowhere", b"", 404),
+    ]
+    for method, path, body, status in cases:
+        r = admin.call(method, path, data=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == status, (method, path, body, r.status_code, r.text)
+        assert r.json()["displayMessage"], (path, body)
+    # Nothing was half-created by the failures above.
+    assert admin.get(f"/owners/{org}/consumers").json() == []
+
+
+def test_csr_with_bad_signature_is_refused(server: FtmockServer, org: str) -> None:
+    _, csr = make_key_and_csr()
+    lines = csr.splitlines()
+    body = lines[1:-1]
+    # Flip a character inside the signature part of the base64 body.
+    last = body[-2]
+    body[-2] = last[:-4] + ("A" if last[-4] != "A" else "B") + last[-3:]
+    tampered = "\n".join([lines[0], *body, lines[-1]])
+    r = admin_client(server).post(f"/consumers?owner={org}", json={"name": "x", "csr": tampered})
+    assert r.status_code == 400
+    assert "CSR" in r.json()["displayMessage"]
+
+
+def test_oversized_body_is_refused(server: FtmockServer, org: str) -> None:
+    # Announce a body over the limit; the server must answer 413 without reading it.
+    import http.client
+
+    ctx = ssl.create_default_context(cafile=str(server.ca_path))
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=10)
+    import base64
+
+    auth = base64.b64encode(b"admin:" + server.admin_password.encode()).decode()
+    conn.putrequest("POST", f"/candlepin/hypervisors/{org}")
+    conn.putheader("Authorization", f"Basic {auth}")
+    conn.putheader("Content-Length", str(200 * 1024 * 1024))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413
+    assert "over the limit" in json.loads(resp.read())["displayMessage"]
+    conn.close()
+
+
+def test_admin_cli_creates_fixtures(ftmock: FtmockServer, tmp_path: Path) -> None:
+    out = json.loads(ftmock.admin("org", "create", "cli-org"))
+    assert out["key"] == "cli-org"
+    json.loads(ftmock.admin("product", "create", "--org", "cli-org", "--id", "P", "--name", "Prod",
+                            "--attribute", "virt_limit=4"))
+    pool = json.loads(ftmock.admin("pool", "create", "--org", "cli-org", "--product", "P", "--quantity", "3"))
+    key = json.loads(ftmock.admin("activation-key", "create", "--org", "cli-org", "--name", "k",
+                                  "--pool", pool["id"]))
+    assert key["pools"] == [{"poolId": pool["id"], "quantity": 1}]
+    pools = admin_client(ftmock).get("/owners/cli-org/pools").json()
+    assert [(p["id"], p["quantity"]) for p in pools] == [(pool["id"], 3)]
+    reg = register(ftmock, tmp_path, "cli-org", name="via-key", activation_keys="k")
+    assert len(reg.client.get(f"/consumers/{reg.uuid}/entitlements").json()) == 1
