@@ -16,7 +16,6 @@ import requests
 import responses
 import trustme
 
-from conftest import Stub, free_port, start_stub
 from ftagent.connection import Connection, _host_bypasses_proxy, parse_retry_after
 from ftagent.errors import (
     BadRequest,
@@ -35,6 +34,7 @@ from ftagent.errors import (
     TLSError,
     Unauthorized,
 )
+from tests.ftagent.stubserver import Stub, free_port, start_stub
 
 BASE = "https://server.test:8443/candlepin"
 

@@ -1,0 +1,457 @@
+"""The high-level agent: what the CLI does, usable as a library.
+
+>>> from ftagent import Agent, load_config
+>>> agent = Agent(load_config("/etc/ftagent/ftagent.conf"))
+>>> agent.register("ACME", username="admin", password="...")      # doctest: +SKIP
+>>> agent.checkin()                                                 # doctest: +SKIP
+
+Every consumer-authenticated call goes through one :class:`~ftagent.connection.Connection` whose
+failover handler is an :class:`~ftagent.failover.IdentitySwapper`, so a failover answer is applied
+wherever it arrives.  A 410 (consumer deleted on the server) for our consumer removes the local
+identity and entitlement certificates before the error is re-raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ftagent.config import Config, load_config
+from ftagent.entitlements import EntitlementStore, RefreshResult
+from ftagent.errors import (
+    ConfigError,
+    FtagentError,
+    Gone,
+    IdentityError,
+    InvalidUsage,
+    NotFound,
+    RemoteError,
+)
+from ftagent.facts import SystemPaths, collect_facts, facts_digest
+from ftagent.identity import Identity, IdentityStore
+from ftagent.lock import FileLock
+
+if TYPE_CHECKING:
+    from ftagent.connection import Connection
+    from ftagent.failover import LeaseClaim
+
+__all__ = ["Agent", "CheckinResult"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class CheckinResult:
+    """What a check-in did."""
+
+    uuid: str
+    facts_sent: bool
+    refresh: RefreshResult
+    failed_over_from: str | None = None
+    requests: int = 0
+    connections: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {
+            "uuid": self.uuid,
+            "facts_sent": self.facts_sent,
+            "entitlements": self.refresh.as_dict(),
+            "failed_over_from": self.failed_over_from,
+            "requests": self.requests,
+            "connections": self.connections,
+        }
+
+
+class Agent:
+    """One guest's agent state (configuration, identity, entitlements) and its server calls."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        system_paths: SystemPaths | None = None,
+        lease_claim: LeaseClaim | None = None,
+    ) -> None:
+        self.config = config if config is not None else load_config()
+        self.system_paths = system_paths
+        self.lease_claim = lease_claim
+        self.identity = IdentityStore(self.config.agent.identity_dir)
+        self.entitlements = EntitlementStore(self.config.agent.entitlement_dir)
+        self._connection: Connection | None = None
+
+    # -- resources --------------------------------------------------------------------------
+
+    def lock(self, timeout: float | None = None) -> FileLock:
+        """The inter-process lock around state-changing work."""
+        return FileLock(
+            self.config.agent.lock_file, self.config.agent.lock_timeout if timeout is None else timeout
+        )
+
+    def close(self) -> None:
+        """Close the server connection."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _server_args(self) -> dict[str, Any]:
+        server = self.config.server
+        if not server.url:
+            where = self.config.path or "the configuration"
+            raise ConfigError(f"no server URL: set [server] url in {where}")
+        return {
+            "url": server.url,
+            "ca_cert": server.ca_cert,
+            "insecure": server.insecure,
+            "timeout": server.timeout,
+            "proxy": server.proxy,
+            "no_proxy": server.no_proxy,
+            "retries": server.retries,
+        }
+
+    def anonymous_connection(self, username: str | None = None, password: str | None = None) -> Connection:
+        """A connection without client certificate (HTTP Basic if ``username`` is given)."""
+        from ftagent.connection import Connection
+
+        return Connection(**self._server_args(), username=username, password=password)
+
+    def connection(self) -> Connection:
+        """The consumer-authenticated connection (mutual TLS with the identity), created once."""
+        if self._connection is None:
+            from ftagent.connection import Connection
+            from ftagent.failover import IdentitySwapper
+
+            self.current_identity()
+            swapper = IdentitySwapper(
+                self.identity,
+                self.entitlements,
+                ca_cert=self.config.server.ca_cert,
+                local_virt_uuid=lambda: self.facts().get("virt.uuid"),
+                lease_claim=self.lease_claim,
+            )
+            self._connection = Connection(
+                **self._server_args(),
+                cert_file=self.identity.cert_path,
+                key_file=self.identity.key_path,
+                failover_handler=swapper,
+            )
+        return self._connection
+
+    # -- local state ------------------------------------------------------------------------
+
+    def current_identity(self, *, full: bool = False) -> Identity:
+        """The validated local identity (raises :class:`NotRegistered` or :class:`IdentityError`)."""
+        return self.identity.load(full=full)
+
+    def facts(self) -> dict[str, str]:
+        """Collected facts with overrides."""
+        return collect_facts(self.config.agent.facts_dir, paths=self.system_paths)
+
+    def installed_products(self) -> list[dict[str, str]]:
+        """Installed products from ``*.json`` files in the product directory."""
+        directory = Path(self.config.agent.product_dir)
+        out: list[dict[str, str]] = []
+        if not directory.is_dir():
+            return out
+        for path in sorted(directory.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                logger.warning("ignoring product file %s: %s", path, exc)
+                continue
+            for item in data if isinstance(data, list) else [data]:
+                if isinstance(item, dict) and item.get("productId"):
+                    out.append(
+                        {"productId": str(item["productId"]), "productName": str(item.get("productName", ""))}
+                    )
+        return out
+
+    def _uuid(self) -> str:
+        return self.current_identity().uuid
+
+    def _consumer_call(self, fn: Callable[[Connection, str], T]) -> T:
+        """Run ``fn(connection, uuid)``; on 410 for our consumer, clean up locally and re-raise."""
+        uuid = self._uuid()
+        conn = self.connection()
+        try:
+            return fn(conn, conn.resolve_uuid(uuid))
+        except Gone as exc:
+            if exc.deleted_id in (None, uuid, conn.resolve_uuid(uuid)):
+                self._forget()
+                exc.message = (
+                    f"consumer {exc.deleted_id or uuid} has been deleted on the server; "
+                    "the local identity and entitlement certificates were removed"
+                )
+            raise
+
+    def _forget(self) -> None:
+        self.close()
+        self.identity.delete()
+        self.entitlements.clear()
+
+    # -- operations -------------------------------------------------------------------------
+
+    def register(
+        self,
+        org: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        activation_keys: Sequence[str] = (),
+        name: str | None = None,
+        force: bool = False,
+        server_key: bool = False,
+        auto_attach: bool = False,
+    ) -> Identity:
+        """Register this system; returns the new identity.
+
+        The key is generated locally and sent as a CSR unless ``server_key`` is true.
+        """
+        from ftagent import crypto
+
+        previous: Identity | None = None
+        if self.identity.exists():
+            if not force:
+                try:
+                    uuid = self.current_identity().uuid
+                except FtagentError:
+                    uuid = "an unusable identity"
+                raise InvalidUsage(f"this system is already registered as {uuid}; use --force to register again")
+            try:
+                previous = self.current_identity()
+            except FtagentError:
+                previous = None
+        if not username and not activation_keys:
+            raise InvalidUsage("give --username (and a password) or --activationkey")
+        if activation_keys and not org:
+            raise InvalidUsage("--org is required with activation keys")
+        facts = self.facts()
+        products = self.installed_products()
+        consumer_name = name or facts.get("network.hostname") or "ftagent"
+        body: dict[str, Any] = {
+            "name": consumer_name,
+            "type": {"label": "system"},
+            "facts": facts,
+            "installedProducts": products,
+        }
+        key_pem: bytes | None = None
+        if not server_key:
+            key = crypto.generate_key()
+            key_pem = crypto.key_pem(key)
+            body["csr"] = crypto.make_csr(key, consumer_name).decode()
+        params: dict[str, str] = {"owner": org}
+        if activation_keys:
+            params["activation_keys"] = ",".join(activation_keys)
+        with self.anonymous_connection(None if activation_keys and not username else username, password) as conn:
+            consumer = conn.post("consumers", params=params, json=body)
+        uuid, cert_pem, returned_key = _id_cert(consumer)
+        if key_pem is None:
+            if returned_key is None:
+                raise RemoteError(200, "the server sent no private key although none was sent as CSR")
+            key_pem = returned_key
+        self.close()
+        if previous is not None and previous.uuid != uuid:
+            self._delete_old_consumer(previous)
+        identity = self.identity.save(
+            cert_pem,
+            key_pem,
+            name=str(consumer.get("name") or consumer_name),
+            key_origin="server" if server_key else "local",
+        )
+        if identity.uuid != uuid:
+            logger.warning("consumer UUID %s differs from the certificate CN %s", uuid, identity.uuid)
+        self.identity.write_checkin_cache(
+            {"uuid": identity.uuid, "facts": facts_digest(facts), "products": facts_digest(products)}
+        )
+        if previous is not None and previous.uuid != identity.uuid:
+            self.entitlements.clear()
+        if auto_attach:
+            self.attach(None)
+        else:
+            self.refresh()
+        return identity
+
+    def _delete_old_consumer(self, previous: Identity) -> None:
+        """Best effort: delete the consumer that ``register --force`` replaces, as itself."""
+        from ftagent.connection import Connection
+
+        args = dict(self._server_args(), retries=0)
+        try:
+            with Connection(**args, cert_file=previous.cert_path, key_file=previous.key_path) as conn:
+                conn.delete(f"consumers/{previous.uuid}")
+            logger.info("deleted the previous consumer %s", previous.uuid)
+        except FtagentError as exc:
+            logger.warning("could not delete the previous consumer %s: %s", previous.uuid, exc)
+
+    def unregister(self) -> str:
+        """Delete the consumer on the server and the local identity and certificates."""
+        uuid = self._uuid()
+        try:
+            self._consumer_call(lambda conn, u: conn.delete(f"consumers/{u}"))
+        except Gone:
+            pass  # already cleaned up by _consumer_call
+        except NotFound:
+            logger.warning("consumer %s was unknown to the server; removing local state", uuid)
+        self._forget()
+        return uuid
+
+    def regenerate(self, *, server_key: bool = False) -> Identity:
+        """Get a new identity certificate (new local key via CSR unless ``server_key``)."""
+        from ftagent import crypto
+
+        current = self.current_identity()
+        new_key: bytes | None = None
+        body: dict[str, Any] | None = None
+        if not server_key:
+            key = crypto.generate_key()
+            new_key = crypto.key_pem(key)
+            body = {"csr": crypto.make_csr(key, current.name or current.uuid).decode()}
+
+        def call(conn: Connection, u: str) -> Any:
+            return conn.post(f"consumers/{u}", json=body)
+
+        consumer = self._consumer_call(call)
+        _, cert_pem, returned_key = _id_cert(consumer)
+        key_pem = new_key or returned_key or self.identity.key_pem()
+        identity = self.identity.save(
+            cert_pem,
+            key_pem,
+            key_origin="local" if new_key else ("server" if returned_key else current.key_origin),
+        )
+        self.close()
+        return identity
+
+    def refresh(self) -> RefreshResult:
+        """Synchronise entitlement certificates with the server."""
+        return self._consumer_call(lambda conn, u: self.entitlements.refresh(conn, u))
+
+    def checkin(self) -> CheckinResult:
+        """The periodic job: send facts if changed, check in, refresh certificates.
+
+        With nothing changed this is two requests over one TLS connection:
+        ``PUT /consumers/{uuid}`` and ``GET /consumers/{uuid}/certificates/serials``.
+        """
+        identity = self.current_identity()
+        facts = self.facts()
+        products = self.installed_products()
+        cache = self.identity.read_checkin_cache()
+        fresh = cache.get("uuid") == identity.uuid
+        body: dict[str, Any] = {}
+        if not fresh or cache.get("facts") != facts_digest(facts):
+            body["facts"] = facts
+        if not fresh or cache.get("products") != facts_digest(products):
+            body["installedProducts"] = products
+
+        def call(conn: Connection, u: str) -> CheckinResult:
+            before_requests = conn.requests_sent
+            conn.put(f"consumers/{u}", json=body)
+            now_uuid = conn.resolve_uuid(u)
+            failed_from = u if now_uuid != u else None
+            sent = "facts" in body
+            if failed_from is not None and not sent:
+                # The successor has never seen this guest's facts.
+                conn.put(
+                    f"consumers/{now_uuid}", json={"facts": facts, "installedProducts": products}
+                )
+                sent = True
+            refresh = self.entitlements.refresh(conn, now_uuid)
+            self.identity.write_checkin_cache(
+                {"uuid": now_uuid, "facts": facts_digest(facts), "products": facts_digest(products)}
+            )
+            return CheckinResult(
+                uuid=now_uuid,
+                facts_sent=sent,
+                refresh=refresh,
+                failed_over_from=failed_from,
+                requests=conn.requests_sent - before_requests,
+                connections=conn.connections_opened,
+            )
+
+        return self._consumer_call(call)
+
+    def update_facts(self) -> dict[str, str]:
+        """Send the current facts (and installed products) to the server."""
+        facts = self.facts()
+        products = self.installed_products()
+
+        def call(conn: Connection, u: str) -> None:
+            conn.put(f"consumers/{u}", json={"facts": facts, "installedProducts": products})
+            self.identity.write_checkin_cache(
+                {"uuid": conn.resolve_uuid(u), "facts": facts_digest(facts), "products": facts_digest(products)}
+            )
+
+        self._consumer_call(call)
+        return facts
+
+    def attach(self, pool: str | None = None) -> list[Any]:
+        """Attach a pool (or auto-attach with ``None``); then refresh certificates."""
+        params = {"pool": pool} if pool else None
+
+        def call(conn: Connection, u: str) -> list[Any]:
+            result = conn.post(f"consumers/{u}/entitlements", params=params)
+            return result if isinstance(result, list) else ([result] if result else [])
+
+        entitlements = self._consumer_call(call)
+        certs: list[Any] = []
+        for ent in entitlements:
+            if isinstance(ent, dict) and isinstance(ent.get("certificates"), list):
+                certs.extend(ent["certificates"])
+        if certs:
+            self.entitlements.save_from_server(certs)
+        self.refresh()
+        return entitlements
+
+    def consumed(self) -> list[Any]:
+        """The consumer's entitlements."""
+        result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}/entitlements"))
+        return result if isinstance(result, list) else []
+
+    def available(self) -> list[Any]:
+        """Pools this consumer can attach."""
+        result = self._consumer_call(lambda conn, u: conn.get("pools", params={"consumer": u}))
+        return result if isinstance(result, list) else []
+
+    def compliance(self) -> dict[str, Any]:
+        """The consumer's compliance status."""
+        result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}/compliance"))
+        return result if isinstance(result, dict) else {}
+
+    def consumer(self) -> dict[str, Any]:
+        """The consumer as the server sees it."""
+        result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}"))
+        return result if isinstance(result, dict) else {}
+
+    @contextmanager
+    def locked(self) -> Iterator[Agent]:
+        """``with agent.locked():`` hold the inter-process lock."""
+        with self.lock():
+            yield self
+
+
+def _id_cert(consumer: Any) -> tuple[str, bytes, bytes | None]:
+    if not isinstance(consumer, dict):
+        raise RemoteError(200, "unexpected answer: no consumer object")
+    id_cert = consumer.get("idCert")
+    if not isinstance(id_cert, dict) or not isinstance(id_cert.get("cert"), str):
+        raise IdentityError("the server's answer holds no identity certificate")
+    key = id_cert.get("key")
+    return (
+        str(consumer.get("uuid", "")),
+        id_cert["cert"].encode(),
+        key.encode() if isinstance(key, str) and key else None,
+    )
+

@@ -1,0 +1,471 @@
+"""The ``ftagent`` command line (click).
+
+Exit codes are mapped in one place, :func:`exit_code_for`:
+
+====  ==========================================================================
+0     success
+1     not registered (no identity, or the local identity is corrupt/mismatched/expired)
+64    usage error (bad options, already registered without --force, credentials or
+      request refused as invalid by the server)
+69    server unavailable, consumer gone (410), failover refused, lock busy
+70    internal error (a bug)
+78    configuration error
+130   interrupted
+====  ==========================================================================
+
+Heavy modules (requests, cryptography) are imported only by the commands that need them, so that
+``ftagent --help`` and ``ftagent identity`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from ftagent import __version__
+from ftagent.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    ConnectionFailed,
+    FailoverError,
+    FtagentError,
+    IdentityError,
+    InvalidUsage,
+    LockTimeout,
+    NotRegistered,
+    RemoteError,
+    Unauthorized,
+)
+
+if TYPE_CHECKING:
+    from ftagent.agent import Agent
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_INTERNAL",
+    "EXIT_NOT_REGISTERED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "cli",
+    "exit_code_for",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_NOT_REGISTERED = 1
+EXIT_USAGE = 64
+EXIT_UNAVAILABLE = 69
+EXIT_INTERNAL = 70
+EXIT_CONFIG = 78
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The one mapping from errors to exit codes."""
+    if isinstance(exc, KeyboardInterrupt | click.exceptions.Abort):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, click.ClickException):
+        return EXIT_USAGE
+    if isinstance(exc, NotRegistered | IdentityError):
+        return EXIT_NOT_REGISTERED
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, InvalidUsage | BadRequest | Unauthorized | Conflict):
+        return EXIT_USAGE
+    if isinstance(exc, ConnectionFailed | RemoteError | FailoverError | LockTimeout):
+        return EXIT_UNAVAILABLE
+    return EXIT_INTERNAL
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (works under click's test runner)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("ftagent: %(levelname)s: %(message)s"))
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _setup_logging(verbose: int, debug: bool) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StderrHandler):
+            root.removeHandler(handler)
+    handler = _StderrHandler()
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(min(level, root.level) if root.level != logging.NOTSET else level)
+    logging.getLogger("ftagent").setLevel(level)
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def _add_log_file(path: os.PathLike[str] | str) -> None:
+    root = logging.getLogger()
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path) for h in root.handlers):
+        return
+    try:
+        handler = logging.FileHandler(path)
+    except OSError as exc:
+        logger.warning("cannot open log file %s: %s", path, exc)
+        return
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    logging.getLogger("ftagent").setLevel(min(logging.getLogger("ftagent").level or logging.INFO, logging.INFO))
+
+
+class State:
+    """Per-invocation state carried in the click context."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._agent: Agent | None = None
+
+    def agent(self) -> Agent:
+        if self._agent is None:
+            from ftagent.agent import Agent
+            from ftagent.config import load_config
+
+            config = load_config(self.config_path)
+            if config.agent.log_file is not None:
+                _add_log_file(config.agent.log_file)
+            self._agent = Agent(config)
+        return self._agent
+
+    def close(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+
+
+def _emit(as_json: bool, data: Any, human: str | Sequence[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    lines = [human] if isinstance(human, str) else list(human)
+    for line in lines:
+        click.echo(line)
+
+
+def json_option(fn: F) -> F:
+    """``--json`` on a command."""
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
+
+
+class FtagentGroup(click.Group):
+    """A group whose ``main`` maps every error to the documented exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        code = self._run(argv, prog_name or "ftagent", complete_var, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, argv: list[str], prog_name: str, complete_var: str | None, **extra: Any) -> int:
+        as_json = "--json" in argv
+        try:
+            rv = super().main(
+                args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
+        except click.exceptions.Exit as exc:
+            return int(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("ftagent: aborted", err=True)
+            return EXIT_INTERRUPTED
+        except click.ClickException as exc:
+            exc.show()
+            return EXIT_USAGE
+        except FtagentError as exc:
+            return _report(exc, as_json)
+        except KeyboardInterrupt:
+            click.echo("ftagent: interrupted", err=True)
+            return EXIT_INTERRUPTED
+        except Exception as exc:
+            logger.debug("internal error", exc_info=True)
+            return _report(exc, as_json, internal=True)
+        return rv if isinstance(rv, int) else EXIT_OK
+
+
+def _report(exc: BaseException, as_json: bool, *, internal: bool = False) -> int:
+    code = exit_code_for(exc)
+    message = f"internal error: {type(exc).__name__}: {exc}" if internal else str(exc)
+    if as_json:
+        payload: dict[str, Any] = {"type": type(exc).__name__, "message": message, "exit_code": code}
+        if isinstance(exc, RemoteError):
+            payload["status"] = exc.status
+            payload["display_message"] = exc.display_message
+        click.echo(json.dumps({"error": payload}, indent=2, sort_keys=True))
+    click.echo(f"ftagent: error: {message}", err=True)
+    if internal:
+        click.echo("ftagent: run with --debug for a traceback", err=True)
+    return code
+
+
+def _state(ctx: click.Context) -> State:
+    obj = ctx.find_object(State)
+    if obj is None:  # pragma: no cover - the group always sets it
+        raise InvalidUsage("internal: no state")
+    return obj
+
+
+@click.group(cls=FtagentGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="FTAGENT_CONFIG",
+    metavar="PATH",
+    help="Configuration file (default /etc/ftagent/ftagent.conf, or $FTAGENT_CONFIG).",
+)
+@click.option("-v", "--verbose", count=True, help="Log what is done.")
+@click.option("--debug", is_flag=True, help="Log everything, including HTTP requests.")
+@click.version_option(__version__, prog_name="ftagent")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int, debug: bool) -> None:
+    """Guest agent: registration, identity and entitlement certificates, failover handling."""
+    _setup_logging(verbose, debug)
+    state = State(config_path)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def _locked(ctx: click.Context) -> Agent:
+    agent = _state(ctx).agent()
+    lock = agent.lock()
+    lock.acquire()
+    ctx.call_on_close(lock.release)
+    return agent
+
+
+@cli.command()
+@click.option("--org", required=True, help="Organization (owner) key.")
+@click.option("--username", "-u", help="User name (HTTP Basic).")
+@click.option("--password", "-p", envvar="FTAGENT_PASSWORD", help="Password (or $FTAGENT_PASSWORD, or a prompt).")
+@click.option(
+    "--activationkey", "activation_keys", multiple=True, metavar="KEY[,KEY]", help="Activation key(s)."
+)
+@click.option("--name", help="Consumer name (default: the host name).")
+@click.option("--auto-attach", is_flag=True, help="Attach matching subscriptions after registering.")
+@click.option("--force", is_flag=True, help="Register again even if already registered.")
+@click.option("--server-key", is_flag=True, help="Let the server generate the key instead of sending a CSR.")
+@json_option
+@click.pass_context
+def register(
+    ctx: click.Context,
+    org: str,
+    username: str | None,
+    password: str | None,
+    activation_keys: tuple[str, ...],
+    name: str | None,
+    auto_attach: bool,
+    force: bool,
+    server_key: bool,
+    as_json: bool,
+) -> None:
+    """Register this system with the entitlement server."""
+    keys = [k.strip() for item in activation_keys for k in item.split(",") if k.strip()]
+    if username and keys:
+        raise InvalidUsage("use either --username or --activationkey, not both")
+    if not username and not keys:
+        raise InvalidUsage("give --username (with a password) or --activationkey")
+    agent = _locked(ctx)
+    if agent.identity.exists() and not force:
+        # Checked before prompting for a password.
+        agent.register(org, username=username, password="", activation_keys=keys)
+    if username and password is None:
+        password = click.prompt("Password", hide_input=True, err=True)
+    identity = agent.register(
+        org,
+        username=username,
+        password=password,
+        activation_keys=keys,
+        name=name,
+        force=force,
+        server_key=server_key,
+        auto_attach=auto_attach,
+    )
+    data = identity.as_dict()
+    data["entitlement_serials"] = sorted(agent.entitlements.serials())
+    _emit(
+        as_json,
+        data,
+        [
+            f"Registered as {identity.uuid} (name {identity.name}, org {identity.org})",
+            f"Entitlement certificates: {len(data['entitlement_serials'])}",
+        ],
+    )
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def unregister(ctx: click.Context, as_json: bool) -> None:
+    """Delete this system's consumer on the server and the local identity."""
+    agent = _locked(ctx)
+    uuid = agent.unregister()
+    _emit(as_json, {"uuid": uuid, "unregistered": True}, f"Unregistered {uuid}")
+
+
+@cli.command()
+@click.option("--regenerate", is_flag=True, help="Get a new identity certificate (with a new key).")
+@click.option("--server-key", is_flag=True, help="With --regenerate: no CSR; keep or get the key from the server.")
+@json_option
+@click.pass_context
+def identity(ctx: click.Context, regenerate: bool, server_key: bool, as_json: bool) -> None:
+    """Show this system's identity (uuid, org, name, serial, failover)."""
+    ident = _locked(ctx).regenerate(server_key=server_key) if regenerate else _identity_fast(_state(ctx))
+    data = ident.as_dict()
+    lines = [
+        f"uuid:              {ident.uuid}",
+        f"org:               {ident.org or ''}",
+        f"name:              {ident.name or ''}",
+        f"serial:            {ident.serial}",
+        f"valid until:       {ident.not_after}",
+        f"key origin:        {ident.key_origin}",
+    ]
+    if ident.failed_over_from:
+        lines.append(f"failed over from:  {ident.failed_over_from} ({ident.failover_time})")
+    _emit(as_json, data, lines)
+
+
+def _identity_fast(state: State) -> Any:
+    """Load the identity without importing the network stack."""
+    from ftagent.config import load_config
+    from ftagent.identity import IdentityStore
+
+    config = load_config(state.config_path)
+    return IdentityStore(config.agent.identity_dir).load()
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the compliance status of this system."""
+    agent = _locked(ctx)
+    compliance = agent.compliance()
+    lines = [f"Overall status: {compliance.get('status', 'unknown')}"]
+    for item in compliance.get("nonCompliantProducts") or []:
+        lines.append(f"  not covered: {item}")
+    _emit(as_json, compliance, lines)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def refresh(ctx: click.Context, as_json: bool) -> None:
+    """Synchronise entitlement certificates with the server."""
+    agent = _locked(ctx)
+    result = agent.refresh()
+    data = dict(result.as_dict(), serials=sorted(agent.entitlements.serials()))
+    _emit(
+        as_json,
+        data,
+        f"Entitlement certificates: {len(result.added)} added, {len(result.removed)} removed, "
+        f"{len(data['serials'])} present",
+    )
+
+
+@cli.command()
+@click.option("--auto", "auto", is_flag=True, help="Attach what covers the installed products.")
+@click.option("--pool", help="Pool ID to attach.")
+@json_option
+@click.pass_context
+def attach(ctx: click.Context, auto: bool, pool: str | None, as_json: bool) -> None:
+    """Attach a subscription pool (or --auto)."""
+    if auto == bool(pool):
+        raise InvalidUsage("give exactly one of --auto or --pool ID")
+    agent = _locked(ctx)
+    entitlements = agent.attach(None if auto else pool)
+    lines = [f"Attached {len(entitlements)} entitlement(s)"]
+    for ent in entitlements:
+        p = ent.get("pool", {}) if isinstance(ent, dict) else {}
+        lines.append(f"  pool {p.get('id')}: {p.get('productName') or p.get('productId') or ''}")
+    _emit(as_json, entitlements, lines)
+
+
+@cli.command(name="list")
+@click.option("--consumed", is_flag=True, help="Entitlements this system holds (the default).")
+@click.option("--available", is_flag=True, help="Pools this system can attach.")
+@json_option
+@click.pass_context
+def list_(ctx: click.Context, consumed: bool, available: bool, as_json: bool) -> None:
+    """List consumed entitlements or available pools."""
+    if consumed and available:
+        raise InvalidUsage("give only one of --consumed or --available")
+    agent = _locked(ctx)
+    if available:
+        pools = agent.available()
+        lines = [
+            f"{p.get('id')}  {p.get('productId', '')}  {p.get('productName', '')}  quantity {p.get('quantity', '')}"
+            for p in pools
+            if isinstance(p, dict)
+        ] or ["No pools available"]
+        _emit(as_json, pools, lines)
+        return
+    ents = agent.consumed()
+    lines = []
+    for ent in ents:
+        if isinstance(ent, dict):
+            p = ent.get("pool") or {}
+            lines.append(f"{ent.get('id')}  pool {p.get('id')}  {p.get('productName') or p.get('productId', '')}")
+    _emit(as_json, ents, lines or ["No entitlements consumed"])
+
+
+@cli.command()
+@click.option("--update", is_flag=True, help="Send the facts to the server.")
+@json_option
+@click.pass_context
+def facts(ctx: click.Context, update: bool, as_json: bool) -> None:
+    """Show this system's facts (and send them with --update)."""
+    values = _locked(ctx).update_facts() if update else _state(ctx).agent().facts()
+    _emit(as_json, values, [f"{k}: {v}" for k, v in sorted(values.items())])
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def checkin(ctx: click.Context, as_json: bool) -> None:
+    """Periodic job: send changed facts, check in, refresh certificates, follow failovers."""
+    agent = _locked(ctx)
+    result = agent.checkin()
+    lines = [f"Checked in as {result.uuid}"]
+    if result.failed_over_from:
+        lines.append(f"Failed over from {result.failed_over_from} to {result.uuid}")
+    lines.append(
+        f"Facts {'sent' if result.facts_sent else 'unchanged'}; entitlement certificates: "
+        f"{len(result.refresh.added)} added, {len(result.refresh.removed)} removed"
+    )
+    _emit(as_json, result.as_dict(), lines)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point."""
+    cli.main(args=argv, prog_name="ftagent")
+    raise SystemExit(EXIT_INTERNAL)  # pragma: no cover - main always exits

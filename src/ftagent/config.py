@@ -1,0 +1,240 @@
+"""Configuration: an INI file, ``/etc/ftagent/ftagent.conf`` by default.
+
+``--config PATH`` or the ``FTAGENT_CONFIG`` environment variable picks another file.  Sections::
+
+    [server]  url, ca_cert (file or directory), insecure, timeout, proxy, no_proxy, retries
+    [agent]   identity_dir, entitlement_dir, facts_dir, product_dir, lock_file, lock_timeout, log_file
+    [lease]   reserved for the heartbeat agent: kept as raw strings, never warned about
+
+Relative paths are relative to the directory of the configuration file, so a test can run an agent
+entirely inside a temporary directory.  Unknown sections and keys are logged as warnings; a bad
+value raises :class:`~ftagent.errors.ConfigError` naming the file, section and key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftagent.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "AgentConfig",
+    "Config",
+    "ServerConfig",
+    "config_path",
+    "load_config",
+    "register_section",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/ftagent/ftagent.conf")
+ENV_VAR = "FTAGENT_CONFIG"
+
+#: Sections other components own: name -> validator of the raw key/value mapping (may be None).
+_EXTRA_SECTIONS: dict[str, Callable[[Mapping[str, str]], None] | None] = {"lease": None}
+
+
+def register_section(name: str, validator: Callable[[Mapping[str, str]], None] | None = None) -> None:
+    """Let another component (e.g. the heartbeat agent) own a section; its keys are not warned about."""
+    _EXTRA_SECTIONS[name] = validator
+
+
+@dataclass
+class ServerConfig:
+    """``[server]``."""
+
+    url: str | None = None
+    ca_cert: Path | None = None
+    insecure: bool = False
+    timeout: float = 30.0
+    proxy: str | None = None
+    no_proxy: str | None = None
+    retries: int = 3
+
+
+@dataclass
+class AgentConfig:
+    """``[agent]``."""
+
+    identity_dir: Path = Path("/var/lib/ftagent/identity")
+    entitlement_dir: Path = Path("/var/lib/ftagent/entitlement")
+    facts_dir: Path = Path("/etc/ftagent/facts.d")
+    product_dir: Path = Path("/etc/ftagent/products.d")
+    lock_file: Path = Path("/var/lib/ftagent/ftagent.lock")
+    lock_timeout: float = 60.0
+    log_file: Path | None = None
+
+
+@dataclass
+class Config:
+    """The whole configuration.  ``path`` is the file read (``None`` if none existed)."""
+
+    path: Path | None = None
+    server: ServerConfig = field(default_factory=ServerConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    sections: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def lease(self) -> dict[str, str]:
+        """The raw ``[lease]`` section (parsed by the heartbeat agent)."""
+        return dict(self.sections.get("lease", {}))
+
+    def section(self, name: str) -> dict[str, str]:
+        """Any section as raw strings (empty if absent)."""
+        return dict(self.sections.get(name, {}))
+
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off", ""}
+
+
+class _Reader:
+    def __init__(self, file: str, base: Path, parser: configparser.RawConfigParser) -> None:
+        self.file = file
+        self.base = base
+        self.parser = parser
+
+    def error(self, section: str, key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, section=section, key=key)
+
+    def raw(self, section: str, key: str) -> str | None:
+        if not self.parser.has_option(section, key):
+            return None
+        return self.parser.get(section, key).strip()
+
+    def boolean(self, section: str, key: str, default: bool) -> bool:
+        value = self.raw(section, key)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise self.error(section, key, f"invalid boolean {value!r} (use yes/no, true/false, 1/0)")
+
+    def number(self, section: str, key: str, default: float, *, integer: bool = False) -> Any:
+        value = self.raw(section, key)
+        if value is None or value == "":
+            return default
+        try:
+            parsed: float = int(value) if integer else float(value)
+        except ValueError:
+            kind = "integer" if integer else "number"
+            raise self.error(section, key, f"invalid {kind} {value!r}") from None
+        if parsed < 0 or (not integer and parsed == 0):
+            raise self.error(section, key, f"invalid value {value!r}: must be positive")
+        return parsed
+
+    def path(self, section: str, key: str, default: Path | None) -> Path | None:
+        value = self.raw(section, key)
+        if value is None or value == "":
+            return default
+        p = Path(os.path.expandvars(os.path.expanduser(value)))
+        return p if p.is_absolute() else self.base / p
+
+    def text(self, section: str, key: str) -> str | None:
+        value = self.raw(section, key)
+        return value or None
+
+
+_SERVER_KEYS = {"url", "ca_cert", "insecure", "timeout", "proxy", "no_proxy", "retries"}
+_AGENT_KEYS = {
+    "identity_dir",
+    "entitlement_dir",
+    "facts_dir",
+    "product_dir",
+    "lock_file",
+    "lock_timeout",
+    "log_file",
+}
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The configuration file to read: explicit, else ``$FTAGENT_CONFIG``, else the default."""
+    environ = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read and validate the configuration.
+
+    A file named explicitly (argument or ``FTAGENT_CONFIG``) must exist; a missing default file
+    means built-in defaults.
+    """
+    environ = os.environ if env is None else env
+    explicit = bool(path) or bool(environ.get(ENV_VAR))
+    file = config_path(path, environ)
+    parser = configparser.RawConfigParser(strict=True, default_section="\x00none")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with open(file, encoding="utf-8") as fh:
+            parser.read_file(fh, source=str(file))
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("configuration file not found", file=str(file)) from None
+        logger.debug("no configuration file %s; using defaults", file)
+        return Config(path=None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration: {exc}", file=str(file)) from exc
+    except configparser.Error as exc:
+        raise ConfigError(f"syntax error: {exc.message}", file=str(file)) from exc
+
+    reader = _Reader(str(file), file.resolve().parent, parser)
+    for section in parser.sections():
+        known = {"server": _SERVER_KEYS, "agent": _AGENT_KEYS}.get(section)
+        if known is None:
+            if section not in _EXTRA_SECTIONS:
+                logger.warning("%s: unknown section [%s] ignored", file, section)
+            continue
+        for key in parser.options(section):
+            if key not in known:
+                logger.warning("%s: [%s] unknown key %s ignored", file, section, key)
+
+    server = ServerConfig(
+        url=reader.text("server", "url"),
+        ca_cert=reader.path("server", "ca_cert", None),
+        insecure=reader.boolean("server", "insecure", False),
+        timeout=float(reader.number("server", "timeout", 30.0)),
+        proxy=reader.text("server", "proxy"),
+        no_proxy=reader.text("server", "no_proxy"),
+        retries=int(reader.number("server", "retries", 3, integer=True)),
+    )
+    if server.url is not None and not server.url.startswith(("https://", "http://")):
+        raise reader.error("server", "url", f"invalid URL {server.url!r}: expected https://HOST[:PORT]/PATH")
+    if server.proxy is not None and "://" not in server.proxy:
+        raise reader.error("server", "proxy", f"invalid proxy URL {server.proxy!r}")
+    defaults = AgentConfig()
+    agent = AgentConfig(
+        identity_dir=reader.path("agent", "identity_dir", defaults.identity_dir) or defaults.identity_dir,
+        entitlement_dir=reader.path("agent", "entitlement_dir", defaults.entitlement_dir)
+        or defaults.entitlement_dir,
+        facts_dir=reader.path("agent", "facts_dir", defaults.facts_dir) or defaults.facts_dir,
+        product_dir=reader.path("agent", "product_dir", defaults.product_dir) or defaults.product_dir,
+        lock_file=reader.path("agent", "lock_file", defaults.lock_file) or defaults.lock_file,
+        lock_timeout=float(reader.number("agent", "lock_timeout", defaults.lock_timeout)),
+        log_file=reader.path("agent", "log_file", None),
+    )
+    sections = {name: dict(parser.items(name)) for name in parser.sections()}
+    for name, validator in _EXTRA_SECTIONS.items():
+        if validator is not None and name in sections:
+            try:
+                validator(sections[name])
+            except ConfigError:
+                raise
+            except ValueError as exc:
+                raise ConfigError(str(exc), file=str(file), section=name) from exc
+    return Config(path=file, server=server, agent=agent, sections=sections)

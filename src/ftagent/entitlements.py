@@ -1,0 +1,161 @@
+"""Entitlement certificates: ``<serial>.pem`` and ``<serial>-key.pem`` (0600) in a directory.
+
+:meth:`EntitlementStore.refresh` asks the server for the serials it lists for the consumer, fetches
+only the missing certificates (``GET /consumers/{uuid}/certificates?serials=...``) and removes the
+local ones the server no longer lists.  A serial's files never change, so writing the key first and
+the certificate last (each atomically) means a certificate on disk always has its key; a crash
+leaves at worst an orphan key that the next refresh removes or completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftagent.atomic import fsync_dir, remove_durably, write_atomic
+from ftagent.errors import RemoteError
+
+if TYPE_CHECKING:
+    from ftagent.connection import Connection
+
+__all__ = ["EntitlementStore", "RefreshResult", "serial_of"]
+
+logger = logging.getLogger(__name__)
+
+
+def serial_of(obj: Any) -> int | None:
+    """The serial number in a server object: ``N``, ``{"serial": N}`` or ``{"serial": {"serial": N}}``."""
+    value = obj
+    for _ in range(3):
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        if isinstance(value, dict):
+            value = value.get("serial", value.get("id"))
+            continue
+        return None
+    return None
+
+
+@dataclass
+class RefreshResult:
+    """Serials added, removed and kept by a refresh."""
+
+    added: list[int] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[int]]:
+        """JSON-friendly view."""
+        return {"added": self.added, "removed": self.removed, "kept": self.kept}
+
+
+class EntitlementStore:
+    """The entitlement certificate directory."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def cert_path(self, serial: int) -> Path:
+        """Path of a serial's certificate."""
+        return self.directory / f"{serial}.pem"
+
+    def key_path(self, serial: int) -> Path:
+        """Path of a serial's key."""
+        return self.directory / f"{serial}-key.pem"
+
+    def serials(self) -> set[int]:
+        """Serials with both certificate and key present."""
+        if not self.directory.is_dir():
+            return set()
+        out: set[int] = set()
+        for path in self.directory.glob("*.pem"):
+            stem = path.name[: -len(".pem")]
+            if stem.isdigit() and self.key_path(int(stem)).exists():
+                out.add(int(stem))
+        return out
+
+    def save(self, serial: int, cert_pem: bytes, key_pem: bytes, *, sync_dir: bool = True) -> None:
+        """Write a serial's key (0600) then its certificate, each atomically."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.key_path(serial), key_pem, mode=0o600, sync_dir=False)
+        write_atomic(self.cert_path(serial), cert_pem, mode=0o644, sync_dir=sync_dir)
+
+    def remove(self, serial: int) -> None:
+        """Remove a serial's certificate, then its key."""
+        remove_durably(self.cert_path(serial))
+        remove_durably(self.key_path(serial))
+
+    def clear(self) -> list[int]:
+        """Remove every entitlement certificate and key (and leftovers); return removed serials."""
+        removed = sorted(self.serials())
+        if not self.directory.is_dir():
+            return removed
+        for path in self.directory.iterdir():
+            if path.is_file() and (path.name.endswith(".pem") or ".tmp-" in path.name):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        with contextlib.suppress(OSError):
+            fsync_dir(self.directory)
+        return removed
+
+    def save_from_server(self, certs: Iterable[Any], wanted: set[int] | None = None) -> list[int]:
+        """Save certificate objects as the server returns them; return the serials written."""
+        written: list[int] = []
+        for item in certs:
+            if not isinstance(item, dict):
+                continue
+            serial = serial_of(item.get("serial"))
+            cert, key = item.get("cert"), item.get("key")
+            if serial is None or not isinstance(cert, str) or not isinstance(key, str):
+                logger.warning("ignoring a malformed entitlement certificate from the server")
+                continue
+            if wanted is not None and serial not in wanted:
+                continue
+            self.save(serial, cert.encode(), key.encode(), sync_dir=False)
+            written.append(serial)
+        if written:
+            fsync_dir(self.directory)
+        return written
+
+    def refresh(self, connection: Connection, uuid: str) -> RefreshResult:
+        """Make the directory hold exactly the certificates the server lists for ``uuid``."""
+        listing = connection.get(f"consumers/{uuid}/certificates/serials")
+        if not isinstance(listing, list):
+            raise RemoteError(200, "unexpected answer to the certificate serial listing")
+        server: set[int] = set()
+        for item in listing:
+            serial = serial_of(item)
+            if serial is not None:
+                server.add(serial)
+        local = self.serials()
+        missing = server - local
+        result = RefreshResult(kept=sorted(server & local))
+        if missing:
+            certs = connection.get(
+                f"consumers/{uuid}/certificates",
+                params={"serials": ",".join(str(s) for s in sorted(missing))},
+            )
+            result.added = sorted(self.save_from_server(certs if isinstance(certs, list) else [], missing))
+        for serial in sorted(local - server):
+            self.remove(serial)
+            result.removed.append(serial)
+        # Orphan keys (a crash between key and certificate) of serials the server does not list.
+        if self.directory.is_dir():
+            for path in self.directory.glob("*-key.pem"):
+                stem = path.name[: -len("-key.pem")]
+                if stem.isdigit() and int(stem) not in server and not self.cert_path(int(stem)).exists():
+                    remove_durably(path)
+        if result.added or result.removed:
+            logger.info(
+                "entitlement certificates for %s: added %s, removed %s", uuid, result.added, result.removed
+            )
+        return result

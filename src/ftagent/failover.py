@@ -1,0 +1,223 @@
+"""Applying a failover answer (HTTP 308 with a ``failover`` body) on the agent side.
+
+Order, as DESIGN.md fixes it:
+
+1. validate the successor's certificate: it chains to the configured CA, its CN is the ``to`` UUID,
+   its public key is the local key (or the key the server sent), it is inside its validity period,
+   ``from`` is our current UUID, and the consumer's ``virt.uuid`` fact is ours (case and SMBIOS byte
+   order ignored);
+2. claim the successor's lease through the ``lease_claim`` hook, if one is set (the heartbeat
+   agent provides it); the hook raises to refuse;
+3. swap the identity atomically (:meth:`IdentityStore.save`; the key is replaced only when the
+   server sent one), recording ``from``/``to``/``time`` with it;
+4. refresh entitlement certificates as the successor, which removes the predecessor's;
+5. the connection then retries the original request once, as the successor.
+
+A failover answer that fails validation raises :class:`~ftagent.errors.FailoverError` and changes
+nothing on disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftagent.errors import FailoverError, FtagentError, IdentityError
+from ftagent.facts import same_virt_uuid
+
+if TYPE_CHECKING:
+    from ftagent.connection import Connection
+    from ftagent.entitlements import EntitlementStore
+    from ftagent.identity import IdentityStore
+
+__all__ = ["IdentitySwapper", "LeaseClaim", "ValidatedFailover", "validate_failover"]
+
+logger = logging.getLogger(__name__)
+
+#: ``lease_claim(from_uuid, to_uuid, consumer)``: claim the successor's lease; raise to refuse.
+LeaseClaim = Callable[[str, str, Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ValidatedFailover:
+    """A failover answer that passed validation."""
+
+    from_uuid: str
+    to_uuid: str
+    cert_pem: bytes
+    key_pem: bytes | None
+    consumer: dict[str, Any]
+    serial: int
+    not_after: str
+
+
+def _refuse(message: str, frm: Any = None, to: Any = None) -> FailoverError:
+    return FailoverError(
+        f"failover refused: {message}",
+        from_uuid=frm if isinstance(frm, str) else None,
+        to_uuid=to if isinstance(to, str) else None,
+    )
+
+
+def validate_failover(
+    failover: Mapping[str, Any],
+    *,
+    ca_certs: list[Any],
+    local_uuid: str,
+    local_key_pem: bytes,
+    local_virt_uuid: str | None,
+    now: datetime.datetime | None = None,
+) -> ValidatedFailover:
+    """Check a failover body; raise :class:`FailoverError` saying what is wrong."""
+    from ftagent import crypto
+
+    frm, to = failover.get("from"), failover.get("to")
+    if not isinstance(frm, str) or not frm or not isinstance(to, str) or not to:
+        raise _refuse("malformed answer: 'from' and 'to' must be consumer UUIDs", frm, to)
+    if frm.lower() != local_uuid.lower():
+        raise _refuse(f"it is for consumer {frm}, but this system is {local_uuid}", frm, to)
+    if to.lower() == local_uuid.lower():
+        raise _refuse("the successor is this very consumer", frm, to)
+    consumer = failover.get("consumer")
+    if not isinstance(consumer, dict):
+        raise _refuse("malformed answer: no successor consumer", frm, to)
+    if consumer.get("uuid") not in (None, to):
+        raise _refuse(f"the successor consumer is {consumer.get('uuid')}, not {to}", frm, to)
+    id_cert = consumer.get("idCert")
+    if not isinstance(id_cert, dict) or not isinstance(id_cert.get("cert"), str):
+        raise _refuse("malformed answer: no identity certificate for the successor", frm, to)
+    cert_pem = id_cert["cert"].encode()
+    try:
+        cert = crypto.load_cert(cert_pem)
+    except ValueError as exc:
+        raise _refuse(f"the successor's certificate does not parse: {exc}", frm, to) from exc
+    if not ca_certs:
+        raise _refuse("no CA certificate is configured to check the successor's certificate", frm, to)
+    if crypto.verify_issued_by(cert, ca_certs) is None:
+        raise _refuse("the successor's certificate is not issued by the configured CA", frm, to)
+    info = crypto.cert_info(cert)
+    if info.common_name != to:
+        raise _refuse(f"the certificate is for {info.common_name!r}, not the successor {to}", frm, to)
+    key_pem: bytes | None = None
+    if isinstance(id_cert.get("key"), str) and id_cert["key"]:
+        key_pem = id_cert["key"].encode()
+        try:
+            sent_key = crypto.load_key(key_pem)
+        except (ValueError, TypeError) as exc:
+            raise _refuse(f"the key sent with the certificate does not parse: {exc}", frm, to) from exc
+        if crypto.public_key_der(sent_key) != crypto.public_key_der(cert):
+            raise _refuse("the key sent does not match the successor's certificate", frm, to)
+    else:
+        try:
+            local_key = crypto.load_key(local_key_pem)
+        except (ValueError, TypeError) as exc:
+            raise _refuse(f"the local key does not parse: {exc}", frm, to) from exc
+        if crypto.public_key_der(local_key) != crypto.public_key_der(cert):
+            raise _refuse("the successor's certificate is not for this system's key", frm, to)
+    problem = crypto.check_validity(cert, now)
+    if problem is not None:
+        raise _refuse(f"the successor's certificate {problem}", frm, to)
+    facts = consumer.get("facts") if isinstance(consumer.get("facts"), dict) else {}
+    remote_virt = facts.get("virt.uuid") if isinstance(facts, dict) else None
+    if not local_virt_uuid:
+        raise _refuse("this system's virt.uuid is unknown, so the successor cannot be checked", frm, to)
+    if not isinstance(remote_virt, str) or not same_virt_uuid(remote_virt, local_virt_uuid):
+        raise _refuse(
+            f"the successor's virt.uuid {remote_virt!r} is not this system's {local_virt_uuid!r}", frm, to
+        )
+    return ValidatedFailover(
+        from_uuid=frm,
+        to_uuid=to,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+        consumer=dict(consumer),
+        serial=info.serial,
+        not_after=info.not_after.isoformat(),
+    )
+
+
+class IdentitySwapper:
+    """The connection's failover handler: validate, claim, swap, refresh (see the module doc)."""
+
+    def __init__(
+        self,
+        identity: IdentityStore,
+        entitlements: EntitlementStore | None,
+        *,
+        ca_cert: str | os.PathLike[str] | None,
+        local_virt_uuid: Callable[[], str | None],
+        lease_claim: LeaseClaim | None = None,
+    ) -> None:
+        self.identity = identity
+        self.entitlements = entitlements
+        self.ca_cert = Path(ca_cert) if ca_cert is not None else None
+        self.local_virt_uuid = local_virt_uuid
+        self.lease_claim = lease_claim
+
+    def validate(self, failover: Mapping[str, Any]) -> ValidatedFailover:
+        """Validate against the current identity without changing anything."""
+        from ftagent import crypto
+
+        try:
+            current = self.identity.load(full=True)
+            key_pem = self.identity.key_pem()
+        except IdentityError as exc:
+            raise FailoverError(f"failover refused: the local identity is unusable: {exc}") from exc
+        cas: list[Any] = []
+        if self.ca_cert is not None:
+            try:
+                cas = crypto.load_ca_certs(self.ca_cert)
+            except (ValueError, OSError) as exc:
+                raise FailoverError(f"failover refused: cannot read CA {self.ca_cert}: {exc}") from exc
+        return validate_failover(
+            failover,
+            ca_certs=cas,
+            local_uuid=current.uuid,
+            local_key_pem=key_pem,
+            local_virt_uuid=self.local_virt_uuid(),
+        )
+
+    def __call__(self, connection: Connection, failover: Mapping[str, Any]) -> str:
+        checked = self.validate(failover)
+        if self.lease_claim is not None:
+            self.lease_claim(checked.from_uuid, checked.to_uuid, checked.consumer)
+        current = self.identity.load(full=True)
+        key_pem = checked.key_pem if checked.key_pem is not None else self.identity.key_pem()
+        record = {
+            "from": checked.from_uuid,
+            "to": checked.to_uuid,
+            "time": datetime.datetime.now(datetime.UTC).isoformat(),
+        }
+        name = checked.consumer.get("name")
+        try:
+            self.identity.save(
+                checked.cert_pem,
+                key_pem,
+                name=name if isinstance(name, str) else current.name,
+                key_origin="server" if checked.key_pem is not None else current.key_origin,
+                failover=record,
+            )
+        except (OSError, IdentityError) as exc:
+            raise FailoverError(
+                f"failover to {checked.to_uuid} could not be written: {exc}",
+                from_uuid=checked.from_uuid,
+                to_uuid=checked.to_uuid,
+            ) from exc
+        logger.warning("identity failed over from %s to %s", checked.from_uuid, checked.to_uuid)
+        connection.reload_identity()
+        connection.alias(checked.from_uuid, checked.to_uuid)
+        if self.entitlements is not None:
+            try:
+                self.entitlements.refresh(connection, checked.to_uuid)
+            except FtagentError as exc:
+                logger.warning(
+                    "entitlement refresh after failover to %s failed (%s); the next checkin retries",
+                    checked.to_uuid,
+                    exc,
+                )
+        return checked.to_uuid
