@@ -1,0 +1,7 @@
+"""``python -m ftreport``."""
+
+from .cli import main
+
+__all__: list[str] = []
+
+main()

@@ -1,0 +1,176 @@
+"""The ``ftreport`` command line.
+
+``ftreport [-c FILE]... [-o|--oneshot] [-p|--print] [-i|--interval N] [-d|--debug] [--status] [--json]``
+runs the reporter (daemon by default); ``ftreport password`` encrypts a password for the
+configuration. ``--print`` writes the JSON body to stdout and sends nothing; logs go to stderr.
+
+Exit codes: 0 success, 1 a source or the server failed, 2 configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError, FtreportError, PasswordError
+from .password import encrypt_password
+
+__all__ = ["main"]
+
+log = logging.getLogger("ftreport")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("urllib3", "pyVmomi", "pyVim"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+
+
+def _load(configs: tuple[str, ...], interval: int | None) -> Config:
+    config = load_config(configs)
+    if interval is not None:
+        config = dataclasses.replace(config, global_=dataclasses.replace(config.global_, interval=float(interval)))
+    return config
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "configs", multiple=True, metavar="FILE",
+              help="Configuration file (repeatable); replaces /etc/ftreport.d/*.conf.")
+@click.option("-o", "--oneshot", is_flag=True, help="Collect and send once, then exit.")
+@click.option("-p", "--print", "print_", is_flag=True, help="Print the JSON report to stdout; send nothing.")
+@click.option("-i", "--interval", type=click.IntRange(min=1), metavar="N",
+              help="Seconds between heartbeats when nothing changes (default 3600).")
+@click.option("-d", "--debug", is_flag=True, help="Debug logging.")
+@click.option("--status", is_flag=True, help="Check every source and server, say what works, exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --status: machine-readable output.")
+@click.version_option(__version__, prog_name="ftreport")
+@click.pass_context
+def main(ctx: click.Context, configs: tuple[str, ...], oneshot: bool, print_: bool, interval: int | None,
+         debug: bool, status: bool, as_json: bool) -> None:
+    """Report hypervisors and their guests (with VMware FT data) to the entitlement server."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _setup_logging(debug)
+    try:
+        config = _load(configs, interval)
+    except FtreportError as exc:
+        log.error("%s", exc)
+        ctx.exit(EXIT_CONFIG)
+    if config.global_.debug and not debug:
+        _setup_logging(True)
+    if not config.sources:
+        log.error("no sources configured (files read: %s)", ", ".join(config.files) or "none")
+        ctx.exit(EXIT_CONFIG)
+    if status:
+        ctx.exit(_status(config, as_json))
+    print_ = print_ or config.global_.print_
+    oneshot = oneshot or print_ or config.global_.oneshot
+    try:
+        if oneshot:
+            ctx.exit(_oneshot(config, print_))
+        ctx.exit(_daemon(config, configs, interval))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        ctx.exit(EXIT_CONFIG)
+
+
+def _oneshot(config: Config, print_: bool) -> int:
+    from .progress import Progress
+    from .service import run_oneshot
+
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    return run_oneshot(config, print_to=sys.stdout if print_ else None, progress=progress)
+
+
+def _status(config: Config, as_json: bool) -> int:
+    from .service import dump_json, run_status
+
+    code, result = run_status(config)
+    if as_json:
+        click.echo(dump_json(result))
+        return code
+    for name, info in result["sources"].items():
+        if info["ok"]:
+            click.echo(f"source {name} ({info['type']}): OK, {info['hypervisors']} hypervisors, "
+                       f"{info['guests']} guests")
+        else:
+            click.echo(f"source {name} ({info['type']}): FAILED: {info['error']}")
+    for label, info in result["servers"].items():
+        if info["ok"]:
+            version = f" (version {info['version']})" if info.get("version") else ""
+            click.echo(f"server {label}: OK{version}")
+        else:
+            click.echo(f"server {label}: FAILED: {info['error']}")
+    return code
+
+
+def _daemon(config: Config, configs: tuple[str, ...], interval: int | None) -> int:
+    from .progress import Progress
+    from .service import Reporter
+
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    reporter = Reporter(config, progress=progress)
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        reporter.stop()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        reporter.request_reload()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    log.info("ftreport %s started: %d sources, interval %g s", __version__, len(config.sources),
+             config.global_.interval)
+    return reporter.run(load=lambda: _load(configs, interval))
+
+
+@main.command("password")
+@click.option("-c", "--config", "configs", multiple=True, metavar="FILE",
+              help="Configuration file naming [global] key_file / state_dir.")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Key file (default: [global] key_file, else STATE_DIR/key).")
+@click.option("--password", "password", metavar="TEXT", help="The password (default: prompt, or stdin).")
+def password_cmd(configs: tuple[str, ...], key_file: Path | None, password: str | None) -> None:
+    """Encrypt a password for encrypted_password / rhsm_encrypted_password."""
+    _setup_logging(False)
+    if key_file is None:
+        try:
+            key_file = load_config(configs).global_.password_key_file
+        except FtreportError as exc:
+            log.error("%s", exc)
+            sys.exit(EXIT_CONFIG)
+    if password is None:
+        if sys.stdin.isatty():
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        log.error("empty password")
+        sys.exit(EXIT_CONFIG)
+    try:
+        click.echo(encrypt_password(password, key_file))
+    except PasswordError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_FAILED)
+
+
+def password_main() -> None:
+    """Entry point of ``ftreport-password``."""
+    password_cmd()

@@ -1,0 +1,210 @@
+"""Delivering reports: hypervisor check-in, job polling, heartbeat, and the sent-report record.
+
+HTTP goes through ftagent's :class:`~ftagent.connection.Connection` (TLS verification, proxies,
+retries, error classes); this module adds the check-in protocol on top:
+
+- ``POST /hypervisors/{owner}?reporter_id=R`` with the report body, then ``GET /jobs/{id}``
+  until the job is FINISHED (accepted) or FAILED/CANCELED/ABORTED (rejected);
+- ``PUT /hypervisors/{owner}/heartbeat?reporter_id=R`` when the report has not changed;
+- the hash of the last report the server *accepted* is kept in the state directory, so an
+  unchanged report is not sent again, even across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from .config import ServerConfig
+from .errors import SendError
+
+__all__ = [
+    "ConnectionFactory",
+    "ConnectionLike",
+    "Destination",
+    "SentRecord",
+    "default_connection_factory",
+    "encode_body",
+]
+
+log = logging.getLogger(__name__)
+
+_DONE = "FINISHED"
+_FAILED = ("FAILED", "CANCELED", "CANCELLED", "ABORTED")
+
+
+class ConnectionLike(Protocol):
+    """What the sender needs from a connection (ftagent's Connection provides it)."""
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+                data: Any = None, headers: Mapping[str, str] | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+ConnectionFactory = Callable[[ServerConfig, float], ConnectionLike]
+
+
+def default_connection_factory(server: ServerConfig, timeout: float) -> ConnectionLike:
+    """ftagent's Connection for a destination; retries stay short, the daemon does the waiting."""
+    from ftagent.connection import Connection
+
+    return Connection(server.url, ca_cert=server.ca_cert, cert_file=server.cert_file, key_file=server.key_file,
+                      username=server.username, password=server.password, insecure=server.insecure,
+                      timeout=timeout, proxy=server.proxy, no_proxy=server.no_proxy, retries=2,
+                      max_retry_after=5.0)
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent (and printed by --print)."""
+    return json.dumps(body, separators=(", ", ": ")).encode()
+
+
+class SentRecord:
+    """The hash of the last report the server accepted for one destination, kept on disk."""
+
+    def __init__(self, state_dir: Path, destination_key: str) -> None:
+        digest = hashlib.sha256(destination_key.encode()).hexdigest()[:16]
+        self.path = state_dir / f"sent-{digest}.json"
+        self.destination_key = destination_key
+        self._hash: str | None = None
+        self._loaded = False
+
+    def get(self) -> str | None:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                data = json.loads(self.path.read_text())
+                if isinstance(data, dict) and data.get("destination") == self.destination_key:
+                    value = data.get("hash")
+                    self._hash = value if isinstance(value, str) else None
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring unreadable state file %s: %s", self.path, exc)
+        return self._hash
+
+    def set(self, value: str) -> None:
+        self._hash = value
+        self._loaded = True
+        data = json.dumps({"destination": self.destination_key, "hash": value, "time": time.time()})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".sent-")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            # Not fatal: the report was delivered; at worst it is sent again after a restart.
+            log.warning("cannot record the sent report in %s: %s", self.path, exc)
+
+
+def _send_error(exc: Exception, what: str) -> SendError:
+    """SendError from an ftagent error, keeping the server's Retry-After hint."""
+    retry_after = getattr(exc, "retry_after", None)
+    return SendError(f"{what}: {exc}", retry_after=retry_after if isinstance(retry_after, (int, float)) else None)
+
+
+class Destination:
+    """One entitlement server and owner that reports are checked in to."""
+
+    def __init__(self, server: ServerConfig, *, reporter_id: str, state_dir: Path,
+                 connection_factory: ConnectionFactory = default_connection_factory,
+                 timeout: float = 30.0, job_timeout: float = 120.0,
+                 stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.server = server
+        self.reporter_id = reporter_id
+        self.record = SentRecord(state_dir, server.key)
+        self._factory = connection_factory
+        self._timeout = timeout
+        self._job_timeout = job_timeout
+        self._stop = stop or threading.Event()
+        self._clock = clock
+        self._conn: ConnectionLike | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.server.owner}@{self.server.url}"
+
+    def _connection(self) -> ConnectionLike:
+        if self._conn is None:
+            try:
+                self._conn = self._factory(self.server, self._timeout)
+            except Exception as exc:  # ftagent.errors.ConfigError for a bad URL or CA path
+                raise SendError(f"{self.label}: {exc}") from exc
+        return self._conn
+
+    def _request(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        from ftagent.errors import FtagentError
+
+        try:
+            return self._connection().request(method, path, **kwargs)
+        except FtagentError as exc:
+            raise _send_error(exc, f"{what} to {self.label}") from exc
+
+    def check_in(self, payload: bytes) -> Mapping[str, Any]:
+        """Post a report and wait for its job; returns the job's result data."""
+        owner = quote(self.server.owner, safe="")
+        job = self._request("POST", f"/hypervisors/{owner}", "hypervisor check-in",
+                            params={"reporter_id": self.reporter_id}, data=payload,
+                            headers={"Content-Type": "application/json"})
+        if not isinstance(job, Mapping) or "id" not in job or "state" not in job:
+            # A synchronous server answers with the result itself.
+            return job if isinstance(job, Mapping) else {}
+        return self._wait_job(job)
+
+    def _wait_job(self, job: Mapping[str, Any]) -> Mapping[str, Any]:
+        job_id = str(job["id"])
+        deadline = self._clock() + self._job_timeout
+        delay = 0.05
+        while True:
+            state = str(job.get("state", "")).upper()
+            if state == _DONE:
+                result = job.get("resultData")
+                log.debug("job %s finished: %s", job_id, result)
+                return result if isinstance(result, Mapping) else {"result": result}
+            if state in _FAILED:
+                detail = job.get("resultData") or job.get("result") or "no details"
+                raise SendError(f"{self.label} rejected the report: job {job_id} {state}: {detail}")
+            if self._clock() >= deadline:
+                raise SendError(f"job {job_id} at {self.label} still {state} after {self._job_timeout:g} s")
+            if self._stop.wait(delay):
+                raise SendError(f"stopped while waiting for job {job_id}")
+            delay = min(delay * 2, 1.0)
+            polled = self._request("GET", f"/jobs/{quote(job_id, safe='')}", "job status")
+            if not isinstance(polled, Mapping):
+                raise SendError(f"{self.label}: unexpected job status {polled!r}")
+            job = polled
+
+    def heartbeat(self) -> None:
+        owner = quote(self.server.owner, safe="")
+        self._request("PUT", f"/hypervisors/{owner}/heartbeat", "heartbeat",
+                      params={"reporter_id": self.reporter_id})
+
+    def status(self) -> Mapping[str, Any]:
+        """``GET /status``: reachability (and version) of the server."""
+        result = self._request("GET", "/status", "status check")
+        return result if isinstance(result, Mapping) else {}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None

@@ -1,0 +1,531 @@
+"""Running ftreport: one-shot collection, --print, --status, and the daemon loop.
+
+Sources run concurrently, each in its own thread; one failing source never stops the others.
+Their latest snapshots meet in an :class:`Inventory`. Reports are merged per destination (same
+server, owner and credentials) and checked in by the daemon loop, which
+
+- sends a report only when its hash differs from the last one the server accepted,
+- sends a heartbeat instead when nothing changed for ``interval`` seconds,
+- backs off on failures and honours ``Retry-After``, always sending the *newest* report when the
+  server is back (older unsent reports are simply superseded),
+- reloads its configuration on request (SIGHUP) and stops cleanly (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .config import Config, ServerConfig, SourceConfig
+from .errors import ConfigError, FtreportError, SendError, SourceError
+from .model import Hypervisor, body_hash, merge_hypervisors, report_body
+from .notify import Notifier
+from .progress import Progress
+from .sender import ConnectionFactory, Destination, default_connection_factory, encode_body
+from .sources import ProgressCallback, Snapshot, Source, create_source, no_progress
+
+__all__ = [
+    "Inventory",
+    "Reporter",
+    "SourceFactory",
+    "SourceWorker",
+    "collect_all",
+    "run_oneshot",
+    "run_status",
+]
+
+log = logging.getLogger(__name__)
+
+SourceFactory = Callable[..., Source]
+
+
+def _counts(hypervisors: Sequence[Hypervisor]) -> tuple[int, int]:
+    return len(hypervisors), sum(len(h.guests) for h in hypervisors)
+
+
+@dataclass
+class _SourceState:
+    snapshot: Snapshot | None = None
+    error: str | None = None
+    updated: float = 0.0
+
+
+class Inventory:
+    """The latest snapshot (or error) of every source, shared by source threads and the reporter."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._states: dict[str, _SourceState] = {}
+        self.version = 0
+
+    def publish(self, name: str, snapshot: Snapshot) -> bool:
+        """Record a snapshot; returns whether it differs from the previous one."""
+        with self._cond:
+            state = self._states.setdefault(name, _SourceState())
+            changed = state.snapshot != snapshot
+            state.snapshot = snapshot
+            state.error = None
+            state.updated = time.monotonic()
+            if changed:
+                self.version += 1
+                self._cond.notify_all()
+            return changed
+
+    def fail(self, name: str, error: str) -> None:
+        """Record a source failure; its last snapshot (if any) is kept."""
+        with self._cond:
+            state = self._states.setdefault(name, _SourceState())
+            first = state.error is None and state.snapshot is None
+            state.error = error
+            if first:
+                self.version += 1
+                self._cond.notify_all()
+
+    def forget(self, names: Sequence[str]) -> None:
+        with self._cond:
+            for name in names:
+                self._states.pop(name, None)
+            self.version += 1
+            self._cond.notify_all()
+
+    def wait(self, version: int, timeout: float) -> int:
+        """Wait until the version differs from ``version`` (or timeout); returns the version."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.version != version, timeout=max(0.0, timeout))
+            return self.version
+
+    def poke(self) -> None:
+        """Wake up waiters (used for stop and reload)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def gather(self, names: Sequence[str]) -> tuple[list[Snapshot], bool]:
+        """(snapshots of these sources, whether every one of them has reported or failed)."""
+        with self._cond:
+            snaps = []
+            settled = True
+            for name in names:
+                state = self._states.get(name)
+                if state is None:
+                    settled = False
+                    continue
+                if state.snapshot is not None:
+                    snaps.append(state.snapshot)
+            return snaps, settled
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        with self._cond:
+            out = {}
+            for name, st in self._states.items():
+                hvs, guests = _counts(st.snapshot or [])
+                out[name] = {"ok": st.error is None, "error": st.error, "hypervisors": hvs, "guests": guests}
+            return out
+
+
+class SourceWorker(threading.Thread):
+    """Runs one source's watch loop, reconnecting with exponential backoff."""
+
+    def __init__(self, source: Source, inventory: Inventory, *, max_backoff: float = 60.0,
+                 min_backoff: float = 0.5, on_first: Callable[[str], None] | None = None) -> None:
+        super().__init__(name=f"source-{source.name}", daemon=True)
+        self.source = source
+        self.inventory = inventory
+        self.stop_event = threading.Event()
+        self._max = max_backoff
+        self._min = min(min_backoff, max_backoff)
+        self._on_first = on_first
+
+    def run(self) -> None:
+        delay = self._min
+        first = True
+        while not self.stop_event.is_set():
+            try:
+                for snapshot in self.source.watch(self.stop_event):
+                    if self.inventory.publish(self.source.name, snapshot):
+                        hvs, guests = _counts(snapshot)
+                        log.info("%s: %d hypervisors, %d guests", self.source.name, hvs, guests)
+                    if first and self._on_first is not None:
+                        self._on_first(self.source.name)
+                    first = False
+                    delay = self._min
+                    if self.stop_event.is_set():
+                        break
+            except SourceError as exc:
+                log.error("%s; retrying in %.1f s", exc, delay)
+                self.inventory.fail(self.source.name, str(exc))
+            except Exception as exc:  # a bug in a source must not kill the daemon
+                log.exception("%s: unexpected failure; retrying in %.1f s", self.source.name, delay)
+                self.inventory.fail(self.source.name, f"{self.source.name}: {type(exc).__name__}: {exc}")
+            if first and self._on_first is not None:
+                self._on_first(self.source.name)
+            if self.stop_event.wait(delay):
+                break
+            delay = min(delay * 2, self._max)
+        try:
+            self.source.close()
+        except Exception:
+            log.debug("%s: close failed", self.source.name, exc_info=True)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def _make_sources(configs: Sequence[SourceConfig], factory: SourceFactory,
+                  progress: Progress | None) -> tuple[list[Source], dict[str, str]]:
+    sources: list[Source] = []
+    errors: dict[str, str] = {}
+    for cfg in configs:
+        callback: ProgressCallback = progress.callback(cfg.name) if progress else no_progress
+        try:
+            sources.append(factory(cfg, progress=callback))
+        except SourceError as exc:
+            log.error("%s", exc)
+            errors[cfg.name] = str(exc)
+    return sources, errors
+
+
+def collect_all(configs: Sequence[SourceConfig], *, factory: SourceFactory = create_source,
+                progress: Progress | None = None) -> tuple[dict[str, Snapshot], dict[str, str]]:
+    """Collect every source once, concurrently. Returns (snapshots, errors) by source name."""
+    sources, errors = _make_sources(configs, factory, progress)
+    results: dict[str, Snapshot] = {}
+    lock = threading.Lock()
+
+    def work(source: Source) -> None:
+        started = time.monotonic()
+        try:
+            snap = source.collect()
+        except SourceError as exc:
+            with lock:
+                errors[source.name] = str(exc)
+            log.error("%s", exc)
+            if progress:
+                progress.finish(source.name, "failed")
+            return
+        except Exception as exc:
+            with lock:
+                errors[source.name] = f"{source.name}: {type(exc).__name__}: {exc}"
+            log.exception("%s: unexpected failure", source.name)
+            return
+        hvs, guests = _counts(snap)
+        log.info("%s: %d hypervisors, %d guests (%.2f s)", source.name, hvs, guests, time.monotonic() - started)
+        if progress:
+            progress.finish(source.name, f"{hvs} hypervisors, {guests} guests")
+        with lock:
+            results[source.name] = snap
+
+    if progress:
+        progress.start()
+    try:
+        if len(sources) == 1:
+            work(sources[0])  # no thread needed (and cheaper for big inventories)
+        else:
+            threads = [threading.Thread(target=work, args=(s,), name=f"collect-{s.name}", daemon=True)
+                       for s in sources]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        if progress:
+            progress.stop()
+    return results, errors
+
+
+def _group_destinations(configs: Sequence[SourceConfig]) -> dict[str, tuple[ServerConfig, list[str]]]:
+    groups: dict[str, tuple[ServerConfig, list[str]]] = {}
+    for cfg in configs:
+        server = cfg.require_destination()
+        groups.setdefault(server.key, (server, []))[1].append(cfg.name)
+    return groups
+
+
+def _describe_result(result: Mapping[str, Any]) -> str:
+    parts = []
+    for key in ("created", "updated", "unchanged", "failedUpdate"):
+        value = result.get(key)
+        if isinstance(value, list):
+            parts.append(f"{len(value)} {key}")
+    return ", ".join(parts) or "accepted"
+
+
+def run_oneshot(config: Config, *, print_to: TextIO | None = None,
+                factory: SourceFactory = create_source,
+                connection_factory: ConnectionFactory = default_connection_factory,
+                progress: Progress | None = None) -> int:
+    """Collect once; print the merged body, or check it in and wait for the job. Returns an exit code."""
+    if not config.sources:
+        raise ConfigError("no sources configured", file=", ".join(config.files) or None)
+    groups = {} if print_to is not None else _group_destinations(config.sources)
+    snapshots, errors = collect_all(config.sources, factory=factory, progress=progress)
+    if print_to is not None:
+        if not snapshots:
+            log.error("no source could be collected; nothing to print")
+            return 1
+        body = report_body(merge_hypervisors(snapshots[c.name] for c in config.sources if c.name in snapshots))
+        print_to.write(encode_body(body).decode() + "\n")
+        print_to.flush()
+        return 1 if errors else 0
+    failed = bool(errors)
+    for server, names in groups.values():
+        snaps = [snapshots[n] for n in names if n in snapshots]
+        if not snaps:
+            log.error("nothing to report to %s@%s: every source failed", server.owner, server.url)
+            failed = True
+            continue
+        dest = Destination(server, reporter_id=config.global_.reporter_id, state_dir=config.global_.state_dir,
+                           connection_factory=connection_factory, job_timeout=config.global_.job_timeout)
+        try:
+            body = report_body(merge_hypervisors(snaps))
+            digest = body_hash(body)
+            hvs, guests = len(body["hypervisors"]), sum(len(h["guestIds"]) for h in body["hypervisors"])
+            if digest == dest.record.get():
+                dest.heartbeat()
+                log.info("report for %s unchanged since last accepted; sent a heartbeat instead", dest.label)
+                continue
+            result = dest.check_in(encode_body(body))
+            dest.record.set(digest)
+            log.info("report accepted by %s: %d hypervisors, %d guests (%s)", dest.label, hvs, guests,
+                     _describe_result(result))
+        except SendError as exc:
+            log.error("%s", exc)
+            failed = True
+        finally:
+            dest.close()
+    return 1 if failed else 0
+
+
+def run_status(config: Config, *, factory: SourceFactory = create_source,
+               connection_factory: ConnectionFactory = default_connection_factory) -> tuple[int, dict[str, Any]]:
+    """Check every source and server; returns (exit code, result)."""
+    snapshots, errors = collect_all(config.sources, factory=factory)
+    result: dict[str, Any] = {"sources": {}, "servers": {}}
+    ok = True
+    for cfg in config.sources:
+        if cfg.name in snapshots:
+            hvs, guests = _counts(snapshots[cfg.name])
+            result["sources"][cfg.name] = {"ok": True, "type": cfg.type, "hypervisors": hvs, "guests": guests}
+        else:
+            ok = False
+            result["sources"][cfg.name] = {"ok": False, "type": cfg.type, "error": errors.get(cfg.name, "failed")}
+    seen: set[str] = set()
+    for cfg in config.sources:
+        try:
+            server = cfg.require_destination()
+        except ConfigError as exc:
+            ok = False
+            result["servers"][cfg.name] = {"ok": False, "error": str(exc)}
+            continue
+        if server.key in seen:
+            continue
+        seen.add(server.key)
+        dest = Destination(server, reporter_id=config.global_.reporter_id, state_dir=config.global_.state_dir,
+                           connection_factory=connection_factory, timeout=10.0)
+        try:
+            status = dest.status()
+            result["servers"][dest.label] = {"ok": True, "version": status.get("version")}
+        except SendError as exc:
+            ok = False
+            result["servers"][dest.label] = {"ok": False, "error": str(exc)}
+        finally:
+            dest.close()
+    return (0 if ok else 1), result
+
+
+@dataclass
+class _DestinationState:
+    destination: Destination
+    sources: list[str]
+    next_attempt: float = 0.0
+    backoff: float = 0.0
+    last_contact: float = field(default_factory=time.monotonic)
+    failing: bool = False
+
+
+class Reporter:
+    """The daemon: source workers feeding an inventory, and a loop delivering reports."""
+
+    def __init__(self, config: Config, *, factory: SourceFactory = create_source,
+                 connection_factory: ConnectionFactory = default_connection_factory,
+                 notifier: Notifier | None = None, progress: Progress | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.inventory = Inventory()
+        self._factory = factory
+        self._connection_factory = connection_factory
+        self._notifier = notifier or Notifier()
+        self._progress = progress
+        self._clock = clock
+        self._workers: dict[str, SourceWorker] = {}
+        self._dests: dict[str, _DestinationState] = {}
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._pending_first: set[str] = set()
+        #: Reports accepted by the server, for tests and --status of a running daemon.
+        self.accepted: list[tuple[str, str]] = []
+
+    # -- control (safe from signal handlers and other threads) --------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.inventory.poke()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self.inventory.poke()
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _first_done(self, name: str) -> None:
+        self._pending_first.discard(name)
+        if self._progress is not None:
+            self._progress.finish(name)
+            if not self._pending_first:
+                self._progress.stop()
+
+    def _start_sources(self, configs: Sequence[SourceConfig]) -> None:
+        sources, errors = _make_sources(configs, self._factory, self._progress)
+        for name, error in errors.items():
+            self.inventory.fail(name, error)
+        self._pending_first = {s.name for s in sources}
+        for source in sources:
+            worker = SourceWorker(source, self.inventory, max_backoff=self.config.global_.max_backoff,
+                                  on_first=self._first_done)
+            self._workers[source.name] = worker
+            worker.start()
+        if self._progress is not None and sources:
+            self._progress.start()
+
+    def _stop_sources(self) -> None:
+        for worker in self._workers.values():
+            worker.stop()
+        for worker in self._workers.values():
+            worker.join(timeout=10)
+            if worker.is_alive():
+                log.warning("source %s did not stop within 10 s", worker.source.name)
+        self.inventory.forget(list(self._workers))
+        self._workers.clear()
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _setup_destinations(self, configs: Sequence[SourceConfig]) -> None:
+        old = self._dests
+        self._dests = {}
+        for key, (server, names) in _group_destinations(configs).items():
+            prev = old.pop(key, None)
+            if prev is not None:
+                prev.sources = names
+                self._dests[key] = prev
+                continue
+            dest = Destination(server, reporter_id=self.config.global_.reporter_id,
+                               state_dir=self.config.global_.state_dir,
+                               connection_factory=self._connection_factory,
+                               job_timeout=self.config.global_.job_timeout, stop=self._stop, clock=self._clock)
+            self._dests[key] = _DestinationState(dest, names, last_contact=self._clock())
+        for state in old.values():
+            state.destination.close()
+
+    def _reload_config(self, load: Callable[[], Config]) -> None:
+        self._notifier.reloading()
+        try:
+            new = load()
+            if not new.sources:
+                raise ConfigError("no sources configured", file=", ".join(new.files) or None)
+            _group_destinations(new.sources)
+        except FtreportError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self._notifier.ready("reload failed; running the previous configuration")
+            return
+        log.info("reloading: %d sources", len(new.sources))
+        self._stop_sources()
+        self.config = new
+        self._setup_destinations(new.sources)
+        self._start_sources(new.sources)
+        self._notifier.ready(f"reloaded: {len(new.sources)} sources")
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def _backoff(self, state: _DestinationState, error: SendError) -> None:
+        limit = self.config.global_.max_backoff
+        state.backoff = min(limit, max(0.5, state.backoff * 2))
+        delay = error.retry_after if error.retry_after is not None else state.backoff
+        state.next_attempt = self._clock() + delay
+        state.failing = True
+        log.warning("%s; next attempt in %.1f s", error, delay)
+
+    def _service(self, state: _DestinationState) -> None:
+        now = self._clock()
+        if now < state.next_attempt:
+            return
+        snaps, settled = self.inventory.gather(state.sources)
+        if not settled or not snaps:
+            return  # wait until every source has reported or failed once; never send an empty report
+        dest = state.destination
+        body = report_body(merge_hypervisors(snaps))
+        digest = body_hash(body)
+        try:
+            if digest != dest.record.get():
+                hvs, guests = len(body["hypervisors"]), sum(len(h["guestIds"]) for h in body["hypervisors"])
+                started = self._clock()
+                result = dest.check_in(encode_body(body))
+                dest.record.set(digest)
+                self.accepted.append((dest.label, digest))
+                log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label, hvs,
+                         guests, _describe_result(result), self._clock() - started)
+            elif now - state.last_contact >= self.config.global_.interval:
+                dest.heartbeat()
+                log.info("report for %s unchanged; heartbeat sent", dest.label)
+            else:
+                return
+        except SendError as exc:
+            if self._stop.is_set():
+                return
+            self._backoff(state, exc)
+            return
+        if state.failing:
+            log.info("%s is reachable again", dest.label)
+        state.failing = False
+        state.backoff = 0.0
+        state.last_contact = self._clock()
+
+    def run(self, load: Callable[[], Config] | None = None) -> int:
+        """Run until stop(); returns the exit code."""
+        if not self.config.sources:
+            raise ConfigError("no sources configured", file=", ".join(self.config.files) or None)
+        self._setup_destinations(self.config.sources)
+        self._start_sources(self.config.sources)
+        self._notifier.ready(f"watching {len(self.config.sources)} sources")
+        seen = -1
+        try:
+            while not self._stop.is_set():
+                if self._reload.is_set():
+                    self._reload.clear()
+                    if load is not None:
+                        self._reload_config(load)
+                version = self.inventory.wait(seen, timeout=0.5)
+                if self._stop.is_set():
+                    break
+                if version != seen:
+                    # Let related changes (both halves of a failover) arrive before reporting.
+                    if seen != -1 and self._stop.wait(self.config.global_.settle):
+                        break
+                    seen = self.inventory.version
+                for state in list(self._dests.values()):
+                    self._service(state)
+        finally:
+            self._notifier.stopping()
+            log.info("stopping")
+            self._stop_sources()
+            for state in self._dests.values():
+                state.destination.close()
+        return 0
+
+
+def dump_json(data: Any) -> str:
+    """Pretty JSON for --status --json."""
+    return json.dumps(data, indent=2, sort_keys=True)

@@ -1,0 +1,375 @@
+"""The ``esx`` source: hosts and VMs (with FT data) from vCenter through pyvmomi.
+
+One PropertyCollector filter over one ContainerView (VMs, hosts, clusters) with leaf property
+paths only: pyvmomi decodes leaf values (``config.ftInfo.role``) cheaply and reliably, while
+whole data objects (``config``, ``config.ftInfo``) cost much more to decode and fail on some
+servers. One-shot collection uses ``RetrievePropertiesEx`` (following continuation tokens);
+watching uses ``WaitForUpdatesEx`` (following ``truncated``), which returns the full state first
+and then only the changes, so an FT failover or a VM moving shows up within about a second.
+
+TLS is verified against ``ca_cert`` (or the system trust store); only ``insecure = true`` in
+the configuration turns verification off.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib
+import logging
+import ssl
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from ..config import SourceConfig, parse_esx_server
+from ..errors import SourceAuthError, SourceError, SourceTLSError
+from ..model import (
+    FACT_CLUSTER,
+    FACT_SOCKETS,
+    FACT_SYSTEM_UUID,
+    FACT_TYPE,
+    FACT_VERSION,
+    STATE_PAUSED,
+    STATE_RUNNING,
+    STATE_SHUTOFF,
+    STATE_UNKNOWN,
+    Guest,
+    Hypervisor,
+    ft_attributes,
+)
+from .base import ProgressCallback, Snapshot, no_progress
+
+__all__ = ["CLUSTER_PROPERTIES", "HOST_PROPERTIES", "VM_PROPERTIES", "EsxConnector", "EsxSource", "Inventory"]
+
+log = logging.getLogger(__name__)
+
+VM_PROPERTIES = (
+    "config.uuid",
+    "config.instanceUuid",
+    "config.ftInfo.role",
+    "config.ftInfo.instanceUuids",
+    "runtime.powerState",
+    "runtime.host",
+)
+HOST_PROPERTIES = (
+    "name",
+    "hardware.systemInfo.uuid",
+    "config.network.dnsConfig.hostName",
+    "config.network.dnsConfig.domainName",
+    "parent",
+    "summary.hardware.numCpuPkgs",
+    "config.product.name",
+    "config.product.version",
+    "runtime.connectionState",
+)
+CLUSTER_PROPERTIES = ("name",)
+
+_POWER = {
+    "poweredOn": (STATE_RUNNING, 1),
+    "poweredOff": (STATE_SHUTOFF, 0),
+    "suspended": (STATE_PAUSED, 0),
+}
+
+
+class EsxConnector(Protocol):
+    """Opens a logged-in vCenter session; returns pyvmomi's ServiceInstance."""
+
+    def __call__(self, *, host: str, port: int, path: str, user: str, password: str,
+                 ssl_context: ssl.SSLContext, timeout: float) -> Any: ...
+
+
+def smart_connect(*, host: str, port: int, path: str, user: str, password: str,
+                  ssl_context: ssl.SSLContext, timeout: float) -> Any:
+    """The real connector: pyVim's SmartConnect (API version negotiation, then login)."""
+    connect: Any = importlib.import_module("pyVim.connect").SmartConnect
+    return connect(host=host, port=port, path=path, user=user, pwd=password,
+                        sslContext=ssl_context, httpConnectionTimeout=timeout)
+
+
+def _pyvmomi() -> tuple[Any, Any]:
+    """pyVmomi's ``vim`` and ``vmodl`` namespaces (dynamically typed), imported on first use."""
+    module: Any = importlib.import_module("pyVmomi")
+    return module.vim, module.vmodl
+
+
+def _value(val: Any) -> Any:
+    """Plain Python value of a property: managed object references become their moId."""
+    moid = getattr(val, "_moId", None)
+    if moid is not None:
+        return moid
+    if isinstance(val, list):  # pyvmomi arrays are list subclasses
+        return [_value(v) for v in val]
+    return val
+
+
+class Inventory:
+    """Property values by kind and moId, fed by RetrievePropertiesEx or WaitForUpdatesEx results."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {
+            "VirtualMachine": {}, "HostSystem": {}, "ClusterComputeResource": {},
+        }
+
+    def _table(self, obj: Any) -> dict[str, dict[str, Any]] | None:
+        return self.objects.get(getattr(obj, "_wsdlName", ""))
+
+    def load(self, contents: Iterable[Any]) -> None:
+        """Objects from RetrievePropertiesEx (ObjectContent)."""
+        for oc in contents:
+            table = self._table(oc.obj)
+            if table is None:
+                continue
+            props = table.setdefault(oc.obj._moId, {})
+            for p in oc.propSet or ():
+                props[p.name] = _value(p.val)
+
+    def update(self, update_set: Any) -> int:
+        """Changes from WaitForUpdatesEx (UpdateSet); returns the number of object updates."""
+        count = 0
+        for fs in update_set.filterSet or ():
+            for ou in fs.objectSet or ():
+                count += 1
+                table = self._table(ou.obj)
+                if table is None:
+                    continue
+                moid = ou.obj._moId
+                if ou.kind == "leave":
+                    table.pop(moid, None)
+                    continue
+                props = table.setdefault(moid, {})
+                for ch in ou.changeSet or ():
+                    if ch.op in ("remove", "indirectRemove"):
+                        props.pop(ch.name, None)
+                    else:
+                        props[ch.name] = _value(ch.val)
+        return count
+
+    def counts(self) -> tuple[int, int]:
+        return len(self.objects["HostSystem"]), len(self.objects["VirtualMachine"])
+
+    def snapshot(self, config: SourceConfig) -> Snapshot:
+        """The report's view of the inventory, filtered as the source is configured."""
+        guests: dict[str, list[Guest]] = defaultdict(list)
+        for props in self.objects["VirtualMachine"].values():
+            host = props.get("runtime.host")
+            uuid = props.get("config.uuid")
+            if not host or not uuid:
+                continue  # templates and half-created VMs
+            state, active = _POWER.get(props.get("runtime.powerState", ""), (STATE_UNKNOWN, 0))
+            attrs: dict[str, Any] = {"virtWhoType": "esx", "active": active}
+            role = props.get("config.ftInfo.role")
+            if role is not None:
+                attrs.update(ft_attributes(props.get("config.instanceUuid") or "", int(role),
+                                           props.get("config.ftInfo.instanceUuids") or []))
+            guests[host].append(Guest(uuid, state, attrs))
+        clusters = self.objects["ClusterComputeResource"]
+        out: Snapshot = []
+        for moid, props in self.objects["HostSystem"].items():
+            hw_uuid = props.get("hardware.systemInfo.uuid")
+            dns_host = props.get("config.network.dnsConfig.hostName")
+            domain = props.get("config.network.dnsConfig.domainName")
+            name = f"{dns_host}.{domain}" if dns_host and domain else (dns_host or props.get("name") or moid)
+            cluster = clusters.get(props.get("parent") or "", {}).get("name")
+            if config.hypervisor_id == "hostname":
+                hid = name
+            elif config.hypervisor_id == "hwuuid":
+                hid = moid
+            else:
+                hid = hw_uuid
+            if not hid:
+                log.debug("%s: host %s has no %s; skipped", config.name, moid, config.hypervisor_id)
+                continue
+            if not config.host_filter.allows(hid, name, props.get("name")):
+                continue
+            if (config.parent_filter.include or config.parent_filter.exclude) and \
+                    not config.parent_filter.allows(cluster or ""):
+                continue
+            facts: dict[str, str] = {}
+            sockets = props.get("summary.hardware.numCpuPkgs")
+            if sockets is not None:
+                facts[FACT_SOCKETS] = str(sockets)
+            if props.get("config.product.name"):
+                facts[FACT_TYPE] = str(props["config.product.name"])
+            if props.get("config.product.version"):
+                facts[FACT_VERSION] = str(props["config.product.version"])
+            if cluster:
+                facts[FACT_CLUSTER] = str(cluster)
+            if hw_uuid:
+                facts[FACT_SYSTEM_UUID] = str(hw_uuid)
+            out.append(Hypervisor(hypervisor_id=str(hid), name=name, guests=tuple(guests.get(moid, ())),
+                                  facts=facts))
+        return out
+
+
+class EsxSource:
+    """vCenter (or a single ESXi host) through pyvmomi."""
+
+    def __init__(self, config: SourceConfig, *, connector: EsxConnector | None = None,
+                 wait_seconds: int = 1, progress: ProgressCallback = no_progress) -> None:
+        if not config.server or not config.username:
+            raise SourceError(config.name, "an esx source needs server and username")
+        self._config = config
+        self._host, self._port, self._path = parse_esx_server(config.server)
+        self._connector = connector or smart_connect
+        self._wait = wait_seconds
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._si: Any = None
+
+    @property
+    def name(self) -> str:
+        return self._config.name
+
+    @property
+    def address(self) -> str:
+        return f"https://{self._host}:{self._port}{self._path}"
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._config.insecure:
+            log.warning("%s: TLS verification of %s is disabled (insecure = true)", self.name, self.address)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        return ssl.create_default_context(cafile=self._config.ca_cert)
+
+    def _error(self, exc: BaseException, doing: str) -> SourceError:
+        """Translate pyvmomi, TLS and socket failures into SourceError."""
+        vim, vmodl = _pyvmomi()
+
+        if isinstance(exc, SourceError):
+            return exc
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            ca = self._config.ca_cert or "the system trust store"
+            return SourceTLSError(self.name, f"certificate of {self.address} not trusted "
+                                             f"({exc.verify_message}; CA: {ca})")
+        if isinstance(exc, ssl.SSLError):
+            return SourceTLSError(self.name, f"TLS with {self.address} failed: {exc.reason or exc}")
+        if isinstance(exc, vim.fault.InvalidLogin):
+            return SourceAuthError(self.name, f"login to {self.address} as {self._config.username!r} "
+                                              "refused: wrong user name or password")
+        if isinstance(exc, vim.fault.NotAuthenticated):
+            return SourceError(self.name, f"session with {self.address} ended (expired or vCenter restarted)")
+        if isinstance(exc, vmodl.MethodFault):
+            msg = getattr(exc, "msg", None) or type(exc).__name__
+            return SourceError(self.name, f"{doing} at {self.address} failed: {msg}")
+        if isinstance(exc, ConnectionRefusedError):
+            return SourceError(self.name, f"cannot connect to {self.address}: connection refused")
+        if isinstance(exc, TimeoutError):
+            return SourceError(self.name, f"{doing} at {self.address} timed out")
+        if isinstance(exc, OSError):
+            return SourceError(self.name, f"{doing} at {self.address} failed: {exc.strerror or exc}")
+        if isinstance(exc, http.client.HTTPException):
+            return SourceError(self.name, f"{doing} at {self.address} failed: {type(exc).__name__} {exc}")
+        return SourceError(self.name, f"{doing} at {self.address} failed: {type(exc).__name__}: {exc}")
+
+    def _connect(self) -> Any:
+        self._progress(f"connecting to {self._host}:{self._port}")
+        try:
+            si = self._connector(host=self._host, port=self._port, path=self._path,
+                                 user=self._config.username or "", password=self._config.password or "",
+                                 ssl_context=self._ssl_context(), timeout=self._config.timeout)
+        except Exception as exc:
+            raise self._error(exc, "login") from exc
+        with self._lock:
+            self._si = si
+        log.debug("%s: logged in to %s", self.name, self.address)
+        return si
+
+    def _filter_spec(self, content: Any) -> tuple[Any, Any]:
+        vim, vmodl = _pyvmomi()
+
+        pc = vmodl.query.PropertyCollector
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.VirtualMachine, vim.HostSystem, vim.ClusterComputeResource], True)
+        traverse = pc.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
+        spec = pc.FilterSpec(
+            objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
+            propSet=[
+                pc.PropertySpec(type=vim.VirtualMachine, pathSet=list(VM_PROPERTIES)),
+                pc.PropertySpec(type=vim.HostSystem, pathSet=list(HOST_PROPERTIES)),
+                pc.PropertySpec(type=vim.ClusterComputeResource, pathSet=list(CLUSTER_PROPERTIES)),
+            ],
+        )
+        return view, spec
+
+    def collect(self) -> Snapshot:
+        _vim, vmodl = _pyvmomi()
+
+        si = self._connect()
+        doing = "retrieving the inventory"
+        try:
+            content = si.RetrieveContent()
+            view, spec = self._filter_spec(content)
+            inventory = Inventory()
+            self._progress("retrieving hosts and VMs")
+            collector = content.propertyCollector
+            result = collector.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+            while result is not None:
+                inventory.load(result.objects)
+                hosts, vms = inventory.counts()
+                self._progress(f"{hosts} hosts, {vms} VMs")
+                if not result.token:
+                    break
+                result = collector.ContinueRetrievePropertiesEx(result.token)
+            try:
+                view.Destroy()
+            except Exception:
+                log.debug("%s: destroying the container view failed", self.name, exc_info=True)
+            return inventory.snapshot(self._config)
+        except Exception as exc:
+            raise self._error(exc, doing) from exc
+        finally:
+            self.close()
+
+    def watch(self, stop: threading.Event) -> Iterator[Snapshot]:
+        _vim, vmodl = _pyvmomi()
+
+        si = self._connect()
+        doing = "watching the inventory"
+        try:
+            try:
+                content = si.RetrieveContent()
+                collector = content.propertyCollector.CreatePropertyCollector()
+                _view, spec = self._filter_spec(content)
+                collector.CreateFilter(spec, partialUpdates=False)
+                options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=self._wait)
+                self._progress("retrieving hosts and VMs")
+            except Exception as exc:
+                raise self._error(exc, "creating the property filter") from exc
+            inventory = Inventory()
+            version = ""
+            first = True
+            while not stop.is_set():
+                try:
+                    update = collector.WaitForUpdatesEx(version, options)
+                except Exception as exc:
+                    raise self._error(exc, doing) from exc
+                if update is None:
+                    continue
+                changed = inventory.update(update)
+                version = update.version
+                if update.truncated:
+                    hosts, vms = inventory.counts()
+                    self._progress(f"{hosts} hosts, {vms} VMs")
+                    continue
+                if first:
+                    hosts, vms = inventory.counts()
+                    log.info("%s: %d hosts, %d VMs in %s", self.name, hosts, vms, self.address)
+                    first = False
+                else:
+                    log.debug("%s: %d object updates", self.name, changed)
+                yield inventory.snapshot(self._config)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            si, self._si = self._si, None
+        if si is None:
+            return
+        try:
+            si.content.sessionManager.Logout()
+        except Exception:
+            log.debug("%s: logout failed", self.name, exc_info=True)

@@ -1,0 +1,504 @@
+// Command ftvcsim runs govmomi's vCenter simulator with fault-tolerant (FT) VM pairs,
+// served over TLS with a caller-supplied certificate, plus a small control endpoint on
+// loopback through which tests change the inventory at run time (FT failover, power
+// state, moving a VM to another host).
+//
+// Every run-time change goes through simulator.Map.Update with leaf property paths
+// (for example "config.ftInfo.role"), inside simulator.Map.WithLock, so that clients
+// waiting in WaitForUpdatesEx on those leaf paths see it.
+//
+// When ready it writes one JSON line {"url": ..., "control": ..., "pid": ...} to stdout
+// and, with -ready-file, to that file (written atomically).
+package main
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// ftGroup is one FT VM: its instances in vSphere's order (primary first).
+type ftGroup struct {
+	UUID      string
+	Instances []*simulator.VirtualMachine
+}
+
+type controller struct {
+	mu     sync.Mutex // serialises control requests
+	groups []*ftGroup
+	serial int
+}
+
+type vmState struct {
+	Name            string   `json:"name"`
+	Moref           string   `json:"moref"`
+	UUID            string   `json:"uuid"`
+	InstanceUUID    string   `json:"instanceUuid"`
+	Host            string   `json:"host"`
+	HostName        string   `json:"hostName"`
+	HostUUID        string   `json:"hostUuid"`
+	PowerState      string   `json:"powerState"`
+	FtRole          int32    `json:"ftRole,omitempty"`
+	FtInstanceUUIDs []string `json:"ftInstanceUuids,omitempty"`
+}
+
+type hostState struct {
+	Name  string `json:"name"`
+	Moref string `json:"moref"`
+	UUID  string `json:"uuid"`
+}
+
+func hostOf(vm *simulator.VirtualMachine) *simulator.HostSystem {
+	if vm.Runtime.Host == nil {
+		return nil
+	}
+	h, _ := simulator.Map.Get(*vm.Runtime.Host).(*simulator.HostSystem)
+	return h
+}
+
+func describeVM(vm *simulator.VirtualMachine) vmState {
+	s := vmState{
+		Name:         vm.Name,
+		Moref:        vm.Self.Value,
+		UUID:         vm.Config.Uuid,
+		InstanceUUID: vm.Config.InstanceUuid,
+		PowerState:   string(vm.Runtime.PowerState),
+	}
+	if h := hostOf(vm); h != nil {
+		s.Host = h.Self.Value
+		s.HostName = h.Name
+		s.HostUUID = h.Hardware.SystemInfo.Uuid
+	}
+	if vm.Config.FtInfo != nil {
+		ft := vm.Config.FtInfo.GetFaultToleranceConfigInfo()
+		s.FtRole = ft.Role
+		s.FtInstanceUUIDs = append([]string(nil), ft.InstanceUuids...)
+	}
+	return s
+}
+
+func allVMs() []*simulator.VirtualMachine {
+	var vms []*simulator.VirtualMachine
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vms = append(vms, e.(*simulator.VirtualMachine))
+	}
+	sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
+	return vms
+}
+
+func allHosts() []*simulator.HostSystem {
+	var hosts []*simulator.HostSystem
+	for _, e := range simulator.Map.All("HostSystem") {
+		hosts = append(hosts, e.(*simulator.HostSystem))
+	}
+	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+	return hosts
+}
+
+func findVM(name string) *simulator.VirtualMachine {
+	for _, vm := range allVMs() {
+		if vm.Name == name || vm.Self.Value == name || vm.Config.InstanceUuid == name {
+			return vm
+		}
+	}
+	return nil
+}
+
+func findHost(name string) *simulator.HostSystem {
+	for _, h := range allHosts() {
+		if h.Name == name || h.Self.Value == name || h.Hardware.SystemInfo.Uuid == name {
+			return h
+		}
+	}
+	return nil
+}
+
+// update applies leaf-path changes to a managed object so WaitForUpdatesEx sees them.
+// Fields behind interfaces (config.ftInfo) are set by the caller's set function first,
+// since mo.ApplyPropertyChange cannot reach through them.
+func update(obj mo.Reference, set func(), changes []types.PropertyChange) {
+	simulator.Map.WithLock(obj, func() {
+		if set != nil {
+			set()
+		}
+		simulator.Map.Update(obj, changes)
+	})
+}
+
+func setFt(vm *simulator.VirtualMachine, role int32, instances []string) {
+	ids := append([]string(nil), instances...)
+	update(vm, func() {
+		vm.Config.FtInfo = &types.FaultToleranceConfigInfo{Role: role, InstanceUuids: ids}
+	}, []types.PropertyChange{
+		{Name: "config.ftInfo.role", Val: role},
+		{Name: "config.ftInfo.instanceUuids", Val: ids},
+	})
+}
+
+func moveVM(vm *simulator.VirtualMachine, host *simulator.HostSystem) {
+	ref := host.Self
+	update(vm, func() {
+		vm.Runtime.Host = &ref
+		vm.Summary.Runtime.Host = &ref
+	}, []types.PropertyChange{
+		{Name: "runtime.host", Val: ref},
+		{Name: "summary.runtime.host", Val: ref},
+	})
+}
+
+func setPower(vm *simulator.VirtualMachine, state types.VirtualMachinePowerState) {
+	update(vm, func() {
+		vm.Runtime.PowerState = state
+		vm.Summary.Runtime.PowerState = state
+	}, []types.PropertyChange{
+		{Name: "runtime.powerState", Val: state},
+		{Name: "summary.runtime.powerState", Val: state},
+	})
+}
+
+func setUUID(vm *simulator.VirtualMachine, id string) {
+	update(vm, func() {
+		vm.Config.Uuid = id
+		vm.Summary.Config.Uuid = id
+	}, []types.PropertyChange{
+		{Name: "config.uuid", Val: id},
+		{Name: "summary.config.uuid", Val: id},
+	})
+}
+
+// otherHost returns a host (preferring the same cluster) that none of the given VMs runs on.
+func otherHost(avoid ...*simulator.VirtualMachine) *simulator.HostSystem {
+	used := map[string]bool{}
+	var parent string
+	for _, vm := range avoid {
+		if h := hostOf(vm); h != nil {
+			used[h.Self.Value] = true
+			if parent == "" && h.Parent != nil {
+				parent = h.Parent.Value
+			}
+		}
+	}
+	var fallback *simulator.HostSystem
+	for _, h := range allHosts() {
+		if used[h.Self.Value] {
+			continue
+		}
+		if h.Parent != nil && h.Parent.Value == parent {
+			return h
+		}
+		if fallback == nil {
+			fallback = h
+		}
+	}
+	return fallback
+}
+
+// makePairs turns n VMs into backups of n other VMs: same config.uuid, different hosts.
+func (c *controller) makePairs(n int) error {
+	vms := allVMs()
+	if n == 0 {
+		return nil
+	}
+	if len(allHosts()) < 2 {
+		return fmt.Errorf("FT pairs need at least two hosts")
+	}
+	if 2*n > len(vms) {
+		return fmt.Errorf("%d FT pairs need %d VMs, the inventory has %d", n, 2*n, len(vms))
+	}
+	// Spread pairs over the inventory: primary i, backup i+1 of every stride.
+	stride := len(vms) / n
+	for i := 0; i < n; i++ {
+		primary, backup := vms[i*stride], vms[i*stride+1]
+		if h := hostOf(primary); h != nil && hostOf(backup) == h {
+			moveVM(backup, otherHost(primary))
+		}
+		setUUID(backup, primary.Config.Uuid)
+		ids := []string{primary.Config.InstanceUuid, backup.Config.InstanceUuid}
+		setFt(primary, 1, ids)
+		setFt(backup, 2, ids)
+		c.groups = append(c.groups, &ftGroup{UUID: primary.Config.Uuid, Instances: []*simulator.VirtualMachine{primary, backup}})
+	}
+	return nil
+}
+
+func (c *controller) group(key string) *ftGroup {
+	for i, g := range c.groups {
+		if key == g.UUID || key == fmt.Sprint(i) {
+			return g
+		}
+		for _, vm := range g.Instances {
+			if key == vm.Name || key == vm.Config.InstanceUuid {
+				return g
+			}
+		}
+	}
+	return nil
+}
+
+// failover makes the first backup the primary; the failed primary is replaced by a
+// new backup instance (new instanceUuid) on a host that runs no other instance.
+func (c *controller) failover(g *ftGroup, target string) error {
+	if len(g.Instances) < 2 {
+		return fmt.Errorf("group %s has no backup", g.UUID)
+	}
+	old := g.Instances[0]
+	rest := g.Instances[1:]
+	c.serial++
+	var host *simulator.HostSystem
+	if target != "" {
+		host = findHost(target)
+		if host == nil {
+			return fmt.Errorf("no host %q", target)
+		}
+	} else {
+		host = otherHost(g.Instances...)
+	}
+	if host == nil {
+		return fmt.Errorf("no free host for a new backup")
+	}
+	newID := uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("%s/failover/%d", old.Config.InstanceUuid, c.serial))).String()
+	g.Instances = append(append([]*simulator.VirtualMachine(nil), rest...), old)
+	ids := make([]string, 0, len(g.Instances))
+	for _, vm := range g.Instances[:len(g.Instances)-1] {
+		ids = append(ids, vm.Config.InstanceUuid)
+	}
+	ids = append(ids, newID)
+	// One update per VM, so a client sees each instance change as a whole.
+	for i, vm := range g.Instances {
+		vm := vm
+		role := int32(i + 1)
+		ft := append([]string(nil), ids...)
+		changes := []types.PropertyChange{
+			{Name: "config.ftInfo.role", Val: role},
+			{Name: "config.ftInfo.instanceUuids", Val: ft},
+		}
+		ref := host.Self
+		if vm == old {
+			// The new backup instance takes over the VM object of the failed primary.
+			changes = append(changes,
+				types.PropertyChange{Name: "runtime.host", Val: ref},
+				types.PropertyChange{Name: "summary.runtime.host", Val: ref},
+				types.PropertyChange{Name: "config.instanceUuid", Val: newID},
+				types.PropertyChange{Name: "summary.config.instanceUuid", Val: newID},
+			)
+		}
+		update(vm, func() {
+			vm.Config.FtInfo = &types.FaultToleranceConfigInfo{Role: role, InstanceUuids: ft}
+			if vm == old {
+				vm.Runtime.Host = &ref
+				vm.Summary.Runtime.Host = &ref
+				vm.Config.InstanceUuid = newID
+				vm.Summary.Config.InstanceUuid = newID
+			}
+		}, changes)
+	}
+	return nil
+}
+
+func (c *controller) state(all bool) map[string]interface{} {
+	var groups []map[string]interface{}
+	for _, g := range c.groups {
+		var inst []vmState
+		for _, vm := range g.Instances {
+			inst = append(inst, describeVM(vm))
+		}
+		groups = append(groups, map[string]interface{}{"uuid": g.UUID, "instances": inst})
+	}
+	out := map[string]interface{}{"ft": groups}
+	if all {
+		var vms []vmState
+		for _, vm := range allVMs() {
+			vms = append(vms, describeVM(vm))
+		}
+		var hosts []hostState
+		for _, h := range allHosts() {
+			hosts = append(hosts, hostState{Name: h.Name, Moref: h.Self.Value, UUID: h.Hardware.SystemInfo.Uuid})
+		}
+		out["vms"] = vms
+		out["hosts"] = hosts
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v interface{}) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (c *controller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := r.URL.Query()
+	fail := func(code int, format string, args ...interface{}) {
+		writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
+	}
+	if r.Method == http.MethodGet && r.URL.Path == "/state" {
+		writeJSON(w, http.StatusOK, c.state(q.Get("all") != ""))
+		return
+	}
+	if r.Method != http.MethodPost {
+		fail(http.StatusMethodNotAllowed, "use GET /state or POST /failover, /power, /move")
+		return
+	}
+	switch r.URL.Path {
+	case "/failover":
+		g := c.group(q.Get("group"))
+		if g == nil {
+			fail(http.StatusNotFound, "no FT group %q", q.Get("group"))
+			return
+		}
+		if err := c.failover(g, q.Get("host")); err != nil {
+			fail(http.StatusConflict, "%v", err)
+			return
+		}
+	case "/power":
+		vm := findVM(q.Get("vm"))
+		if vm == nil {
+			fail(http.StatusNotFound, "no VM %q", q.Get("vm"))
+			return
+		}
+		state := types.VirtualMachinePowerState(q.Get("state"))
+		switch state {
+		case types.VirtualMachinePowerStatePoweredOn, types.VirtualMachinePowerStatePoweredOff,
+			types.VirtualMachinePowerStateSuspended:
+		default:
+			fail(http.StatusBadRequest, "bad power state %q", state)
+			return
+		}
+		setPower(vm, state)
+	case "/move":
+		vm, host := findVM(q.Get("vm")), findHost(q.Get("host"))
+		if vm == nil || host == nil {
+			fail(http.StatusNotFound, "no VM %q or host %q", q.Get("vm"), q.Get("host"))
+			return
+		}
+		moveVM(vm, host)
+	default:
+		fail(http.StatusNotFound, "unknown path %s", r.URL.Path)
+		return
+	}
+	writeJSON(w, http.StatusOK, c.state(false))
+}
+
+// personalise gives every host its own DNS host name (vcsim's template says "localhost").
+func personalise() {
+	for _, h := range allHosts() {
+		if h.Config == nil || h.Config.Network == nil || h.Config.Network.DnsConfig == nil {
+			continue
+		}
+		dns := *h.Config.Network.DnsConfig.GetHostDnsConfig()
+		dns.HostName = strings.ToLower(h.Name)
+		dns.DomainName = "vcsim.test"
+		h.Config.Network.DnsConfig = &dns
+	}
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "SDK listen address (host:port)")
+	controlListen := flag.String("control", "127.0.0.1:0", "control endpoint listen address (loopback only)")
+	certFile := flag.String("cert", "", "TLS certificate (PEM) for the SDK endpoint, chain allowed")
+	keyFile := flag.String("key", "", "TLS private key (PEM)")
+	username := flag.String("username", "user", "login user name")
+	password := flag.String("password", "pass", "login password")
+	clusters := flag.Int("cluster", 1, "clusters per datacenter")
+	hosts := flag.Int("host", 3, "hosts per cluster")
+	standalone := flag.Int("standalone-host", 0, "standalone hosts per datacenter")
+	vms := flag.Int("vm", 4, "VMs per cluster (resource pool) and per standalone host")
+	pairs := flag.Int("ft", 1, "number of FT pairs to form from the VMs")
+	readyFile := flag.String("ready-file", "", "write the ready JSON line to this file too")
+	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
+	verbose := flag.Bool("verbose", false, "keep the simulator's request log on stderr")
+	flag.Parse()
+
+	if !*verbose {
+		log.SetOutput(io.Discard)
+	}
+	if *certFile == "" || *keyFile == "" {
+		fmt.Fprintln(os.Stderr, "ftvcsim: -cert and -key are required")
+		os.Exit(2)
+	}
+	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ftvcsim: loading certificate: %v\n", err)
+		os.Exit(2)
+	}
+	simulator.SessionIdleTimeout = *idle
+
+	model := simulator.VPX()
+	model.Cluster = *clusters
+	model.ClusterHost = *hosts
+	model.Host = *standalone
+	model.Machine = *vms
+	model.Portgroup = 0
+	defer model.Remove()
+	start := time.Now()
+	if err := model.Create(); err != nil {
+		fmt.Fprintf(os.Stderr, "ftvcsim: creating the inventory: %v\n", err)
+		os.Exit(1)
+	}
+	personalise()
+	ctl := &controller{}
+	if err := ctl.makePairs(*pairs); err != nil {
+		fmt.Fprintf(os.Stderr, "ftvcsim: %v\n", err)
+		os.Exit(2)
+	}
+
+	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
+	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	server := model.Service.NewServer()
+	defer server.Close()
+
+	ln, err := net.Listen("tcp", *controlListen)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ftvcsim: control listener: %v\n", err)
+		os.Exit(1)
+	}
+	go func() { _ = http.Serve(ln, ctl) }()
+
+	sdk := *server.URL
+	sdk.User = nil
+	ready, _ := json.Marshal(map[string]interface{}{
+		"url":     sdk.String(),
+		"control": "http://" + ln.Addr().String(),
+		"pid":     os.Getpid(),
+		"seconds": time.Since(start).Seconds(),
+	})
+	if *readyFile != "" {
+		if err := writeFileAtomic(*readyFile, append(ready, '\n')); err != nil {
+			fmt.Fprintf(os.Stderr, "ftvcsim: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	fmt.Println(string(ready))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+}
