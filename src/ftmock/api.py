@@ -281,8 +281,8 @@ class Api:
             result = [subscriptions.attach(ctx.tx, ctx.ca, row, pool, quantity)]
         else:
             result = subscriptions.auto_attach(ctx.tx, ctx.ca, row)
-        if row["instance_uuid"] and row["guest_key"]:
-            failover.sync_group_entitlements(ctx.tx, ctx.ca, row["guest_key"])
+        if row["instance_uuid"] and row["guest_key"] and row["reported_owner"]:
+            failover.sync_group_entitlements(ctx.tx, ctx.ca, row["reported_owner"], row["guest_key"])
         return Response(200, result)
 
     def unattach_all(self, ctx: Ctx, uuid: str) -> Response:

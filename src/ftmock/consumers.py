@@ -176,10 +176,11 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
             "WHERE uuid=?",
             (name, owner, dumps(merged), dumps(products), now, now, row["uuid"]),
         )
-        # The whole FT group belongs to the org the VM registers in.
+        # The whole FT group belongs to the org the VM registers in; its instances run the same software.
         tx.execute(
-            "UPDATE consumers SET owner=? WHERE guest_key=? AND instance_uuid IS NOT NULL AND owner IS NULL",
-            (owner, row["guest_key"]),
+            "UPDATE consumers SET owner=?, installed_products=? WHERE guest_key=? AND reported_owner=? "
+            "AND instance_uuid IS NOT NULL AND failed_over_to IS NULL",
+            (owner, dumps(products), row["guest_key"], owner),
         )
         consumer_uuid = row["uuid"]
         log.info("registration of FT group %s returns primary consumer %s", row["guest_key"], consumer_uuid)
@@ -210,9 +211,9 @@ def _ft_primary_for_registration(tx: Tx, owner: str, facts: dict[str, str]) -> s
     if not virt_uuid:
         return None
     row = tx.one(
-        "SELECT * FROM consumers WHERE guest_key = ? AND instance_uuid IS NOT NULL AND ft_role = 0 "
-        "AND failed_over_to IS NULL",
-        (guest_key(virt_uuid),),
+        "SELECT * FROM consumers WHERE guest_key = ? AND reported_owner = ? AND instance_uuid IS NOT NULL "
+        "AND ft_role = 0 AND failed_over_to IS NULL",
+        (guest_key(virt_uuid), owner),
     )
     if row is not None and row["owner"] not in (None, owner):
         raise Conflict(
@@ -275,12 +276,12 @@ def delete(tx: Tx, row: sqlite3.Row) -> None:
 
 def list_for_owner(tx: Tx, owner: str, ctype: str | None = None) -> list[dict[str, Any]]:
     require_owner(tx, owner)
+    # FT instances created by a report have no org until the VM registers; the org whose
+    # hypervisors reported them still sees them.
+    sql = "SELECT * FROM consumers WHERE (owner = ? OR (owner IS NULL AND reported_owner = ?))"
+    params: tuple[str, ...] = (owner, owner)
     if ctype:
-        rows = tx.all("SELECT * FROM consumers WHERE owner = ? AND type = ? ORDER BY created", (owner, ctype))
-    else:
-        # FT instances created by a report have no org until the VM registers; the org whose
-        # hypervisors reported them still sees them.
-        rows = tx.all(
-            "SELECT * FROM consumers WHERE owner = ? OR (owner IS NULL AND reported_owner = ?) "
-            "ORDER BY created, rowid", (owner, owner))
+        sql += " AND type = ?"
+        params += (ctype,)
+    rows = tx.all(sql + " ORDER BY created, rowid", params)
     return [consumer_dto(tx, r) for r in rows]

@@ -54,9 +54,10 @@ class FtEntry:
     instances: tuple[str, ...]
 
 
-def _group(tx: Tx, gkey: str) -> list[sqlite3.Row]:
-    return tx.all("SELECT * FROM consumers WHERE guest_key = ? AND instance_uuid IS NOT NULL "
-                  "ORDER BY created, rowid", (gkey,))
+def _group(tx: Tx, org: str, gkey: str) -> list[sqlite3.Row]:
+    # Groups are per organization: the org whose hypervisors report the instances.
+    return tx.all("SELECT * FROM consumers WHERE guest_key = ? AND reported_owner = ? AND instance_uuid IS NOT NULL "
+                  "ORDER BY created, rowid", (gkey, org))
 
 
 def _ft_facts(entry: FtEntry) -> dict[str, str]:
@@ -79,16 +80,18 @@ def reconcile_group(tx: Tx, ca: CertificateAuthority, gkey: str, entries: list[F
             continue
         chosen[entry.instance] = entry
 
-    group = _group(tx, gkey)
-    owner = next((c["owner"] for c in group if c["owner"]), None)
-    name = next((c["name"] for c in group if c["owner"]), None)
+    group = _group(tx, reported_owner, gkey)
+    registered = next((c for c in group if c["owner"] and not c["failed_over_to"]), None)
+    owner = registered["owner"] if registered else None
+    name = registered["name"] if registered else None
+    installed = registered["installed_products"] if registered else "[]"
     by_instance = {c["instance_uuid"]: c for c in group}
     now = now_iso()
     created = []
     for instance, entry in chosen.items():
         row = by_instance.get(instance)
         if row is None and entry.role == 0 and not group:
-            row = _adopt_registered(tx, gkey, entry)
+            row = _adopt_registered(tx, reported_owner, gkey, entry)
             if row is not None:
                 group = [row]
                 continue
@@ -97,10 +100,10 @@ def reconcile_group(tx: Tx, ca: CertificateAuthority, gkey: str, entries: list[F
             # Role 0 is only given by the primary rule below, so a new instance starts as a backup.
             tx.execute(
                 "INSERT INTO consumers(uuid, name, owner, type, facts, created, updated, guest_key, "
-                "instance_uuid, ft_role, reported_owner) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                "instance_uuid, ft_role, reported_owner, installed_products) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
                 (uuid, name or entry.guest_id, owner, "system",
                  dumps({**_ft_facts(entry), "ftinfo.role": str(max(entry.role, 1))}),
-                 now, now, gkey, instance, max(entry.role, 1), reported_owner),
+                 now, now, gkey, instance, max(entry.role, 1), reported_owner, installed),
             )
             created.append(uuid)
             log.info("FT group %s: consumer %s for instance %s", gkey, uuid, entry.instance_raw)
@@ -113,7 +116,13 @@ def reconcile_group(tx: Tx, ca: CertificateAuthority, gkey: str, entries: list[F
             if entry.role != 0 and row["ft_role"] != 0 and row["ft_role"] != entry.role:
                 _set_role(tx, row["uuid"], entry.role)
 
-    group = _group(tx, gkey)
+    group = _group(tx, reported_owner, gkey)
+    registered = next((c for c in group if c["owner"] and not c["failed_over_to"]), None)
+    if registered is not None and any(c["owner"] is None for c in group):
+        tx.execute("UPDATE consumers SET owner=?, installed_products=?, name=? WHERE guest_key=? AND reported_owner=? "
+                   "AND instance_uuid IS NOT NULL AND owner IS NULL",
+                   (registered["owner"], registered["installed_products"], registered["name"], gkey, reported_owner))
+        group = _group(tx, reported_owner, gkey)
     by_instance = {c["instance_uuid"]: c for c in group}
     current = next((c for c in group if c["ft_role"] == 0 and not c["failed_over_to"]), None)
     candidates = sorted(i for i, e in chosen.items()
@@ -128,20 +137,21 @@ def reconcile_group(tx: Tx, ca: CertificateAuthority, gkey: str, entries: list[F
             failed_over = {"from": current["uuid"], "to": successor["uuid"]}
             log.warning("FT group %s failed over: consumer %s -> %s", gkey, current["uuid"],
                         successor["uuid"])
+            _inherit_facts(tx, current, successor)
             _move_entitlements(tx, ca, get_row(tx, current["uuid"]), get_row(tx, successor["uuid"]))
-    sync_group_entitlements(tx, ca, gkey)
+    sync_group_entitlements(tx, ca, reported_owner, gkey)
     return {"created": created, "failover": failed_over}
 
 
-def _adopt_registered(tx: Tx, gkey: str, entry: FtEntry) -> sqlite3.Row | None:
+def _adopt_registered(tx: Tx, org: str, gkey: str, entry: FtEntry) -> sqlite3.Row | None:
     """A VM registered before any report names its FT group: its consumer becomes the primary."""
-    row = tx.one("SELECT * FROM consumers WHERE guest_key = ? AND instance_uuid IS NULL AND type = 'system' "
-                 "AND cert_pem IS NOT NULL ORDER BY created, rowid LIMIT 1", (gkey,))
+    row = tx.one("SELECT * FROM consumers WHERE guest_key = ? AND owner = ? AND instance_uuid IS NULL "
+                 "AND type = 'system' AND cert_pem IS NOT NULL ORDER BY created, rowid LIMIT 1", (gkey, org))
     if row is None:
         return None
     facts = {**loads(row["facts"], {}), **_ft_facts(entry)}
-    tx.execute("UPDATE consumers SET instance_uuid=?, ft_role=0, facts=?, updated=? WHERE uuid=?",
-               (entry.instance, dumps(facts), now_iso(), row["uuid"]))
+    tx.execute("UPDATE consumers SET instance_uuid=?, ft_role=0, facts=?, reported_owner=?, updated=? WHERE uuid=?",
+               (entry.instance, dumps(facts), org, now_iso(), row["uuid"]))
     log.info("FT group %s: registered consumer %s is instance %s", gkey, row["uuid"], entry.instance_raw)
     return get_row(tx, row["uuid"])
 
@@ -152,6 +162,15 @@ def _set_role(tx: Tx, uuid: str, role: int) -> None:
     facts["ftinfo.role"] = str(role)
     tx.execute("UPDATE consumers SET ft_role=?, facts=?, updated=? WHERE uuid=?",
                (role, dumps(facts), now_iso(), uuid))
+
+
+def _inherit_facts(tx: Tx, old: sqlite3.Row, new: sqlite3.Row) -> None:
+    """The successor is the same VM: it keeps what the guest registered, with its own FT facts."""
+    facts = loads(old["facts"], {})
+    facts.update({k: v for k, v in loads(get_row(tx, new["uuid"])["facts"], {}).items()
+                  if k in ("instanceUUID", "ftinfo.role", "ftinfo.instanceUUIDs")})
+    tx.execute("UPDATE consumers SET facts=?, name=?, installed_products=?, updated=? WHERE uuid=?",
+               (dumps(facts), old["name"], old["installed_products"], now_iso(), new["uuid"]))
 
 
 def _held_products(tx: Tx, consumer_uuid: str) -> list[str]:
@@ -173,9 +192,9 @@ def _move_entitlements(tx: Tx, ca: CertificateAuthority, old: sqlite3.Row, new: 
         log.warning("FT successor %s could not be entitled to %s", new["uuid"], ", ".join(missing))
 
 
-def sync_group_entitlements(tx: Tx, ca: CertificateAuthority, gkey: str) -> None:
+def sync_group_entitlements(tx: Tx, ca: CertificateAuthority, org: str, gkey: str) -> None:
     """Give every live backup of a registered group the primary's products from its own host."""
-    group = _group(tx, gkey)
+    group = _group(tx, org, gkey)
     primary = next((c for c in group if c["ft_role"] == 0 and not c["failed_over_to"]), None)
     if primary is None or primary["owner"] is None:
         return

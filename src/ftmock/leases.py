@@ -28,8 +28,10 @@ Clock = Callable[[], float]
 
 
 def group_key_of(consumer: sqlite3.Row) -> str:
-    """FT instances share one lease per `virt.uuid`; any other consumer has its own."""
-    return str(consumer["guest_key"] or consumer["uuid"])
+    """FT instances share one lease per organization and `virt.uuid`; any other consumer has its own."""
+    if consumer["guest_key"]:
+        return f"{consumer['reported_owner'] or consumer['owner']}/{consumer['guest_key']}"
+    return str(consumer["uuid"])
 
 
 def lease_dto(row: sqlite3.Row | None, now: float) -> dict[str, Any] | None:

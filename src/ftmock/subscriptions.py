@@ -194,16 +194,17 @@ def pools_for_owner(tx: Tx, owner: str) -> list[dict[str, Any]]:
 
 def host_of(tx: Tx, consumer: sqlite3.Row) -> sqlite3.Row | None:
     """The hypervisor consumer that last reported this guest (this FT instance, for FT consumers)."""
-    if not consumer["guest_key"]:
+    org = consumer["owner"] or consumer["reported_owner"]
+    if not consumer["guest_key"] or not org:
         return None
     if consumer["instance_uuid"]:
-        sql = ("SELECT c.* FROM guests g JOIN consumers c ON c.uuid = g.hypervisor "
-               "WHERE g.guest_key = ? AND g.instance_key = ? ORDER BY g.updated DESC, c.uuid LIMIT 1")
-        params: tuple[Any, ...] = (consumer["guest_key"], consumer["instance_uuid"])
+        sql = ("SELECT c.* FROM guests g JOIN consumers c ON c.uuid = g.hypervisor WHERE g.guest_key = ? "
+               "AND g.instance_key = ? AND c.owner = ? ORDER BY g.updated DESC, c.uuid LIMIT 1")
+        params: tuple[Any, ...] = (consumer["guest_key"], consumer["instance_uuid"], org)
     else:
         sql = ("SELECT c.* FROM guests g JOIN consumers c ON c.uuid = g.hypervisor "
-               "WHERE g.guest_key = ? ORDER BY g.updated DESC, c.uuid LIMIT 1")
-        params = (consumer["guest_key"],)
+               "WHERE g.guest_key = ? AND c.owner = ? ORDER BY g.updated DESC, c.uuid LIMIT 1")
+        params = (consumer["guest_key"], org)
     return tx.one(sql, params)
 
 
