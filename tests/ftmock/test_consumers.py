@@ -136,7 +136,7 @@ def test_regenerate_identity_keeps_key_and_retires_old_cert(server: FtmockServer
     client = Client(server, cert=(reg.cert_path, reg.key_path))
     assert client.get(f"/consumers/{reg.uuid}").status_code == 200
     # With a CSR: a new key.
-    key_pem, csr = make_key_and_csr()
+    _, csr = make_key_and_csr()
     r = client.post(f"/consumers/{reg.uuid}", json={"csr": csr})
     assert r.status_code == 200
     assert x509.load_pem_x509_certificate(r.json()["idCert"]["cert"].encode()).public_key() != old.public_key()

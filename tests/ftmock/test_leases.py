@@ -1,0 +1,114 @@
+"""The FT group lease on the server: grants, renewals, takeover, handover, stale tokens, the log."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import FtmockServer
+from tests.ftmock.conftest import Client, admin_client, register
+
+
+def claim(client: Client, uuid: str, holder: str, generation: int | None, ttl: float = 2.0) -> Any:
+    return client.post(f"/consumers/{uuid}/lease", json={"holder": holder, "generation": generation, "ttl": ttl})
+
+
+def no_overlap(log: list[dict[str, Any]]) -> bool:
+    """Valid periods of different holders never overlap (a release ends its holder's period)."""
+    periods: list[tuple[float, float, str]] = []
+    for entry in log:
+        if entry["event"] == "release":
+            periods = [(s, min(e, entry["start"]) if h == entry["holder"] else e, h) for s, e, h in periods]
+        else:
+            periods.append((entry["start"], entry["expires"], entry["holder"]))
+    merged: dict[str, list[tuple[float, float]]] = {}
+    for s, e, h in periods:
+        merged.setdefault(h, []).append((s, e))
+    holders = list(merged)
+    for i, a in enumerate(holders):
+        for b in holders[i + 1:]:
+            for s1, e1 in merged[a]:
+                for s2, e2 in merged[b]:
+                    if s1 < e2 and s2 < e1:
+                        return False
+    return True
+
+
+def test_grant_renew_conflict_expiry_and_log(server: FtmockServer, org: str, tmp_path: Path) -> None:
+    reg = register(server, tmp_path, org, name="leased", facts={"virt.uuid": "lease-vm-1"})
+    r = claim(reg.client, reg.uuid, "agent-1", None)
+    assert r.status_code == 200
+    gen = r.json()["generation"]
+    assert r.json()["holder"] == "agent-1" and r.json()["valid"]
+    r = claim(reg.client, reg.uuid, "agent-1", gen)
+    assert r.status_code == 200 and r.json()["generation"] == gen  # renewal keeps the token
+    r = claim(reg.client, reg.uuid, "agent-2", None)
+    assert r.status_code == 409
+    assert r.json()["holder"] == "agent-1"
+    assert claim(reg.client, reg.uuid, "agent-1", gen + 5).status_code == 409  # wrong token
+    time.sleep(2.2)
+    # Expired on the server's clock: the old holder's token is stale, a new holder gets gen + 1.
+    assert claim(reg.client, reg.uuid, "agent-1", gen).status_code == 409
+    r = claim(reg.client, reg.uuid, "agent-2", None)
+    assert r.status_code == 200 and r.json()["generation"] == gen + 1
+    log = admin_client(server).get(f"/consumers/{reg.uuid}/lease/log").json()
+    assert [e["event"] for e in log] == ["grant", "renew", "grant"]
+    assert no_overlap(log)
+    assert reg.client.get(f"/consumers/{reg.uuid}/lease/log").status_code == 403  # admins only
+
+
+def test_release_keeps_generation_and_frees_at_once(server: FtmockServer, org: str, tmp_path: Path) -> None:
+    reg = register(server, tmp_path, org, name="rel", facts={"virt.uuid": "lease-vm-2"})
+    gen = claim(reg.client, reg.uuid, "a", None, ttl=60).json()["generation"]
+    assert reg.client.delete(f"/consumers/{reg.uuid}/lease?holder=b").status_code == 409
+    assert reg.client.delete(f"/consumers/{reg.uuid}/lease?holder=a").status_code == 204
+    r = claim(reg.client, reg.uuid, "b", None, ttl=60)
+    assert r.status_code == 200 and r.json()["generation"] == gen + 1
+    assert no_overlap(admin_client(server).get(f"/consumers/{reg.uuid}/lease/log").json())
+
+
+def test_stale_generation_refused_on_state_changes(server: FtmockServer, org: str, tmp_path: Path) -> None:
+    reg = register(server, tmp_path, org, name="tok", facts={"virt.uuid": "lease-vm-3"})
+    gen = claim(reg.client, reg.uuid, "a", None, ttl=60).json()["generation"]
+    ok = reg.client.put(f"/consumers/{reg.uuid}", json={"facts": {"x": "1"}},
+                        headers={"X-Lease-Generation": str(gen)})
+    assert ok.status_code == 204
+    stale = reg.client.put(f"/consumers/{reg.uuid}", json={"facts": {"x": "2"}},
+                           headers={"X-Lease-Generation": str(gen - 1)})
+    assert stale.status_code == 409
+    assert reg.client.get(f"/consumers/{reg.uuid}").json()["facts"]["x"] == "1"
+
+
+def test_bad_lease_requests(server: FtmockServer, org: str, tmp_path: Path) -> None:
+    reg = register(server, tmp_path, org, name="bad", facts={"virt.uuid": "lease-vm-4"})
+    for body in ({"holder": ""}, {"holder": "a", "ttl": 0}, {"holder": "a", "ttl": "x"},
+                 {"holder": "a", "generation": "1"}, [1]):
+        r = reg.client.post(f"/consumers/{reg.uuid}/lease", json=body)
+        assert r.status_code == 400, body
+    other = register(server, tmp_path, org, name="other")
+    assert claim(other.client, reg.uuid, "x", None).status_code == 403
+
+
+def test_failover_handover_and_zombie(server: FtmockServer, org: str, tmp_path: Path) -> None:
+    from tests.ftmock.conftest import checkin
+    from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
+
+    checkin(server, org, REPORT1)
+    reg = register(server, tmp_path, org, name="ft", facts={"virt.uuid": VM1})
+    gen = claim(reg.client, reg.uuid, "live", None, ttl=60).json()["generation"]
+    checkin(server, org, REPORT2)
+    answer = claim(reg.client, reg.uuid, "live", gen)
+    assert answer.status_code == 308  # the old identity is failed over: even the lease says so
+    successor = answer.json()["failover"]
+    cert = tmp_path / "succ.pem"
+    cert.write_text(successor["consumer"]["idCert"]["cert"])
+    live = Client(server, cert=(str(cert), reg.key_path))
+    r = claim(live, successor["to"], "live", gen)
+    assert r.status_code == 200 and r.json()["generation"] == gen + 1  # immediate handover
+    # A zombie (another holder) with the same successor identity is refused while the lease is live.
+    zombie = claim(Client(server, cert=(str(cert), reg.key_path)), successor["to"], "zombie", None)
+    assert zombie.status_code == 409 and zombie.json()["holder"] == "live"
+    log = admin_client(server).get(f"/consumers/{successor['to']}/lease/log").json()
+    assert [e["event"] for e in log] == ["grant", "handover"]
+    assert no_overlap(log)
