@@ -1,0 +1,326 @@
+"""Fixtures for ftreport: the FT-capable vCenter simulator over TLS with a test CA, config files,
+and helpers to run `ftreport` as a user would (a subprocess) or in-process with a recording server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+VCSIM_USER = "administrator@vsphere.local"
+VCSIM_PASSWORD = "s3cret-vc"
+
+
+def vcsim_binary() -> Path:
+    """The simulator named by FTVCSIM, built (idempotently) when missing."""
+    path = Path(os.environ.get("FTVCSIM") or REPO / ".build" / "ftvcsim")
+    if not path.exists():
+        subprocess.run([str(REPO / "tools" / "vcsim" / "build.sh"), str(path)], check=True, timeout=600)
+    return path
+
+
+@dataclass
+class CertAuthority:
+    """A CA and a server certificate for 127.0.0.1/localhost, as PEM files."""
+
+    directory: Path
+    ca: trustme.CA = field(default_factory=trustme.CA)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.ca.cert_pem.write_to_path(str(self.ca_path))
+        cert.private_key_pem.write_to_path(str(self.key_path))
+        cert.cert_chain_pems[0].write_to_path(str(self.cert_path))
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / "server.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / "server.key"
+
+
+@dataclass
+class Vcsim:
+    """One ftvcsim process: SDK over TLS plus the loopback control endpoint."""
+
+    workdir: Path
+    tls: CertAuthority
+    args: list[str] = field(default_factory=list)
+    listen: str = "127.0.0.1:0"
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    control: str = ""
+
+    def start(self, timeout: float = 60.0) -> None:
+        ready = self.workdir / "ready.json"
+        if ready.exists():
+            ready.unlink()
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "vcsim.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(vcsim_binary()), "-listen", self.listen, "-cert", str(self.tls.cert_path),
+             "-key", str(self.tls.key_path), "-username", VCSIM_USER, "-password", VCSIM_PASSWORD,
+             "-ready-file", str(ready), *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TMPDIR=str(tmp)),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready.exists():
+                info = json.loads(ready.read_text())
+                self.url, self.control = info["url"], info["control"]
+                # Keep the port across restarts, as a restarted vCenter keeps its address.
+                self.listen = self.url.split("://", 1)[1].split("/", 1)[0]
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ftvcsim exited with {self.process.returncode}; see {log.name}")
+            time.sleep(0.02)
+        raise RuntimeError("ftvcsim did not become ready")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """A crash: no clean shutdown."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def _call(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(self.control + path, method=method)
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback control endpoint
+            return json.loads(resp.read())
+
+    def state(self, all_objects: bool = False) -> dict[str, Any]:
+        return dict(self._call("GET", "/state" + ("?all=1" if all_objects else "")))
+
+    def failover(self, group: str = "0") -> dict[str, Any]:
+        return dict(self._call("POST", f"/failover?group={group}"))
+
+    def power(self, vm: str, state: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/power?vm={vm}&state={state}"))
+
+    def move(self, vm: str, host: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/move?vm={vm}&host={host}"))
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    return CertAuthority(tmp_path_factory.mktemp("vcsim-ca"))
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    """A CA that did not sign the simulator's certificate."""
+    return CertAuthority(tmp_path_factory.mktemp("other-ca"))
+
+
+def _start_vcsim(workdir: Path, tls: CertAuthority, args: list[str]) -> Vcsim:
+    sim = Vcsim(workdir=workdir, tls=tls, args=args)
+    sim.start()
+    return sim
+
+
+@pytest.fixture(scope="session")
+def vcsim_session(tmp_path_factory: pytest.TempPathFactory, test_ca: CertAuthority) -> Iterator[Vcsim]:
+    """A shared, never modified simulator: 2 clusters x 3 hosts, 4 VMs per cluster, 2 FT pairs."""
+    sim = _start_vcsim(tmp_path_factory.mktemp("vcsim-shared"), test_ca,
+                       ["-cluster", "2", "-host", "3", "-vm", "4", "-standalone-host", "1", "-ft", "2"])
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def vcsim(tmp_path: Path, test_ca: CertAuthority) -> Iterator[Vcsim]:
+    """A simulator of the test's own (tests that fail over, restart or change it)."""
+    sim = _start_vcsim(tmp_path / "vcsim", test_ca, ["-cluster", "1", "-host", "4", "-vm", "6", "-ft", "1"])
+    yield sim
+    sim.stop()
+
+
+def write_config(path: Path, sections: Mapping[str, Mapping[str, object]]) -> Path:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{k}={v}" for k, v in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def esx_section(sim: Vcsim, ca: Path | None = None, **extra: object) -> dict[str, object]:
+    return {"type": "esx", "server": sim.url, "username": VCSIM_USER, "password": VCSIM_PASSWORD,
+            "ca_cert": ca or sim.tls.ca_path, **extra}
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment in which ftreport reads only the files a test names."""
+    env = dict(os.environ)
+    env.update(FTREPORT_CONFIG=str(tmp_path / "no-main.conf"), FTREPORT_CONFIG_DIR=str(tmp_path / "no-dir"),
+               FTREPORT_STATE_DIR=str(tmp_path / "state"), PYTHONUNBUFFERED="1")
+    for key in ("FTREPORT_CONFIG", "FTREPORT_CONFIG_DIR", "FTREPORT_STATE_DIR"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+def run_ftreport(args: list[str], env: Mapping[str, str], timeout: float = 120,
+                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ftreport", *args], env=dict(env), capture_output=True,
+                          text=True, timeout=timeout, input=stdin)
+
+
+class Daemon:
+    """`ftreport` running in daemon mode as a subprocess, stderr collected to a file."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "ftreport", *args], env=dict(env),
+                                        stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def text(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_log(self, needle: str, timeout: float = 30, count: int = 1) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if text.count(needle) >= count:
+                return text
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} (x{count}) not logged within {timeout} s; log:\n{self.text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(args: list[str], env: Mapping[str, str], log: Path) -> Daemon:
+        d = Daemon(args, env, log)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.process.poll() is None:
+            d.process.kill()
+            d.process.wait()
+
+
+class RecordingConnection:
+    """A stand-in for ftagent's Connection that plays the check-in protocol and records bodies."""
+
+    def __init__(self, server: Any, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+                data: Any = None, headers: Mapping[str, str] | None = None) -> Any:
+        return self.recorder.handle(method, path, params or {}, data)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Recorder:
+    """What a recording server received; `fail` can be set to an exception to raise instead."""
+
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    heartbeats: int = 0
+    fail: Exception | None = None
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def factory(self, server: Any, timeout: float) -> RecordingConnection:
+        return RecordingConnection(server, self)
+
+    def handle(self, method: str, path: str, params: Mapping[str, Any], data: Any) -> Any:
+        with self.lock:
+            self.calls.append((method, path))
+            if self.fail is not None:
+                raise self.fail
+            if method == "POST" and path.startswith("/hypervisors/"):
+                self.bodies.append(json.loads(data))
+                self.times.append(time.monotonic())
+                return {"id": f"job{len(self.bodies)}", "state": "CREATED"}
+            if method == "GET" and path.startswith("/jobs/"):
+                return {"id": path.rsplit("/", 1)[1], "state": "FINISHED", "resultData": {"created": []}}
+            if method == "PUT" and path.endswith("/heartbeat"):
+                self.heartbeats += 1
+                return {"id": "hb", "state": "FINISHED"}
+            if method == "GET" and path == "/status":
+                return {"version": "test"}
+        raise AssertionError(f"unexpected {method} {path}")
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for body in reversed(self.bodies):
+                    if predicate(body):
+                        return body
+            time.sleep(0.02)
+        raise AssertionError(f"no matching report within {timeout} s; got {len(self.bodies)} reports")
+
+
+def ft_guests(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """instanceUUID -> {hypervisor, role, instances, guestId} for FT guests of a report body."""
+    out = {}
+    for hv in body["hypervisors"]:
+        for g in hv["guestIds"]:
+            attrs = g["attributes"]
+            if "instanceUUID" in attrs:
+                out[attrs["instanceUUID"]] = {"hypervisor": hv["hypervisorId"]["hypervisorId"],
+                                              "role": attrs["ftinfo.role"],
+                                              "instances": attrs["ftinfo.instanceUUIDs"],
+                                              "guestId": g["guestId"], "state": g["state"]}
+    return out
