@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench [NAME...]` runs each `bench/*.py` module's `main()` and prints tables."""
