@@ -9,7 +9,7 @@ BUILD := .build
 .PHONY: demo test deps deps-base venv venv-test vcsim lint pytest bench clean
 
 demo: deps-base venv
-	$(PY) -m ftmock.demo
+	$(PY) scripts/demo.py
 
 test: deps venv-test vcsim lint pytest
 
