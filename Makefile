@@ -34,7 +34,7 @@ vcsim:
 	tools/vcsim/build.sh $(BUILD)/ftvcsim
 
 lint:
-	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff check src tests bench scripts
 	$(PY) -m mypy
 
 pytest:
