@@ -119,7 +119,7 @@ class Vcsim:
 
     def _call(self, method: str, path: str) -> Any:
         req = urllib.request.Request(self.control + path, method=method)
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback control endpoint
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
     def state(self, all_objects: bool = False) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from ftreport.service import Reporter
 
 from .conftest import (
     VCSIM_PASSWORD,
-    Recorder,
     CertAuthority,
+    Recorder,
     Vcsim,
     esx_section,
     ft_guests,

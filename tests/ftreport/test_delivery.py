@@ -1,0 +1,141 @@
+"""Sending: check-in and job polling through ftagent's Connection, skipping unchanged reports,
+heartbeats, failures, Retry-After, and the newest report winning after an outage."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import responses
+
+from ftagent.errors import ConnectionFailed, RateLimited
+from ftreport import examples
+from ftreport.config import load_config
+from ftreport.errors import SendError
+from ftreport.sender import Destination
+from ftreport.service import Reporter, run_oneshot
+
+from .conftest import Recorder, ft_guests, write_config
+
+URL = "https://cp.test:8443/candlepin"
+
+
+def _config(tmp_path: Path, data: Path | None = None, **global_: object) -> Path:
+    fake = {"type": "fake", "owner": "org1", "rhsm_hostname": URL, "rhsm_username": "admin",
+            "rhsm_password": "pw"}
+    if data is not None:
+        fake["file"] = str(data)
+    return write_config(tmp_path / "f.conf", {
+        "global": {"state_dir": tmp_path / "state", "reporter_id": "rep-1", "max_backoff": 0.5,
+                   "settle": 0.05, **global_},
+        "fake": fake})
+
+
+@responses.activate
+def test_oneshot_posts_waits_for_the_job_and_skips_unchanged(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    config = load_config([str(_config(tmp_path))])
+    post = responses.post(f"{URL}/hypervisors/org1", json={"id": "j1", "state": "CREATED"})
+    responses.get(f"{URL}/jobs/j1", json={"id": "j1", "state": "RUNNING"})
+    responses.get(f"{URL}/jobs/j1", json={"id": "j1", "state": "FINISHED",
+                                          "resultData": {"created": [{}, {}], "updated": []}})
+    assert run_oneshot(config) == 0
+    assert post.calls[0].request.params == {"reporter_id": "rep-1"}
+    assert post.calls[0].request.headers["Authorization"].startswith("Basic ")
+    assert json.loads(post.calls[0].request.body) == examples.REPORT_1
+    assert [c.request.method for c in responses.calls] == ["POST", "GET", "GET"]
+    # Same report again: not sent, a heartbeat instead (the accepted hash is kept on disk).
+    hb = responses.put(f"{URL}/hypervisors/org1/heartbeat", json={"id": "h", "state": "FINISHED"})
+    assert run_oneshot(load_config([str(_config(tmp_path))])) == 0
+    assert post.call_count == 1 and hb.call_count == 1
+    assert hb.calls[0].request.params == {"reporter_id": "rep-1"}
+
+
+@responses.activate
+def test_failed_job_is_not_recorded_as_sent(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    config = load_config([str(_config(tmp_path))])
+    responses.post(f"{URL}/hypervisors/org1", json={"id": "j1", "state": "CREATED"})
+    responses.get(f"{URL}/jobs/j1", json={"id": "j1", "state": "FAILED", "result": "owner frozen"})
+    assert run_oneshot(config) == 1
+    assert not list((tmp_path / "state").glob("sent-*"))
+    responses.replace(responses.GET, f"{URL}/jobs/j1", json={"id": "j1", "state": "FINISHED", "resultData": {}})
+    assert run_oneshot(config) == 0
+    assert len(list((tmp_path / "state").glob("sent-*"))) == 1
+
+
+@responses.activate
+def test_rate_limit_keeps_retry_after(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    (src,) = load_config([str(_config(tmp_path))]).sources
+    responses.post(f"{URL}/hypervisors/org1", status=429, headers={"Retry-After": "7"},
+                   json={"displayMessage": "slow down"})
+    dest = Destination(src.require_destination(), reporter_id="r", state_dir=tmp_path / "state")
+    with pytest.raises(SendError) as info:
+        dest.check_in(b"{}")
+    assert info.value.retry_after == 7
+    assert "slow down" in str(info.value)
+
+
+@pytest.fixture
+def running(tmp_path: Path, isolated_env: dict[str, str]) -> Iterator[tuple[Reporter, Recorder, Path]]:
+    data = tmp_path / "report.json"
+    data.write_text(json.dumps(examples.REPORT_1))
+    config = load_config([str(_config(tmp_path, data, interval=1))])
+    recorder = Recorder()
+    rep = Reporter(config, connection_factory=recorder.factory)
+    thread = threading.Thread(target=rep.run, daemon=True)
+    thread.start()
+    yield rep, recorder, data
+    rep.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def _write(path: Path, body: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)
+
+
+def test_daemon_heartbeats_when_unchanged(running: tuple[Reporter, Recorder, Path]) -> None:
+    _rep, recorder, _data = running
+    recorder.wait_for(lambda b: True)
+    deadline = time.monotonic() + 10
+    while recorder.heartbeats < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(recorder.bodies) == 1
+
+
+def test_outage_sends_only_the_newest_report_when_back(running: tuple[Reporter, Recorder, Path]) -> None:
+    _rep, recorder, data = running
+    recorder.wait_for(lambda b: True)
+    recorder.fail = ConnectionFailed("cannot connect: connection refused")
+    _write(data, examples.REPORT_2)
+    time.sleep(0.6)
+    newest = json.loads(json.dumps(examples.REPORT_2))
+    newest["hypervisors"][0]["guestIds"].append({"guestId": "late-guest", "state": 1, "attributes": {}})
+    _write(data, newest)
+    time.sleep(0.6)
+    assert len(recorder.bodies) == 1
+    recorder.fail = None
+    body = recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
+    time.sleep(1.0)
+    # Report 2 was superseded while the server was away: only the newest one was sent.
+    assert len(recorder.bodies) == 2
+    assert body == newest
+    assert set(ft_guests(body)) == {examples.INSTANCE_B, examples.INSTANCE_C}
+
+
+def test_retry_after_is_honoured(running: tuple[Reporter, Recorder, Path]) -> None:
+    _rep, recorder, data = running
+    recorder.wait_for(lambda b: True)
+    recorder.fail = RateLimited(429, "slow down", retry_after=1.5)
+    _write(data, examples.REPORT_2)
+    time.sleep(0.5)
+    failed_at = time.monotonic()
+    recorder.fail = None
+    recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
+    assert time.monotonic() - failed_at > 0.7  # waited for Retry-After, not the 0.5 s backoff

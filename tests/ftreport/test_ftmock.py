@@ -1,0 +1,169 @@
+"""ftreport against the reference server ftmock: check-in, skipping, outages, reload, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from ftreport import examples
+from tests.conftest import FtmockServer
+
+from .conftest import Daemon, Vcsim, esx_section, run_ftreport, write_config
+
+
+def new_org(server: FtmockServer) -> str:
+    key = f"ftreport-{uuid.uuid4().hex[:8]}"
+    r = requests.post(server.url + "/owners", json={"key": key}, auth=server.admin_auth,
+                      verify=str(server.ca_path), timeout=30)
+    assert r.status_code == 200, r.text
+    return key
+
+
+def consumers(server: FtmockServer, org: str, ctype: str | None = None) -> list[dict[str, Any]]:
+    r = requests.get(server.url + f"/owners/{org}/consumers", params={"type": ctype} if ctype else None,
+                     auth=server.admin_auth, verify=str(server.ca_path), timeout=30)
+    assert r.status_code == 200, r.text
+    return list(r.json())
+
+
+def ft_roles(server: FtmockServer, org: str) -> dict[str, tuple[str, bool]]:
+    """instanceUUID -> (ftinfo.role, failed over?) of the FT guest consumers the server holds."""
+    return {c["facts"]["instanceUUID"]: (c["facts"]["ftinfo.role"], "failedOverTo" in c)
+            for c in consumers(server, org) if "instanceUUID" in c["facts"]}
+
+
+def server_section(server: FtmockServer, org: str) -> dict[str, object]:
+    return {"owner": org, "rhsm_hostname": server.url, "rhsm_ca_cert": server.ca_path,
+            "rhsm_username": server.admin_auth[0], "rhsm_password": server.admin_auth[1]}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_checkin_creates_hypervisors_and_guests_and_skips_unchanged(
+        ftmock_session: FtmockServer, tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    org = new_org(ftmock_session)
+    conf = write_config(tmp_path / "f.conf", {"report1": {"type": "fake", **server_section(ftmock_session, org)}})
+    out = run_ftreport(["-c", str(conf), "-o"], isolated_env)
+    assert out.returncode == 0, out.stderr
+    assert f"report accepted by {org}@{ftmock_session.url}: 2 hypervisors, 2 guests (2 created" in out.stderr
+    hvs = consumers(ftmock_session, org, "hypervisor")
+    assert {(c["hypervisorId"]["hypervisorId"], c["name"]) for c in hvs} == {
+        (examples.HYPERVISOR_A, "hypervisor-a.example.com"), (examples.HYPERVISOR_B, "hypervisor-b.example.com")}
+    assert all(c["facts"]["hypervisor.type"] == "VMware ESXi" and c["facts"]["cpu.cpu_socket(s)"] == "2"
+               for c in hvs)
+    # One consumer per FT instance, with the FT facts the report carried.
+    assert ft_roles(ftmock_session, org) == {examples.INSTANCE_A: ("0", False), examples.INSTANCE_B: ("1", False)}
+    before = {c["uuid"]: c["updated"] for c in consumers(ftmock_session, org)}
+    out = run_ftreport(["-c", str(conf), "-o"], isolated_env)
+    assert out.returncode == 0, out.stderr
+    assert "unchanged since last accepted; sent a heartbeat instead" in out.stderr
+    assert "report accepted" not in out.stderr
+    assert {c["uuid"]: c["updated"] for c in consumers(ftmock_session, org)} == before
+
+
+def test_daemon_survives_server_outage_and_sends_newest_report(
+        ftmock: FtmockServer, tmp_path: Path, isolated_env: dict[str, str],
+        daemons: Callable[..., Daemon]) -> None:
+    org = new_org(ftmock)
+    data = tmp_path / "report.json"
+    data.write_text(json.dumps(examples.REPORT_1))
+    conf = write_config(tmp_path / "f.conf", {
+        "global": {"state_dir": tmp_path / "state", "max_backoff": 1, "settle": 0.1},
+        "site": {"type": "fake", "file": data, **server_section(ftmock, org)}})
+    daemon = daemons(["-c", str(conf)], isolated_env, tmp_path / "daemon.log")
+    daemon.wait_log("report accepted")
+    ftmock.stop()
+    tmp = data.with_suffix(".tmp")
+    tmp.write_text(json.dumps(examples.REPORT_2))
+    tmp.replace(data)
+    daemon.wait_log("next attempt in")
+    ftmock.start()
+    daemon.wait_log("report accepted", count=2, timeout=30)
+    daemon.wait_log("is reachable again")
+    # Report 2 reached the server: B is the primary, C the new backup, A failed over.
+    assert ft_roles(ftmock, org) == {examples.INSTANCE_A: ("0", True), examples.INSTANCE_B: ("0", False),
+                                     examples.INSTANCE_C: ("1", False)}
+    assert daemon.stop() == 0
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(30)
+    yield sock
+    sock.close()
+
+
+def _next_notification(sock: socket.socket) -> str:
+    return sock.recv(4096).decode()
+
+
+def test_reload_on_sighup_stop_on_sigterm_and_sd_notify(
+        ftmock_session: FtmockServer, tmp_path: Path, isolated_env: dict[str, str],
+        daemons: Callable[..., Daemon], notify_socket: socket.socket) -> None:
+    org = new_org(ftmock_session)
+    sections: dict[str, dict[str, object]] = {
+        "global": {"state_dir": tmp_path / "state", "settle": 0.1},
+        "first": {"type": "fake", **server_section(ftmock_session, org)}}
+    conf = write_config(tmp_path / "f.conf", sections)
+    env = dict(isolated_env, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    daemon = daemons(["-c", str(conf)], env, tmp_path / "daemon.log")
+    assert _next_notification(notify_socket).startswith("READY=1")
+    daemon.wait_log("report accepted")
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"hypervisors": [{"uuid": "kvm-host-9", "name": "kvm9", "guests": ["g-9"]}]}))
+    sections["second"] = {"type": "fake", "file": extra, **server_section(ftmock_session, org)}
+    write_config(conf, sections)
+    daemon.process.send_signal(signal.SIGHUP)
+    assert _next_notification(notify_socket) == "RELOADING=1"
+    assert _next_notification(notify_socket).startswith("READY=1")
+    # Both sources report to the same org: one merged check-in.
+    daemon.wait_log("3 hypervisors, 3 guests")
+    assert {c["hypervisorId"]["hypervisorId"] for c in consumers(ftmock_session, org, "hypervisor")} == {
+        examples.HYPERVISOR_A, examples.HYPERVISOR_B, "kvm-host-9"}
+    # A broken configuration on reload keeps the running one.
+    conf.write_text("[broken\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    assert _next_notification(notify_socket) == "RELOADING=1"
+    assert "previous configuration" in _next_notification(notify_socket)
+    daemon.wait_log("reload failed, keeping the running configuration")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 5
+    assert _next_notification(notify_socket) == "STOPPING=1"
+
+
+def test_esx_failover_reaches_ftmock(vcsim: Vcsim, ftmock_session: FtmockServer, tmp_path: Path,
+                                     isolated_env: dict[str, str], daemons: Callable[..., Daemon]) -> None:
+    org = new_org(ftmock_session)
+    conf = write_config(tmp_path / "esx.conf", {
+        "global": {"state_dir": tmp_path / "state", "settle": 0.2},
+        "vcenter": {**esx_section(vcsim), **server_section(ftmock_session, org)}})
+    daemon = daemons(["-c", str(conf)], isolated_env, tmp_path / "daemon.log")
+    daemon.wait_log("report accepted")
+    a, b = vcsim.state()["ft"][0]["instances"]
+    assert ft_roles(ftmock_session, org) == {a["instanceUuid"]: ("0", False), b["instanceUuid"]: ("1", False)}
+    new_backup = vcsim.failover()["ft"][0]["instances"][1]
+    elapsed = wait_until(lambda: ft_roles(ftmock_session, org).get(b["instanceUuid"]) == ("0", False), 10,
+                         "the failover reaching ftmock")
+    assert elapsed < 5
+    assert ft_roles(ftmock_session, org) == {a["instanceUuid"]: ("0", True), b["instanceUuid"]: ("0", False),
+                                             new_backup["instanceUuid"]: ("1", False)}
+    assert daemon.stop() == 0
