@@ -1,5 +1,6 @@
 """Fixtures for ftagent tests."""
 
+from tests.ftagent.agentenv import guest, org
 from tests.ftagent.stubserver import stub
 
-__all__ = ["stub"]
+__all__ = ["guest", "org", "stub"]
