@@ -1,0 +1,144 @@
+"""End-to-end plumbing: the three programs as processes, a guest in a directory, admin calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import FtmockServer
+
+BIN = Path(sys.executable).parent
+PRODUCT = "RH00001"
+
+# The simulator fixtures, shared with the reporter's own tests.
+from tests.ftreport.conftest import test_ca, vcsim  # noqa: E402, F401  (pytest fixtures)
+
+
+def run(cmd: str, *args: str, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(BIN / cmd), *args], env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+class Admin:
+    def __init__(self, server: FtmockServer) -> None:
+        self.server = server
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        r = requests.request(method, self.server.url + path, auth=self.server.admin_auth, timeout=30,
+                             verify=str(self.server.ca_path), **kw)
+        assert r.status_code < 300, (method, path, r.status_code, r.text)
+        return r.json() if r.content else None
+
+    def new_org(self) -> str:
+        key = f"e2e-{uuid.uuid4().hex[:8]}"
+        self.call("POST", "/owners", json={"key": key})
+        return key
+
+    def virt_pool(self, org: str) -> str:
+        self.call("POST", f"/owners/{org}/products", json={"id": PRODUCT, "name": "RHEL for Virtual Datacenters",
+                                                           "attributes": {"virt_limit": "unlimited"}})
+        return str(self.call("POST", f"/owners/{org}/pools", json={"productId": PRODUCT, "quantity": 50})["id"])
+
+    def entitle_hypervisors(self, org: str, pool: str) -> None:
+        for hyp in self.call("GET", f"/owners/{org}/consumers?type=hypervisor"):
+            if not self.call("GET", f"/consumers/{hyp['uuid']}/entitlements"):
+                self.call("POST", f"/consumers/{hyp['uuid']}/entitlements?pool={pool}")
+
+    def ft_consumers(self, org: str) -> dict[str, dict[str, Any]]:
+        """instanceUUID (lower case) -> consumer."""
+        return {c["facts"]["instanceUUID"].lower(): c for c in self.call("GET", f"/owners/{org}/consumers")
+                if "instanceUUID" in c["facts"]}
+
+    def entitlement_hosts(self, consumer: str) -> list[str]:
+        """The hypervisorId of the derived pool behind each entitlement of a consumer."""
+        return sorted(str(e["pool"]["hypervisorId"]) for e in self.call("GET", f"/consumers/{consumer}/entitlements"))
+
+
+@dataclass
+class Guest:
+    """One FT guest's ftagent: configuration, facts and state in a directory."""
+
+    root: Path
+    server: FtmockServer
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"FTAGENT_CONFIG": str(self.root / "ftagent.conf")}
+
+    def ftagent(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run("ftagent", *args, env=self.env, check=check)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ftagent(*args, "--json").stdout)
+
+    def identity_files(self) -> tuple[Path, Path]:
+        return self.root / "identity" / "cert.pem", self.root / "identity" / "key.pem"
+
+    def entitlement_serials(self) -> set[int]:
+        return {int(p.name.split(".")[0]) for p in (self.root / "entitlements").glob("*.pem")
+                if not p.name.endswith("-key.pem")}
+
+
+def make_guest(root: Path, server: FtmockServer, virt_uuid: str) -> Guest:
+    for sub in ("facts", "products"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "facts" / "virt.facts").write_text(json.dumps({"virt.uuid": virt_uuid, "virt.is_guest": "true"}))
+    (root / "products" / "rhel.json").write_text(json.dumps({"productId": PRODUCT, "productName": "RHEL"}))
+    (root / "ftagent.conf").write_text(f"""[server]
+url = {server.url}
+ca_cert = {server.ca_path}
+timeout = 20
+
+[agent]
+identity_dir = {root / 'identity'}
+entitlement_dir = {root / 'entitlements'}
+facts_dir = {root / 'facts'}
+product_dir = {root / 'products'}
+lock_file = {root / 'ftagent.lock'}
+log_file = {root / 'ftagent.log'}
+""")
+    return Guest(root, server)
+
+
+def report_config(path: Path, server: FtmockServer, org: str, source: dict[str, object],
+                  extra_global: dict[str, object] | None = None) -> Path:
+    lines = ["[global]", f"state_dir = {path.parent / 'ftreport-state'}", "reporter_id = e2e"]
+    lines += [f"{k} = {v}" for k, v in (extra_global or {}).items()]
+    lines += ["", "[source]"]
+    section = {**source, "owner": org, "rhsm_hostname": server.url, "rhsm_ca_cert": server.ca_path,
+               "rhsm_username": server.admin_auth[0], "rhsm_password": server.admin_auth[1]}
+    lines += [f"{k} = {v}" for k, v in section.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def server(ftmock_session: FtmockServer) -> FtmockServer:
+    return ftmock_session
+
+
+@pytest.fixture
+def admin(server: FtmockServer) -> Admin:
+    return Admin(server)
+
+
+@pytest.fixture
+def isolated_reporter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ftreport reads only the files a test names, never /etc."""
+    monkeypatch.setenv("FTREPORT_CONFIG", str(tmp_path / "no-main.conf"))
+    monkeypatch.setenv("FTREPORT_CONFIG_DIR", str(tmp_path / "no-dir"))
+    monkeypatch.setenv("FTREPORT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)

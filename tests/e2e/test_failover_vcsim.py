@@ -1,0 +1,65 @@
+"""An FT failover in vCenter (the simulator) followed through ftreport's daemon to the guest's agent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import FtmockServer
+from tests.e2e.conftest import Admin, make_guest, report_config
+from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 30) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def test_vcsim_failover_reaches_the_guest(vcsim: Vcsim, server: FtmockServer, admin: Admin, tmp_path: Path,
+                                          isolated_reporter_env: None) -> None:
+    org = admin.new_org()
+    pool = admin.virt_pool(org)
+    group = vcsim.state()["ft"][0]
+    primary, backup = group["instances"]
+    conf = report_config(tmp_path / "ftreport.conf", server, org,
+                         {"type": "esx", "server": vcsim.url, "username": VCSIM_USER, "password": VCSIM_PASSWORD,
+                          "ca_cert": vcsim.tls.ca_path},
+                         extra_global={"settle": 0.2})
+    log = open(tmp_path / "ftreport.log", "wb")  # noqa: SIM115
+    daemon = subprocess.Popen([sys.executable, "-m", "ftreport", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=log)
+    try:
+        wait_for("the first report", lambda: len(admin.ft_consumers(org)) == 2)
+        admin.entitle_hypervisors(org, pool)
+        guest = make_guest(tmp_path / "guest", server, primary["uuid"])
+        reg = guest.json("register", "--org", org, "--username", "admin", "--password", server.admin_password,
+                         "--auto-attach")
+        assert reg["uuid"] == admin.ft_consumers(org)[primary["instanceUuid"].lower()]["uuid"]
+        assert admin.entitlement_hosts(reg["uuid"]) == [primary["hostUuid"].lower()]
+
+        after = vcsim.failover()["ft"][0]["instances"]
+        assert after[0]["instanceUuid"] == backup["instanceUuid"]
+        new_host = after[0]["hostUuid"].lower()
+
+        def swapped() -> bool:
+            guest.ftagent("checkin")
+            return bool(guest.json("identity")["uuid"] != reg["uuid"])
+
+        wait_for("the guest's identity swap", swapped)
+        ident = guest.json("identity")
+        successor = admin.ft_consumers(org)[backup["instanceUuid"].lower()]
+        assert ident["uuid"] == successor["uuid"] and ident["failed_over_from"] == reg["uuid"]
+        assert admin.entitlement_hosts(ident["uuid"]) == [new_host]
+        assert guest.json("status")["status"] == "valid"
+        assert after[1]["instanceUuid"].lower() in admin.ft_consumers(org)  # the new backup's consumer
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)
+        log.close()
