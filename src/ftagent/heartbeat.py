@@ -1,0 +1,342 @@
+"""``ftagent heartbeat``: the lease heartbeat daemon (and ``--once``).
+
+The loop renews the FT group's lease every ``renew_interval`` seconds over one mutual-TLS
+connection (the identity certificate), with no transparent retries and a timeout on every request
+shorter than what is left before the deadline.  A guard thread checks the deadline twice a second
+on ``CLOCK_BOOTTIME`` and fences even when the loop is stuck in a request; it also sends
+``WATCHDOG=1`` to systemd while the lease is valid (and while merely acquiring, when there is
+nothing to protect), never once fencing has started.
+
+A renewal that gets the failover answer (HTTP 308) goes through the connection's failover handler
+(:class:`ftagent.failover.IdentitySwapper`) whose ``lease_claim`` hook is
+:meth:`ftagent.lease.LeaseKeeper.claim_successor`: the successor's lease is claimed with the
+successor's certificate and the local key before the identity is swapped; a 409 there fences.
+
+Exit statuses: ``--once`` returns :data:`EXIT_HOLDER` (0) when this instance holds the lease
+afterwards and :data:`EXIT_NOT_HOLDER` (3) when it does not (another instance holds it, or it was
+fenced); the daemon returns 0 after a clean release and 3 after fencing.  Server errors in
+``--once`` without holding raise :class:`~ftagent.errors.ConnectionFailed` (exit 69).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import select
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftagent.clock import Clock, SystemClock, boot_id
+from ftagent.errors import ConfigError, ConnectionFailed
+from ftagent.lease import (
+    LeaseKeeper,
+    LeaseSettings,
+    LeaseState,
+    load_or_create_holder,
+    parse_lease_settings,
+    read_status,
+    write_status,
+)
+from ftagent.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from ftagent.config import Config
+    from ftagent.connection import Connection
+    from ftagent.fencing import FenceLadder, FenceReport, Runner
+    from ftagent.identity import IdentityStore
+
+__all__ = ["EXIT_HOLDER", "EXIT_NOT_HOLDER", "Heartbeat", "HttpLeaseTransport", "Stopper"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_HOLDER = 0
+EXIT_NOT_HOLDER = 3
+GUARD_PERIOD = 0.5
+
+
+class Stopper:
+    """A stop flag that a signal handler can set safely and a loop can wait on (self-pipe)."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._flag = False
+        self.signal: int | None = None
+
+    def request(self, signum: int | None = None) -> None:
+        """Ask the loops to stop (async-signal safe enough: no locks)."""
+        if signum is not None:
+            self.signal = signum
+        self._flag = True
+        with contextlib.suppress(OSError):
+            os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None) -> bool:
+        """Sleep up to ``timeout`` seconds (``None``: forever); True once a stop was requested."""
+        if self._flag:
+            return True
+        with contextlib.suppress(InterruptedError):
+            select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
+        return self._flag
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class HttpLeaseTransport:
+    """The lease calls over :class:`~ftagent.connection.Connection` (see :class:`ftagent.lease.LeaseTransport`)."""
+
+    def __init__(self, connection: Connection, identity: IdentityStore, server_args: Mapping[str, Any]) -> None:
+        self.connection = connection
+        self.identity = identity
+        self.server_args = dict(server_args)
+        self.requests = 0
+
+    def claim(self, consumer: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.connection.timeout = timeout
+        self.requests += 1
+        result = self.connection.post(f"consumers/{consumer}/lease", json=body)
+        return result if isinstance(result, dict) else {}
+
+    def claim_successor(self, successor: Mapping[str, Any], body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        from ftagent.connection import Connection
+
+        id_cert = successor.get("idCert") if isinstance(successor.get("idCert"), dict) else {}
+        assert isinstance(id_cert, dict)
+        cert = id_cert.get("cert")
+        if not isinstance(cert, str):
+            raise ConnectionFailed("the failover answer holds no certificate for the successor")
+        tmp = Path(tempfile.mkdtemp(prefix="ftagent-successor-"))
+        try:
+            cert_file = tmp / "cert.pem"
+            cert_file.write_text(cert)
+            key_file = self.identity.key_path
+            if isinstance(id_cert.get("key"), str) and id_cert["key"]:
+                key_file = tmp / "key.pem"
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(id_cert["key"])
+            args = dict(self.server_args, timeout=timeout, retries=0)
+            with Connection(**args, cert_file=cert_file, key_file=key_file) as conn:
+                self.requests += 1
+                result = conn.post(f"consumers/{successor['uuid']}/lease", json=body)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return result if isinstance(result, dict) else {}
+
+    def release(self, consumer: str, holder: str, timeout: float) -> None:
+        self.connection.timeout = timeout
+        self.requests += 1
+        self.connection.delete(f"consumers/{consumer}/lease", params={"holder": holder})
+
+
+def _server_args(config: Config) -> dict[str, Any]:
+    server = config.server
+    if not server.url:
+        raise ConfigError(f"no server URL: set [server] url in {config.path or 'the configuration'}")
+    return {"url": server.url, "ca_cert": server.ca_cert, "insecure": server.insecure, "timeout": server.timeout,
+            "proxy": server.proxy, "no_proxy": server.no_proxy}
+
+
+class Heartbeat:
+    """One heartbeat agent: keeper, connection, fencing ladder, status file, watchdog."""
+
+    def __init__(
+        self,
+        config: Config,
+        settings: LeaseSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        runner: Runner | None = None,
+        systemctl: str | None = None,
+        notifier: Notifier | None = None,
+        mode: str = "daemon",
+    ) -> None:
+        from ftagent.entitlements import EntitlementStore
+        from ftagent.identity import IdentityStore
+
+        self.config = config
+        self.settings = settings if settings is not None else parse_lease_settings(config)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.mode = mode
+        self.identity = IdentityStore(config.agent.identity_dir)
+        self.entitlements = EntitlementStore(config.agent.entitlement_dir)
+        self.boot_id = boot_id()
+        self.fence_count = 0
+        self.ladder = self._ladder(runner, systemctl)
+        uuid = self.identity.load().uuid
+        self.holder = load_or_create_holder(self.settings.status_file)
+        generation, deadline = self._carried_over(uuid) if mode == "once" else (None, None)
+        self._server_args = _server_args(config)
+        self.keeper = LeaseKeeper(
+            self.settings,
+            transport=None,  # type: ignore[arg-type]  # set right below: it needs the keeper's hook
+            holder=self.holder,
+            consumer=uuid,
+            clock=self.clock,
+            fence=self._fence,
+            on_change=self._write_status,
+            request_timeout=config.server.timeout,
+            generation=generation,
+            deadline=deadline,
+        )
+        self.connection = self._connection()
+        self.transport = HttpLeaseTransport(self.connection, self.identity, self._server_args)
+        self.keeper.transport = self.transport
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _ladder(self, runner: Runner | None, systemctl: str | None) -> FenceLadder:
+        from ftagent.fencing import FenceLadder, parse_signal_spec, run_bounded
+
+        s = self.settings
+        return FenceLadder(
+            command=s.fence_command,
+            units=s.fence_units,
+            signal_spec=parse_signal_spec(s.fence_signal) if s.fence_signal else None,
+            step_timeout=s.fence_timeout,
+            runner=runner or run_bounded,
+            systemctl=systemctl or "systemctl",
+        )
+
+    def _connection(self) -> Connection:
+        from ftagent.connection import Connection
+        from ftagent.facts import collect_facts
+        from ftagent.failover import IdentitySwapper
+
+        facts_dir = self.config.agent.facts_dir
+        swapper = IdentitySwapper(
+            self.identity,
+            self.entitlements,
+            ca_cert=self.config.server.ca_cert,
+            local_virt_uuid=lambda: collect_facts(facts_dir).get("virt.uuid"),
+            lease_claim=self.keeper.claim_successor,
+        )
+        return Connection(**self._server_args, retries=0, cert_file=self.identity.cert_path,
+                          key_file=self.identity.key_path, failover_handler=swapper)
+
+    def _carried_over(self, uuid: str) -> tuple[int | None, float | None]:
+        """Generation and deadline of an earlier ``--once`` run of this holder, if still valid."""
+        data = read_status(self.settings.status_file) or {}
+        state = data.get("observed") if data.get("state") == LeaseState.DISABLED else data.get("state")
+        if (data.get("boot_id") == self.boot_id and self.boot_id is not None and state in ("HELD", "DEGRADED")
+                and isinstance(data.get("generation"), int) and isinstance(data.get("deadline"), int | float)
+                and data.get("clock") == getattr(self.clock, "name", None)):
+            return int(data["generation"]), float(data["deadline"])
+        return None, None
+
+    # -- status, fencing, watchdog ----------------------------------------------------------
+
+    def _write_status(self, keeper: LeaseKeeper, durable: bool) -> None:
+        data = keeper.snapshot()
+        data.update({
+            "pid": os.getpid(),
+            "mode": self.mode,
+            "boot_id": self.boot_id,
+            "clock": getattr(self.clock, "name", None),
+            "updated": datetime.datetime.fromtimestamp(self.clock.wall(), datetime.UTC).isoformat(),
+        })
+        write_status(self.settings.status_file, data, durable=durable)
+        if durable:
+            self.notifier.notify(f"STATUS=lease {data['state']} generation {data['generation']}")
+
+    def _fence(self, reason: str) -> FenceReport:
+        self.fence_count += 1
+        self.notifier.notify(f"STATUS=FENCING: {reason}")
+        return self.ladder.fence(reason, holder=self.holder, generation=self.keeper.generation)
+
+    def _pet(self) -> None:
+        state = self.keeper.observed
+        if not self.keeper.enabled:
+            ok = state not in (LeaseState.RELEASING, LeaseState.RELEASED)
+        elif state == LeaseState.ACQUIRING:
+            ok = True
+        else:
+            ok = self.keeper.holds()
+        if ok:
+            self.notifier.notify("WATCHDOG=1")
+
+    def _guard(self, stopper: Stopper) -> None:
+        while not stopper.is_set():
+            try:
+                self.keeper.check_deadline()
+                self._pet()
+            except Exception:  # the guard must outlive any bug in a rung or a status write
+                logger.exception("lease guard")
+            remaining = self.keeper.remaining()
+            period = GUARD_PERIOD if remaining is None else min(GUARD_PERIOD, max(0.01, remaining))
+            if stopper.wait(period):
+                return
+
+    # -- running ----------------------------------------------------------------------------
+
+    def once(self) -> int:
+        """One acquisition or renewal; 0 if this instance holds the lease afterwards, else 3."""
+        try:
+            self.keeper.step()
+            if self.keeper.holds():
+                return EXIT_HOLDER
+            if self.keeper.observed == LeaseState.ACQUIRING and self.keeper.failures and self.keeper.held_by is None:
+                raise ConnectionFailed(f"could not reach the server to claim the lease: {self.keeper.reason}")
+            return EXIT_NOT_HOLDER
+        finally:
+            self.connection.close()
+
+    def run(self, stopper: Stopper | None = None) -> int:
+        """The daemon: renew until SIGTERM/SIGINT (or ``stopper``); release on a clean stop."""
+        own = stopper is None
+        stop = stopper if stopper is not None else Stopper()
+        previous: dict[int, Any] = {}
+        if own and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, lambda n, _f: stop.request(n))
+        if not self.keeper.enabled:
+            logger.warning("lease kill switch on ([lease] enabled = false): observing only, never fencing")
+            self.keeper._changed(True)
+        logger.info("lease heartbeat as holder %s for consumer %s: renew every %g s, ttl %g s, margin %g s",
+                    self.holder, self.keeper.consumer, self.settings.renew_interval, self.settings.ttl,
+                    self.settings.margin)
+        guard = threading.Thread(target=self._guard, args=(stop,), name="lease-guard", daemon=True)
+        try:
+            self.keeper.step()
+            self.notifier.notify("READY=1")
+            guard.start()
+            while not stop.is_set():
+                if self.keeper.observed in (LeaseState.FENCING, LeaseState.FENCED):
+                    stop.wait(None)  # terminal until an operator restarts the agent
+                    break
+                interval = self.settings.renew_interval
+                remaining = self.keeper.remaining()
+                if remaining is not None:
+                    interval = min(interval, max(0.0, remaining))
+                if stop.wait(interval):
+                    break
+                self.keeper.step()
+            self.notifier.notify("STOPPING=1")
+            final = self.keeper.release()
+        finally:
+            stop.request()
+            if guard.is_alive():
+                guard.join(timeout=5)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            self.connection.close()
+            self.notifier.close()
+            if own:
+                stop.close()
+        if stop.signal is not None:
+            logger.info("stopped by signal %d", stop.signal)
+        return EXIT_NOT_HOLDER if final in (LeaseState.FENCED, LeaseState.FENCING) else EXIT_HOLDER

@@ -1,0 +1,69 @@
+"""The systemd notification protocol (``sd_notify``) in a few lines, without a dependency.
+
+Messages go as one datagram to the ``AF_UNIX`` socket named by ``NOTIFY_SOCKET`` (a leading ``@``
+means the abstract namespace).  Without ``NOTIFY_SOCKET`` every call is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+
+__all__ = ["Notifier", "watchdog_interval"]
+
+logger = logging.getLogger(__name__)
+
+
+def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
+    """The service's watchdog timeout in seconds (``WATCHDOG_USEC``), or ``None`` when not armed."""
+    environ = os.environ if env is None else env
+    usec = environ.get("WATCHDOG_USEC")
+    pid = environ.get("WATCHDOG_PID")
+    if not usec:
+        return None
+    if pid and pid.isdigit() and int(pid) != os.getpid():
+        return None
+    try:
+        value = int(usec)
+    except ValueError:
+        return None
+    return value / 1_000_000 if value > 0 else None
+
+
+class Notifier:
+    """Sends ``READY=1``, ``WATCHDOG=1``, ``STATUS=...`` and friends to the service manager."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if env is None else env
+        address = environ.get("NOTIFY_SOCKET") or None
+        self.address: str | None = address
+        self._sock: socket.socket | None = None
+        self.sent = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is a socket to notify."""
+        return self.address is not None
+
+    def notify(self, *lines: str) -> bool:
+        """Send ``lines`` as one message; ``False`` (logged once per failure) if it could not be sent."""
+        if self.address is None:
+            return False
+        target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto("\n".join(lines).encode(), target)
+        except OSError as exc:
+            logger.debug("sd_notify to %s failed: %s", self.address, exc)
+            return False
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
