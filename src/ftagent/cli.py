@@ -4,6 +4,7 @@ Exit codes are mapped in one place, :func:`exit_code_for`:
 
 ====  ==========================================================================
 0     success
+3     ``heartbeat``: this instance does not hold the FT lease (another does, or it fenced)
 1     not registered (no identity, or the local identity is corrupt/mismatched/expired)
 64    usage error (bad options, already registered without --force, credentials or
       request refused as invalid by the server)
@@ -373,7 +374,39 @@ def status(ctx: click.Context, as_json: bool) -> None:
     lines = [f"Overall status: {compliance.get('status', 'unknown')}"]
     for item in compliance.get("nonCompliantProducts") or []:
         lines.append(f"  not covered: {item}")
+    lease = _lease_status(agent.config)
+    compliance = dict(compliance, lease=lease)
+    lines.append(f"Lease: {lease.get('state') or 'no heartbeat yet'} (generation {lease.get('generation')}, "
+                 f"holder {lease.get('holder')}, held by {lease.get('held_by')})")
     _emit(as_json, compliance, lines)
+
+
+def _lease_status(config: Any) -> dict[str, Any]:
+    """The heartbeat's status file, summarised (see ftagent.lease.status_summary)."""
+    from ftagent.lease import parse_lease_settings, status_summary
+
+    return status_summary(parse_lease_settings(config))
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="One claim or renewal; exit 0 if this instance holds the lease, 3 if not.")
+@json_option
+@click.pass_context
+def heartbeat(ctx: click.Context, once: bool, as_json: bool) -> None:
+    """Hold the FT group's lease (split-brain guard) and fence when it is lost."""
+    from ftagent.config import load_config
+    from ftagent.heartbeat import Heartbeat
+
+    config = load_config(_state(ctx).config_path)
+    if config.agent.log_file is not None:
+        _add_log_file(config.agent.log_file)
+    beat = Heartbeat(config, mode="once" if once else "daemon")
+    code = beat.once() if once else beat.run()
+    snap = beat.keeper.snapshot()
+    if once or as_json:
+        _emit(as_json, snap, f"lease {snap['state']} (generation {snap['generation']}, holder {snap['holder']}, "
+                             f"held by {snap['held_by']})")
+    ctx.exit(code)
 
 
 @cli.command()
