@@ -205,6 +205,15 @@ class Agent:
 
     # -- operations -------------------------------------------------------------------------
 
+    def check_can_register(self, force: bool) -> None:
+        """Raise :class:`InvalidUsage` if registered already and ``force`` is false."""
+        if self.identity.exists() and not force:
+            try:
+                uuid = self.current_identity().uuid
+            except FtagentError:
+                uuid = "an unusable identity"
+            raise InvalidUsage(f"this system is already registered as {uuid}; use --force to register again")
+
     def register(
         self,
         org: str,
@@ -223,14 +232,9 @@ class Agent:
         """
         from ftagent import crypto
 
+        self.check_can_register(force)
         previous: Identity | None = None
         if self.identity.exists():
-            if not force:
-                try:
-                    uuid = self.current_identity().uuid
-                except FtagentError:
-                    uuid = "an unusable identity"
-                raise InvalidUsage(f"this system is already registered as {uuid}; use --force to register again")
             try:
                 previous = self.current_identity()
             except FtagentError:

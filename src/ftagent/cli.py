@@ -296,9 +296,7 @@ def register(
     if not username and not keys:
         raise InvalidUsage("give --username (with a password) or --activationkey")
     agent = _locked(ctx)
-    if agent.identity.exists() and not force:
-        # Checked before prompting for a password.
-        agent.register(org, username=username, password="", activation_keys=keys)
+    agent.check_can_register(force)  # before prompting for a password
     if username and password is None:
         password = click.prompt("Password", hide_input=True, err=True)
     identity = agent.register(

@@ -21,16 +21,20 @@ import email.utils
 import ipaddress
 import logging
 import math
+import re
 import ssl
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+from urllib3.util.ssl_ import create_urllib3_context
 
 from ftagent import __version__
 from ftagent.errors import (
@@ -113,6 +117,51 @@ def _host_bypasses_proxy(host: str, no_proxy: str) -> bool:
         if host == entry or host.endswith("." + entry):
             return True
     return False
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _ca_dir_context(directory: Path) -> ssl.SSLContext:
+    """A verifying SSL context trusting every PEM certificate in the regular files of ``directory``.
+
+    OpenSSL's own directory lookup needs ``c_rehash`` links; this accepts any directory.
+    """
+    blocks: list[bytes] = []
+    for path in sorted(directory.iterdir()):
+        try:
+            if path.is_file():
+                blocks.extend(_PEM_CERT.findall(path.read_bytes()))
+        except OSError as exc:
+            logger.debug("skipping %s in CA directory: %s", path, exc)
+    if not blocks:
+        raise ConfigError(f"no CA certificates found in directory {directory}")
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    try:
+        context.load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
+    except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"bad CA certificate in directory {directory}: {exc}") from exc
+    return context
+
+
+class _Adapter(HTTPAdapter):
+    """An HTTPAdapter that can verify with its own SSL context (CA directories)."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
+        self._ssl_context = ssl_context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        if self._ssl_context is not None:
+            pool_kwargs["ssl_context"] = self._ssl_context
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)
+        if self._ssl_context is not None:
+            # Trust only the directory's certificates, not requests' default bundle.
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -199,10 +248,16 @@ class Connection:
         session = requests.Session()
         # No .netrc, no REQUESTS_CA_BUNDLE surprises: everything comes from our arguments.
         session.trust_env = False
+        context: ssl.SSLContext | None = None
         if insecure:
             logger.warning("TLS verification of %s is disabled (insecure)", self.url)
             session.verify = False
+        elif self.ca_cert is not None and Path(self.ca_cert).is_dir():
+            context = _ca_dir_context(Path(self.ca_cert))
+            session.verify = True
         elif self.ca_cert is not None:
+            if not Path(self.ca_cert).is_file():
+                raise ConfigError(f"CA certificate {self.ca_cert} does not exist")
             session.verify = self.ca_cert
         else:
             session.verify = True
@@ -228,7 +283,7 @@ class Connection:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=2)
+        adapter = _Adapter(ssl_context=context, max_retries=retry, pool_connections=1, pool_maxsize=2)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         self._adapter = adapter
@@ -349,16 +404,19 @@ class Connection:
         started = time.monotonic()
         self.requests_sent += 1
         try:
-            response = self._session.request(
-                method,
-                url,
-                params=self._params_for(params),
-                json=json,
-                data=data,
-                headers=dict(headers) if headers else None,
-                timeout=(self.timeout, self.timeout),
-                allow_redirects=False,
-            )
+            with warnings.catch_warnings():
+                if self.insecure:  # said once at construction, not on every request
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                response = self._session.request(
+                    method,
+                    url,
+                    params=self._params_for(params),
+                    json=json,
+                    data=data,
+                    headers=dict(headers) if headers else None,
+                    timeout=(self.timeout, self.timeout),
+                    allow_redirects=False,
+                )
         except requests.exceptions.SSLError as exc:
             raise TLSError(self._describe_tls(exc)) from exc
         except requests.exceptions.Timeout as exc:
@@ -451,7 +509,7 @@ class Connection:
         if isinstance(old, str) and old and old != new:
             self.alias(old, new)
         self.failovers.append((str(old), new))
-        logger.warning("consumer %s failed over to %s; retrying %s %s once", old, new, method, path)
+        logger.info("consumer %s failed over to %s; retrying %s %s once", old, new, method, path)
 
     def request(
         self,

@@ -308,6 +308,24 @@ def tls_stub(tmp_path: Path) -> Any:
 def test_tls_trusted_ca_file_and_dir_work(tls_stub: Any, tmp_path: Path) -> None:
     s, ca_path = tls_stub
     assert Connection(s.url, ca_cert=ca_path).get("status") == {"ok": True}
+    # A plain directory (no c_rehash links) of CA files: only its certificates are trusted.
+    cadir = tmp_path / "cas"
+    cadir.mkdir()
+    trustme.CA().cert_pem.write_to_path(str(cadir / "unrelated.crt"))
+    (cadir / "README").write_text("not a certificate")
+    with pytest.raises(TLSError, match="not trusted"):
+        Connection(s.url, ca_cert=cadir, retries=0).get("status")
+    (cadir / "ours.pem").write_bytes(ca_path.read_bytes())
+    assert Connection(s.url, ca_cert=cadir).get("status") == {"ok": True}
+
+
+def test_missing_or_empty_ca_is_config_error(tmp_path: Path) -> None:
+    from ftagent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        Connection(BASE, ca_cert=tmp_path / "nope.pem")
+    with pytest.raises(ConfigError, match="no CA certificates"):
+        Connection(BASE, ca_cert=tmp_path)
 
 
 def test_untrusted_server_certificate_refused_with_clear_message(tls_stub: Any) -> None:
