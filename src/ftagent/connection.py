@@ -157,7 +157,7 @@ class _Adapter(HTTPAdapter):
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
     def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
         if self._ssl_context is not None:
             # Trust only the directory's certificates, not requests' default bundle.
             conn.ca_certs = None
