@@ -199,6 +199,8 @@ class Api:
         r("DELETE", "/consumers/{uuid}/entitlements", self.unattach_all)
         r("DELETE", "/consumers/{uuid}/entitlements/{ent}", self.unattach)
         r("GET", "/consumers/{uuid}/compliance", self.compliance)
+        r("GET", "/consumers/{uuid}/host", self.host)
+        r("GET", "/consumers/{uuid}/guests", self.guests)
         r("GET", "/consumers/{uuid}/lease", self.get_lease)
         r("POST", "/consumers/{uuid}/lease", self.claim_lease)
         r("DELETE", "/consumers/{uuid}/lease", self.release_lease)
@@ -303,6 +305,27 @@ class Api:
 
     def compliance(self, ctx: Ctx, uuid: str) -> Response:
         return Response(200, subscriptions.compliance(ctx.tx, self._consumer(ctx, uuid)))
+
+    def host(self, ctx: Ctx, uuid: str) -> Response:
+        """The hypervisor that last reported this guest (matched case- and byte-order-insensitively)."""
+        host = subscriptions.host_of(ctx.tx, self._consumer(ctx, uuid))
+        if host is None:
+            raise NotFound(f"No hypervisor reports consumer {uuid}")
+        if ctx.who.is_consumer:  # a guest may learn which host it is on, not read the host's record
+            return Response(200, {"uuid": host["uuid"], "name": host["name"],
+                                  "hypervisorId": {"hypervisorId": host["hypervisor_id"]}})
+        return Response(200, consumers.consumer_dto(ctx.tx, host))
+
+    def guests(self, ctx: Ctx, uuid: str) -> Response:
+        """Registered consumers among the guests this hypervisor reports."""
+        self._require_user(ctx)
+        row = self._consumer(ctx, uuid)
+        rows = ctx.tx.all(
+            "SELECT DISTINCT c.* FROM guests g JOIN consumers c ON c.guest_key = g.guest_key "
+            "AND (c.instance_uuid IS NULL OR c.instance_uuid = g.instance_key) "
+            "WHERE g.hypervisor = ? AND c.type = 'system' AND c.owner = ? ORDER BY c.created",
+            (row["uuid"], row["owner"]))
+        return Response(200, [consumers.consumer_dto(ctx.tx, r) for r in rows])
 
     def get_lease(self, ctx: Ctx, uuid: str) -> Response:
         lease = leases.current(ctx.tx, self._consumer(ctx, uuid))

@@ -115,6 +115,9 @@ def test_hypervisor_entitlement_derives_host_restricted_virt_pool(server: Ftmock
 
     guest = register(server, tmp_path, org, name="g", facts={"virt.uuid": guest_uuid, "virt.is_guest": "true"},
                      installed=["VDC"])
+    # The guest is linked to the hypervisor that reports it, whatever the spelling of its UUID.
+    assert guest.client.get(f"/consumers/{guest.uuid}/host").json()["uuid"] == hyps["host-a"]["uuid"]
+    assert [g["uuid"] for g in admin.get(f"/consumers/{hyps['host-a']['uuid']}/guests").json()] == [guest.uuid]
     attachable = [p["id"] for p in guest.client.get(f"/pools?consumer={guest.uuid}").json()]
     assert derived[0]["id"] in attachable
     r = guest.client.post(f"/consumers/{guest.uuid}/entitlements")
