@@ -202,6 +202,11 @@ class Destination:
         result = self._request("GET", "/status", "status check")
         return result if isinstance(result, Mapping) else {}
 
+    def check_owner(self) -> Mapping[str, Any]:
+        """``GET /owners/{owner}``: the credentials work and the owner exists."""
+        result = self._request("GET", f"/owners/{quote(self.server.owner, safe='')}", "owner check")
+        return result if isinstance(result, Mapping) else {}
+
     def close(self) -> None:
         if self._conn is not None:
             try:

@@ -326,12 +326,14 @@ def run_status(config: Config, *, factory: SourceFactory = create_source,
         seen.add(server.key)
         dest = Destination(server, reporter_id=config.global_.reporter_id, state_dir=config.global_.state_dir,
                            connection_factory=connection_factory, timeout=10.0)
+        label = dest.label + (f" as {server.username}" if server.username else "")
         try:
             status = dest.status()
-            result["servers"][dest.label] = {"ok": True, "version": status.get("version")}
+            dest.check_owner()
+            result["servers"][label] = {"ok": True, "version": status.get("version")}
         except SendError as exc:
             ok = False
-            result["servers"][dest.label] = {"ok": False, "error": str(exc)}
+            result["servers"][label] = {"ok": False, "error": str(exc)}
         finally:
             dest.close()
     return (0 if ok else 1), result

@@ -167,3 +167,29 @@ def test_esx_failover_reaches_ftmock(vcsim: Vcsim, ftmock_session: FtmockServer,
     assert ft_roles(ftmock_session, org) == {a["instanceUuid"]: ("0", True), b["instanceUuid"]: ("0", False),
                                              new_backup["instanceUuid"]: ("1", False)}
     assert daemon.stop() == 0
+
+
+def test_status_says_what_works(vcsim_session: Vcsim, ftmock_session: FtmockServer, tmp_path: Path,
+                                isolated_env: dict[str, str]) -> None:
+    org = new_org(ftmock_session)
+    good = server_section(ftmock_session, org)
+    conf = write_config(tmp_path / "s.conf", {
+        "vcenter": {**esx_section(vcsim_session), **good},
+        "badvc": {**esx_section(vcsim_session, password="wrong"), **good},
+        "fake": {"type": "fake", **good, "rhsm_username": "intruder"},
+    })
+    out = run_ftreport(["-c", str(conf), "--status", "--json"], isolated_env)
+    assert out.returncode == 1, out.stderr
+    status = json.loads(out.stdout)
+    assert status["sources"]["vcenter"] == {"ok": True, "type": "esx", "hypervisors": 7, "guests": 12}
+    assert status["sources"]["fake"]["ok"] is True
+    assert status["sources"]["badvc"]["ok"] is False
+    assert "wrong user name or password" in status["sources"]["badvc"]["error"]
+    label = f"{org}@{ftmock_session.url} as admin"
+    assert status["servers"][label]["ok"] is True
+    (bad,) = [v for k, v in status["servers"].items() if k != label]
+    assert bad["ok"] is False and "invalid credentials (http 401" in bad["error"].lower()
+    out = run_ftreport(["-c", str(conf), "--status"], isolated_env)
+    assert "source vcenter (esx): OK, 7 hypervisors, 12 guests" in out.stdout
+    assert "source badvc (esx): FAILED: badvc: login to" in out.stdout
+    assert f"server {label}: OK" in out.stdout

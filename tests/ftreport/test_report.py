@@ -103,3 +103,25 @@ def test_fake_source_reads_virt_who_format_and_follows_changes(tmp_path: Path, i
     assert len(seen) == 2
     assert report_body(seen[1]) == report_body(merge_hypervisors([seen[1]]))
     assert {h.hypervisor_id for h in seen[1]} == {examples.HYPERVISOR_A, examples.HYPERVISOR_B, examples.HYPERVISOR_C}
+
+
+def test_progress_line_is_drawn_and_erased() -> None:
+    import io
+
+    from ftreport.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream, enabled=True, delay=0.0, period=0.01)
+    report = progress.callback("vcenter")
+    progress.start()
+    report("1200 hosts, 40000 VMs")
+    time.sleep(0.1)
+    progress.stop()
+    text = stream.getvalue()
+    assert "vcenter: 1200 hosts, 40000 VMs" in text
+    assert text.endswith("\r\x1b[K")
+    quiet = io.StringIO()
+    off = Progress(quiet)  # not a terminal: nothing drawn
+    off.start()
+    off.stop()
+    assert quiet.getvalue() == ""
