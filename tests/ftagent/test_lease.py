@@ -1,0 +1,286 @@
+"""The lease state machine, settings, fencing ladder and status file, without a server (fast)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftagent.clock import ManualClock, SystemClock, clock_name
+from ftagent.config import load_config
+from ftagent.errors import ConfigError, Conflict, ConnectionFailed
+from ftagent.fencing import FenceLadder, parse_signal_spec
+from ftagent.lease import (
+    LeaseKeeper,
+    LeaseLost,
+    LeaseSettings,
+    LeaseState,
+    holder_path,
+    load_or_create_holder,
+    parse_lease_settings,
+    status_summary,
+    write_status,
+)
+from tests.ftagent.heartbeat_kit import overlaps
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeTransport:
+    """A server stand-in: a scripted answer per call (a dict, or an exception to raise)."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.answers: list[Any] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.released: list[str] = []
+        self.delay = 0.0
+
+    def claim(self, consumer: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.calls.append((consumer, dict(body, timeout=timeout)))
+        self.clock.advance(self.delay)
+        answer = self.answers.pop(0) if self.answers else "ok"
+        if isinstance(answer, Exception):
+            raise answer
+        if answer == "ok":
+            return {"holder": body["holder"], "generation": body["generation"] or 7, "consumer": consumer}
+        return dict(answer)
+
+    def claim_successor(self, successor: Mapping[str, Any], body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return self.claim(str(successor["uuid"]), body, timeout)
+
+    def release(self, consumer: str, holder: str, timeout: float) -> None:
+        self.released.append(holder)
+
+
+def conflict(holder: str, generation: int, **extra: Any) -> Conflict:
+    return Conflict(409, "held", body={"holder": holder, "generation": generation, **extra})
+
+
+def keeper(clock: ManualClock, transport: FakeTransport, fenced: list[str], **settings: Any) -> LeaseKeeper:
+    s = LeaseSettings(**{"renew_interval": 1.0, "ttl": 6.0, "margin": 2.0, **settings})
+    return LeaseKeeper(s, transport, holder="me", consumer="c1", clock=clock, fence=lambda r: fenced.append(r) or None)
+
+
+def test_acquire_renew_and_deadline_fence() -> None:
+    clock = ManualClock()
+    t = FakeTransport(clock)
+    fenced: list[str] = []
+    k = keeper(clock, t, fenced)
+    assert k.step() == LeaseState.HELD and k.generation == 7
+    assert t.calls[0][1]["generation"] is None  # acquisition sends no token
+    assert k.deadline == pytest.approx(clock.now() + 4.0)  # send time + ttl - margin
+    clock.advance(1)
+    assert k.step() == LeaseState.HELD and t.calls[1][1]["generation"] == 7  # renewal sends the token
+    assert t.calls[1][1]["timeout"] <= 2.0  # half of what is left before the deadline
+    t.answers = [ConnectionFailed("down"), ConnectionFailed("down")]
+    clock.advance(1)
+    assert k.step() == LeaseState.DEGRADED
+    clock.advance(1)
+    assert k.step() == LeaseState.DEGRADED and k.holds()
+    assert not k.check_deadline()
+    clock.advance(2.01)
+    assert not k.holds()
+    assert k.check_deadline() and k.state == LeaseState.FENCED and "deadline" in fenced[0]
+    assert k.step() == LeaseState.FENCED and len(t.calls) == 4  # terminal: no more requests
+    assert k.release() == LeaseState.FENCED and t.released == []
+
+
+def test_conflict_on_renewal_fences_at_once_but_not_while_acquiring() -> None:
+    clock = ManualClock()
+    t = FakeTransport(clock)
+    fenced: list[str] = []
+    k = keeper(clock, t, fenced)
+    t.answers = [conflict("other", 3)]
+    assert k.step() == LeaseState.ACQUIRING and k.held_by == "other" and not fenced
+    assert k.step() == LeaseState.HELD
+    t.answers = [conflict("other", 8)]
+    assert k.step() == LeaseState.FENCED and "lease lost" in fenced[0]
+
+
+def test_late_answer_and_unexpected_generation() -> None:
+    clock = ManualClock()
+    t = FakeTransport(clock)
+    fenced: list[str] = []
+    k = keeper(clock, t, fenced)
+    t.delay = 4.5  # the grant arrives after its own deadline: not usable, not fenced
+    assert k.step() == LeaseState.ACQUIRING and not fenced
+    t.delay = 0
+    assert k.step() == LeaseState.HELD
+    t.answers = [{"holder": "me", "generation": 9}]
+    assert k.step() == LeaseState.FENCED and "generation changed" in fenced[0]
+
+
+def test_wall_clock_jumps_change_nothing() -> None:
+    clock = ManualClock()
+    t = FakeTransport(clock)
+    fenced: list[str] = []
+    k = keeper(clock, t, fenced)
+    k.step()
+    deadline = k.deadline
+    for jump in (3600.0, -7200.0):
+        clock.jump_wall(jump)
+        assert not k.check_deadline() and k.deadline == deadline and k.holds()
+    clock.advance(1)
+    assert k.step() == LeaseState.HELD and not fenced
+
+
+def test_kill_switch_observes_and_never_fences() -> None:
+    clock = ManualClock()
+    t = FakeTransport(clock)
+    fenced: list[str] = []
+    k = keeper(clock, t, fenced, enabled=False)
+    assert k.step() == LeaseState.DISABLED and k.observed == LeaseState.HELD
+    t.answers = [conflict("other", 8)]
+    assert k.step() == LeaseState.DISABLED
+    assert fenced == [] and k.suppressed and k.observed == LeaseState.ACQUIRING
+    k.step()
+    clock.advance(10)
+    assert not k.check_deadline() and fenced == [] and len(k.suppressed) == 2
+    assert k.snapshot()["state"] == "DISABLED" and k.snapshot()["observed"] == "ACQUIRING"
+
+
+def test_failover_claim_handover_and_loss() -> None:
+    clock = ManualClock()
+    t = FakeTransport(clock)
+    fenced: list[str] = []
+    k = keeper(clock, t, fenced)
+    k.step()
+    t.answers = [{"holder": "me", "generation": 8, "consumer": "c2"}]
+    k.claim_successor("c1", "c2", {"idCert": {"cert": "x"}})
+    assert (k.state, k.generation, k.consumer) == (LeaseState.HELD, 8, "c2")
+    assert t.calls[-1] == ("c2", {"holder": "me", "generation": 7, "ttl": 6.0, "timeout": pytest.approx(2.0)})
+    t.answers = [conflict("me", 9)]
+    with pytest.raises(LeaseLost):
+        k.claim_successor("c2", "c3", {})
+    assert k.state == LeaseState.FENCED and "another instance is live" in fenced[0]
+
+
+def test_release_on_clean_stop() -> None:
+    clock = ManualClock()
+    t = FakeTransport(clock)
+    k = keeper(clock, t, [])
+    k.step()
+    assert k.release() == LeaseState.RELEASED and t.released == ["me"]
+    assert keeper(clock, t, []).release() == LeaseState.RELEASED and t.released == ["me"]  # never held
+
+
+def write_conf(tmp: Path, lease: str) -> Path:
+    path = tmp / "ftagent.conf"
+    path.write_text(f"[server]\nurl = https://127.0.0.1:1/candlepin\n\n[lease]\n{lease}\n")
+    return path
+
+
+@pytest.mark.parametrize(("lease", "key"), [
+    ("ttl = 0.5", "ttl"),
+    ("ttl = abc", "ttl"),
+    ("renew_interval = -1", "renew_interval"),
+    ("renew_interval = 9", "renew_interval"),
+    ("margin = 16", "margin"),
+    ("enabled = maybe", "enabled"),
+    ("fence_signal = SIGNOPE app", "fence_signal"),
+    ("fence_signal = KILL", "fence_signal"),
+    ("fence_command = 'unclosed", "fence_command"),
+])
+def test_bad_settings_name_file_section_and_key(tmp_path: Path, lease: str, key: str) -> None:
+    path = write_conf(tmp_path, lease)
+    with pytest.raises(ConfigError) as err:
+        parse_lease_settings(load_config(path))
+    assert (err.value.file, err.value.section, err.value.key) == (str(path), "lease", key)
+    assert str(path) in str(err.value) and f"[lease] {key}" in str(err.value)
+
+
+def test_settings_defaults_and_relative_status_file(tmp_path: Path) -> None:
+    s = parse_lease_settings(load_config(write_conf(tmp_path, "status_file = run/lease.json\nfence_units = a.service, b")))
+    assert (s.renew_interval, s.ttl, s.margin, s.enabled) == (5.0, 20.0, 5.0, True)
+    assert s.status_file == tmp_path.resolve() / "run" / "lease.json"
+    assert s.fence_units == ("a.service", "b")
+
+
+def test_config_error_exits_78(tmp_path: Path) -> None:
+    path = write_conf(tmp_path, "ttl = 2\nrenew_interval = 1\nmargin = 1")
+    r = subprocess.run([sys.executable, "-m", "ftagent", "--config", str(path), "heartbeat", "--once"],
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    assert r.returncode == 78, r.stderr
+    assert "[lease] margin" in r.stderr
+
+
+def test_holder_id_created_once(tmp_path: Path) -> None:
+    status = tmp_path / "lease.json"
+    first = load_or_create_holder(status)
+    assert holder_path(status) == tmp_path / "lease.holder"
+    assert load_or_create_holder(status) == first
+    assert load_or_create_holder(tmp_path / "other.json") != first
+
+
+def test_status_summary_reads_the_file(tmp_path: Path) -> None:
+    from ftagent.clock import boot_id
+
+    settings = LeaseSettings(status_file=tmp_path / "lease.json")
+    assert status_summary(settings)["state"] is None
+    clock = SystemClock()
+    write_status(settings.status_file, {"state": "HELD", "generation": 4, "holder": "h", "held_by": "h",
+                                        "deadline": clock.now() + 10, "boot_id": boot_id(), "pid": os.getpid(),
+                                        "mode": "daemon"}, durable=True)
+    summary = status_summary(settings)
+    assert (summary["state"], summary["generation"], summary["holder"]) == ("HELD", 4, "h")
+    assert 9 < summary["deadline_in"] <= 10 and summary["running"]
+    assert clock_name() in ("boottime", "monotonic")
+
+
+def test_fence_ladder_command_units_signal(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "systemctl.txt"
+    fake = bin_dir / "systemctl"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    fake.chmod(0o755)
+    marker = tmp_path / "marker.txt"
+    victim = subprocess.Popen(["sleep", "60"])
+    pidfile = tmp_path / "victim.pid"
+    pidfile.write_text(f"{victim.pid}\n")
+    ladder = FenceLadder(
+        command=f"sh -c 'echo \"$1|$FTAGENT_LEASE_GENERATION|$FTAGENT_FENCE_REASON\" > {marker}' hook",
+        units=["app.service", "db.service"],
+        signal_spec=parse_signal_spec(f"SIGTERM {pidfile}"),
+        step_timeout=5,
+        env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"),
+    )
+    report = ladder.fence("lost it", holder="h", generation=5)
+    assert marker.read_text().strip() == "lost it|5|lost it"
+    assert calls.read_text().split() == ["stop", "--", "app.service", "db.service"]
+    assert victim.wait(timeout=10) == -signal.SIGTERM
+    assert [s["step"] for s in report.steps] == ["command", "units", "signal"]
+    assert report.steps[2]["pids"] == [victim.pid]
+
+
+def test_fence_ladder_bounds_a_hanging_hook_and_goes_on(tmp_path: Path) -> None:
+    marker = tmp_path / "after.txt"
+    killed: list[tuple[int, int]] = []
+    ladder = FenceLadder(command="sh -c 'sleep 30' hook", units=["x"], signal_spec=parse_signal_spec("KILL myapp"),
+                         step_timeout=0.3, systemctl=str(marker),  # not executable: the rung fails, the ladder goes on
+                         processes=lambda: [(4242, {"myapp"}), (4343, {"other"})],
+                         kill=lambda pid, sig: killed.append((pid, sig)))
+    started = time.monotonic()
+    report = ladder.fence("test")
+    assert time.monotonic() - started < 3
+    assert report.steps[0]["status"] == 124 and report.steps[1]["status"] != 0
+    assert killed == [(4242, signal.SIGKILL)]
+
+
+def test_overlap_checker() -> None:
+    ok = [{"holder": "a", "event": "grant", "start": 0, "expires": 3},
+          {"holder": "a", "event": "renew", "start": 1, "expires": 4},
+          {"holder": "a", "event": "release", "start": 2, "expires": 2},
+          {"holder": "b", "event": "grant", "start": 2.5, "expires": 5.5}]
+    assert overlaps(ok) == []
+    bad = [{"holder": "a", "event": "grant", "start": 0, "expires": 3},
+           {"holder": "b", "event": "grant", "start": 2, "expires": 5}]
+    assert len(overlaps(bad)) == 1
