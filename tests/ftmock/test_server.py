@@ -128,3 +128,39 @@ def test_admin_cli_creates_fixtures(ftmock: FtmockServer, tmp_path: Path) -> Non
     assert [(p["id"], p["quantity"]) for p in pools] == [(pool["id"], 3)]
     reg = register(ftmock, tmp_path, "cli-org", name="via-key", activation_keys="k")
     assert len(reg.client.get(f"/consumers/{reg.uuid}/entitlements").json()) == 1
+
+
+def test_job_left_by_a_stop_is_resumed_at_start(ftmock: FtmockServer) -> None:
+    """A check-in queued when the server died is applied at the next start, not lost."""
+    import sqlite3
+
+    ftmock.stop(signal.SIGKILL)
+    report = {"hypervisors": [{"hypervisorId": {"hypervisorId": "resumed-host"}, "name": "resumed-host",
+                               "guestIds": [{"guestId": "g-1", "state": 1}]}]}
+    db = sqlite3.connect(ftmock.data_dir / "ftmock.db")
+    with db:
+        db.execute("INSERT INTO jobs(id, owner, reporter_id, state, payload, created, updated) "
+                   "VALUES('hypervisor_update_left', 'admin', 'r', 'RUNNING', ?, '2026-01-01', '2026-01-01')",
+                   (json.dumps(report),))
+    db.close()
+    ftmock.start()
+    admin = admin_client(ftmock)
+    import time
+
+    deadline = time.monotonic() + 10
+    while (job := admin.get("/jobs/hypervisor_update_left").json())["state"] != "FINISHED":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert [h["name"] for h in job["resultData"]["created"]] == ["resumed-host"]
+
+
+def test_listens_on_ipv6_loopback(tmp_path: Path) -> None:
+    data = tmp_path / "v6"
+    data.mkdir()
+    server = FtmockServer(data_dir=data, listen="[::1]:0")
+    server.start()
+    try:
+        assert server.url.startswith("https://[::1]:")
+        assert Client(server).get("/status").json()["result"] is True
+    finally:
+        server.stop()
