@@ -368,8 +368,6 @@ class Reporter:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._pending_first: set[str] = set()
-        #: Reports accepted by the server, for tests and --status of a running daemon.
-        self.accepted: list[tuple[str, str]] = []
 
     # -- control (safe from signal handlers and other threads) --------------------------
 
@@ -476,7 +474,6 @@ class Reporter:
                 started = self._clock()
                 result = dest.check_in(encode_body(body))
                 dest.record.set(digest)
-                self.accepted.append((dest.label, digest))
                 log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label, hvs,
                          guests, _describe_result(result), self._clock() - started)
             elif now - state.last_contact >= self.config.global_.interval:
