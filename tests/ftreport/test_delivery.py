@@ -118,7 +118,11 @@ def test_outage_sends_only_the_newest_report_when_back(running: tuple[Reporter, 
     newest = json.loads(json.dumps(examples.REPORT_2))
     newest["hypervisors"][0]["guestIds"].append({"guestId": "late-guest", "state": 1, "attributes": {}})
     _write(data, newest)
-    time.sleep(0.6)
+    deadline = time.monotonic() + 10
+    while not any(g.guest_id == "late-guest" for snap in _rep.inventory.gather(["fake"])[0]
+                  for hv in snap for g in hv.guests):
+        assert time.monotonic() < deadline, "the fake source did not pick up the newest file"
+        time.sleep(0.02)
     assert len(recorder.bodies) == 1
     recorder.fail = None
     body = recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
