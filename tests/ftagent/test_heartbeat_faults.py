@@ -1,0 +1,315 @@
+"""Fault tests of ``ftagent heartbeat``: agent processes against a real ftmock on loopback.
+
+Short timings (renew 0.5 s, ttl 3 s, margin 1 s unless a test needs more).  After every test the
+server's lease log must show no overlap of valid periods between holders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FtmockServer
+from tests.ftagent.heartbeat_kit import Guest, assert_no_overlap, clone_guest, make_guest, wait_for, with_signal
+from tests.ftmock.conftest import Client, checkin, new_org
+from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
+
+_n = iter(range(10_000))
+
+
+@pytest.fixture
+def guests() -> Iterator[list[Guest]]:
+    made: list[Guest] = []
+    yield made
+    for g in made:
+        g.kill_all()
+
+
+def vm() -> str:
+    return f"lease-vm-{os.getpid()}-{next(_n)}"
+
+
+def test_steady_state_then_release_hands_over_at_once(ftmock_session: FtmockServer, tmp_path: Path,
+                                                      guests: list[Guest]) -> None:
+    server = ftmock_session
+    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    guests.append(a)
+    proc = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "HELD")
+    gen = a.status()["generation"]
+    first = a.status()["renewals"]
+    time.sleep(2.5)
+    st = a.status()
+    assert st["state"] == "HELD" and st["generation"] == gen and st["renewals"] >= first + 3
+    assert st["holder"] == st["held_by"] and 0 < st["deadline_in"] <= 2.0
+    out = json.loads(a.cli("status", "--json").stdout)
+    assert out["lease"]["state"] == "HELD" and out["lease"]["generation"] == gen and out["lease"]["running"]
+    assert a.stop(proc) == 0
+    assert a.state() == "RELEASED" and not a.fences()
+    b = clone_guest(a, tmp_path / "b")
+    started = time.monotonic()
+    r = b.cli("heartbeat", "--once", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["generation"] == gen + 1
+    assert time.monotonic() - started < 2.5  # no waiting for the ttl: the release freed it
+    assert a.cli("heartbeat", "--once").returncode == 3  # now another instance holds it
+    r = b.cli("heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
+    assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen + 1
+    log = assert_no_overlap(server, a.uuid())
+    assert [e["event"] for e in log].count("grant") == 2
+
+
+def test_two_agents_started_together_only_one_holds(ftmock_session: FtmockServer, tmp_path: Path,
+                                                    guests: list[Guest]) -> None:
+    server = ftmock_session
+    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    b = clone_guest(a, tmp_path / "b")
+    guests += [a, b]
+    pa, pb = a.start(), b.start()
+    wait_for(lambda: "HELD" in (a.state(), b.state()), 15, "one HELD")
+    time.sleep(3)
+    states = sorted([a.state(), b.state()])
+    assert states == ["ACQUIRING", "HELD"]
+    winner, loser = (a, b) if a.state() == "HELD" else (b, a)
+    assert loser.status()["held_by"] == winner.status()["holder"]
+    log = assert_no_overlap(server, a.uuid())
+    assert {e["holder"] for e in log} == {winner.status()["holder"]}  # the other never held
+    assert winner.stop(pa if winner is a else pb) == 0
+    wait_for(lambda: loser.state() == "HELD", 5, "the other takes over after the release")
+    assert loser.stop(pb if winner is a else pa) == 0
+    assert not a.fences() and not b.fences()
+    assert_no_overlap(server, a.uuid())
+
+
+class NotifySocket:
+    """A fake systemd notification socket recording (time, message)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                continue
+            self.messages.append((time.time(), data.decode()))
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def test_server_unreachable_degrades_then_fences_before_takeover(ftmock: FtmockServer, tmp_path: Path,
+                                                                guests: list[Guest]) -> None:
+    server = ftmock
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "systemctl.txt"
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\necho \"$(date +%s.%N) $@\" >> {calls}\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    victim = __import__("subprocess").Popen(["sleep", "120"])
+    (tmp_path / "app.pid").write_text(str(victim.pid))
+    a = make_guest(server, tmp_path / "a", new_org(server), vm(), fence_units="app.service",
+                   fence_signal=f"SIGTERM {tmp_path / 'app.pid'}")
+    b = clone_guest(a, tmp_path / "b", fence_units="", fence_signal="")
+    guests += [a, b]
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        pa = a.start(env={"NOTIFY_SOCKET": str(notify.path), "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+        wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+        pb = b.start()
+        wait_for(lambda: b.status().get("held_by") == a.status()["holder"], 10, "B sees A holding")
+        assert any(m == "WATCHDOG=1" for _, m in notify.messages)
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)  # the server drops every request on the floor
+        stopped = time.time()
+        try:
+            wait_for(lambda: a.state() == "DEGRADED", 3, "A DEGRADED")
+            wait_for(lambda: a.state() == "FENCED", 5, "A FENCED")
+            time.sleep(1.0)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        wait_for(lambda: b.state() == "HELD", 15, "B takes over once the server is back")
+        fence_time, reason = a.fences()[0]
+        assert "deadline" in reason
+        assert fence_time - stopped < 3.0  # fenced within ttl of the last renewal
+        log = assert_no_overlap(server, a.uuid())
+        grant_b = next(e for e in log if e["holder"] == b.status()["holder"] and e["event"] == "grant")
+        last_a = max(e["expires"] for e in log if e["holder"] == a.status()["holder"])
+        assert fence_time < last_a <= grant_b["start"]  # fenced before the server could grant to B
+        # The rest of the ladder ran, and the watchdog was no longer petted once fencing began.
+        assert "stop -- app.service" in calls.read_text()
+        assert victim.wait(timeout=5) == -signal.SIGTERM
+        pets = [t for t, m in notify.messages if "WATCHDOG=1" in m.split("\n")]
+        assert pets and max(pets) < fence_time + 0.05
+        assert a.status()["fence"]["steps"][0]["status"] == 0
+        time.sleep(1.0)
+        assert a.state() == "FENCED" and len(a.fences()) == 1  # terminal: no new claim, no second fence
+        assert a.stop(pa) == 3 and b.stop(pb) == 0
+    finally:
+        notify.close()
+        if victim.poll() is None:
+            victim.kill()
+
+
+def test_agent_paused_past_ttl_fences_without_renewing(ftmock_session: FtmockServer, tmp_path: Path,
+                                                       guests: list[Guest]) -> None:
+    server = ftmock_session
+    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    b = clone_guest(a, tmp_path / "b")
+    guests += [a, b]
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    pb = b.start()
+    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    with_signal(pa, signal.SIGSTOP)
+    before = a.status()
+    wait_for(lambda: b.state() == "HELD", 10, "B acquires after A's lease expired on the server")
+    time.sleep(0.5)
+    with_signal(pa, signal.SIGCONT)
+    wait_for(lambda: a.state() == "FENCED", 5, "A fences")
+    after = a.status()
+    assert after["renewals"] == before["renewals"]  # no renewal was accepted after the pause
+    assert "deadline" in after["reason"]
+    stale = after["generation"]
+    assert b.status()["generation"] == stale + 1
+    # The server refuses A's stale token, for state changes and for the lease.
+    ident = a.root / "identity"
+    client = Client(server, cert=(str(ident / "cert.pem"), str(ident / "key.pem")))
+    r = client.put(f"/consumers/{a.uuid()}", json={"facts": {"x": "1"}}, headers={"X-Lease-Generation": str(stale)})
+    assert r.status_code == 409
+    r = client.post(f"/consumers/{a.uuid()}/lease",
+                    json={"holder": after["holder"], "generation": stale, "ttl": 3})
+    assert r.status_code == 409
+    assert b.state() == "HELD" and not b.fences()
+    assert a.stop(pa) == 3 and b.stop(pb) == 0
+    assert_no_overlap(server, a.uuid())
+
+
+class JumpingClock:
+    """CLOCK_BOOTTIME for timers, and a wall clock the test moves by hours."""
+
+    def __init__(self) -> None:
+        from ftagent.clock import SystemClock
+
+        self.base = SystemClock()
+        self.name = self.base.name
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return self.base.now()
+
+    def wall(self) -> float:
+        return time.time()  # patched below together with time.time itself
+
+
+def test_wall_clock_jumps_change_nothing(ftmock_session: FtmockServer, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftagent.config import load_config
+    from ftagent.heartbeat import Heartbeat, Stopper
+
+    server = ftmock_session
+    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    clock = JumpingClock()
+    beat = Heartbeat(load_config(a.config), clock=clock)
+    stop = Stopper()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(beat.run(stop)))
+    real_time = time.time
+    thread.start()
+    try:
+        wait_for(lambda: beat.keeper.state.value == "HELD", 10, "HELD")
+        gen = beat.keeper.generation
+        for jump in (3600.0, -3600.0):
+            monkeypatch.setattr(time, "time", lambda j=jump: real_time() + j)
+            renewals = beat.keeper.renewals
+            time.sleep(2.0)
+            assert beat.keeper.state.value == "HELD" and beat.keeper.generation == gen
+            assert beat.keeper.renewals >= renewals + 3
+            assert a.status()["state"] == "HELD"
+        monkeypatch.setattr(time, "time", real_time)
+    finally:
+        stop.request()
+        thread.join(timeout=20)
+    assert result == [0] and not a.fences() and beat.fence_count == 0
+    assert_no_overlap(server, a.uuid())
+
+
+def test_zombie_primary_gets_308_claims_successor_gets_409_and_fences(ftmock_session: FtmockServer, tmp_path: Path,
+                                                                     guests: list[Guest]) -> None:
+    server = ftmock_session
+    org = new_org(server)
+    checkin(server, org, REPORT1)
+    timing = {"ttl": "10", "margin": "2", "renew_interval": "0.5"}
+    a = make_guest(server, tmp_path / "a", org, VM1, **timing)
+    guests.append(a)
+    consumer1 = a.uuid()
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    gen = a.status()["generation"]
+    with_signal(pa, signal.SIGSTOP)  # the old primary freezes (partitioned, paused)
+    paused = time.monotonic()
+    job = checkin(server, org, REPORT2)
+    consumer2 = job["resultData"]["failovers"][0]["to"]
+    # The new primary: the same VM (same memory and disk, so the same identity and holder id).
+    b = clone_guest(a, tmp_path / "b", share_holder=True)
+    guests.append(b)
+    pb = b.start()
+    wait_for(lambda: b.status().get("consumer") == consumer2 and b.state() == "HELD", 10, "B took over")
+    wait_for(lambda: b.uuid() == consumer2, 5, "B swapped its identity after the claim")
+    assert b.status()["generation"] == gen + 1
+    assert time.monotonic() - paused < 7, "A must come back before its own deadline for this test"
+    with_signal(pa, signal.SIGCONT)  # the zombie returns with the old identity
+    wait_for(lambda: a.state() == "FENCED", 5, "A fences")
+    assert "refused" in a.status()["reason"] and "another instance is live" in a.status()["reason"]
+    assert len(a.fences()) == 1
+    assert a.uuid() == consumer1  # nothing was swapped
+    time.sleep(1.0)
+    st = b.status()  # the live instance is untouched
+    assert st["state"] == "HELD" and st["generation"] == gen + 1 and st["consumer"] == consumer2
+    assert not b.fences()
+    log = assert_no_overlap(server, consumer2)
+    assert [e["event"] for e in log if e["event"] != "renew"] == ["grant", "handover"]
+    assert a.stop(pa) == 3 and b.stop(pb) == 0
+
+
+def test_kill_switch_observes_without_fencing(ftmock_session: FtmockServer, tmp_path: Path,
+                                              guests: list[Guest]) -> None:
+    server = ftmock_session
+    a = make_guest(server, tmp_path / "a", new_org(server), vm(), enabled="false")
+    b = clone_guest(a, tmp_path / "b", enabled="true")
+    guests += [a, b]
+    pa = a.start()
+    wait_for(lambda: a.status().get("observed") == "HELD", 15, "A observes holding")
+    assert a.state() == "DISABLED"
+    pb = b.start()
+    with_signal(pa, signal.SIGSTOP)
+    wait_for(lambda: b.state() == "HELD", 10, "B acquires after A's lease expired")
+    with_signal(pa, signal.SIGCONT)
+    wait_for(lambda: a.status().get("suppressed_fences"), 5, "A would have fenced")
+    time.sleep(1.0)
+    st = a.status()
+    assert st["state"] == "DISABLED" and st["observed"] == "ACQUIRING" and st["held_by"] == b.status()["holder"]
+    assert not a.fences() and pa.poll() is None  # never fenced, still running and reporting
+    out: dict[str, Any] = json.loads(a.cli("status", "--json").stdout)
+    assert out["lease"]["state"] == "DISABLED"
+    assert a.stop(pa) == 0 and b.stop(pb) == 0
+    assert_no_overlap(server, a.uuid())
