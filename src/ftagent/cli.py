@@ -120,12 +120,27 @@ def _setup_logging(verbose: int, debug: bool) -> None:
     logging.getLogger("urllib3").setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
+#: Log file used when ``[agent] log_file`` is not set and its directory exists and is writable.
+DEFAULT_LOG_FILE = "/var/log/ftagent/ftagent.log"
+
+
+def _open_log(configured: os.PathLike[str] | str | None) -> None:
+    """Log to the configured file, else to :data:`DEFAULT_LOG_FILE` when the package created its directory."""
+    if configured is not None:
+        _add_log_file(configured)
+    elif os.access(os.path.dirname(DEFAULT_LOG_FILE), os.W_OK):
+        _add_log_file(DEFAULT_LOG_FILE)
+
+
 def _add_log_file(path: os.PathLike[str] | str) -> None:
+    import logging.handlers
+
     root = logging.getLogger()
     if any(isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path) for h in root.handlers):
         return
     try:
-        handler = logging.FileHandler(path)
+        # Reopens the file when logrotate (or anyone) has moved it away: no signal needed.
+        handler = logging.handlers.WatchedFileHandler(path)
     except OSError as exc:
         logger.warning("cannot open log file %s: %s", path, exc)
         return
@@ -148,8 +163,7 @@ class State:
             from ftagent.config import load_config
 
             config = load_config(self.config_path)
-            if config.agent.log_file is not None:
-                _add_log_file(config.agent.log_file)
+            _open_log(config.agent.log_file)
             self._agent = Agent(config)
         return self._agent
 
@@ -396,8 +410,7 @@ def heartbeat(ctx: click.Context, once: bool, as_json: bool) -> None:
     from ftagent.heartbeat import Heartbeat
 
     config = load_config(_state(ctx).config_path)
-    if config.agent.log_file is not None:
-        _add_log_file(config.agent.log_file)
+    _open_log(config.agent.log_file)
     beat = Heartbeat(config, mode="once" if once else "daemon")
     code = beat.once() if once else beat.run()
     snap = beat.keeper.snapshot()
