@@ -29,7 +29,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,19 +95,144 @@ class Stopper:
                 os.close(fd)
 
 
-class HttpLeaseTransport:
-    """The lease calls over :class:`~ftagent.connection.Connection` (see :class:`ftagent.lease.LeaseTransport`)."""
+class LightClient:
+    """A minimal HTTPS client (``http.client`` + ``ssl``) for the steady-state renewals.
 
-    def __init__(self, connection: Connection, identity: IdentityStore, server_args: Mapping[str, Any]) -> None:
-        self.connection = connection
+    ``requests`` and ``urllib3`` cost about 15 MB of RSS; the heartbeat only needs one keep-alive
+    mutual-TLS connection for one call, so it renews through this and loads the full
+    :class:`~ftagent.connection.Connection` only for a failover answer (or when a proxy is set).
+    Server certificates are always verified unless ``insecure`` is set explicitly.
+    """
+
+    def __init__(self, url: str, *, ca_cert: Path | None, insecure: bool, cert_file: Path, key_file: Path) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.https else 80)
+        self.base = parts.path.rstrip("/")
+        self.ca_cert, self.insecure = ca_cert, insecure
+        self.cert_file, self.key_file = cert_file, key_file
+        self._ctx: Any = None
+        self._conn: Any = None
+
+    def _context(self) -> Any:
+        import ssl
+
+        if self._ctx is None:
+            ca = self.ca_cert
+            ctx = ssl.create_default_context(cafile=str(ca) if ca is not None and not ca.is_dir() else None,
+                                             capath=str(ca) if ca is not None and ca.is_dir() else None)
+            if self.insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+            self._ctx = ctx
+        return self._ctx
+
+    def reset(self) -> None:
+        """Forget the connection and the TLS context (the identity files changed)."""
+        self.close()
+        self._ctx = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def request(self, method: str, path: str, body: Any, timeout: float) -> tuple[int, Any]:
+        import http.client
+        import json
+        import ssl
+
+        from ftagent.errors import TLSError
+
+        url = f"{self.base}/{path}"
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json", "User-Agent": "ftagent-heartbeat"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            try:
+                if self._conn is None:
+                    if self.https:
+                        self._conn = http.client.HTTPSConnection(self.host, self.port, context=self._context(),
+                                                                 timeout=timeout)
+                    else:
+                        self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+                self._conn.timeout = timeout
+                if self._conn.sock is not None:
+                    self._conn.sock.settimeout(timeout)
+                self._conn.request(method, url, body=payload, headers=headers)
+                response = self._conn.getresponse()
+                data = response.read()
+                status = response.status
+                if response.will_close:
+                    self.close()
+            except ssl.SSLError as exc:
+                self.close()
+                raise TLSError(f"TLS error talking to {self.host}:{self.port}: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                stale = isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError)
+                if attempt == 0 and reused and stale:
+                    continue  # the server closed an idle keep-alive connection: one fresh try
+                raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
+            try:
+                decoded = json.loads(data) if data else None
+            except ValueError:
+                decoded = None
+            return status, decoded
+        raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}")  # pragma: no cover
+
+
+class HttpLeaseTransport:
+    """The lease calls over HTTPS (see :class:`ftagent.lease.LeaseTransport`).
+
+    Renewals go through :class:`LightClient`; a 308 with a failover body is re-sent through the
+    full :class:`~ftagent.connection.Connection` made by ``full_connection`` whose failover handler
+    validates, claims the successor's lease (the keeper's hook), swaps the identity and retries.
+    """
+
+    def __init__(self, light: LightClient | None, full_connection: Callable[[], Connection], identity: IdentityStore,
+                 server_args: Mapping[str, Any]) -> None:
+        self.light = light
+        self.full_connection = full_connection
         self.identity = identity
         self.server_args = dict(server_args)
         self.requests = 0
+        self.failovers = 0
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, params: str, timeout: float) -> Any:
+        from ftagent.errors import RemoteError, error_for_status
+
+        self.requests += 1
+        if self.light is not None:
+            status, data = self.light.request(method, path + params, body, timeout)
+            if status < 300:
+                return data
+            failover = data.get("failover") if isinstance(data, dict) else None
+            if status != 308 or not isinstance(failover, dict):
+                if 300 <= status < 400:
+                    message = data.get("displayMessage") if isinstance(data, dict) else None
+                    raise RemoteError(status, message or "unexpected redirect", body=data, method=method, path=path)
+                raise error_for_status(status, data, method=method, path=path)
+            logger.warning("failover answer on %s %s; applying it through the full connection", method, path)
+            self.failovers += 1
+        conn = self.full_connection()
+        conn.timeout = timeout
+        try:
+            if method == "DELETE":
+                return conn.delete(path + params)
+            return conn.post(path, json=body)
+        finally:
+            if self.light is not None and conn.failovers:
+                self.light.reset()  # the identity files changed: new TLS context and connection
 
     def claim(self, consumer: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        self.connection.timeout = timeout
-        self.requests += 1
-        result = self.connection.post(f"consumers/{consumer}/lease", json=body)
+        result = self._call("POST", f"consumers/{consumer}/lease", body, "", timeout)
         return result if isinstance(result, dict) else {}
 
     def claim_successor(self, successor: Mapping[str, Any], body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -137,9 +262,13 @@ class HttpLeaseTransport:
         return result if isinstance(result, dict) else {}
 
     def release(self, consumer: str, holder: str, timeout: float) -> None:
-        self.connection.timeout = timeout
-        self.requests += 1
-        self.connection.delete(f"consumers/{consumer}/lease", params={"holder": holder})
+        from urllib.parse import quote
+
+        self._call("DELETE", f"consumers/{consumer}/lease", None, f"?holder={quote(holder, safe='')}", timeout)
+
+    def close(self) -> None:
+        if self.light is not None:
+            self.light.close()
 
 
 def _server_args(config: Config) -> dict[str, Any]:
@@ -193,8 +322,13 @@ class Heartbeat:
             generation=generation,
             deadline=deadline,
         )
-        self.connection = self._connection()
-        self.transport = HttpLeaseTransport(self.connection, self.identity, self._server_args)
+        self._full: Connection | None = None
+        server = config.server
+        light = None
+        if not server.proxy:
+            light = LightClient(server.url or "", ca_cert=server.ca_cert, insecure=server.insecure,
+                                cert_file=self.identity.cert_path, key_file=self.identity.key_path)
+        self.transport = HttpLeaseTransport(light, self._connection, self.identity, self._server_args)
         self.keeper.transport = self.transport
 
     # -- construction -----------------------------------------------------------------------
@@ -213,6 +347,9 @@ class Heartbeat:
         )
 
     def _connection(self) -> Connection:
+        """The full connection with the failover handler, made on first use (a failover, a proxy)."""
+        if self._full is not None:
+            return self._full
         from ftagent.connection import Connection
         from ftagent.facts import collect_facts
         from ftagent.failover import IdentitySwapper
@@ -225,8 +362,16 @@ class Heartbeat:
             local_virt_uuid=lambda: collect_facts(facts_dir).get("virt.uuid"),
             lease_claim=self.keeper.claim_successor,
         )
-        return Connection(**self._server_args, retries=0, cert_file=self.identity.cert_path,
-                          key_file=self.identity.key_path, failover_handler=swapper)
+        self._full = Connection(**self._server_args, retries=0, cert_file=self.identity.cert_path,
+                                key_file=self.identity.key_path, failover_handler=swapper)
+        return self._full
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.transport.close()
+        if self._full is not None:
+            self._full.close()
+            self._full = None
 
     def _carried_over(self, uuid: str) -> tuple[int | None, float | None]:
         """Generation and deadline of an earlier ``--once`` run of this holder, if still valid."""
@@ -293,7 +438,7 @@ class Heartbeat:
                 raise ConnectionFailed(f"could not reach the server to claim the lease: {self.keeper.reason}")
             return EXIT_NOT_HOLDER
         finally:
-            self.connection.close()
+            self.close()
 
     def run(self, stopper: Stopper | None = None) -> int:
         """The daemon: renew until SIGTERM/SIGINT (or ``stopper``); release on a clean stop."""
@@ -333,7 +478,7 @@ class Heartbeat:
                 guard.join(timeout=5)
             for number, handler in previous.items():
                 signal.signal(number, handler)
-            self.connection.close()
+            self.close()
             self.notifier.close()
             if own:
                 stop.close()
