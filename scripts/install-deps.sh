@@ -11,7 +11,7 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     base_pkgs+=(python3-venv python3-dev)
 fi
 all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-govmomi-dev
-          rpm mandoc systemd iproute2 procps)
+          rpm rpm2cpio mandoc man-db systemd iproute2 procps)
 
 pkgs=("${base_pkgs[@]}")
 [ "$level" = all ] && pkgs+=("${all_pkgs[@]}")
