@@ -164,3 +164,48 @@ def test_ftreport_speaks_the_notify_protocol_the_unit_expects(tmp_path: Path) ->
             proc.kill()
             proc.wait()
         sock.close()
+
+
+def test_shipped_ftagent_conf_loads_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    from ftagent.config import load_config
+    from ftagent.lease import parse_lease_settings
+
+    conf = load_config(PACKAGING / "config" / "ftagent.conf")
+    settings = parse_lease_settings(conf)
+    assert not [r for r in caplog.records if r.levelname in {"WARNING", "ERROR"}]
+    assert settings.enabled and settings.fence_command is None and settings.fence_units == ()
+
+
+def test_shipped_ftreport_conf_loads_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    from ftreport.config import load_config
+
+    conf = load_config(paths=[PACKAGING / "config" / "ftreport.conf"])
+    assert conf.sources == ()
+    assert conf.global_.interval == 3600
+    assert not [r for r in caplog.records if r.levelname in {"WARNING", "ERROR"}]
+
+
+def test_commented_defaults_in_shipped_ftagent_conf_are_the_code_defaults() -> None:
+    """Uncommenting a line of the shipped file changes nothing: its values are the built-in ones."""
+    from ftagent.config import AgentConfig, ServerConfig
+    from ftagent.lease import LeaseSettings
+
+    objects = {"server": ServerConfig(), "agent": AgentConfig(), "lease": LeaseSettings()}
+    section = None
+    checked = 0
+    for line in (PACKAGING / "config" / "ftagent.conf").read_text().splitlines():
+        if m := re.fullmatch(r"\[(\w+)\]", line):
+            section = m.group(1)
+        elif section and (m := re.fullmatch(r"#(\w+) = (\S+)", line)):
+            key, value = m.groups()
+            default = getattr(objects[section], key, None)
+            if default is None or key in {"ca_cert", "log_file"} or key.startswith("fence_") and key != "fence_timeout":
+                continue
+            if isinstance(default, bool):
+                assert (value == "yes") == default, key
+            elif isinstance(default, int | float):
+                assert float(value) == default, key
+            else:
+                assert value == str(default), key
+            checked += 1
+    assert checked >= 12
