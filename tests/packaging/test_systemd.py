@@ -199,7 +199,7 @@ def test_commented_defaults_in_shipped_ftagent_conf_are_the_code_defaults() -> N
         elif section and (m := re.fullmatch(r"#(\w+) = (\S+)", line)):
             key, value = m.groups()
             default = getattr(objects[section], key, None)
-            if default is None or key in {"ca_cert", "log_file"} or key.startswith("fence_") and key != "fence_timeout":
+            if default is None or key in {"ca_cert", "log_file"} or (key.startswith("fence_") and key != "fence_timeout"):
                 continue
             if isinstance(default, bool):
                 assert (value == "yes") == default, key
