@@ -34,7 +34,7 @@ vcsim:
 	tools/vcsim/build.sh $(BUILD)/ftvcsim
 
 lint:
-	$(PY) -m ruff check src tests bench scripts
+	$(PY) -m ruff check src tests bench scripts packaging
 	$(PY) -m mypy
 
 pytest:

@@ -164,7 +164,13 @@ class State:
 
             config = load_config(self.config_path)
             _open_log(config.agent.log_file)
-            self._agent = Agent(config)
+            claim = None
+            if config.lease:
+                # A guest using the FT lease applies a failover only after winning the successor's lease.
+                from ftagent.leaseclaim import command_lease_claim
+
+                claim = command_lease_claim(config)
+            self._agent = Agent(config, lease_claim=claim)
         return self._agent
 
     def close(self) -> None:

@@ -374,8 +374,14 @@ class Heartbeat:
             self._full = None
 
     def _carried_over(self, uuid: str) -> tuple[int | None, float | None]:
-        """Generation and deadline of an earlier ``--once`` run of this holder, if still valid."""
+        """Generation and deadline of an earlier ``--once`` run of this holder, if still valid.
+
+        Only for the same identity: after a failover applied by another command (which claimed the
+        successor's lease as this holder), the recorded generation belongs to the predecessor.
+        """
         data = read_status(self.settings.status_file) or {}
+        if data.get("consumer") != uuid:
+            return None, None
         state = data.get("observed") if data.get("state") == LeaseState.DISABLED else data.get("state")
         if (data.get("boot_id") == self.boot_id and self.boot_id is not None and state in ("HELD", "DEGRADED")
                 and isinstance(data.get("generation"), int) and isinstance(data.get("deadline"), int | float)

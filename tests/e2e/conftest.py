@@ -92,7 +92,7 @@ class Guest:
                 if not p.name.endswith("-key.pem")}
 
 
-def make_guest(root: Path, server: FtmockServer, virt_uuid: str) -> Guest:
+def make_guest(root: Path, server: FtmockServer, virt_uuid: str, lease: bool = False) -> Guest:
     for sub in ("facts", "products"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "facts" / "virt.facts").write_text(json.dumps({"virt.uuid": virt_uuid, "virt.is_guest": "true"}))
@@ -110,7 +110,26 @@ product_dir = {root / 'products'}
 lock_file = {root / 'ftagent.lock'}
 log_file = {root / 'ftagent.log'}
 """)
+    if lease:
+        with (root / "ftagent.conf").open("a") as fh:
+            fh.write(f"""
+[lease]
+renew_interval = 1
+ttl = 20
+margin = 5
+status_file = {root / 'lease.json'}
+fence_command = /bin/true
+""")
     return Guest(root, server)
+
+
+def clone_identity(src: Guest, dst: Guest) -> None:
+    """Give `dst` the same identity and entitlements as `src` (FT instances share their disk)."""
+    import shutil
+
+    for name in ("identity", "entitlements"):
+        shutil.rmtree(dst.root / name, ignore_errors=True)
+        shutil.copytree(src.root / name, dst.root / name, symlinks=True)
 
 
 def report_config(path: Path, server: FtmockServer, org: str, source: dict[str, object],

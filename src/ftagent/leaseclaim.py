@@ -1,0 +1,90 @@
+"""The successor-lease claim for one-shot commands (`ftagent checkin` and the others).
+
+When a guest uses the FT lease (a `[lease]` section), a failover may only be applied by the instance
+that wins the successor's lease, so that two instances holding the same old identity never both
+become the successor. The heartbeat daemon does this on its own renewals. A one-shot command that
+meets the 308 first either lets a running heartbeat daemon apply it (waiting at most one renewal
+period and margin for the identity to change) or, with no daemon running, claims the successor's
+lease itself as this instance's holder (the id kept beside the status file). A 409 means another
+instance is live: the swap is refused and nothing changes on disk; fencing stays the daemon's job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ftagent.errors import Conflict, FailoverError, FtagentError
+
+if TYPE_CHECKING:
+    from ftagent.config import Config
+    from ftagent.failover import LeaseClaim
+
+__all__ = ["command_lease_claim"]
+
+logger = logging.getLogger(__name__)
+
+
+def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time.sleep,
+                        monotonic: Callable[[], float] = time.monotonic) -> LeaseClaim | None:
+    """The ``lease_claim`` hook for a command, or ``None`` when this guest does not use the lease."""
+    if not config.lease:
+        return None
+    from ftagent.identity import IdentityStore
+    from ftagent.lease import LeaseLost, LeaseState, load_or_create_holder, parse_lease_settings, status_summary
+
+    settings = parse_lease_settings(config)
+    identity = IdentityStore(config.agent.identity_dir)
+
+    def claim(from_uuid: str, to_uuid: str, consumer: Mapping[str, Any]) -> None:
+        summary = status_summary(settings)
+        if summary.get("running"):
+            _wait_for_daemon(from_uuid, to_uuid)
+            return
+        holder = load_or_create_holder(settings.status_file)
+        body = {"holder": holder, "generation": None, "ttl": settings.ttl}
+        logger.warning("failover %s -> %s: claiming the successor's lease as %s", from_uuid, to_uuid, holder)
+        try:
+            _transport().claim_successor({**consumer, "uuid": to_uuid}, body, config.server.timeout)
+        except Conflict as exc:
+            info = exc.body if isinstance(exc.body, dict) else {}
+            other = info.get("holder")
+            raise LeaseLost(
+                f"failover to {to_uuid} refused: the successor's lease is held by {other}; another instance "
+                "is live, so this one keeps its old identity (the heartbeat agent fences it)",
+                holder=other if isinstance(other, str) else None,
+                generation=info.get("generation") if isinstance(info.get("generation"), int) else None,
+                from_uuid=from_uuid, to_uuid=to_uuid) from exc
+        except FtagentError as exc:
+            raise FailoverError(f"could not claim the successor's lease: {exc}", from_uuid=from_uuid,
+                                to_uuid=to_uuid) from exc
+
+    def _wait_for_daemon(from_uuid: str, to_uuid: str) -> None:
+        # The daemon renews every renew_interval; the 308 reaches it then, and it claims and swaps.
+        deadline = monotonic() + settings.renew_interval + settings.margin
+        logger.info("failover %s -> %s: the heartbeat agent applies it; waiting", from_uuid, to_uuid)
+        while monotonic() < deadline:
+            state = status_summary(settings).get("state")
+            if state in (LeaseState.FENCING.value, LeaseState.FENCED.value):
+                raise LeaseLost(f"failover to {to_uuid} refused: the heartbeat agent fenced this instance",
+                                from_uuid=from_uuid, to_uuid=to_uuid)
+            try:
+                if identity.load().uuid == to_uuid:
+                    return
+            except FtagentError:
+                pass  # mid-swap: look again
+            sleep(0.1)
+        raise FailoverError(f"the heartbeat agent did not apply the failover to {to_uuid} in time; "
+                            "run the command again", from_uuid=from_uuid, to_uuid=to_uuid)
+
+    def _transport() -> Any:
+        from ftagent.heartbeat import HttpLeaseTransport, _server_args
+
+        def no_connection() -> Any:
+            raise FailoverError("no connection for a nested failover")
+
+        return HttpLeaseTransport(None, no_connection, identity, _server_args(config))
+
+    return claim
