@@ -97,7 +97,7 @@ def test_files_are_split_by_role_and_owned_once(built: Built) -> None:
             "/etc/cron.d/ftagent", "/etc/ftagent/ftagent.conf", "/etc/logrotate.d/ftagent",
             "/usr/share/bash-completion/completions/ftagent", "/usr/share/zsh/site-functions/_ftagent",
             "/usr/share/fish/vendor_completions.d/ftagent.fish"} <= agent
-    assert {"/usr/bin/ftreport", f"{SITE}/ftreport/sources/esx.py", "/usr/lib/systemd/system/ftreport.service",
+    assert {"/usr/bin/ftreport", "/usr/bin/ftreport-password", f"{SITE}/ftreport/sources/esx.py", "/usr/lib/systemd/system/ftreport.service",
             "/etc/ftreport.conf"} <= report
     assert {"/usr/bin/ftmock", f"{SITE}/ftmock/server.py", "/usr/lib/systemd/system/ftmock.service",
             "/etc/sysconfig/ftmock"} <= mock
