@@ -118,9 +118,12 @@ def entitle_hypervisors(url: str, pool: str) -> None:
             print(f"  hypervisor {hyp['name']}: entitled to pool {pool} (derived virt pool for its guests)")
 
 
-def _has_heartbeat() -> bool:
-    proc = subprocess.run([str(BIN / "ftagent"), "heartbeat", "--help"], capture_output=True, check=False)
-    return proc.returncode == 0
+def show_entitlement_hosts(url: str, consumer: str) -> None:
+    """Which hypervisor each of the guest's entitlements comes from (the design's point)."""
+    for ent in admin(url, "GET", f"/consumers/{consumer}/entitlements"):
+        host = ent["pool"].get("requiresHost")
+        name = admin(url, "GET", f"/consumers/{host}")["name"] if host else "no hypervisor"
+        print(f"  (server view) {consumer[:8]}... is entitled from the virt pool of {name}")
 
 
 def main() -> None:
@@ -149,14 +152,11 @@ def main() -> None:
             env={**env, "FTAGENT_PASSWORD": ADMIN_PASSWORD})
         before = json.loads(run("ftagent", "identity", "--json", env=env))
         run("ftagent", "list", "--consumed", env=env)
+        show_entitlement_hosts(url, before["uuid"])
         run("ftagent", "status", env=env)
 
         step("5. The heartbeat agent takes the FT group's lease")
-        heartbeat = _has_heartbeat()
-        if heartbeat:
-            run("ftagent", "heartbeat", "--once", env=env)
-        else:
-            print("  (this build has no heartbeat agent yet)")
+        run("ftagent", "heartbeat", "--once", env=env)
 
         step("6. Report 2: failover. B is primary, C is the new backup, A is gone")
         report_conf.write_text(report_conf.read_text().replace("builtin:report1", "builtin:report2"))
@@ -167,9 +167,9 @@ def main() -> None:
         run("ftagent", "checkin", env=env)
         after = json.loads(run("ftagent", "identity", "--json", env=env))
         run("ftagent", "list", "--consumed", env=env)
+        show_entitlement_hosts(url, after["uuid"])
         run("ftagent", "status", env=env)
-        if heartbeat:
-            run("ftagent", "heartbeat", "--once", env=env)
+        run("ftagent", "heartbeat", "--once", env=env)
 
         step("Result")
         print(f"  identity before the failover: {before['uuid']}")
