@@ -21,6 +21,7 @@ from ftagent.connection import Connection
 from ftagent.errors import FailoverRequired
 from ftagent.identity import IdentityStore
 from tests.conftest import FtmockServer
+from tests.e2e.conftest import Admin
 from tests.ftagent.agentenv import FTAGENT, Guest, make_guest
 
 
@@ -81,8 +82,8 @@ class FtScenario:
 
 
 @pytest.fixture
-def ft(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> FtScenario:
-    return FtScenario(make_guest(tmp_path / "vm", ftmock_session, org))
+def ft(tmp_path: Path, ftmock_session: FtmockServer) -> FtScenario:
+    return FtScenario(make_guest(tmp_path / "vm", ftmock_session, Admin(ftmock_session).new_org()))
 
 
 def server_serials(g: Guest, uuid: str) -> set[int]:
