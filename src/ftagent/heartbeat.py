@@ -446,6 +446,18 @@ class Heartbeat:
         finally:
             self.close()
 
+    def _check_watchdog(self, env: Mapping[str, str] | None = None) -> float | None:
+        """Warn when systemd's watchdog would let a hung agent outlive its lease deadline."""
+        from ftagent.sdnotify import watchdog_interval
+
+        timeout = watchdog_interval(env)
+        if timeout is not None and timeout > self.settings.margin:
+            # The agent pets the watchdog until ttl - margin; a hang is only caught in time if
+            # the service manager acts within the margin.
+            logger.warning("WatchdogSec (%g s) is longer than the lease margin (%g s): a hung agent could "
+                           "outlive its lease; set WatchdogSec to at most the margin", timeout, self.settings.margin)
+        return timeout
+
     def run(self, stopper: Stopper | None = None) -> int:
         """The daemon: renew until SIGTERM/SIGINT (or ``stopper``); release on a clean stop."""
         own = stopper is None
@@ -460,6 +472,7 @@ class Heartbeat:
         logger.info("lease heartbeat as holder %s for consumer %s: renew every %g s, ttl %g s, margin %g s",
                     self.holder, self.keeper.consumer, self.settings.renew_interval, self.settings.ttl,
                     self.settings.margin)
+        self._check_watchdog()
         guard = threading.Thread(target=self._guard, args=(stop,), name="lease-guard", daemon=True)
         try:
             self.keeper.step()
