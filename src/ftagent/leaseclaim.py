@@ -46,8 +46,12 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
         holder = load_or_create_holder(settings.status_file)
         body = {"holder": holder, "generation": None, "ttl": settings.ttl}
         logger.warning("failover %s -> %s: claiming the successor's lease as %s", from_uuid, to_uuid, holder)
+        from ftagent.clock import SystemClock
+
+        clock = SystemClock()
+        sent = clock.now()
         try:
-            _transport().claim_successor({**consumer, "uuid": to_uuid}, body, config.server.timeout)
+            granted = _transport().claim_successor({**consumer, "uuid": to_uuid}, body, config.server.timeout)
         except Conflict as exc:
             info = exc.body if isinstance(exc.body, dict) else {}
             other = info.get("holder")
@@ -60,6 +64,22 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
         except FtagentError as exc:
             raise FailoverError(f"could not claim the successor's lease: {exc}", from_uuid=from_uuid,
                                 to_uuid=to_uuid) from exc
+        _record(granted, holder, to_uuid, sent + settings.lifetime, clock)
+
+    def _record(granted: Mapping[str, Any], holder: str, to_uuid: str, deadline: float, clock: Any) -> None:
+        """Keep the status file true: this holder now holds the successor's lease (see `ftagent status`)."""
+        from ftagent.clock import boot_id
+        from ftagent.lease import read_status, write_status
+
+        data = read_status(settings.status_file) or {}
+        data.update({"state": LeaseState.HELD.value, "holder": holder, "held_by": granted.get("holder", holder),
+                     "generation": granted.get("generation"), "consumer": to_uuid, "deadline": deadline,
+                     "boot_id": boot_id(), "clock": getattr(clock, "name", None), "mode": "once",
+                     "reason": f"failover claim of {to_uuid} by a command"})
+        try:
+            write_status(settings.status_file, data, durable=True)
+        except OSError as exc:
+            logger.error("cannot write the lease status: %s", exc)
 
     def _wait_for_daemon(from_uuid: str, to_uuid: str) -> None:
         # The daemon renews every renew_interval; the 308 reaches it then, and it claims and swaps.

@@ -66,6 +66,8 @@ def test_lease_holder_wins_and_zombie_is_refused(server: FtmockServer, admin: Ad
     successor = admin.ft_consumers(org)[examples.INSTANCE_B.lower()]["uuid"]
     assert json.loads(res.stdout)["uuid"] == successor
     assert live.json("identity")["failed_over_from"] == old
+    lease = live.json("status")["lease"]
+    assert (lease["state"], lease["generation"]) == ("HELD", 2)  # what the server granted the claim
     assert live.ftagent("heartbeat", "--once").returncode == 0  # still the holder, now as the successor
     assert zombie.ftagent("heartbeat", "--once", check=False).returncode == 3  # another instance holds it
     log = admin.call("GET", f"/consumers/{successor}/lease/log")
