@@ -25,11 +25,18 @@ VCSIM_USER = "administrator@vsphere.local"
 VCSIM_PASSWORD = "s3cret-vc"
 
 
+_built: set[Path] = set()
+
+
 def vcsim_binary() -> Path:
-    """The simulator named by FTVCSIM, built (idempotently) when missing."""
+    """The simulator named by FTVCSIM, (re)built when missing or built from other sources.
+
+    build.sh compares a hash of the sources with the binary's stamp and returns at once when they
+    match, so a stale binary (one built from another main.go) is never used."""
     path = Path(os.environ.get("FTVCSIM") or REPO / ".build" / "ftvcsim")
-    if not path.exists():
+    if path not in _built:
         subprocess.run([str(REPO / "tools" / "vcsim" / "build.sh"), str(path)], check=True, timeout=600)
+        _built.add(path)
     return path
 
 
@@ -133,6 +140,12 @@ class Vcsim:
 
     def move(self, vm: str, host: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/move?vm={vm}&host={host}"))
+
+    def expire_sessions(self) -> list[str]:
+        """End every current SDK session (as expiry would); returns the session keys ended.
+
+        Clients keep their cookie; their next call gets a NotAuthenticated fault."""
+        return list(self._call("POST", "/sessions/expire")["expired"])
 
 
 @pytest.fixture(scope="session")

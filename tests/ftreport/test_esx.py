@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -226,3 +227,46 @@ def test_vcenter_restart_is_survived(vcsim: Vcsim, reporter: tuple[Reporter, Rec
     vcsim.power(plain["name"], "poweredOff")
     recorder.wait_for(lambda body: any(g["guestId"] == plain["uuid"] and g["state"] == 5
                                        for hv in body["hypervisors"] for g in hv["guestIds"]))
+
+
+def test_expired_session_is_logged_in_again(vcsim: Vcsim, reporter: tuple[Reporter, Recorder],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """vCenter ends the daemon's session (expiry, an administrator): the daemon notices, logs in
+    again by itself, and a failover made once the old session is gone reaches the server promptly.
+    Twice, so the new session is a working one too."""
+    caplog.set_level(logging.INFO, logger="ftreport")
+    rep, recorder = reporter
+    recorder.wait_for(lambda body: len(ft_guests(body)) == 2)
+
+    def wait_log(needle: str, deadline: float, what: str) -> None:
+        while needle not in caplog.text:
+            assert time.monotonic() < deadline, f"{what}; log:\n{caplog.text}"
+            time.sleep(0.02)
+
+    for round_ in (1, 2):
+        caplog.clear()
+        started = time.monotonic()
+        deadline = started + 15
+        assert vcsim.expire_sessions(), "the daemon had no session to end"
+        # The daemon's next call (at most a WaitForUpdatesEx wait later) is refused.
+        wait_log("ended (expired or vCenter restarted); retrying in", deadline,
+                 f"round {round_}: the ended session went unnoticed")
+        # Only a new session can carry this change to the server.
+        sent = len(recorder.bodies)
+        primary = vcsim.failover()["ft"][0]["instances"][0]["instanceUuid"]
+        recorder.wait_for(lambda body: ft_guests(body).get(primary, {}).get("role") == "0", timeout=15)
+        elapsed = recorder.times[-1] - started
+        assert elapsed < 10, f"round {round_}: the failover took {elapsed:.1f} s to reach the server"
+        wait_log("again (new session)", deadline, f"round {round_}: no new login logged")
+        logins = [r.getMessage() for r in caplog.records if "again (new session)" in r.getMessage()]
+        assert logins == [f"vcenter: logged in to {vcsim.url} again (new session)"]
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1, errors  # one refused call, then the new login worked
+        assert errors[0].startswith(f"vcenter: session with {vcsim.url} ended (expired or vCenter restarted); "
+                                    "retrying in "), errors
+        # Healthy again, and nothing stale or half-applied was sent around the reconnect.
+        while not rep.inventory.describe()["vcenter"]["ok"]:
+            assert time.monotonic() < deadline, "the source stayed failed"
+            time.sleep(0.05)
+        later = recorder.bodies[sent:]
+        assert later and all(ft_guests(b)[primary]["role"] == "0" for b in later)

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Build the FT-capable vCenter simulator from Debian's packaged govmomi sources (no downloads).
 #   tools/vcsim/build.sh OUT     (default .build/ftvcsim)
-# Quick and idempotent: nothing is rebuilt while OUT is newer than the sources.
+# Quick and idempotent: OUT is rebuilt only when the sources changed. "Changed" is decided by
+# content, not modification times (a checkout, copy or clock skew can leave a stale OUT newer
+# than main.go): OUT.stamp records a SHA-256 of main.go and this script, and of the govmomi
+# package version when dpkg knows it; OUT is reused only while its stamp matches.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:-.build/ftvcsim}
 mkdir -p "$(dirname "$out")"
 out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
-if [ -x "$out" ] && [ "$out" -nt "$here/main.go" ] && [ "$out" -nt "$here/build.sh" ]; then
+stamp="$out.stamp"
+want=$( {
+    sha256sum "$here/main.go" "$here/build.sh" | cut -d' ' -f1
+    dpkg-query -W -f='${Version}\n' golang-github-vmware-govmomi-dev 2>/dev/null || true
+} | sha256sum | cut -d' ' -f1)
+if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
 if ! command -v go >/dev/null 2>&1; then
@@ -25,5 +33,7 @@ export GO111MODULE=off GOPATH="$gopath" GOFLAGS=
 export GOCACHE=${GOCACHE:-$(dirname "$out")/go-cache}
 cd "$here"
 go build -trimpath -o "$out.tmp" main.go
+rm -f "$stamp"
 mv -f "$out.tmp" "$out"
+echo "$want" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
 echo "vcsim: built $out" >&2

@@ -1,7 +1,7 @@
 // Command ftvcsim runs govmomi's vCenter simulator with fault-tolerant (FT) VM pairs,
 // served over TLS with a caller-supplied certificate, plus a small control endpoint on
 // loopback through which tests change the inventory at run time (FT failover, power
-// state, moving a VM to another host).
+// state, moving a VM to another host) or end every client session (as when they expire).
 //
 // Every run-time change goes through simulator.Map.Update with leaf property paths
 // (for example "config.ftInfo.role"), inside simulator.Map.WithLock, so that clients
@@ -313,6 +313,71 @@ func (c *controller) failover(g *ftGroup, target string) error {
 	return nil
 }
 
+// expireSessions ends every current SDK session through the SessionManager's own
+// TerminateSession, as a vCenter administrator (or session expiry) would: clients keep
+// their cookie, and their next call is answered with a NotAuthenticated fault. It returns
+// the keys of the sessions it ended.
+//
+// SessionManager opts out of the registry's object lock (it embeds nopLocker), so
+// Map.WithLock cannot keep a request in flight from mapping its cookie (getSession) and
+// then putting the session back (SetSession) just after it was deleted. Instead the ended
+// sessions are looked for again a few times and ended again if one came back; sessions
+// that log in afterwards are left alone.
+func expireSessions() ([]string, error) {
+	sm := simulator.Map.SessionManager()
+	// TerminateSession refuses to end the caller's own session; the control endpoint's
+	// caller has none, so it gets a throwaway one that is never registered.
+	self := &simulator.Session{
+		UserSession: types.UserSession{Key: "ftvcsim-control-" + uuid.New().String()},
+		Registry:    simulator.NewRegistry(),
+	}
+	ctx := &simulator.Context{Session: self, Map: simulator.Map}
+	current := func() []string {
+		// A session's view of the SessionManager lists every current session.
+		var keys []string
+		if view, ok := self.Get(sm.Self).(*simulator.SessionManager); ok {
+			for _, s := range view.SessionList {
+				keys = append(keys, s.Key)
+			}
+		}
+		return keys
+	}
+	terminate := func(keys []string) error {
+		for _, k := range keys {
+			res := sm.TerminateSession(ctx, &types.TerminateSession{This: sm.Self, SessionId: []string{k}})
+			if f := res.Fault(); f != nil {
+				if _, loggedOut := f.VimFault().(*types.NotFound); loggedOut {
+					continue // logged out meanwhile
+				}
+				return fmt.Errorf("TerminateSession: %T %s", f.VimFault(), f.String)
+			}
+		}
+		return nil
+	}
+	ended := current()
+	if err := terminate(ended); err != nil {
+		return nil, err
+	}
+	gone := map[string]bool{}
+	for _, k := range ended {
+		gone[k] = true
+	}
+	for pass := 0; pass < 3; pass++ {
+		time.Sleep(20 * time.Millisecond)
+		var back []string
+		for _, k := range current() {
+			if gone[k] {
+				back = append(back, k)
+			}
+		}
+		if err := terminate(back); err != nil {
+			return nil, err
+		}
+	}
+	sort.Strings(ended)
+	return ended, nil
+}
+
 func (c *controller) state(all bool) map[string]interface{} {
 	var groups []map[string]interface{}
 	for _, g := range c.groups {
@@ -356,7 +421,7 @@ func (c *controller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodPost {
-		fail(http.StatusMethodNotAllowed, "use GET /state or POST /failover, /power, /move")
+		fail(http.StatusMethodNotAllowed, "use GET /state or POST /failover, /power, /move, /sessions/expire")
 		return
 	}
 	switch r.URL.Path {
@@ -385,6 +450,17 @@ func (c *controller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		setPower(vm, state)
+	case "/sessions/expire":
+		keys, err := expireSessions()
+		if err != nil {
+			fail(http.StatusInternalServerError, "%v", err)
+			return
+		}
+		if keys == nil {
+			keys = []string{}
+		}
+		writeJSON(w, http.StatusOK, map[string]interface{}{"expired": keys})
+		return
 	case "/move":
 		vm, host := findVM(q.Get("vm")), findHost(q.Get("host"))
 		if vm == nil || host == nil {

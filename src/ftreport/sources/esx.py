@@ -216,6 +216,7 @@ class EsxSource:
         self._progress = progress
         self._lock = threading.Lock()
         self._si: Any = None
+        self._logins = 0
 
     @property
     def name(self) -> str:
@@ -274,7 +275,11 @@ class EsxSource:
             raise self._error(exc, "login") from exc
         with self._lock:
             self._si = si
-        log.debug("%s: logged in to %s", self.name, self.address)
+        self._logins += 1
+        if self._logins > 1:  # after an expired session or a vCenter restart
+            log.info("%s: logged in to %s again (new session)", self.name, self.address)
+        else:
+            log.debug("%s: logged in to %s", self.name, self.address)
         return si
 
     def _filter_spec(self, content: Any) -> tuple[Any, Any]:
