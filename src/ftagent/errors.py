@@ -120,7 +120,8 @@ class RemoteError(FtagentError):
     """The server answered with an error status.
 
     ``status`` is the HTTP status, ``display_message`` the server's ``displayMessage`` (or
-    ``None``), ``body`` the decoded JSON body (or ``None``), ``method`` and ``path`` the request.
+    ``None``), ``body`` the decoded JSON body (or ``None``), ``method`` and ``path`` the request,
+    ``retry_after`` the server's ``Retry-After`` hint in seconds (or ``None``).
     """
 
     default_message = "the server refused the request"
@@ -133,14 +134,20 @@ class RemoteError(FtagentError):
         body: Any = None,
         method: str = "",
         path: str = "",
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
         self.display_message = display_message
         self.body = body
         self.method = method
         self.path = path
+        self.retry_after = retry_after
+        self._from_body(body if isinstance(body, dict) else {})
         text = display_message or self.default_message
         super().__init__(f"{text} (HTTP {status}{' on ' + method + ' ' + path if method else ''})")
+
+    def _from_body(self, body: dict[str, Any]) -> None:
+        """Subclasses read what their status carries in the body (``deletedId``, ``failover``)."""
 
 
 class BadRequest(RemoteError):
@@ -177,19 +184,10 @@ class Gone(RemoteError):
     """410: the consumer was deleted on the server; ``deleted_id`` is its UUID."""
 
     default_message = "the consumer has been deleted on the server"
+    deleted_id: str | None = None
 
-    def __init__(
-        self,
-        status: int,
-        display_message: str | None = None,
-        *,
-        body: Any = None,
-        method: str = "",
-        path: str = "",
-    ) -> None:
-        super().__init__(status, display_message, body=body, method=method, path=path)
-        self.deleted_id: str | None = None
-        if isinstance(body, dict) and isinstance(body.get("deletedId"), str):
+    def _from_body(self, body: dict[str, Any]) -> None:
+        if isinstance(body.get("deletedId"), str):
             self.deleted_id = body["deletedId"]
 
 
@@ -197,19 +195,6 @@ class RateLimited(RemoteError):
     """429: too many requests; ``retry_after`` is the server's hint in seconds (or ``None``)."""
 
     default_message = "too many requests"
-
-    def __init__(
-        self,
-        status: int,
-        display_message: str | None = None,
-        *,
-        body: Any = None,
-        method: str = "",
-        path: str = "",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(status, display_message, body=body, method=method, path=path)
-        self.retry_after = retry_after
 
 
 class ServerError(RemoteError):
@@ -223,19 +208,6 @@ class ServiceUnavailable(ServerError):
 
     default_message = "the server is temporarily unavailable"
 
-    def __init__(
-        self,
-        status: int,
-        display_message: str | None = None,
-        *,
-        body: Any = None,
-        method: str = "",
-        path: str = "",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(status, display_message, body=body, method=method, path=path)
-        self.retry_after = retry_after
-
 
 class FailoverRequired(RemoteError):
     """308 with a failover body, received by a connection that has no failover handler.
@@ -244,19 +216,11 @@ class FailoverRequired(RemoteError):
     """
 
     default_message = "this consumer has failed over to another consumer"
+    failover: dict[str, Any]
 
-    def __init__(
-        self,
-        status: int,
-        display_message: str | None = None,
-        *,
-        body: Any = None,
-        method: str = "",
-        path: str = "",
-    ) -> None:
-        super().__init__(status, display_message, body=body, method=method, path=path)
-        failover = body.get("failover") if isinstance(body, dict) else None
-        self.failover: dict[str, Any] = failover if isinstance(failover, dict) else {}
+    def _from_body(self, body: dict[str, Any]) -> None:
+        failover = body.get("failover")
+        self.failover = failover if isinstance(failover, dict) else {}
 
 
 _BY_STATUS: dict[int, type[RemoteError]] = {
@@ -289,10 +253,4 @@ def error_for_status(
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else RemoteError
-    if cls is RateLimited:
-        return RateLimited(status, display, body=body, method=method, path=path, retry_after=retry_after)
-    if cls is ServiceUnavailable:
-        return ServiceUnavailable(
-            status, display, body=body, method=method, path=path, retry_after=retry_after
-        )
-    return cls(status, display, body=body, method=method, path=path)
+    return cls(status, display, body=body, method=method, path=path, retry_after=retry_after)
