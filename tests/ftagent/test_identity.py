@@ -159,6 +159,7 @@ WRITER = textwrap.dedent(
     for i in itertools.count():
         cert, key = pairs[i % 3]
         store.save(cert, key, name=f"gen{i}")
+        print("saved", flush=True)
     """
 )
 
@@ -189,7 +190,11 @@ def test_sigkill_during_writes_always_leaves_an_intact_pair(tmp_path: Path, ca: 
                                 stdout=subprocess.PIPE)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.0, 0.05))
+        # Let a random number of saves complete first, so the kills land in different generations
+        # however slow the disk is, then kill at a random point of the next save.
+        for _ in range(rng.randrange(0, 6)):
+            assert proc.stdout.readline().strip() == b"saved"
+        time.sleep(rng.uniform(0.0, 0.02))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         entries = [p.name for p in store.directory.iterdir()]
