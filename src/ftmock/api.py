@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, consumers, failover, hypervisors, leases, subscriptions
+from . import __version__, consumers, failover, hypervisors, leases, shares, subscriptions
 from .auth import ANONYMOUS, Principal, authenticate_basic
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -217,6 +217,9 @@ class Api:
         r("POST", "/owners/{owner}/pools", self.create_pool)
         r("GET", "/owners/{owner}/activation_keys", self.activation_keys)
         r("POST", "/owners/{owner}/activation_keys", self.create_activation_key)
+        r("GET", "/owners/{owner}/shares", self.owner_shares)
+        r("POST", "/owners/{owner}/shares", self.create_share)
+        r("DELETE", "/owners/{owner}/shares/{recipient}", self.delete_share)
         r("POST", "/hypervisors/{owner}", self.hypervisor_checkin)
         r("PUT", "/hypervisors/{owner}/heartbeat", self.hypervisor_heartbeat)
         r("GET", "/jobs/{job}", self.job)
@@ -361,7 +364,8 @@ class Api:
         if row is None:
             raise NotFound(f"Subscription pool with ID '{pool}' could not be found.")
         if ctx.who.is_consumer:
-            if ctx.who.owner != row["owner"]:
+            assert ctx.consumer is not None
+            if not subscriptions.visible_to_consumer(ctx.tx, ctx.consumer, row):
                 raise Forbidden("This pool belongs to another organization")
         else:
             self._require_owner_access(ctx, row["owner"])
@@ -417,6 +421,18 @@ class Api:
     def create_activation_key(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
         return Response(200, subscriptions.create_activation_key(ctx.tx, owner, ctx.req.json()))
+
+    def owner_shares(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, shares.list_for_owner(ctx.tx, owner))
+
+    def create_share(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, shares.create(ctx.tx, owner, ctx.req.json()))
+
+    def delete_share(self, ctx: Ctx, owner: str, recipient: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, shares.delete(ctx.tx, owner, recipient))
 
     def hypervisor_checkin(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)

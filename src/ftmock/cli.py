@@ -182,6 +182,53 @@ def activation_key_create(data_dir: Path, owner: str, name: str, pools: tuple[st
     _admin(data_dir, run)
 
 
+@cli.group()
+def share() -> None:
+    """Shares: let another organization's FT guests use this organization's hypervisors."""
+
+
+def _share_run(owner: str, fn: Any, *args: Any) -> Any:
+    from .consumers import require_owner
+
+    def run(tx: Any) -> Any:
+        require_owner(tx, owner)
+        return fn(tx, owner, *args)
+
+    return run
+
+
+@share.command("create")
+@click.option("--org", "owner", required=True, help="The sharing organization (its hypervisors provide).")
+@click.option("--with", "recipient", required=True, help="The organization its FT guests register in.")
+@click.pass_obj
+def share_create(data_dir: Path, owner: str, recipient: str) -> None:
+    """Share ORG's hypervisors' virt pools and FT groups with another organization."""
+    from .shares import create
+
+    _admin(data_dir, _share_run(owner, create, {"recipient": {"key": recipient}}))
+
+
+@share.command("list")
+@click.option("--org", "owner", required=True, help="Organization key.")
+@click.pass_obj
+def share_list(data_dir: Path, owner: str) -> None:
+    """List the shares ORG made and the shares made with it."""
+    from .shares import list_for_owner
+
+    _admin(data_dir, _share_run(owner, list_for_owner))
+
+
+@share.command("delete")
+@click.option("--org", "owner", required=True, help="The sharing organization.")
+@click.option("--with", "recipient", required=True, help="The organization the share was made with.")
+@click.pass_obj
+def share_delete(data_dir: Path, owner: str, recipient: str) -> None:
+    """Revoke a share: the entitlements it allowed are removed, consumers are kept."""
+    from .shares import delete
+
+    _admin(data_dir, _share_run(owner, delete, recipient))
+
+
 def main() -> None:
     os.umask(0o077)
     cli(prog_name="ftmock")

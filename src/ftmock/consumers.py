@@ -7,7 +7,7 @@ import sqlite3
 import uuid as uuidlib
 from typing import Any
 
-from . import subscriptions
+from . import shares, subscriptions
 from .auth import Principal
 from .ca import CertificateAuthority, IssuedCert
 from .errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized
@@ -180,10 +180,11 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
         tx.execute(
             "UPDATE consumers SET owner=?, installed_products=? WHERE guest_key=? AND reported_owner=? "
             "AND instance_uuid IS NOT NULL AND failed_over_to IS NULL",
-            (owner, dumps(products), row["guest_key"], owner),
+            (owner, dumps(products), row["guest_key"], row["reported_owner"]),
         )
         consumer_uuid = row["uuid"]
-        log.info("registration of FT group %s returns primary consumer %s", row["guest_key"], consumer_uuid)
+        log.info("registration of FT group %s (reported by %s) in %s returns primary consumer %s",
+                 row["guest_key"], row["reported_owner"], owner, consumer_uuid)
     else:
         consumer_uuid = str(uuidlib.uuid4())
         virt_uuid = facts.get("virt.uuid")
@@ -207,15 +208,30 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
 
 
 def _ft_primary_for_registration(tx: Tx, owner: str, facts: dict[str, str]) -> sqlite3.Row | None:
+    """The live primary of the FT group this registration names, if the org may adopt it.
+
+    A group reported by the registering org's own hypervisors comes first; a group reported by
+    another org only when that org shares with the registering one. Without a share nobody can
+    capture another org's VM by guessing its UUID: the registration makes a plain consumer.
+    """
     virt_uuid = facts.get("virt.uuid")
     if not virt_uuid:
         return None
-    row = tx.one(
-        "SELECT * FROM consumers WHERE guest_key = ? AND reported_owner = ? AND instance_uuid IS NOT NULL "
-        "AND ft_role = 0 AND failed_over_to IS NULL",
-        (guest_key(virt_uuid), owner),
+    rows = tx.all(
+        "SELECT * FROM consumers WHERE guest_key = ? AND instance_uuid IS NOT NULL "
+        "AND ft_role = 0 AND failed_over_to IS NULL ORDER BY created, rowid",
+        (guest_key(virt_uuid),),
     )
-    if row is not None and row["owner"] not in (None, owner):
+    row = next((r for r in rows if r["reported_owner"] == owner), None)
+    if row is None:
+        row = next((r for r in rows if shares.shares_with(tx, r["reported_owner"], owner)), None)
+    if row is None:
+        if rows:
+            log.warning("registration in %s names virt.uuid %s, an FT group reported by %s, which does not "
+                        "share with %s: registered as a plain consumer", owner, virt_uuid,
+                        ", ".join(sorted({str(r["reported_owner"]) for r in rows})), owner)
+        return None
+    if row["owner"] not in (None, owner):
         raise Conflict(
             f"The fault-tolerant group of virt.uuid {virt_uuid} is registered to another organization."
         )

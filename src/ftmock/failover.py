@@ -31,7 +31,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
-from . import subscriptions
+from . import shares, subscriptions
 from .ca import CertificateAuthority
 from .consumers import consumer_dto, get_row, issue_identity
 from .store import Tx, dumps, loads, now_iso
@@ -55,7 +55,8 @@ class FtEntry:
 
 
 def _group(tx: Tx, org: str, gkey: str) -> list[sqlite3.Row]:
-    # Groups are per organization: the org whose hypervisors report the instances.
+    # A group belongs to the org whose hypervisors report its instances; the org it is registered
+    # to (its consumers' owner) may be another one that the reporting org shares with.
     return tx.all("SELECT * FROM consumers WHERE guest_key = ? AND reported_owner = ? AND instance_uuid IS NOT NULL "
                   "ORDER BY created, rowid", (gkey, org))
 
@@ -144,9 +145,14 @@ def reconcile_group(tx: Tx, ca: CertificateAuthority, gkey: str, entries: list[F
 
 
 def _adopt_registered(tx: Tx, org: str, gkey: str, entry: FtEntry) -> sqlite3.Row | None:
-    """A VM registered before any report names its FT group: its consumer becomes the primary."""
-    row = tx.one("SELECT * FROM consumers WHERE guest_key = ? AND owner = ? AND instance_uuid IS NULL "
-                 "AND type = 'system' AND cert_pem IS NOT NULL ORDER BY created, rowid LIMIT 1", (gkey, org))
+    """A VM registered before any report names its FT group: its consumer becomes the primary.
+
+    The VM may have registered in the reporting org or in an org the reporting org shares with."""
+    orgs = [org, *shares.recipients_of(tx, org)]
+    marks = ",".join("?" * len(orgs))
+    row = tx.one(f"SELECT * FROM consumers WHERE guest_key = ? AND owner IN ({marks}) "  # noqa: S608
+                 "AND instance_uuid IS NULL AND type = 'system' AND cert_pem IS NOT NULL "
+                 "ORDER BY owner != ?, created, rowid LIMIT 1", (gkey, *orgs, org))
     if row is None:
         return None
     facts = {**loads(row["facts"], {}), **_ft_facts(entry)}

@@ -146,6 +146,12 @@ CREATE TABLE IF NOT EXISTS lease_log(
     expires REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS lease_log_group ON lease_log(group_key);
+CREATE TABLE IF NOT EXISTS shares(
+    owner TEXT NOT NULL REFERENCES owners(key),
+    recipient TEXT NOT NULL REFERENCES owners(key),
+    created TEXT NOT NULL,
+    PRIMARY KEY(owner, recipient));
+CREATE INDEX IF NOT EXISTS shares_recipient ON shares(recipient);
 """
 
 

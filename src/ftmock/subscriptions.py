@@ -15,6 +15,7 @@ import sqlite3
 import uuid as uuidlib
 from typing import Any
 
+from . import shares
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound
 from .store import Tx, dumps, loads, now_iso
@@ -36,6 +37,7 @@ __all__ = [
     "pools_for_owner",
     "products_covered",
     "remove_entitlement",
+    "visible_to_consumer",
 ]
 
 log = logging.getLogger(__name__)
@@ -194,7 +196,12 @@ def pools_for_owner(tx: Tx, owner: str) -> list[dict[str, Any]]:
 
 def host_of(tx: Tx, consumer: sqlite3.Row) -> sqlite3.Row | None:
     """The hypervisor consumer that last reported this guest (this FT instance, for FT consumers)."""
-    org = consumer["owner"] or consumer["reported_owner"]
+    # An FT instance runs on the hypervisors of the org that reports it, which may have shared the
+    # group with the org it registered in; any other guest runs on its own org's hypervisors.
+    if consumer["instance_uuid"]:
+        org = consumer["reported_owner"] or consumer["owner"]
+    else:
+        org = consumer["owner"] or consumer["reported_owner"]
     if not consumer["guest_key"] or not org:
         return None
     if consumer["instance_uuid"]:
@@ -216,8 +223,7 @@ def _is_guest(consumer: sqlite3.Row) -> bool:
 def _check_attachable(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, quantity: int,
                       host: sqlite3.Row | None) -> str | None:
     """Why this consumer cannot attach this pool, or None when it can."""
-    owner = consumer["owner"]
-    if pool["owner"] != owner:
+    if pool["owner"] != consumer["owner"] and not _shared_to(tx, consumer, pool):
         return "the pool belongs to another organization"
     now = dt.datetime.now(dt.UTC).isoformat()
     if not pool["start_date"] <= now < pool["end_date"]:
@@ -232,9 +238,37 @@ def _check_attachable(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, quantity
     return None
 
 
+def _shared_to(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row) -> bool:
+    """A pool of another org that this consumer may use: one derived from a hypervisor of the org that
+    reports this FT instance, when that org shares with the consumer's org."""
+    return bool(pool["requires_host"] and consumer["instance_uuid"] and consumer["owner"]
+                and pool["owner"] == consumer["reported_owner"]
+                and shares.shares_with(tx, pool["owner"], consumer["owner"]))
+
+
+def _candidate_pools(tx: Tx, consumer: sqlite3.Row) -> list[sqlite3.Row]:
+    """The consumer's org's pools, plus the derived pools of a sharing org that reports it."""
+    rows = tx.all("SELECT * FROM pools WHERE owner = ? ORDER BY created", (consumer["owner"],))
+    reporter = consumer["reported_owner"]
+    if consumer["instance_uuid"] and reporter and reporter != consumer["owner"]:
+        rows += [p for p in tx.all("SELECT * FROM pools WHERE owner = ? AND requires_host IS NOT NULL "
+                                   "ORDER BY created", (reporter,)) if _shared_to(tx, consumer, p)]
+    return rows
+
+
+def visible_to_consumer(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row) -> bool:
+    """A consumer reads its own org's pools, and the shared pools it may attach or holds."""
+    if pool["owner"] == consumer["owner"]:
+        return True
+    if not _shared_to(tx, consumer, pool):
+        return False
+    holds = tx.one("SELECT 1 FROM entitlements WHERE consumer = ? AND pool = ?", (consumer["uuid"], pool["id"]))
+    return holds is not None or _check_attachable(tx, consumer, pool, 1, host_of(tx, consumer)) is None
+
+
 def attachable_pools(tx: Tx, consumer: sqlite3.Row) -> list[dict[str, Any]]:
     host = host_of(tx, consumer)
-    rows = tx.all("SELECT * FROM pools WHERE owner = ? ORDER BY created", (consumer["owner"],))
+    rows = _candidate_pools(tx, consumer)
     return [pool_dto(tx, p) for p in rows if _check_attachable(tx, consumer, p, 1, host) is None]
 
 
@@ -326,7 +360,7 @@ def auto_attach(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
         p["productId"] for p in loads(consumer["installed_products"], [])]
     covered = products_covered(tx, consumer["uuid"])
     host = host_of(tx, consumer)
-    pools = tx.all("SELECT * FROM pools WHERE owner = ? ORDER BY created", (consumer["owner"],))
+    pools = _candidate_pools(tx, consumer)
 
     def rank(pool: sqlite3.Row) -> int:
         if host is not None and pool["requires_host"] == host["uuid"]:
