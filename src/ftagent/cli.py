@@ -167,7 +167,7 @@ class State:
             claim = None
             if config.lease:
                 # A guest using the FT lease applies a failover only after winning the successor's lease.
-                from ftagent.leaseclaim import command_lease_claim
+                from ftagent.lease.claim import command_lease_claim
 
                 claim = command_lease_claim(config)
             self._agent = Agent(config, lease_claim=claim)
@@ -413,7 +413,7 @@ def _lease_status(config: Any) -> dict[str, Any]:
 def heartbeat(ctx: click.Context, once: bool, as_json: bool) -> None:
     """Hold the FT group's lease (split-brain guard) and fence when it is lost."""
     from ftagent.config import load_config
-    from ftagent.heartbeat import Heartbeat
+    from ftagent.lease.heartbeat import Heartbeat
 
     config = load_config(_state(ctx).config_path)
     _open_log(config.agent.log_file)

@@ -208,7 +208,7 @@ class JumpingClock:
     """CLOCK_BOOTTIME for timers, and a wall clock the test moves by hours."""
 
     def __init__(self) -> None:
-        from ftagent.clock import SystemClock
+        from ftagent.lease.clock import SystemClock
 
         self.base = SystemClock()
         self.name = self.base.name
@@ -224,7 +224,7 @@ class JumpingClock:
 def test_wall_clock_jumps_change_nothing(ftmock_session: FtmockServer, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from ftagent.config import load_config
-    from ftagent.heartbeat import Heartbeat, Stopper
+    from ftagent.lease.heartbeat import Heartbeat, Stopper
 
     server = ftmock_session
     a = make_guest(server, tmp_path / "a", new_org(server), vm())

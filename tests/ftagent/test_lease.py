@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from ftagent.clock import ManualClock, SystemClock, clock_name
 from ftagent.config import load_config
-from ftagent.errors import ConfigError, Conflict, ConnectionFailed
-from ftagent.fencing import FenceLadder, parse_signal_spec
+from ftagent.errors import ConfigError, ConnectionFailed
 from ftagent.lease import (
+    Grant,
     LeaseKeeper,
     LeaseLost,
+    LeaseRefused,
     LeaseSettings,
     LeaseState,
     holder_path,
@@ -28,13 +28,17 @@ from ftagent.lease import (
     status_summary,
     write_status,
 )
+from ftagent.lease.clock import ManualClock, SystemClock, clock_name
+from ftagent.lease.fencing import FenceLadder, parse_signal_spec
 from tests.ftagent.heartbeat_kit import overlaps
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeTransport:
-    """A server stand-in: a scripted answer per call (a dict, or an exception to raise)."""
+    """A lease backend stand-in: a scripted answer per call (a dict, or an exception to raise)."""
+
+    name = "fake"
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
@@ -42,30 +46,42 @@ class FakeTransport:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.released: list[str] = []
         self.delay = 0.0
+        self.ttl = 6.0
 
-    def claim(self, consumer: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        self.calls.append((consumer, dict(body, timeout=timeout)))
+    def _claim(self, consumer: str, holder: str, generation: int | None, timeout: float) -> Grant:
+        self.calls.append((consumer, {"holder": holder, "generation": generation, "ttl": self.ttl,
+                                      "timeout": timeout}))
         self.clock.advance(self.delay)
         answer = self.answers.pop(0) if self.answers else "ok"
         if isinstance(answer, Exception):
             raise answer
         if answer == "ok":
-            return {"holder": body["holder"], "generation": body["generation"] or 7, "consumer": consumer}
-        return dict(answer)
+            return Grant(holder, generation or 7, consumer)
+        return Grant(answer.get("holder"), answer.get("generation"), answer.get("consumer"))
 
-    def claim_successor(self, successor: Mapping[str, Any], body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        return self.claim(str(successor["uuid"]), body, timeout)
+    def grant(self, consumer: str, holder: str, timeout: float) -> Grant:
+        return self._claim(consumer, holder, None, timeout)
+
+    def renew(self, consumer: str, holder: str, generation: int, timeout: float) -> Grant:
+        return self._claim(consumer, holder, generation, timeout)
+
+    def handover(self, successor: Mapping[str, Any], holder: str, generation: int | None, timeout: float) -> Grant:
+        return self._claim(str(successor["uuid"]), holder, generation, timeout)
 
     def release(self, consumer: str, holder: str, timeout: float) -> None:
         self.released.append(holder)
 
+    def close(self) -> None:
+        pass
 
-def conflict(holder: str, generation: int, **extra: Any) -> Conflict:
-    return Conflict(409, "held", body={"holder": holder, "generation": generation, **extra})
+
+def conflict(holder: str, generation: int, **extra: Any) -> LeaseRefused:
+    return LeaseRefused("held", holder=holder, generation=generation, **extra)
 
 
 def keeper(clock: ManualClock, transport: FakeTransport, fenced: list[str], **settings: Any) -> LeaseKeeper:
     s = LeaseSettings(**{"renew_interval": 1.0, "ttl": 6.0, "margin": 2.0, **settings})
+    transport.ttl = s.ttl
     return LeaseKeeper(s, transport, holder="me", consumer="c1", clock=clock, fence=lambda r: fenced.append(r) or None)
 
 
@@ -188,6 +204,7 @@ def write_conf(tmp: Path, lease: str) -> Path:
     ("fence_signal = SIGNOPE app", "fence_signal"),
     ("fence_signal = KILL", "fence_signal"),
     ("fence_command = 'unclosed", "fence_command"),
+    ("backend = zookeeper", "backend"),
 ])
 def test_bad_settings_name_file_section_and_key(tmp_path: Path, lease: str, key: str) -> None:
     path = write_conf(tmp_path, lease)
@@ -221,7 +238,7 @@ def test_holder_id_created_once(tmp_path: Path) -> None:
 
 
 def test_status_summary_reads_the_file(tmp_path: Path) -> None:
-    from ftagent.clock import boot_id
+    from ftagent.lease.clock import boot_id
 
     settings = LeaseSettings(status_file=tmp_path / "lease.json")
     assert status_summary(settings)["state"] is None

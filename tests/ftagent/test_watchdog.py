@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ftagent.heartbeat import Heartbeat
+from ftagent.lease.heartbeat import Heartbeat
 
 
 def check(margin: float, env: dict[str, str]) -> float | None:
@@ -17,13 +17,13 @@ def check(margin: float, env: dict[str, str]) -> float | None:
 
 
 def test_watchdog_longer_than_margin_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ftagent.heartbeat"):
+    with caplog.at_level(logging.WARNING, logger="ftagent.lease.heartbeat"):
         assert check(5, {"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": str(os.getpid())}) == 20.0
     assert "WatchdogSec (20 s) is longer than the lease margin (5 s)" in caplog.text
 
 
 def test_watchdog_within_margin_or_absent_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ftagent.heartbeat"):
+    with caplog.at_level(logging.WARNING, logger="ftagent.lease.heartbeat"):
         assert check(5, {"WATCHDOG_USEC": "5000000"}) == 5.0
         assert check(5, {}) is None
         assert check(5, {"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": "1"}) is None  # armed for another pid

@@ -101,7 +101,7 @@ def _ftagent_sections() -> dict[str, set[str]]:
     from ftagent import config
 
     try:
-        from ftagent.lease import _KEYS as lease_keys
+        from ftagent.lease.settings import _KEYS as lease_keys
     except ImportError:  # the heartbeat's module not present: the keys issue 6 names
         lease_keys = {"enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units",
                       "fence_signal", "status_file"}

@@ -89,7 +89,7 @@ def test_spec_version_is_the_project_version() -> None:
 def test_files_are_split_by_role_and_owned_once(built: Built) -> None:
     lists = {name: set(_rpm(path, "-l")) for name, path in built.rpms.items()}
     lib, agent, report, mock = (lists[n] for n in PACKAGES)
-    assert f"{SITE}/ftagent/__init__.py" in lib and f"{SITE}/ftagent/lease.py" in lib
+    assert f"{SITE}/ftagent/__init__.py" in lib and f"{SITE}/ftagent/lease/__init__.py" in lib
     assert f"{SITE}/ftagent-{VERSION}.dist-info/METADATA" in lib
     assert not any("/ftreport/" in f or "/ftmock/" in f for f in lib), "the library is ftagent only"
     assert {"/usr/bin/ftagent", "/usr/lib/systemd/system/ftagent-heartbeat.service",

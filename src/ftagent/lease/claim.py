@@ -11,16 +11,18 @@ instance is live: the swap is refused and nothing changes on disk; fencing stays
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ftagent.errors import Conflict, FailoverError, FtagentError
+from ftagent.errors import FailoverError, FtagentError
 
 if TYPE_CHECKING:
     from ftagent.config import Config
     from ftagent.failover import LeaseClaim
+    from ftagent.lease.backend import Grant
 
 __all__ = ["command_lease_claim"]
 
@@ -33,7 +35,10 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
     if not config.lease:
         return None
     from ftagent.identity import IdentityStore
-    from ftagent.lease import LeaseLost, LeaseState, load_or_create_holder, parse_lease_settings, status_summary
+    from ftagent.lease.backend import LeaseRefused
+    from ftagent.lease.settings import parse_lease_settings
+    from ftagent.lease.states import LeaseLost, LeaseState
+    from ftagent.lease.status import load_or_create_holder, status_summary
 
     settings = parse_lease_settings(config)
     identity = IdentityStore(config.agent.identity_dir)
@@ -44,36 +49,34 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
             _wait_for_daemon(from_uuid, to_uuid)
             return
         holder = load_or_create_holder(settings.status_file)
-        body = {"holder": holder, "generation": None, "ttl": settings.ttl}
         logger.warning("failover %s -> %s: claiming the successor's lease as %s", from_uuid, to_uuid, holder)
-        from ftagent.clock import SystemClock
+        from ftagent.lease.backends import open_backend
+        from ftagent.lease.clock import SystemClock
 
         clock = SystemClock()
         sent = clock.now()
         try:
-            granted = _transport().claim_successor({**consumer, "uuid": to_uuid}, body, config.server.timeout)
-        except Conflict as exc:
-            info = exc.body if isinstance(exc.body, dict) else {}
-            other = info.get("holder")
+            backend = open_backend(config, settings, identity)
+            with contextlib.closing(backend):
+                granted = backend.handover({**consumer, "uuid": to_uuid}, holder, None, config.server.timeout)
+        except LeaseRefused as exc:
             raise LeaseLost(
-                f"failover to {to_uuid} refused: the successor's lease is held by {other}; another instance "
+                f"failover to {to_uuid} refused: the successor's lease is held by {exc.holder}; another instance "
                 "is live, so this one keeps its old identity (the heartbeat agent fences it)",
-                holder=other if isinstance(other, str) else None,
-                generation=info.get("generation") if isinstance(info.get("generation"), int) else None,
-                from_uuid=from_uuid, to_uuid=to_uuid) from exc
+                holder=exc.holder, generation=exc.generation, from_uuid=from_uuid, to_uuid=to_uuid) from exc
         except FtagentError as exc:
             raise FailoverError(f"could not claim the successor's lease: {exc}", from_uuid=from_uuid,
                                 to_uuid=to_uuid) from exc
-        _record(granted, holder, to_uuid, sent + settings.lifetime, clock)
+        _record(granted, holder, to_uuid, sent + backend.ttl - settings.margin, clock)
 
-    def _record(granted: Mapping[str, Any], holder: str, to_uuid: str, deadline: float, clock: Any) -> None:
+    def _record(granted: Grant, holder: str, to_uuid: str, deadline: float, clock: Any) -> None:
         """Keep the status file true: this holder now holds the successor's lease (see `ftagent status`)."""
-        from ftagent.clock import boot_id
-        from ftagent.lease import read_status, write_status
+        from ftagent.lease.clock import boot_id
+        from ftagent.lease.status import read_status, write_status
 
         data = read_status(settings.status_file) or {}
-        data.update({"state": LeaseState.HELD.value, "holder": holder, "held_by": granted.get("holder", holder),
-                     "generation": granted.get("generation"), "consumer": to_uuid, "deadline": deadline,
+        data.update({"state": LeaseState.HELD.value, "holder": holder, "held_by": granted.holder or holder,
+                     "generation": granted.generation, "consumer": to_uuid, "deadline": deadline,
                      "boot_id": boot_id(), "clock": getattr(clock, "name", None), "mode": "once",
                      "reason": f"failover claim of {to_uuid} by a command"})
         try:
@@ -98,13 +101,5 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
             sleep(0.1)
         raise FailoverError(f"the heartbeat agent did not apply the failover to {to_uuid} in time; "
                             "run the command again", from_uuid=from_uuid, to_uuid=to_uuid)
-
-    def _transport() -> Any:
-        from ftagent.heartbeat import HttpLeaseTransport, _server_args
-
-        def no_connection() -> Any:
-            raise FailoverError("no connection for a nested failover")
-
-        return HttpLeaseTransport(None, no_connection, identity, _server_args(config))
 
     return claim

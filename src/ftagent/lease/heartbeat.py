@@ -1,16 +1,17 @@
 """``ftagent heartbeat``: the lease heartbeat daemon (and ``--once``).
 
-The loop renews the FT group's lease every ``renew_interval`` seconds over one mutual-TLS
-connection (the identity certificate), with no transparent retries and a timeout on every request
-shorter than what is left before the deadline.  A guard thread checks the deadline twice a second
+The loop renews the FT group's lease every ``renew_interval`` seconds through the configured
+backend (:mod:`ftagent.lease.backends`; by default ftmock's lease API over one mutual-TLS
+connection), with no transparent retries and a timeout on every call shorter than what is left
+before the deadline.  A guard thread checks the deadline twice a second
 on ``CLOCK_BOOTTIME`` and fences even when the loop is stuck in a request; it also sends
 ``WATCHDOG=1`` to systemd while the lease is valid (and while merely acquiring, when there is
 nothing to protect), never once fencing has started.
 
 A renewal that gets the failover answer (HTTP 308) goes through the connection's failover handler
 (:class:`ftagent.failover.IdentitySwapper`) whose ``lease_claim`` hook is
-:meth:`ftagent.lease.LeaseKeeper.claim_successor`: the successor's lease is claimed with the
-successor's certificate and the local key before the identity is swapped; a 409 there fences.
+:meth:`ftagent.lease.keeper.LeaseKeeper.claim_successor`: the successor's lease is claimed (the
+backend's handover) before the identity is swapped; a refusal there fences.
 
 Exit statuses: ``--once`` returns :data:`EXIT_HOLDER` (0) when this instance holds the lease
 afterwards and :data:`EXIT_NOT_HOLDER` (3) when it does not (another instance holds it, or it was
@@ -25,34 +26,26 @@ import datetime
 import logging
 import os
 import select
-import shutil
 import signal
-import tempfile
 import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ftagent.clock import Clock, SystemClock, boot_id
-from ftagent.errors import ConfigError, ConnectionFailed
-from ftagent.lease import (
-    LeaseKeeper,
-    LeaseSettings,
-    LeaseState,
-    load_or_create_holder,
-    parse_lease_settings,
-    read_status,
-    write_status,
-)
+from ftagent.errors import ConnectionFailed
+from ftagent.lease.backends import open_backend
+from ftagent.lease.clock import Clock, SystemClock, boot_id
+from ftagent.lease.keeper import LeaseKeeper
+from ftagent.lease.settings import LeaseSettings, parse_lease_settings
+from ftagent.lease.states import LeaseState
+from ftagent.lease.status import load_or_create_holder, read_status, write_status
 from ftagent.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from ftagent.config import Config
     from ftagent.connection import Connection
-    from ftagent.fencing import FenceLadder, FenceReport, Runner
-    from ftagent.identity import IdentityStore
+    from ftagent.lease.fencing import FenceLadder, FenceReport, Runner
 
-__all__ = ["EXIT_HOLDER", "EXIT_NOT_HOLDER", "Heartbeat", "HttpLeaseTransport", "Stopper"]
+__all__ = ["EXIT_HOLDER", "EXIT_NOT_HOLDER", "Heartbeat", "Stopper"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,192 +88,8 @@ class Stopper:
                 os.close(fd)
 
 
-class LightClient:
-    """A minimal HTTPS client (``http.client`` + ``ssl``) for the steady-state renewals.
-
-    ``requests`` and ``urllib3`` cost about 15 MB of RSS; the heartbeat only needs one keep-alive
-    mutual-TLS connection for one call, so it renews through this and loads the full
-    :class:`~ftagent.connection.Connection` only for a failover answer (or when a proxy is set).
-    Server certificates are always verified unless ``insecure`` is set explicitly.
-    """
-
-    def __init__(self, url: str, *, ca_cert: Path | None, insecure: bool, cert_file: Path, key_file: Path) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.https else 80)
-        self.base = parts.path.rstrip("/")
-        self.ca_cert, self.insecure = ca_cert, insecure
-        self.cert_file, self.key_file = cert_file, key_file
-        self._ctx: Any = None
-        self._conn: Any = None
-
-    def _context(self) -> Any:
-        import ssl
-
-        if self._ctx is None:
-            ca = self.ca_cert
-            ctx = ssl.create_default_context(cafile=str(ca) if ca is not None and not ca.is_dir() else None,
-                                             capath=str(ca) if ca is not None and ca.is_dir() else None)
-            if self.insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
-            self._ctx = ctx
-        return self._ctx
-
-    def reset(self) -> None:
-        """Forget the connection and the TLS context (the identity files changed)."""
-        self.close()
-        self._ctx = None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def request(self, method: str, path: str, body: Any, timeout: float) -> tuple[int, Any]:
-        import http.client
-        import json
-        import ssl
-
-        from ftagent.errors import TLSError
-
-        url = f"{self.base}/{path}"
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json", "User-Agent": "ftagent-heartbeat"}
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        for attempt in (0, 1):
-            reused = self._conn is not None
-            try:
-                if self._conn is None:
-                    if self.https:
-                        self._conn = http.client.HTTPSConnection(self.host, self.port, context=self._context(),
-                                                                 timeout=timeout)
-                    else:
-                        self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-                self._conn.timeout = timeout
-                if self._conn.sock is not None:
-                    self._conn.sock.settimeout(timeout)
-                self._conn.request(method, url, body=payload, headers=headers)
-                response = self._conn.getresponse()
-                data = response.read()
-                status = response.status
-                if response.will_close:
-                    self.close()
-            except ssl.SSLError as exc:
-                self.close()
-                raise TLSError(f"TLS error talking to {self.host}:{self.port}: {exc}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                stale = isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError)
-                if attempt == 0 and reused and stale:
-                    continue  # the server closed an idle keep-alive connection: one fresh try
-                raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
-            try:
-                decoded = json.loads(data) if data else None
-            except ValueError:
-                decoded = None
-            return status, decoded
-        raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}")  # pragma: no cover
-
-
-class HttpLeaseTransport:
-    """The lease calls over HTTPS (see :class:`ftagent.lease.LeaseTransport`).
-
-    Renewals go through :class:`LightClient`; a 308 with a failover body is re-sent through the
-    full :class:`~ftagent.connection.Connection` made by ``full_connection`` whose failover handler
-    validates, claims the successor's lease (the keeper's hook), swaps the identity and retries.
-    """
-
-    def __init__(self, light: LightClient | None, full_connection: Callable[[], Connection], identity: IdentityStore,
-                 server_args: Mapping[str, Any]) -> None:
-        self.light = light
-        self.full_connection = full_connection
-        self.identity = identity
-        self.server_args = dict(server_args)
-        self.requests = 0
-        self.failovers = 0
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None, params: str, timeout: float) -> Any:
-        from ftagent.errors import RemoteError, error_for_status
-
-        self.requests += 1
-        if self.light is not None:
-            status, data = self.light.request(method, path + params, body, timeout)
-            if status < 300:
-                return data
-            failover = data.get("failover") if isinstance(data, dict) else None
-            if status != 308 or not isinstance(failover, dict):
-                if 300 <= status < 400:
-                    message = data.get("displayMessage") if isinstance(data, dict) else None
-                    raise RemoteError(status, message or "unexpected redirect", body=data, method=method, path=path)
-                raise error_for_status(status, data, method=method, path=path)
-            logger.warning("failover answer on %s %s; applying it through the full connection", method, path)
-            self.failovers += 1
-        conn = self.full_connection()
-        conn.timeout = timeout
-        try:
-            if method == "DELETE":
-                return conn.delete(path + params)
-            return conn.post(path, json=body)
-        finally:
-            if self.light is not None and conn.failovers:
-                self.light.reset()  # the identity files changed: new TLS context and connection
-
-    def claim(self, consumer: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        result = self._call("POST", f"consumers/{consumer}/lease", body, "", timeout)
-        return result if isinstance(result, dict) else {}
-
-    def claim_successor(self, successor: Mapping[str, Any], body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        from ftagent.connection import Connection
-
-        id_cert = successor.get("idCert") if isinstance(successor.get("idCert"), dict) else {}
-        assert isinstance(id_cert, dict)
-        cert = id_cert.get("cert")
-        if not isinstance(cert, str):
-            raise ConnectionFailed("the failover answer holds no certificate for the successor")
-        tmp = Path(tempfile.mkdtemp(prefix="ftagent-successor-"))
-        try:
-            cert_file = tmp / "cert.pem"
-            cert_file.write_text(cert)
-            key_file = self.identity.key_path
-            if isinstance(id_cert.get("key"), str) and id_cert["key"]:
-                key_file = tmp / "key.pem"
-                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(id_cert["key"])
-            args = dict(self.server_args, timeout=timeout, retries=0)
-            with Connection(**args, cert_file=cert_file, key_file=key_file) as conn:
-                self.requests += 1
-                result = conn.post(f"consumers/{successor['uuid']}/lease", json=body)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return result if isinstance(result, dict) else {}
-
-    def release(self, consumer: str, holder: str, timeout: float) -> None:
-        from urllib.parse import quote
-
-        self._call("DELETE", f"consumers/{consumer}/lease", None, f"?holder={quote(holder, safe='')}", timeout)
-
-    def close(self) -> None:
-        if self.light is not None:
-            self.light.close()
-
-
-def _server_args(config: Config) -> dict[str, Any]:
-    server = config.server
-    if not server.url:
-        raise ConfigError(f"no server URL: set [server] url in {config.path or 'the configuration'}")
-    return {"url": server.url, "ca_cert": server.ca_cert, "insecure": server.insecure, "timeout": server.timeout,
-            "proxy": server.proxy, "no_proxy": server.no_proxy}
-
-
 class Heartbeat:
-    """One heartbeat agent: keeper, connection, fencing ladder, status file, watchdog."""
+    """One heartbeat agent: keeper, backend, fencing ladder, status file, watchdog."""
 
     def __init__(
         self,
@@ -309,10 +118,13 @@ class Heartbeat:
         uuid = self.identity.load().uuid
         self.holder = load_or_create_holder(self.settings.status_file)
         generation, deadline = self._carried_over(uuid) if mode == "once" else (None, None)
-        self._server_args = _server_args(config)
+        self._full: Connection | None = None
+        # The full connection is made on first use and calls the keeper's hook, so the backend can
+        # exist before the keeper.
+        self.backend = open_backend(config, self.settings, self.identity, full_connection=self._connection)
         self.keeper = LeaseKeeper(
             self.settings,
-            transport=None,  # type: ignore[arg-type]  # set right below: it needs the keeper's hook
+            self.backend,
             holder=self.holder,
             consumer=uuid,
             clock=self.clock,
@@ -322,19 +134,11 @@ class Heartbeat:
             generation=generation,
             deadline=deadline,
         )
-        self._full: Connection | None = None
-        server = config.server
-        light = None
-        if not server.proxy:
-            light = LightClient(server.url or "", ca_cert=server.ca_cert, insecure=server.insecure,
-                                cert_file=self.identity.cert_path, key_file=self.identity.key_path)
-        self.transport = HttpLeaseTransport(light, self._connection, self.identity, self._server_args)
-        self.keeper.transport = self.transport
 
     # -- construction -----------------------------------------------------------------------
 
     def _ladder(self, runner: Runner | None, systemctl: str | None) -> FenceLadder:
-        from ftagent.fencing import FenceLadder, parse_signal_spec, run_bounded
+        from ftagent.lease.fencing import FenceLadder, parse_signal_spec, run_bounded
 
         s = self.settings
         return FenceLadder(
@@ -353,6 +157,7 @@ class Heartbeat:
         from ftagent.connection import Connection
         from ftagent.facts import collect_facts
         from ftagent.failover import IdentitySwapper
+        from ftagent.lease.backends.server import server_args
 
         facts_dir = self.config.agent.facts_dir
         swapper = IdentitySwapper(
@@ -362,13 +167,13 @@ class Heartbeat:
             local_virt_uuid=lambda: collect_facts(facts_dir).get("virt.uuid"),
             lease_claim=self.keeper.claim_successor,
         )
-        self._full = Connection(**self._server_args, retries=0, cert_file=self.identity.cert_path,
+        self._full = Connection(**server_args(self.config), retries=0, cert_file=self.identity.cert_path,
                                 key_file=self.identity.key_path, failover_handler=swapper)
         return self._full
 
     def close(self) -> None:
         """Close the connections."""
-        self.transport.close()
+        self.backend.close()
         if self._full is not None:
             self._full.close()
             self._full = None

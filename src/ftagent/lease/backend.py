@@ -1,0 +1,101 @@
+"""What the lease state machine needs from a lease backend: :class:`LeaseBackend`.
+
+The state machine (:mod:`ftagent.lease.keeper`), its timers and the fencing ladder are the same for
+every backend; a backend only carries four calls to wherever the lease lives (ftmock's lease API,
+an etcd cluster, a sanlock resource on shared storage) and answers each with a :class:`Grant`: who
+holds the lease now and its generation, the fencing token that only ever grows.
+
+Every call gets ``timeout``: the seconds it may take in total, already cut by the state machine to
+half of what is left before its deadline.  A backend that cannot answer in time raises an
+:class:`~ftagent.errors.FtagentError` (a failed call: DEGRADED while holding, retried); one that
+gets a definite "no" (someone else holds the lease, the generation is stale, the lease expired)
+raises :class:`LeaseRefused`, on which a holder fences at once.
+
+The deadline rule: a grant or renewal *sent* at ``t`` keeps this instance the holder until
+``t + ttl - margin``, where :attr:`LeaseBackend.ttl` is the time the backend promises that nobody
+else can get the lease after it received the call.  Standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ftagent.errors import FtagentError
+
+__all__ = ["Grant", "LeaseBackend", "LeaseRefused"]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A backend's "yes": the lease's holder and generation after the call.
+
+    ``consumer`` is the identity the backend keyed the lease on when it says so (the server backend
+    echoes the consumer uuid); ``None`` keeps the state machine's current one.
+    """
+
+    holder: str | None
+    generation: int | None
+    consumer: str | None = None
+
+
+class LeaseRefused(FtagentError):
+    """A backend's definite "no": another holder has the lease, or our generation is stale or expired.
+
+    ``holder`` and ``generation`` describe the lease as the backend sees it (``None`` if unknown);
+    ``expired`` is true when the refusal is because our own lease ran out.
+    """
+
+    def __init__(self, message: str, *, holder: str | None = None, generation: int | None = None,
+                 expired: bool = False) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.generation = generation
+        self.expired = expired
+
+
+class LeaseBackend(Protocol):
+    """The four lease calls, plus the time the backend promises (see the module's docstring).
+
+    ``consumer`` is this instance's current identity (its consumer uuid), which a failover changes;
+    a backend that keys the lease on something else (the FT group's org and ``virt.uuid``) may ignore
+    it.  ``holder`` is this instance's holder id (:func:`ftagent.lease.status.load_or_create_holder`).
+    """
+
+    @property
+    def name(self) -> str:
+        """The backend's name in ``[lease] backend``."""
+        ...
+
+    @property
+    def ttl(self) -> float:
+        """Seconds after a call reached the backend during which nobody else can be granted the lease."""
+        ...
+
+    def grant(self, consumer: str, holder: str, timeout: float) -> Grant:
+        """Acquire the lease if nobody holds it (or ``holder`` already does)."""
+        ...
+
+    def renew(self, consumer: str, holder: str, generation: int, timeout: float) -> Grant:
+        """Extend the lease held as ``holder`` at ``generation``; a stale generation is refused."""
+        ...
+
+    def handover(self, successor: Mapping[str, Any], holder: str, generation: int | None,
+                 timeout: float) -> Grant:
+        """Claim the lease for a failover's successor identity as the same holder.
+
+        ``successor`` is the successor consumer from the failover answer (``uuid``, ``idCert``).
+        Called by the identity swapper's ``lease_claim`` hook, possibly in the middle of a
+        :meth:`renew` on the same thread (the renewal got the failover answer): a backend whose
+        renewal is then retried must retry it with the generation this call was granted.
+        """
+        ...
+
+    def release(self, consumer: str, holder: str, timeout: float) -> None:
+        """Give the lease up at once, so another instance can take it without waiting for ``ttl``."""
+        ...
+
+    def close(self) -> None:
+        """Close connections (the state machine is done with the backend)."""
+        ...

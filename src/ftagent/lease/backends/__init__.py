@@ -1,0 +1,64 @@
+"""The lease backends, side by side, and :func:`open_backend` which picks one by ``[lease] backend``.
+
+Each backend is one module here implementing :class:`ftagent.lease.backend.LeaseBackend`:
+
+- ``server``  (:mod:`.server`, the default): ftmock's lease API, ``POST``/``DELETE
+  /consumers/{uuid}/lease`` over the agent's mutual-TLS identity.  Generation = the server's
+  counter; a failover (HTTP 308) is applied through the identity swapper, whose ``lease_claim`` hook
+  calls :meth:`~ftagent.lease.backend.LeaseBackend.handover`.
+
+Planned siblings (issues 14 and 15), and what the state machine needs from them:
+
+- ``etcd`` (``etcd.py``): one key per FT group ``{prefix}/{org}/{virt.uuid}``; grant = a transaction
+  "create the key if absent, on a fresh etcd lease of ``ttl``", renew = keep-alive (refused when the
+  key's create revision is not ``generation``), release = revoke, handover = the same key, so the
+  current :class:`~ftagent.lease.backend.Grant` (only the consumer identity changes).  Generation =
+  the key's create revision; ``ttl`` = the configured ttl.  It ignores ``consumer`` and needs the
+  group's org and ``virt.uuid`` at construction.
+- ``sanlock`` (``sanlock.py``): a resource named by ``virt.uuid`` in a lockspace on shared storage;
+  grant = join the lockspace and acquire, renew = check that the resource is still ours at
+  ``generation`` (the daemon renews the lockspace itself), release = release, handover = as etcd.
+  Generation = the lease version (``lver``).  ``ttl`` is *read from the backend* (sanlock's host_dead
+  bound from ``io_timeout``) instead of ``[lease] ttl``: the state machine already takes its timing
+  from :attr:`~ftagent.lease.backend.LeaseBackend.ttl`, and the heartbeat must then warn when
+  ``margin`` cannot be met.  If a renewal's guarantee starts at the daemon's last lockspace renewal
+  rather than at the call's send time, :class:`~ftagent.lease.backend.Grant` grows an optional start
+  time the state machine uses instead of the send time.
+
+Adding one: a module here, its name in :data:`BACKENDS`, a branch in :func:`open_backend`, its keys
+in :mod:`ftagent.lease.settings` (and ``man/ftagent.conf.5``, ``docs/heartbeat.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftagent.config import Config
+    from ftagent.connection import Connection
+    from ftagent.identity import IdentityStore
+    from ftagent.lease.backend import LeaseBackend
+    from ftagent.lease.settings import LeaseSettings
+
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "open_backend"]
+
+#: The values ``[lease] backend`` accepts.
+BACKENDS = ("server",)
+DEFAULT_BACKEND = "server"
+
+
+def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStore, *,
+                 full_connection: Callable[[], Connection] | None = None) -> LeaseBackend:
+    """The backend ``settings.backend`` names, ready for the state machine.
+
+    ``full_connection`` makes the ``requests``-based connection with the failover handler (the
+    heartbeat's); without it (a one-shot command's claim) a nested failover answer is an error.
+    """
+    from ftagent.errors import ConfigError
+
+    if settings.backend == "server":
+        from ftagent.lease.backends.server import open_server_backend
+
+        return open_server_backend(config, settings, identity, full_connection=full_connection)
+    raise ConfigError(f"unknown lease backend {settings.backend!r}", section="lease", key="backend")

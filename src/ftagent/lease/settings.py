@@ -1,0 +1,139 @@
+"""``[lease]`` of ``ftagent.conf``, validated: timing, fencing ladder, status file and backend.
+
+Errors name the file, the section and the key (:class:`~ftagent.errors.ConfigError`, exit 78).
+Standard library only, so ``ftagent status`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ftagent.errors import ConfigError
+from ftagent.lease.backends import BACKENDS, DEFAULT_BACKEND
+
+if TYPE_CHECKING:
+    from ftagent.config import Config
+
+__all__ = ["DEFAULT_STATUS_FILE", "MAX_TTL", "LeaseSettings", "parse_lease_settings"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STATUS_FILE = Path("/var/lib/ftagent/lease.json")
+MAX_TTL = 3600.0
+
+_KEYS = {
+    "enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units", "fence_signal",
+    "fence_timeout", "status_file", "backend",
+}
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    """``[lease]``, validated.  Defaults follow sanlock's ratios (renew every ttl/4, fence at 3/4)."""
+
+    enabled: bool = True
+    renew_interval: float = 5.0
+    ttl: float = 20.0
+    margin: float = 5.0
+    fence_command: str | None = None
+    fence_units: tuple[str, ...] = ()
+    fence_signal: str | None = None
+    fence_timeout: float = 2.0
+    status_file: Path = DEFAULT_STATUS_FILE
+    backend: str = DEFAULT_BACKEND
+
+    @property
+    def lifetime(self) -> float:
+        """Seconds from a renewal's send time to the local deadline (``ttl - margin``)."""
+        return self.ttl - self.margin
+
+
+def _number(raw: Mapping[str, str], key: str, default: float, err: Callable[[str, str], ConfigError]) -> float:
+    value = raw.get(key, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise err(key, f"invalid number {value!r}") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise err(key, f"invalid value {value!r}: must be a positive number of seconds")
+    return number
+
+
+def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | None = None,
+                         *, file: str | None = None, base: Path | None = None) -> LeaseSettings:
+    """Validate ``[lease]`` of ``config`` (or a raw mapping); errors name file, section and key."""
+    if raw is None:
+        raw = config.lease if config is not None else {}
+    if config is not None and config.path is not None:
+        file = file or str(config.path)
+        base = base or config.path.resolve().parent
+    where = file or "the configuration"
+
+    def err(key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=where, section="lease", key=key)
+
+    for key in raw:
+        if key not in _KEYS:
+            logger.warning("%s: [lease] unknown key %s ignored", where, key)
+    backend = raw.get("backend", "").strip().lower() or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise err("backend", f"unknown lease backend {raw.get('backend', '').strip()!r} "
+                             f"(known: {', '.join(BACKENDS)})")
+    enabled_raw = raw.get("enabled", "yes").strip().lower()
+    if enabled_raw in ("1", "yes", "true", "on"):
+        enabled = True
+    elif enabled_raw in ("0", "no", "false", "off"):
+        enabled = False
+    else:
+        raise err("enabled", f"invalid boolean {raw.get('enabled')!r} (use yes/no, true/false, 1/0)")
+    defaults = LeaseSettings()
+    renew = _number(raw, "renew_interval", defaults.renew_interval, err)
+    ttl = _number(raw, "ttl", defaults.ttl, err)
+    margin = _number(raw, "margin", defaults.margin, err)
+    fence_timeout = _number(raw, "fence_timeout", defaults.fence_timeout, err)
+    if not 1 <= ttl <= MAX_TTL:
+        raise err("ttl", f"ttl {ttl:g} out of range: the server accepts 1 to {MAX_TTL:g} seconds")
+    if margin >= ttl - renew:
+        raise err("margin", f"margin {margin:g} must be below ttl - renew_interval ({ttl - renew:g}), "
+                            "or no renewal could ever land before the deadline")
+    if 2 * renew > ttl - margin:
+        raise err("renew_interval", f"renew_interval {renew:g} is too long for ttl {ttl:g} and margin "
+                                    f"{margin:g}: at least two renewals must fit before the deadline "
+                                    f"(renew_interval <= (ttl - margin) / 2 = {(ttl - margin) / 2:g})")
+    if fence_timeout > margin:
+        logger.warning("%s: [lease] fence_timeout %g exceeds margin %g: a slow fence hook may still run "
+                       "when the server can grant the lease to another instance", where, fence_timeout, margin)
+    command = raw.get("fence_command", "").strip() or None
+    if command is not None:
+        import shlex
+
+        try:
+            if not shlex.split(command):
+                command = None
+        except ValueError as exc:
+            raise err("fence_command", f"cannot split command: {exc}") from None
+    units = tuple(u for u in raw.get("fence_units", "").replace(",", " ").split() if u)
+    signal_text = raw.get("fence_signal", "").strip() or None
+    if signal_text is not None:
+        from ftagent.lease.fencing import parse_signal_spec
+
+        try:
+            parse_signal_spec(signal_text)
+        except ValueError as exc:
+            raise err("fence_signal", str(exc)) from None
+    status_raw = raw.get("status_file", "").strip()
+    status = defaults.status_file
+    if status_raw:
+        status = Path(os.path.expandvars(os.path.expanduser(status_raw)))
+        if not status.is_absolute():
+            status = (base or Path.cwd()) / status
+    return LeaseSettings(enabled=enabled, renew_interval=renew, ttl=ttl, margin=margin,
+                         fence_command=command, fence_units=units, fence_signal=signal_text,
+                         fence_timeout=fence_timeout, status_file=status, backend=backend)

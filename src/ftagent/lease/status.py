@@ -1,0 +1,126 @@
+"""This instance's holder id and the heartbeat's status file (``ftagent status`` reads it).
+
+Standard library only (plus ftagent's atomic writes), so ``ftagent status`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftagent.lease.clock import Clock, SystemClock, boot_id
+from ftagent.lease.states import LeaseState
+
+if TYPE_CHECKING:
+    from ftagent.lease.settings import LeaseSettings
+
+__all__ = ["holder_path", "load_or_create_holder", "read_status", "status_summary", "write_status"]
+
+
+def holder_path(status_file: Path) -> Path:
+    """Where the holder id is kept: beside the status file (``lease.json`` -> ``lease.holder``)."""
+    return status_file.with_suffix(".holder") if status_file.suffix else status_file.with_name(
+        status_file.name + ".holder")
+
+
+def load_or_create_holder(status_file: Path) -> str:
+    """This instance's holder id, created once (race-free) and reused by every later run."""
+    path = holder_path(status_file)
+    with contextlib.suppress(FileNotFoundError):
+        value = path.read_text().strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = f"{socket.gethostname()[:64]}:{secrets.token_hex(8)}"
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    from ftagent.atomic import fsync_dir
+
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, (value + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another run created it first: theirs wins
+        fsync_dir(path.parent)
+    except FileExistsError:
+        value = path.read_text().strip() or value
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return value
+
+
+def write_status(path: Path, data: Mapping[str, Any], *, durable: bool) -> None:
+    """Replace the status file atomically (and durably on state changes)."""
+    payload = (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
+    if durable:
+        from ftagent.atomic import write_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, payload, mode=0o644)
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The status file's content, or ``None`` when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_summary(settings: LeaseSettings, clock: Clock | None = None) -> dict[str, Any]:
+    """The ``lease`` object of ``ftagent status --json``: state, generation, holder and more.
+
+    ``holder`` is this instance's holder id, ``held_by`` the holder the server last reported,
+    ``deadline_in`` the seconds left before this instance fences (recomputed now, same boot only),
+    ``running`` whether the heartbeat process that wrote the file is alive.
+    """
+    data = read_status(settings.status_file)
+    holder: str | None = None
+    with contextlib.suppress(OSError):
+        holder = holder_path(settings.status_file).read_text().strip() or None
+    if data is None:
+        return {"state": LeaseState.DISABLED.value if not settings.enabled else None, "generation": None,
+                "holder": holder, "held_by": None, "running": False, "enabled": settings.enabled,
+                "status_file": str(settings.status_file)}
+    out = {key: data.get(key) for key in (
+        "state", "observed", "generation", "holder", "held_by", "consumer", "renewals", "reason", "updated",
+        "enabled", "mode")}
+    out["status_file"] = str(settings.status_file)
+    same_boot = data.get("boot_id") is not None and data.get("boot_id") == boot_id()
+    deadline = data.get("deadline")
+    clk = clock or SystemClock()
+    if same_boot and isinstance(deadline, int | float):
+        out["deadline_in"] = round(deadline - clk.now(), 3)
+    else:
+        out["deadline_in"] = None
+    out["running"] = same_boot and data.get("mode") == "daemon" and _pid_alive(data.get("pid"))
+    if data.get("fence"):
+        out["fence"] = data["fence"]
+    return out
