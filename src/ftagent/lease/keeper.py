@@ -124,7 +124,7 @@ class LeaseKeeper:
             return self.deadline - self.clock.now()
 
     def snapshot(self) -> dict[str, Any]:
-        """The status-file view (``deadline`` on the clock of :mod:`ftagent.clock`)."""
+        """The status-file view (``deadline`` on the clock of :mod:`ftagent.lease.clock`)."""
         with self._lock:
             now = self.clock.now()
             return {
