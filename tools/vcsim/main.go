@@ -154,6 +154,7 @@ func setFt(vm *simulator.VirtualMachine, role int32, instances []string) {
 }
 
 func moveVM(vm *simulator.VirtualMachine, host *simulator.HostSystem) {
+	from := hostOf(vm)
 	ref := host.Self
 	update(vm, func() {
 		vm.Runtime.Host = &ref
@@ -162,6 +163,40 @@ func moveVM(vm *simulator.VirtualMachine, host *simulator.HostSystem) {
 		{Name: "runtime.host", Val: ref},
 		{Name: "summary.runtime.host", Val: ref},
 	})
+	relist(vm, from, host)
+}
+
+// relist keeps the host side consistent with the VM side, as vCenter does: a VM that now runs
+// on "to" leaves the "vm" list of "from" and joins the one of "to". Clients that read hosts
+// (HostSystem.vm) rather than VMs (runtime.host) would otherwise see it on its old host.
+func relist(vm *simulator.VirtualMachine, from, to *simulator.HostSystem) {
+	if from == to {
+		return
+	}
+	if from != nil {
+		var kept []types.ManagedObjectReference
+		simulator.Map.WithLock(from, func() {
+			for _, r := range from.Vm {
+				if r != vm.Self {
+					kept = append(kept, r)
+				}
+			}
+		})
+		update(from, func() { from.Vm = kept }, []types.PropertyChange{{Name: "vm", Val: kept}})
+	}
+	if to != nil {
+		var list []types.ManagedObjectReference
+		simulator.Map.WithLock(to, func() {
+			list = append([]types.ManagedObjectReference(nil), to.Vm...)
+		})
+		for _, r := range list {
+			if r == vm.Self {
+				return
+			}
+		}
+		list = append(list, vm.Self)
+		update(to, func() { to.Vm = list }, []types.PropertyChange{{Name: "vm", Val: list}})
+	}
 }
 
 func setPower(vm *simulator.VirtualMachine, state types.VirtualMachinePowerState) {
@@ -281,6 +316,7 @@ func (c *controller) failover(g *ftGroup, target string) error {
 		ids = append(ids, vm.Config.InstanceUuid)
 	}
 	ids = append(ids, newID)
+	oldHost := hostOf(old)
 	// One update per VM, so a client sees each instance change as a whole.
 	for i, vm := range g.Instances {
 		vm := vm
@@ -310,6 +346,7 @@ func (c *controller) failover(g *ftGroup, target string) error {
 			}
 		}, changes)
 	}
+	relist(old, oldHost, host)
 	return nil
 }
 
@@ -511,19 +548,24 @@ func main() {
 	readyFile := flag.String("ready-file", "", "write the ready JSON line to this file too")
 	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
 	verbose := flag.Bool("verbose", false, "keep the simulator's request log on stderr")
+	plain := flag.Bool("plain-http", false, "serve the SDK over plain HTTP (no -cert/-key): for testing http:// clients")
 	flag.Parse()
 
 	if !*verbose {
 		log.SetOutput(io.Discard)
 	}
-	if *certFile == "" || *keyFile == "" {
-		fmt.Fprintln(os.Stderr, "ftvcsim: -cert and -key are required")
-		os.Exit(2)
-	}
-	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ftvcsim: loading certificate: %v\n", err)
-		os.Exit(2)
+	var tlsConfig *tls.Config
+	if !*plain {
+		if *certFile == "" || *keyFile == "" {
+			fmt.Fprintln(os.Stderr, "ftvcsim: -cert and -key are required (or -plain-http)")
+			os.Exit(2)
+		}
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "ftvcsim: loading certificate: %v\n", err)
+			os.Exit(2)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	simulator.SessionIdleTimeout = *idle
 
@@ -547,7 +589,7 @@ func main() {
 	}
 
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
-	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	model.Service.TLS = tlsConfig
 	server := model.Service.NewServer()
 	defer server.Close()
 
