@@ -161,6 +161,10 @@ def apply_report(tx: Tx, ca: CertificateAuthority, owner: str, reporter_id: str 
     seen: set[str] = set()
     ft: dict[str, list[FtEntry]] = {}
     now = now_iso()
+    # Where each FT instance ran before this report: a failed primary is no longer reported.
+    previous_hosts = {r["instance_key"]: r["hypervisor"] for r in tx.all(
+        "SELECT g.instance_key, g.hypervisor FROM guests g JOIN consumers c ON c.uuid = g.hypervisor "
+        "WHERE c.owner = ? AND g.instance_key != ''", (owner,))}
     for entry in entries:
         hid = entry.hypervisor_id.lower()
         if hid in seen:
@@ -197,10 +201,38 @@ def apply_report(tx: Tx, ca: CertificateAuthority, owner: str, reporter_id: str 
     for gkey in sorted(ft):
         outcome = reconcile_group(tx, ca, gkey, ft[gkey], owner)
         if outcome["failover"]:
-            failovers.append(outcome["failover"])
+            failovers.append(_describe_failover(tx, outcome["failover"], ft[gkey], previous_hosts))
     out: dict[str, Any] = dict(result)
     if failovers:
         out["failovers"] = failovers
+    return out
+
+
+def _hypervisor_brief(tx: Tx, uuid: str | None) -> dict[str, Any] | None:
+    row = tx.one("SELECT * FROM consumers WHERE uuid = ?", (uuid,)) if uuid else None
+    if row is None:
+        return None
+    return {"uuid": row["uuid"], "hypervisorId": row["hypervisor_id"], "name": row["name"]}
+
+
+def _describe_failover(tx: Tx, failover: dict[str, Any], entries: list[FtEntry],
+                       previous_hosts: dict[str, str]) -> dict[str, Any]:
+    """A failover as the job result shows it: the consumers (``from``, ``to``) plus what a reporter
+    logs: the VM (``guestId`` = its virt.uuid, ``name``), the old and new primary instances and
+    the hypervisors they run (or last ran) on."""
+    old = tx.one("SELECT * FROM consumers WHERE uuid = ?", (failover["from"],))
+    new = tx.one("SELECT * FROM consumers WHERE uuid = ?", (failover["to"],))
+    reported = {e.instance: e.hypervisor for e in entries}
+    out = dict(failover)
+    if new is not None:
+        out["guestId"] = loads(new["facts"], {}).get("virt.uuid")
+        out["name"] = new["name"]
+        out["toInstance"] = loads(new["facts"], {}).get("instanceUUID") or new["instance_uuid"]
+        out["toHypervisor"] = _hypervisor_brief(tx, reported.get(new["instance_uuid"]))
+    if old is not None:
+        out["fromInstance"] = loads(old["facts"], {}).get("instanceUUID") or old["instance_uuid"]
+        key = old["instance_uuid"] or ""
+        out["fromHypervisor"] = _hypervisor_brief(tx, previous_hosts.get(key) or reported.get(key))
     return out
 
 

@@ -1,8 +1,10 @@
 """The ``ftreport`` command line.
 
-``ftreport [-c FILE]... [-o|--oneshot] [-p|--print] [-i|--interval N] [-d|--debug] [--status] [--json]``
-runs the reporter (daemon by default); ``ftreport password`` encrypts a password for the
-configuration. ``--print`` writes the JSON body to stdout and sends nothing; logs go to stderr.
+``ftreport [-c FILE]... [-o|--oneshot|--one-shot] [-p|--print] [-i|--interval N] [-d|--debug]
+[-s|--status] [-j|--json] [-l DIR] [-f FILE] [-m] [-r ID]`` runs the reporter (daemon by default),
+with virt-who's flags; ``ftreport password`` (also ``ftreport-password``) encrypts a password for
+the configuration. ``--print`` writes the JSON body to stdout and sends nothing; logs go to stderr,
+and to files when the configuration asks for them (:mod:`ftreport.logfiles`).
 
 Exit codes: 0 success, 1 a source or the server failed, 2 configuration or usage error.
 """
@@ -16,12 +18,14 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, FtreportError, PasswordError
+from .logfiles import file_handlers
 from .password import encrypt_password
 
 __all__ = ["main"]
@@ -56,53 +60,101 @@ def _stderr_is_journal() -> bool:
     return expected == f"{st.st_dev}:{st.st_ino}"
 
 
-def _setup_logging(debug: bool) -> None:
+def _setup_logging(debug: bool, config: Config | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if _stderr_is_journal():
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    if config is not None:
+        g = config.global_
+        root.handlers.extend(file_handlers(g.log_dir, g.log_file, g.log_per_config,
+                                           [s.name for s in config.sources]))
     for noisy in ("urllib3", "pyVmomi", "pyVim"):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
 
 
-def _load(configs: tuple[str, ...], interval: int | None) -> Config:
+@dataclasses.dataclass(frozen=True)
+class _Overrides:
+    """Command-line values that win over the environment and ``[global]``."""
+
+    interval: int | None = None
+    log_dir: str | None = None
+    log_file: str | None = None
+    log_per_config: bool = False
+    reporter_id: str | None = None
+
+
+def _load(configs: tuple[str, ...], cli: _Overrides) -> Config:
     config = load_config(configs)
-    if interval is not None:
-        config = dataclasses.replace(config, global_=dataclasses.replace(config.global_, interval=float(interval)))
+    changes: dict[str, Any] = {}
+    if cli.interval is not None:
+        changes["interval"] = float(cli.interval)
+    if cli.log_dir:
+        changes["log_dir"] = Path(cli.log_dir)
+    if cli.log_file:
+        changes["log_file"] = cli.log_file
+    if cli.log_per_config:
+        changes["log_per_config"] = True
+    if cli.reporter_id:
+        changes["reporter_id"] = cli.reporter_id
+    if changes:
+        config = dataclasses.replace(config, global_=dataclasses.replace(config.global_, **changes))
     return config
+
+
+def _config_error_json(exc: FtreportError) -> str:
+    """--status --json on a configuration that cannot be loaded: still JSON, saying why."""
+    from .service import dump_json
+
+    error: dict[str, object] = {"message": str(exc)}
+    if isinstance(exc, ConfigError):
+        error.update(file=exc.file, section=exc.section, key=exc.key, reason=exc.reason)
+    return dump_json({"ok": False, "config_error": error, "sources": {}, "servers": {}})
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "configs", multiple=True, metavar="FILE",
               help="Configuration file (repeatable); replaces /etc/ftreport.d/*.conf.")
-@click.option("-o", "--oneshot", is_flag=True, help="Collect and send once, then exit.")
+@click.option("-o", "--oneshot", "--one-shot", "oneshot", is_flag=True, help="Collect and send once, then exit.")
 @click.option("-p", "--print", "print_", is_flag=True, help="Print the JSON report to stdout; send nothing.")
 @click.option("-i", "--interval", type=click.IntRange(min=1), metavar="N",
               help="Seconds between heartbeats when nothing changes (default 3600).")
 @click.option("-d", "--debug", is_flag=True, help="Debug logging.")
-@click.option("--status", is_flag=True, help="Check every source and server, say what works, exit.")
-@click.option("--json", "as_json", is_flag=True, help="With --status: machine-readable output.")
+@click.option("-s", "--status", is_flag=True, help="Check every source and server, say what works, exit.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="With --status: machine-readable output.")
+@click.option("-l", "--log-dir", metavar="DIR", help="Also log to files in DIR (virt-who's log_dir).")
+@click.option("-f", "--log-file", metavar="FILE", help="Name of the log file in the log directory.")
+@click.option("-m", "--log-per-config", is_flag=True, help="One log file per source section.")
+@click.option("-r", "--reporter-id", metavar="ID", help="Reporter id sent with reports (overrides [global]).")
 @click.version_option(__version__, prog_name="ftreport")
 @click.pass_context
 def main(ctx: click.Context, configs: tuple[str, ...], oneshot: bool, print_: bool, interval: int | None,
-         debug: bool, status: bool, as_json: bool) -> None:
+         debug: bool, status: bool, as_json: bool, log_dir: str | None, log_file: str | None,
+         log_per_config: bool, reporter_id: str | None) -> None:
     """Report hypervisors and their guests (with VMware FT data) to the entitlement server."""
     if ctx.invoked_subcommand is not None:
         return
     _setup_logging(debug)
+    cli = _Overrides(interval, log_dir, log_file, log_per_config, reporter_id)
     try:
-        config = _load(configs, interval)
+        config = _load(configs, cli)
     except FtreportError as exc:
+        if status and as_json:
+            click.echo(_config_error_json(exc))
         log.error("%s", exc)
         ctx.exit(EXIT_CONFIG)
-    if config.global_.debug and not debug:
-        _setup_logging(True)
+    _setup_logging(debug or config.global_.debug, config)
     if not config.sources:
-        log.error("no sources configured (files read: %s)", ", ".join(config.files) or "none")
+        error = ConfigError(f"no sources configured (files read: {', '.join(config.files) or 'none'})")
+        if status and as_json:
+            click.echo(_config_error_json(error))
+        log.error("%s", error)
         ctx.exit(EXIT_CONFIG)
     if status:
         ctx.exit(_status(config, as_json))
@@ -111,7 +163,7 @@ def main(ctx: click.Context, configs: tuple[str, ...], oneshot: bool, print_: bo
     try:
         if oneshot:
             ctx.exit(_oneshot(config, print_))
-        ctx.exit(_daemon(config, configs, interval))
+        ctx.exit(_daemon(config, configs, cli))
     except ConfigError as exc:
         log.error("%s", exc)
         ctx.exit(EXIT_CONFIG)
@@ -147,7 +199,7 @@ def _status(config: Config, as_json: bool) -> int:
     return code
 
 
-def _daemon(config: Config, configs: tuple[str, ...], interval: int | None) -> int:
+def _daemon(config: Config, configs: tuple[str, ...], cli: _Overrides) -> int:
     from .progress import Progress
     from .service import Reporter
 
@@ -165,21 +217,25 @@ def _daemon(config: Config, configs: tuple[str, ...], interval: int | None) -> i
     signal.signal(signal.SIGHUP, on_hup)
     log.info("ftreport %s started: %d sources, interval %g s", __version__, len(config.sources),
              config.global_.interval)
-    return reporter.run(load=lambda: _load(configs, interval))
+    return reporter.run(load=lambda: _load(configs, cli))
 
 
-@main.command("password")
+@main.command("password", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "configs", multiple=True, metavar="FILE",
               help="Configuration file naming [global] key_file / state_dir.")
-@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--key-file", type=click.Path(dir_okay=False),
               help="Key file (default: [global] key_file, else STATE_DIR/key).")
-@click.option("--password", "password", metavar="TEXT", help="The password (default: prompt, or stdin).")
-def password_cmd(configs: tuple[str, ...], key_file: Path | None, password: str | None) -> None:
-    """Encrypt a password for encrypted_password / rhsm_encrypted_password."""
+@click.option("-p", "--password", "password", metavar="TEXT",
+              help="The password (default: prompt, or stdin). Visible to other users in ps: prefer the prompt.")
+def password_cmd(configs: tuple[str, ...], key_file: str | None, password: str | None) -> None:
+    """Encrypt a password for encrypted_password, rhsm_encrypted_password or
+    rhsm_encrypted_proxy_password (virt-who-password's -p works too)."""
     _setup_logging(False)
-    if key_file is None:
+    if key_file is not None:
+        key_path = Path(key_file)
+    else:
         try:
-            key_file = load_config(configs).global_.password_key_file
+            key_path = load_config(configs).global_.password_key_file
         except FtreportError as exc:
             log.error("%s", exc)
             sys.exit(EXIT_CONFIG)
@@ -192,7 +248,10 @@ def password_cmd(configs: tuple[str, ...], key_file: Path | None, password: str 
         log.error("empty password")
         sys.exit(EXIT_CONFIG)
     try:
-        click.echo(encrypt_password(password, key_file))
+        encrypted = encrypt_password(password, key_path)
+        click.echo("Use the following as the value of encrypted_password (or rhsm_encrypted_password, "
+                   "rhsm_encrypted_proxy_password):", err=True)
+        click.echo(encrypted)
     except PasswordError as exc:
         log.error("%s", exc)
         sys.exit(EXIT_FAILED)

@@ -16,11 +16,12 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+from .environment import read_environment
 from .errors import ConfigError, PasswordError
 from .filters import HostFilter, parse_patterns
-from .password import decrypt_password
+from .password import VIRTWHO_KEY_FILE, decrypt_password
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -33,6 +34,7 @@ __all__ = [
     "SourceConfig",
     "config_paths",
     "default_state_dir",
+    "esx_scheme",
     "load_config",
     "parse_esx_server",
 ]
@@ -49,6 +51,7 @@ _SPECIAL = ("global", "defaults", "system_environment")
 _GLOBAL_KEYS = {
     "interval", "debug", "oneshot", "print", "print_", "reporter_id", "log_per_config", "log_dir",
     "log_file", "configs", "state_dir", "key_file", "max_backoff", "job_timeout", "settle",
+    "virtwho_key_file", "background",
 }
 _SOURCE_KEYS = {
     "type", "server", "username", "password", "encrypted_password", "owner", "env", "hypervisor_id",
@@ -58,8 +61,11 @@ _SOURCE_KEYS = {
     "rhsm_encrypted_password", "rhsm_insecure", "rhsm_ca_cert", "rhsm_cert", "rhsm_key",
     "rhsm_proxy_hostname", "rhsm_proxy_port", "rhsm_proxy_user", "rhsm_proxy_password",
     "rhsm_no_proxy", "ca_cert", "insecure", "file", "is_hypervisor", "sm_type", "simplified_vim",
-    "hypervisor_type", "timeout",
+    "hypervisor_type", "timeout", "rhsm_encrypted_proxy_password", "filter_type",
 }
+# Satellite 5 (XML-RPC) destinations: ftreport reports to Candlepin's API only.
+_SATELLITE5_KEYS = ("sat_server", "sat_username", "sat_password", "sat_encrypted_password")
+FILTER_TYPES = ("wildcards", "regex")
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off", ""}
 
@@ -99,6 +105,11 @@ class GlobalConfig:
     max_backoff: float = 60.0
     job_timeout: float = 120.0
     settle: float = 0.3
+    virtwho_key_file: Path = VIRTWHO_KEY_FILE
+    log_dir: Path | None = None
+    log_file: str | None = None
+    log_per_config: bool = False
+    configs: tuple[str, ...] = ()
 
     @property
     def password_key_file(self) -> Path:
@@ -166,16 +177,25 @@ class Config:
     files: tuple[str, ...]
 
 
+def esx_scheme(value: str) -> str:
+    """``http`` for an esx ``server`` written as an ``http://`` URL (virt-who allows it), else ``https``."""
+    text = value.strip()
+    return "http" if text.lower().startswith("http://") else "https"
+
+
 def parse_esx_server(value: str) -> tuple[str, int, str]:
-    """vCenter address as host, host:port or https URL (with or without /sdk) -> (host, port, path)."""
+    """vCenter address as host, host:port or http(s) URL (with or without /sdk) -> (host, port, path).
+
+    The scheme is :func:`esx_scheme`; https is the default, and the default port follows it."""
     text = value.strip()
     if "://" not in text:
         text = "https://" + text
     parts = urlsplit(text)
-    if parts.scheme.lower() != "https":
-        raise ValueError(f"vCenter is reached over https, not {parts.scheme}")
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise ValueError(f"vCenter is reached over https (or http), not {parts.scheme}")
     try:
-        port = parts.port or 443
+        port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:
         raise ValueError("bad port") from exc
     host = parts.hostname
@@ -188,8 +208,9 @@ def parse_esx_server(value: str) -> tuple[str, int, str]:
 
 
 def _strip(value: str) -> str:
+    """virt-who's quoting: a value wholly inside one kind of quotes, not used inside, loses them."""
     value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" and value[0] not in value[1:-1]:
         value = value[1:-1]
     return value
 
@@ -262,7 +283,9 @@ def _read_files(paths: Iterable[Path]) -> tuple[_Sections, list[str], dict[str, 
     order: list[str] = []
     origin: dict[str, str] = {}
     for path in paths:
-        parser = configparser.RawConfigParser(strict=True, default_section="__none__")
+        # strict=False: virt-who reads a key given twice in a section as its last value, and a
+        # section given twice in one file as one section (later keys win).
+        parser = configparser.RawConfigParser(strict=False, default_section="__none__")
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
             with open(path, encoding="utf-8") as fh:
@@ -273,12 +296,6 @@ def _read_files(paths: Iterable[Path]) -> tuple[_Sections, list[str], dict[str, 
             raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
         except UnicodeDecodeError as exc:
             raise ConfigError("not UTF-8 text", file=str(path)) from exc
-        except configparser.DuplicateSectionError as exc:
-            raise ConfigError(f"duplicate section (line {exc.lineno})", file=str(path),
-                              section=exc.section) from exc
-        except configparser.DuplicateOptionError as exc:
-            raise ConfigError(f"duplicate key (line {exc.lineno})", file=str(path),
-                              section=exc.section, key=exc.option) from exc
         except configparser.MissingSectionHeaderError as exc:
             raise ConfigError(f"line {exc.lineno}: a key outside any [section]", file=str(path)) from exc
         except configparser.ParsingError as exc:
@@ -305,6 +322,12 @@ def _global(sec: _Section) -> GlobalConfig:
     defaults = GlobalConfig()
     state = sec.get("state_dir")
     key_file = sec.get("key_file")
+    vw_key = sec.get("virtwho_key_file")
+    log_dir = sec.get("log_dir")
+    try:
+        configs = parse_patterns(sec.get("configs") or "")
+    except ValueError as exc:
+        raise sec.error("configs", str(exc)) from exc
     interval = sec.number("interval", defaults.interval, minimum=1, integer=True)
     if interval < 60:
         log.info("interval %g s is below virt-who's minimum of 60 s; using it anyway", interval)
@@ -319,23 +342,28 @@ def _global(sec: _Section) -> GlobalConfig:
         max_backoff=sec.number("max_backoff", defaults.max_backoff, minimum=0.1),
         job_timeout=sec.number("job_timeout", defaults.job_timeout, minimum=1),
         settle=sec.number("settle", defaults.settle, minimum=0),
+        virtwho_key_file=Path(vw_key) if vw_key else defaults.virtwho_key_file,
+        log_dir=Path(log_dir) if log_dir else None,
+        log_file=sec.get("log_file") or None,
+        log_per_config=sec.flag("log_per_config"),
+        configs=configs,
     )
 
 
-def _secret(sec: _Section, plain: str, encrypted: str, key_file: Path) -> str | None:
+def _secret(sec: _Section, plain: str, encrypted: str, glob: GlobalConfig) -> str | None:
     value = sec.get(plain)
     if value:
         return value
     enc = sec.get(encrypted)
     if enc:
         try:
-            return decrypt_password(enc, key_file)
+            return decrypt_password(enc, glob.password_key_file, glob.virtwho_key_file)
         except PasswordError as exc:
             raise sec.error(encrypted, str(exc)) from exc
     return value
 
 
-def _destination(sec: _Section, key_file: Path) -> ServerConfig:
+def _destination(sec: _Section, glob: GlobalConfig) -> ServerConfig:
     host = sec.get("rhsm_hostname")
     owner = sec.get("owner")
     if not host:
@@ -364,7 +392,8 @@ def _destination(sec: _Section, key_file: Path) -> ServerConfig:
         proxy_port = int(sec.number("rhsm_proxy_port", 3128, minimum=1, integer=True))
         cred = ""
         if sec.get("rhsm_proxy_user"):
-            cred = f"{sec.get('rhsm_proxy_user')}:{sec.get('rhsm_proxy_password') or ''}@"
+            secret = _secret(sec, "rhsm_proxy_password", "rhsm_encrypted_proxy_password", glob) or ""
+            cred = f"{quote(sec.get('rhsm_proxy_user') or '', safe='')}:{quote(secret, safe='')}@"
         proxy = f"http://{cred}{proxy_host}:{proxy_port}"
     for key in ("rhsm_ca_cert", "rhsm_cert", "rhsm_key"):
         path = sec.get(key)
@@ -374,7 +403,7 @@ def _destination(sec: _Section, key_file: Path) -> ServerConfig:
         url=url,
         owner=owner,
         username=sec.get("rhsm_username") or None,
-        password=_secret(sec, "rhsm_password", "rhsm_encrypted_password", key_file),
+        password=_secret(sec, "rhsm_password", "rhsm_encrypted_password", glob),
         ca_cert=sec.get("rhsm_ca_cert") or None,
         cert_file=sec.get("rhsm_cert") or None,
         key_file=sec.get("rhsm_key") or None,
@@ -393,8 +422,11 @@ def _libvirt_uri(server: str | None, username: str | None) -> str | None:
     return f"qemu+ssh://{user}{server}/system"
 
 
-def _source(sec: _Section, key_file: Path) -> SourceConfig:
+def _source(sec: _Section, glob: GlobalConfig) -> SourceConfig:
     for key in sec.values:
+        if key in _SATELLITE5_KEYS:
+            raise sec.error(key, "Satellite 5 destinations are not supported: ftreport reports to "
+                            "Candlepin's API (rhsm_hostname, owner)")
         if key not in _SOURCE_KEYS:
             log.warning("%s: [%s] unknown key %s ignored", sec.file_of(key), sec.name, key)
     typ = (sec.get("type") or "libvirt").lower()
@@ -408,7 +440,7 @@ def _source(sec: _Section, key_file: Path) -> SourceConfig:
         raise sec.error("hypervisor_id", f"must be one of {', '.join(HYPERVISOR_ID_KINDS)}, got {hv_id!r}")
     server = sec.get("server") or None
     username = sec.get("username") or None
-    password = _secret(sec, "password", "encrypted_password", key_file)
+    password = _secret(sec, "password", "encrypted_password", glob)
     if typ == "esx":
         if not server:
             raise sec.error("server", "an esx source needs the vCenter address")
@@ -416,6 +448,9 @@ def _source(sec: _Section, key_file: Path) -> SourceConfig:
             parse_esx_server(server)
         except ValueError as exc:
             raise sec.error("server", f"not a vCenter address ({exc}): {server!r}") from exc
+        if esx_scheme(server) == "http":
+            log.warning("%s: [%s] server %s is plain HTTP: the vCenter password and inventory travel "
+                        "unencrypted; use https://", sec.file_of("server"), sec.name, server)
         if not username:
             raise sec.error("username", "an esx source needs a user name")
         if password is None:
@@ -428,12 +463,25 @@ def _source(sec: _Section, key_file: Path) -> SourceConfig:
         raise sec.error("file", f"no such file: {fake_file}")
     if typ == "fake" and not sec.flag("is_hypervisor", True):
         raise sec.error("is_hypervisor", "only hypervisor reports (is_hypervisor=true) are supported")
-    include = parse_patterns(sec.get("filter_hosts") or sec.get("filter_host_uuids") or "")
-    exclude = parse_patterns(sec.get("exclude_hosts") or sec.get("exclude_host_uuids") or "")
+    def patterns(*keys: str) -> tuple[str, ...]:
+        for key in keys:
+            raw = sec.get(key)
+            if raw:
+                try:
+                    return parse_patterns(raw)
+                except ValueError as exc:
+                    raise sec.error(key, str(exc)) from exc
+        return ()
+
+    filter_type = (sec.get("filter_type") or "").strip().lower()
+    if filter_type and filter_type not in FILTER_TYPES:
+        raise sec.error("filter_type", f"must be one of {', '.join(FILTER_TYPES)}, got {filter_type!r}")
+    include = patterns("filter_hosts", "filter_host_uuids")
+    exclude = patterns("exclude_hosts", "exclude_host_uuids")
     destination: ServerConfig | None = None
     dest_error: ConfigError | None = None
     try:
-        destination = _destination(sec, key_file)
+        destination = _destination(sec, glob)
     except ConfigError as exc:
         if exc.key in ("rhsm_hostname", "owner"):
             dest_error = exc  # only fatal when sending; --print needs no server
@@ -448,9 +496,8 @@ def _source(sec: _Section, key_file: Path) -> SourceConfig:
         password=password,
         owner=sec.get("owner") or None,
         hypervisor_id=hv_id,
-        host_filter=HostFilter(include, exclude),
-        parent_filter=HostFilter(parse_patterns(sec.get("filter_host_parents") or ""),
-                                 parse_patterns(sec.get("exclude_host_parents") or "")),
+        host_filter=HostFilter(include, exclude, filter_type),
+        parent_filter=HostFilter(patterns("filter_host_parents"), patterns("exclude_host_parents"), filter_type),
         ca_cert=ca_cert,
         insecure=sec.flag("insecure"),
         fake_file=fake_file,
@@ -462,17 +509,33 @@ def _source(sec: _Section, key_file: Path) -> SourceConfig:
     )
 
 
-def load_config(explicit: Sequence[str] = (), *, paths: Sequence[Path] | None = None) -> Config:
-    """Read and validate the configuration; raises ConfigError naming file, section and key."""
+def load_config(explicit: Sequence[str] = (), *, paths: Sequence[Path] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the configuration; raises ConfigError naming file, section and key.
+
+    ``VIRTWHO_*`` environment variables apply over ``[global]`` (see :mod:`ftreport.environment`);
+    unsupported ones are logged as warnings. Without ``-c`` files, ``[global] configs`` (virt-who's
+    list of files) replaces the configuration directory, as ``-c`` does."""
     files = list(paths) if paths is not None else config_paths(explicit)
     sections, order, origin = _read_files(files)
     gsec = _Section("global", sections.get("global", {}), origin.get("global", "<none>"))
     glob = _global(gsec)
+    if paths is None and not explicit and glob.configs:
+        files = config_paths(glob.configs)
+        sections, order, origin = _read_files(files)
+        gsec = _Section("global", sections.get("global", {}), origin.get("global", "<none>"))
+        glob = _global(gsec)
+    env = read_environment(environ)
+    for message in env.unsupported:
+        log.warning("environment %s", message)
+    for message in env.ignored:
+        log.debug("environment %s", message)
+    glob = env.apply(glob)
     defaults = sections.get("defaults", {})
     sources = []
     for name in order:
         if name in _SPECIAL:
             continue
         merged = {**defaults, **sections[name]}
-        sources.append(_source(_Section(name, merged, origin[name]), glob.password_key_file))
+        sources.append(_source(_Section(name, merged, origin[name]), glob))
     return Config(global_=glob, sources=tuple(sources), files=tuple(str(f) for f in files))

@@ -18,15 +18,35 @@ __all__ = ["HostFilter", "parse_patterns"]
 
 
 def parse_patterns(value: str) -> tuple[str, ...]:
-    """Split a virt-who style pattern list: comma separated, optionally quoted items."""
-    out = []
-    for item in value.split(","):
-        item = item.strip()
-        if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
-            item = item[1:-1].strip()
-        if item:
-            out.append(item)
-    return tuple(out)
+    """Split a virt-who style pattern list, with virt-who's meaning.
+
+    Items are separated by commas; a quoted part (single or double quotes) is taken as is, commas
+    and spaces included; outside quotes whitespace is dropped and a backslash takes the next
+    character literally. An unterminated quote raises ValueError."""
+    out: list[str] = []
+    item: list[str] = []
+    quote: str | None = None
+    chars = iter(value)
+    for ch in chars:
+        if ch == "\\":
+            item.append(next(chars, ""))
+        elif quote is not None:
+            if ch == quote:
+                quote = None
+            else:
+                item.append(ch)
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ",":
+            out.append("".join(item))
+            item = []
+        elif not ch.isspace():
+            item.append(ch)
+    if quote is not None:
+        kind = "double" if quote == '"' else "single"
+        raise ValueError(f"unterminated {kind} quote")
+    out.append("".join(item))
+    return tuple(p for p in out if p)
 
 
 def _compile(pattern: str) -> re.Pattern[str] | None:
@@ -42,13 +62,14 @@ class HostFilter:
 
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
+    kind: str = ""  # virt-who's filter_type: "wildcards", "regex", or "" (either)
 
     def _matches(self, patterns: Sequence[str], values: Iterable[str]) -> bool:
         vals = [v for v in values if v]
         for pattern in patterns:
-            regex = _compile(pattern)
+            regex = _compile(pattern) if self.kind != "wildcards" else None
             for v in vals:
-                if fnmatch.fnmatchcase(v.lower(), pattern.lower()):
+                if self.kind != "regex" and fnmatch.fnmatchcase(v.lower(), pattern.lower()):
                     return True
                 if regex is not None and regex.fullmatch(v):
                     return True

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from .config import Config, ServerConfig, SourceConfig
 from .errors import ConfigError, FtreportError, SendError, SourceError
+from .logfiles import source_context
 from .model import Hypervisor, body_hash, merge_hypervisors, report_body
 from .notify import Notifier
 from .progress import Progress
@@ -35,6 +36,7 @@ __all__ = [
     "SourceFactory",
     "SourceWorker",
     "collect_all",
+    "log_failovers",
     "run_oneshot",
     "run_status",
 ]
@@ -141,6 +143,10 @@ class SourceWorker(threading.Thread):
         self._on_first = on_first
 
     def run(self) -> None:
+        with source_context(self.source.name):
+            self._run()
+
+    def _run(self) -> None:
         delay = self._min
         first = True
         while not self.stop_event.is_set():
@@ -197,6 +203,10 @@ def collect_all(configs: Sequence[SourceConfig], *, factory: SourceFactory = cre
     lock = threading.Lock()
 
     def work(source: Source) -> None:
+        with source_context(source.name):
+            _work(source)
+
+    def _work(source: Source) -> None:
         started = time.monotonic()
         try:
             snap = source.collect()
@@ -251,7 +261,34 @@ def _describe_result(result: Mapping[str, Any]) -> str:
         value = result.get(key)
         if isinstance(value, list):
             parts.append(f"{len(value)} {key}")
+    failovers = result.get("failovers")
+    if isinstance(failovers, list) and failovers:
+        parts.append(f"{len(failovers)} failovers")
     return ", ".join(parts) or "accepted"
+
+
+def _host_label(host: Any) -> str:
+    if not isinstance(host, Mapping):
+        return "unknown host"
+    name, hid = host.get("name"), host.get("hypervisorId")
+    if name and hid and name != hid:
+        return f"{name} ({hid})"
+    return str(name or hid or host.get("uuid") or "unknown host")
+
+
+def log_failovers(result: Mapping[str, Any], label: str) -> None:
+    """Log, at warning, every FT failover the check-in job says it caused: VM, virt.uuid, old
+    primary instance and host -> new primary instance and host."""
+    failovers = result.get("failovers")
+    if not isinstance(failovers, list):
+        return
+    for fo in failovers:
+        if not isinstance(fo, Mapping):
+            continue
+        log.warning("FT failover at %s: VM %s (virt.uuid %s): primary instance %s on %s -> %s on %s",
+                    label, fo.get("name") or "?", fo.get("guestId") or "?",
+                    fo.get("fromInstance") or fo.get("from") or "?", _host_label(fo.get("fromHypervisor")),
+                    fo.get("toInstance") or fo.get("to") or "?", _host_label(fo.get("toHypervisor")))
 
 
 def run_oneshot(config: Config, *, print_to: TextIO | None = None,
@@ -292,6 +329,7 @@ def run_oneshot(config: Config, *, print_to: TextIO | None = None,
             dest.record.set(digest)
             log.info("report accepted by %s: %d hypervisors, %d guests (%s)", dest.label, hvs, guests,
                      _describe_result(result))
+            log_failovers(result, dest.label)
         except SendError as exc:
             log.error("%s", exc)
             failed = True
@@ -476,6 +514,7 @@ class Reporter:
                 dest.record.set(digest)
                 log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label, hvs,
                          guests, _describe_result(result), self._clock() - started)
+                log_failovers(result, dest.label)
             elif now - state.last_contact >= self.config.global_.interval:
                 dest.heartbeat()
                 log.info("report for %s unchanged; heartbeat sent", dest.label)

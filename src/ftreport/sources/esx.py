@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from ..config import SourceConfig, parse_esx_server
+from ..config import SourceConfig, esx_scheme, parse_esx_server
 from ..errors import SourceAuthError, SourceError, SourceTLSError
 from ..model import (
     FACT_CLUSTER,
@@ -80,11 +80,11 @@ class EsxConnector(Protocol):
 
 
 def smart_connect(*, host: str, port: int, path: str, user: str, password: str,
-                  ssl_context: ssl.SSLContext, timeout: float) -> Any:
+                  ssl_context: ssl.SSLContext, timeout: float, protocol: str = "https") -> Any:
     """The real connector: pyVim's SmartConnect (API version negotiation, then login)."""
     connect: Any = importlib.import_module("pyVim.connect").SmartConnect
-    return connect(host=host, port=port, path=path, user=user, pwd=password,
-                        sslContext=ssl_context, httpConnectionTimeout=timeout)
+    return connect(protocol=protocol, host=host, port=port, path=path, user=user, pwd=password,
+                   sslContext=ssl_context, httpConnectionTimeout=timeout)
 
 
 def _pyvmomi() -> tuple[Any, Any]:
@@ -211,6 +211,7 @@ class EsxSource:
             raise SourceError(config.name, "an esx source needs server and username")
         self._config = config
         self._host, self._port, self._path = parse_esx_server(config.server)
+        self._scheme = esx_scheme(config.server)
         self._connector = connector or smart_connect
         self._wait = wait_seconds
         self._progress = progress
@@ -224,7 +225,7 @@ class EsxSource:
 
     @property
     def address(self) -> str:
-        return f"https://{self._host}:{self._port}{self._path}"
+        return f"{self._scheme}://{self._host}:{self._port}{self._path}"
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._config.insecure:
@@ -268,9 +269,12 @@ class EsxSource:
     def _connect(self) -> Any:
         self._progress(f"connecting to {self._host}:{self._port}")
         try:
+            # Plain http (virt-who allows it; the configuration warned): only then is the
+            # protocol passed, so connectors written for https keep working.
+            extra = {"protocol": "http"} if self._scheme == "http" else {}
             si = self._connector(host=self._host, port=self._port, path=self._path,
                                  user=self._config.username or "", password=self._config.password or "",
-                                 ssl_context=self._ssl_context(), timeout=self._config.timeout)
+                                 ssl_context=self._ssl_context(), timeout=self._config.timeout, **extra)
         except Exception as exc:
             raise self._error(exc, "login") from exc
         with self._lock:
