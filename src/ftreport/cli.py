@@ -150,6 +150,8 @@ def main(ctx: click.Context, configs: tuple[str, ...], oneshot: bool, print_: bo
         log.error("%s", exc)
         ctx.exit(EXIT_CONFIG)
     _setup_logging(debug or config.global_.debug, config)
+    log.debug("configuration read from %s: sources %s", ", ".join(config.files) or "no file",
+              ", ".join(f"{s.name} ({s.type})" for s in config.sources) or "none")
     if not config.sources:
         error = ConfigError(f"no sources configured (files read: {', '.join(config.files) or 'none'})")
         if status and as_json:

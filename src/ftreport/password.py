@@ -173,7 +173,9 @@ def decrypt_password(encrypted: str, key_file: Path, virtwho_key_file: Path | No
         except PasswordError as exc:
             own_error = exc
     if len(raw) % _BLOCK or not raw:
-        raise own_error or PasswordError("encrypted password is too short")
+        raise own_error or PasswordError(
+            f"encrypted password ({len(raw)} bytes) is neither ftreport-password's format nor "
+            "virt-who-password's (whole 16-byte AES blocks)")
     if not vw_key.exists() and own_error is not None:
         raise own_error
     try:

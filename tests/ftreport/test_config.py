@@ -110,12 +110,12 @@ ESX_OK = {"type": "esx", "server": "vc", "username": "u", "password": "p"}
     ({**ESX_OK, "type": "hyperv"}, "type", "not supported by ftreport"),
     ({**ESX_OK, "type": "vmware"}, "type", "unknown source type"),
     ({k: v for k, v in ESX_OK.items() if k != "server"}, "server", "needs the vCenter address"),
-    ({**ESX_OK, "server": "http://vc"}, "server", "not a vCenter address"),
+    ({**ESX_OK, "server": "ftp://vc"}, "server", "not a vCenter address"),
     ({k: v for k, v in ESX_OK.items() if k != "password"}, "password", "needs password or encrypted_password"),
     ({**ESX_OK, "ca_cert": "/does/not/exist.pem"}, "ca_cert", "no such file"),
     ({**ESX_OK, "insecure": "maybe"}, "insecure", "expected a boolean"),
     ({**ESX_OK, "rhsm_hostname": "cp", "owner": "o", "rhsm_port": "https"}, "rhsm_port", "expected an integer"),
-    ({**ESX_OK, "encrypted_password": "00ff", "password": ""}, "encrypted_password", "key file"),
+    ({**ESX_OK, "encrypted_password": "00ff", "password": ""}, "encrypted_password", "neither"),
     ({"type": "fake", "file": "/no/such.json"}, "file", "no such file"),
 ])
 def test_bad_values_name_file_section_and_key(tmp_path: Path, isolated_env: dict[str, str],
@@ -134,9 +134,8 @@ def test_bad_global_and_syntax_errors(tmp_path: Path, isolated_env: dict[str, st
     with pytest.raises(ConfigError, match=r"g\.conf \[global\] interval: expected an integer"):
         load_config([str(conf)])
     dup = tmp_path / "dup.conf"
-    dup.write_text("[a]\ntype=fake\ntype=esx\n")
-    with pytest.raises(ConfigError, match=r"dup\.conf \[a\] type: duplicate key"):
-        load_config([str(dup)])
+    dup.write_text("[a]\ntype=esx\ntype=fake\n")  # virt-who: the last value of a repeated key wins
+    assert [s.type for s in load_config([str(dup)]).sources] == ["fake"]
     junk = tmp_path / "junk.conf"
     junk.write_text("type=fake\n")
     with pytest.raises(ConfigError, match=r"junk\.conf: line 1: a key outside any \[section\]"):

@@ -166,6 +166,13 @@ def test_esx_failover_reaches_ftmock(vcsim: Vcsim, ftmock_session: FtmockServer,
     assert elapsed < 5
     assert ft_roles(ftmock_session, org) == {a["instanceUuid"]: ("0", True), b["instanceUuid"]: ("0", False),
                                              new_backup["instanceUuid"]: ("1", False)}
+    # The job result names the failover; ftreport logs it at warning, with both instances and hosts.
+    line = next(x for x in daemon.wait_log("FT failover").splitlines() if "FT failover" in x)
+    assert " WARNING " in line
+    assert f"virt.uuid {a['uuid']}" in line
+    old_side, new_side = line.split(" -> ")
+    assert a["instanceUuid"] in old_side and a["hostUuid"] in old_side
+    assert b["instanceUuid"] in new_side and b["hostUuid"] in new_side
     assert daemon.stop() == 0
 
 
