@@ -141,6 +141,7 @@ def test_config_files_are_noreplace_and_secrets_private(built: Built) -> None:
     assert report["/etc/ftreport.conf"][0] == "-rw-------"
     assert report["/etc/ftreport.d"][0] == "drwx------"
     assert _files(built.rpms["ftmock"])["/etc/sysconfig/ftmock"][0] == "-rw-------"
+    assert report["/etc/sysconfig/ftreport"][0] == "-rw-------"
     assert _files(built.rpms["ftagent"])["/etc/ftagent/ftagent.conf"][0] == "-rw-r--r--"
 
 

@@ -72,6 +72,23 @@ def test_ftreport_service_is_notify_with_reload_by_sighup() -> None:
     assert "2" in svc["RestartPreventExitStatus"].split(), "a configuration error must not loop"
 
 
+def test_ftreport_reads_sysconfig_with_virt_whos_variables() -> None:
+    """The unit reads /etc/sysconfig/ftreport (optional); the shipped file is all comments, and
+    every variable it names is one ftreport knows (honours, accepts, or reports as unsupported)."""
+    from ftreport import environment
+
+    svc = _unit("ftreport.service")["Service"]
+    assert svc["EnvironmentFile"] == "-/etc/sysconfig/ftreport"
+    assert svc["LogsDirectory"] == "ftreport"
+    text = (PACKAGING / "sysconfig" / "ftreport").read_text()
+    assert all(not line.strip() or line.startswith("#") for line in text.splitlines())
+    named = set(re.findall(r"#(VIRTWHO_[A-Z_]+)=", text))
+    assert named == set(environment.FLAGS) - {"VIRTWHO_PRINT"} | set(environment.VALUES)
+    uncommented = "\n".join(line[1:] for line in text.splitlines() if re.match(r"#[A-Z_]+=", line))
+    settings = environment.read_environment(dict(re.findall(r"^([A-Z_]+)=(.*)$", uncommented, re.M)))
+    assert settings.unsupported == ()
+
+
 def test_heartbeat_watchdog_cannot_outlive_the_lease_and_fencing_is_not_undone() -> None:
     from ftagent.lease import LeaseSettings
 
