@@ -151,3 +151,11 @@ def test_documented_lease_defaults_are_the_code_defaults() -> None:
         assert re.search(rf"^Default {getattr(defaults, key):g}\.$", item, re.M), key
     status = next(i for i in items if i.startswith("Cm status_file "))
     assert f".Pa {DEFAULT_STATUS_FILE} ." in status
+
+
+def test_virtwho_environment_variables_are_documented() -> None:
+    from ftreport import environment
+
+    env_block = man_blocks((MAN / "ftreport.8").read_text(), "Sh")["ENVIRONMENT"]
+    names = set(environment.FLAGS) | set(environment.VALUES) | set(environment.IGNORED)
+    assert {n for n in names if not re.search(rf"\bEv {n}\b", env_block)} == set()
