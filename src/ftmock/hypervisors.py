@@ -225,7 +225,8 @@ def _describe_failover(tx: Tx, failover: dict[str, Any], entries: list[FtEntry],
     reported = {e.instance: e.hypervisor for e in entries}
     out = dict(failover)
     if new is not None:
-        out["guestId"] = loads(new["facts"], {}).get("virt.uuid")
+        # as the report spells it (the consumer's facts keep the spelling the guest registered with)
+        out["guestId"] = entries[0].guest_id if entries else loads(new["facts"], {}).get("virt.uuid")
         out["name"] = new["name"]
         out["toInstance"] = loads(new["facts"], {}).get("instanceUUID") or new["instance_uuid"]
         out["toHypervisor"] = _hypervisor_brief(tx, reported.get(new["instance_uuid"]))

@@ -90,7 +90,13 @@ def test_design_use_case(server: FtmockServer, org: str, tmp_path: Path) -> None
 
     # Report 2: failover.
     job = checkin(server, org, REPORT2)
-    assert job["resultData"]["failovers"] == [{"from": consumer1, "to": consumer2}]
+    (fo,) = job["resultData"]["failovers"]
+    assert (fo["from"], fo["to"]) == (consumer1, consumer2)
+    # what a reporter logs: the VM, the old primary instance and host -> the new ones
+    assert (fo["guestId"], fo["name"]) == (VM1, "ft-vm")
+    assert (fo["fromInstance"], fo["fromHypervisor"]["hypervisorId"]) == ("VM_A", "hyp-a")
+    assert (fo["toInstance"], fo["toHypervisor"]["hypervisorId"]) == ("VM_B", "hyp-b")
+    assert fo["toHypervisor"]["name"] == "hyp-b" and fo["toHypervisor"]["uuid"]
     g = group(server, org)
     consumer3 = g["VM_C"]["uuid"]
     assert g["VM_B"]["facts"]["ftinfo.role"] == "0"
@@ -137,7 +143,10 @@ def test_design_use_case(server: FtmockServer, org: str, tmp_path: Path) -> None
 
     # A chain: a second failover leads every older identity to the current primary.
     job = checkin(server, org, REPORT3)
-    assert job["resultData"]["failovers"] == [{"from": consumer2, "to": consumer3}]
+    (fo,) = job["resultData"]["failovers"]
+    assert (fo["from"], fo["to"]) == (consumer2, consumer3)
+    assert (fo["fromInstance"], fo["fromHypervisor"]["hypervisorId"]) == ("VM_B", "hyp-b")
+    assert (fo["toInstance"], fo["toHypervisor"]["hypervisorId"]) == ("VM_C", "hyp-c")
     for client in (reg.client, Client(server, cert=(str(new_cert), reg.key_path))):
         r = client.get("/status")
         assert r.status_code == 308

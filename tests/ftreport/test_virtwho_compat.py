@@ -393,3 +393,19 @@ def test_esx_over_plain_http(plain_vcsim: Vcsim, tmp_path: Path, isolated_env: d
     body: Mapping[str, Any] = json.loads(proc.stdout)
     assert len(body["hypervisors"]) == 2
     assert "plain HTTP" in proc.stderr and "unencrypted" in proc.stderr
+
+
+def test_global_configs_replaces_the_directory(corpus: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """virt-who's ``[global] configs``: the listed files are read instead of the directory."""
+    main = tmp_path / "ftreport.conf"
+    main.write_text(f"[global]\nconfigs={corpus / 'esx.conf'}, \"{corpus / 'libvirt-local.conf'}\"\n")
+    confd = tmp_path / "ftreport.d"
+    confd.mkdir()
+    (confd / "ignored.conf").write_text("[ignored]\ntype=fake\n")
+    monkeypatch.setenv("FTREPORT_CONFIG", str(main))
+    monkeypatch.setenv("FTREPORT_CONFIG_DIR", str(confd))
+    config = load_config(environ={})
+    assert [s.name for s in config.sources] == ["esx-prod", "local"]
+    # -c files win over [global] configs, as they replace the directory
+    assert [s.name for s in load_config([str(corpus / "fake.conf")], environ={}).sources] == ["fake-virt"]
