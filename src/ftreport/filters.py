@@ -21,15 +21,20 @@ def parse_patterns(value: str) -> tuple[str, ...]:
     """Split a virt-who style pattern list, with virt-who's meaning.
 
     Items are separated by commas; a quoted part (single or double quotes) is taken as is, commas
-    and spaces included; outside quotes whitespace is dropped and a backslash takes the next
-    character literally. An unterminated quote raises ValueError."""
+    and spaces included; outside quotes whitespace is dropped, and a backslash before a comma, a
+    quote, a space or a backslash takes it literally (before any other character it is kept, unlike
+    virt-who, so that regular expressions such as ``\\d`` work). An unterminated quote raises
+    ValueError."""
     out: list[str] = []
     item: list[str] = []
     quote: str | None = None
     chars = iter(value)
     for ch in chars:
         if ch == "\\":
-            item.append(next(chars, ""))
+            nxt = next(chars, "")
+            # virt-who takes any escaped character literally; a backslash before an ordinary
+            # character is kept here, so regular expressions such as \d keep working.
+            item.append(nxt if nxt in ",'\"\\" or nxt.isspace() else ch + nxt)
         elif quote is not None:
             if ch == quote:
                 quote = None

@@ -51,7 +51,7 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
 @pytest.mark.parametrize(("prog", "words", "expected"), [
     ("ftagent", ["ftagent", "he"], ["heartbeat"]),
     ("ftagent", ["ftagent", "register", "--auto"], ["--auto-attach"]),
-    ("ftreport", ["ftreport", "--one"], ["--oneshot"]),
+    ("ftreport", ["ftreport", "--one"], ["--oneshot", "--one-shot"]),
     ("ftreport", ["ftreport", "pass"], ["password"]),
     ("ftmock", ["ftmock", "pool", "create", "--qu"], ["--quantity"]),
 ])
