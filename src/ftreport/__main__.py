@@ -4,4 +4,5 @@ from .cli import main
 
 __all__: list[str] = []
 
-main()
+if __name__ == "__main__":  # importing the module (rpm %check) must not run the CLI
+    main()
