@@ -6,9 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUILD := .build
 
-.PHONY: demo test deps deps-base venv venv-test vcsim lint pytest bench clean
+.PHONY: demo test deps deps-base venv venv-base venv-test vcsim lint pytest bench clean
 
-demo: deps-base venv
+demo: deps-base venv-base
 	$(PY) scripts/demo.py
 
 test: deps venv-test vcsim lint pytest
@@ -23,8 +23,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-venv: $(PY)
+# What the demo needs: the project alone.
+venv-base: $(PY)
 	$(PY) -m pip install -q -e .
+
+# The programs with both reporter sources (libvirt-python builds against libvirt-dev).
+venv: $(PY)
+	$(PY) -m pip install -q -e '.[vmware,libvirt]'
 
 venv-test: $(PY)
 	$(PY) -m pip install -q -e '.[test,vmware,libvirt,compat]'

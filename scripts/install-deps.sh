@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the project needs, only those that are missing.
 #   install-deps.sh base   what the demo needs (a Python 3.11 that can make a virtualenv)
-#   install-deps.sh all    everything the test suite needs (Go + govmomi for vcsim, libvirt, rpm, mandoc...)
+#   install-deps.sh all    everything the test suite needs (Go + govmomi for vcsim, libvirt, rpm, rpmlint, mandoc...)
+# python3-packaging: rpm's python3dist() dependency generator runs with Debian's python3 and needs it.
+# util-linux (unshare) and curl: the sandbox test of the heartbeat unit and the README's by-hand block.
 set -euo pipefail
 level=${1:-all}
 
@@ -11,7 +13,7 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     base_pkgs+=(python3-venv python3-dev)
 fi
 all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-govmomi-dev
-          rpm rpm2cpio mandoc man-db systemd iproute2 procps)
+          rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl)
 
 pkgs=("${base_pkgs[@]}")
 [ "$level" = all ] && pkgs+=("${all_pkgs[@]}")

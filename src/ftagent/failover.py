@@ -1,6 +1,6 @@
 """Applying a failover answer (HTTP 308 with a ``failover`` body) on the agent side.
 
-Order, as DESIGN.md fixes it:
+Order, as docs/design.md ("The agent's rules") fixes it:
 
 1. validate the successor's certificate: it chains to the configured CA, its CN is the ``to`` UUID,
    its public key is the local key (or the key the server sent), it is inside its validity period,
