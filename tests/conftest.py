@@ -106,6 +106,22 @@ def ftmock_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtmockS
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def ftmock_nocsr_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtmockServer]:
+    """A shared server started with --no-csr: it ignores CSRs and generates keys, as stock Candlepin."""
+    server = _start(tmp_path_factory.mktemp("ftmock-nocsr-session"), extra_args=["--no-csr"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["csr", "no-csr"])
+def any_ftmock(request: pytest.FixtureRequest) -> FtmockServer:
+    """Each kind of server in turn: one that honours CSRs (ftmock) and one that ignores them (Candlepin)."""
+    name = "ftmock_session" if request.param == "csr" else "ftmock_nocsr_session"
+    server: FtmockServer = request.getfixturevalue(name)
+    return server
+
+
 @pytest.fixture
 def ftmock(tmp_path: Path) -> Iterator[FtmockServer]:
     """A fresh server with an empty database, for tests that restart it or need a clean slate."""

@@ -40,11 +40,14 @@ if TYPE_CHECKING:
     from ftagent.connection import Connection
     from ftagent.failover import LeaseClaim
 
-__all__ = ["Agent", "CheckinResult"]
+__all__ = ["CSR_CAPABILITY", "Agent", "CheckinResult"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The /status capability of a server that signs the client's CSR (ftmock; not stock Candlepin).
+CSR_CAPABILITY = "ft_csr"
 
 
 @dataclass
@@ -228,7 +231,10 @@ class Agent:
     ) -> Identity:
         """Register this system; returns the new identity.
 
-        The key is generated locally and sent as a CSR unless ``server_key`` is true.
+        When the server advertises CSR support (``/status``) and ``server_key`` is false, the key is
+        generated locally and sent as a CSR; otherwise, or when the server ignores the CSR, the
+        key it returns with the certificate is the identity's key (``key_origin`` "server").  If the
+        registration cannot be completed locally, the consumer it created is deleted again.
         """
         from ftagent import crypto
 
@@ -253,41 +259,123 @@ class Agent:
             "installedProducts": products,
         }
         key_pem: bytes | None = None
-        if not server_key:
-            key = crypto.generate_key()
-            key_pem = crypto.key_pem(key)
-            body["csr"] = crypto.make_csr(key, consumer_name).decode()
         params: dict[str, str] = {"owner": org}
         if activation_keys:
             params["activation_keys"] = ",".join(activation_keys)
         with self.anonymous_connection(None if activation_keys and not username else username, password) as conn:
+            if not server_key and _honours_csr(conn):
+                key = crypto.generate_key()
+                key_pem = crypto.key_pem(key)
+                body["csr"] = crypto.make_csr(key, consumer_name).decode()
             consumer = conn.post("consumers", params=params, json=body)
-        uuid, cert_pem, returned_key = _id_cert(consumer)
-        if key_pem is None:
-            if returned_key is None:
-                raise RemoteError(200, "the server sent no private key although none was sent as CSR")
-            key_pem = returned_key
-        self.close()
-        if previous is not None and previous.uuid != uuid:
-            self._delete_old_consumer(previous)
-        identity = self.identity.save(
-            cert_pem,
-            key_pem,
-            name=str(consumer.get("name") or consumer_name),
-            key_origin="server" if server_key else "local",
-        )
-        if identity.uuid != uuid:
-            logger.warning("consumer UUID %s differs from the certificate CN %s", uuid, identity.uuid)
-        self.identity.write_checkin_cache(
-            {"uuid": identity.uuid, "facts": facts_digest(facts), "products": facts_digest(products)}
-        )
-        if previous is not None and previous.uuid != identity.uuid:
-            self.entitlements.clear()
+        # From here on the consumer exists on the server: whatever stops the registration from
+        # completing locally (a bad answer, a full disk, Ctrl-C) must not leave it behind.
+        try:
+            identity = self._install_registration(consumer, key_pem, consumer_name, previous, facts, products)
+        except BaseException as exc:
+            self._abandon_consumer(consumer, key_pem, username, password, exc)
+            raise
         if auto_attach:
             self.attach(None)
         else:
             self.refresh()
         return identity
+
+    def _install_registration(
+        self,
+        consumer: Any,
+        key_pem: bytes | None,
+        consumer_name: str,
+        previous: Identity | None,
+        facts: dict[str, str],
+        products: list[dict[str, str]],
+    ) -> Identity:
+        uuid, cert_pem, returned_key = _id_cert(consumer)
+        # A server that ignores the CSR (stock Candlepin) generates the key and returns it: that
+        # pair is the identity, whatever key we may have generated.
+        key_origin = "server" if returned_key is not None else "local"
+        key_pem = returned_key if returned_key is not None else key_pem
+        if key_pem is None:
+            raise IdentityError("the server's answer holds no private key and no CSR was sent")
+        from ftagent.identity import validate_pair
+
+        named = validate_pair(cert_pem, key_pem)["uuid"]
+        if uuid and named != uuid:
+            raise IdentityError(f"the server's certificate names consumer {named}, not the new consumer {uuid}")
+        self.close()
+        if previous is not None and previous.uuid != uuid:
+            self._delete_old_consumer(previous)
+        try:
+            identity = self.identity.save(
+                cert_pem,
+                key_pem,
+                name=str(consumer.get("name") or consumer_name),
+                key_origin=key_origin,
+            )
+        except OSError as exc:
+            raise IdentityError(
+                f"cannot store the identity in {self.identity.directory}: {exc.strerror or exc}"
+            ) from exc
+        self.identity.write_checkin_cache(
+            {"uuid": identity.uuid, "facts": facts_digest(facts), "products": facts_digest(products)}
+        )
+        if previous is not None and previous.uuid != identity.uuid:
+            self.entitlements.clear()
+        return identity
+
+    def _abandon_consumer(
+        self,
+        consumer: Any,
+        key_pem: bytes | None,
+        username: str | None,
+        password: str | None,
+        cause: BaseException,
+    ) -> None:
+        """Delete the consumer a registration created but could not install; else say how to.
+
+        With a username the deletion uses it; after an activation-key registration it uses the
+        consumer's own certificate (the key the server returned, or ours), from a private
+        temporary directory.
+        """
+        import tempfile
+
+        from ftagent.connection import Connection
+
+        uuid = consumer.get("uuid") if isinstance(consumer, dict) else None
+        if not isinstance(uuid, str) or not uuid:
+            logger.error("the registration failed (%s) and the server's answer names no consumer UUID; "
+                         "look for the system in the organization and delete it there", _reason(cause))
+            return
+        args = dict(self._server_args(), retries=0)
+        try:
+            if username:
+                with Connection(**args, username=username, password=password) as conn:
+                    conn.delete(f"consumers/{uuid}")
+            else:
+                id_cert = consumer.get("idCert") if isinstance(consumer, dict) else None
+                cert = id_cert.get("cert") if isinstance(id_cert, dict) else None
+                key = id_cert.get("key") if isinstance(id_cert, dict) else None
+                pair_key = key.encode() if isinstance(key, str) and key else key_pem
+                if not isinstance(cert, str) or pair_key is None:
+                    raise IdentityError("no certificate and key to authenticate as the consumer")
+                with tempfile.TemporaryDirectory(prefix="ftagent-abandon-") as tmp:
+                    cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+                    key_file.touch(mode=0o600)
+                    key_file.write_bytes(pair_key)
+                    cert_file.write_bytes(cert.encode())
+                    with Connection(**args, cert_file=cert_file, key_file=key_file) as conn:
+                        conn.delete(f"consumers/{uuid}")
+        except (FtagentError, OSError) as exc:
+            url = (self.config.server.url or "").rstrip("/")
+            ca = f"--cacert {self.config.server.ca_cert} " if self.config.server.ca_cert else ""
+            user = username or "ADMIN"
+            logger.error(
+                "the registration failed (%s) after the server created consumer %s, which could not be "
+                "deleted (%s); remove it with: curl %s-u %s -X DELETE %s/consumers/%s",
+                _reason(cause), uuid, exc, ca, user, url, uuid,
+            )
+        else:
+            logger.warning("the registration failed (%s); deleted consumer %s on the server", _reason(cause), uuid)
 
     def _delete_old_consumer(self, previous: Identity) -> None:
         """Best effort: delete the consumer that ``register --force`` replaces, as itself."""
@@ -314,28 +402,34 @@ class Agent:
         return uuid
 
     def regenerate(self, *, server_key: bool = False) -> Identity:
-        """Get a new identity certificate (new local key via CSR unless ``server_key``)."""
+        """Get a new identity certificate.
+
+        A server that advertises CSR support gets a CSR for a new local key unless ``server_key``;
+        otherwise (stock Candlepin) the server generates the new key and returns it with the
+        certificate, and that pair is installed.
+        """
         from ftagent import crypto
 
         current = self.current_identity()
-        new_key: bytes | None = None
-        body: dict[str, Any] | None = None
-        if not server_key:
-            key = crypto.generate_key()
-            new_key = crypto.key_pem(key)
-            body = {"csr": crypto.make_csr(key, current.name or current.uuid).decode()}
 
-        def call(conn: Connection, u: str) -> Any:
-            return conn.post(f"consumers/{u}", json=body)
+        def call(conn: Connection, u: str) -> tuple[Any, bytes | None]:
+            new_key: bytes | None = None
+            body: dict[str, Any] | None = None
+            if not server_key and _honours_csr(conn):
+                key = crypto.generate_key()
+                new_key = crypto.key_pem(key)
+                body = {"csr": crypto.make_csr(key, current.name or current.uuid).decode()}
+            return conn.post(f"consumers/{u}", json=body), new_key
 
-        consumer = self._consumer_call(call)
+        consumer, new_key = self._consumer_call(call)
         _, cert_pem, returned_key = _id_cert(consumer)
-        key_pem = new_key or returned_key or self.identity.key_pem()
-        identity = self.identity.save(
-            cert_pem,
-            key_pem,
-            key_origin="local" if new_key else ("server" if returned_key else current.key_origin),
-        )
+        if returned_key is not None:
+            key_pem, origin = returned_key, "server"
+        elif new_key is not None:
+            key_pem, origin = new_key, "local"
+        else:  # the server signed the key it already knew
+            key_pem, origin = self.identity.key_pem(), current.key_origin
+        identity = self.identity.save(cert_pem, key_pem, key_origin=origin)
         self.close()
         return identity
 
@@ -444,6 +538,26 @@ class Agent:
         """``with agent.locked():`` hold the inter-process lock."""
         with self.lock():
             yield self
+
+
+def _honours_csr(conn: Connection) -> bool:
+    """Whether the server issues certificates for a client's CSR (``/status`` capabilities).
+
+    Stock Candlepin does not: it ignores the field and generates the key itself.
+    """
+    try:
+        status = conn.get("status")
+    except RemoteError as exc:
+        logger.info("no server status (%s); registering without a CSR", exc)
+        return False
+    caps = status.get("managerCapabilities") if isinstance(status, dict) else None
+    return isinstance(caps, list) and CSR_CAPABILITY in caps
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return str(exc) or type(exc).__name__
 
 
 def _id_cert(consumer: Any) -> tuple[str, bytes, bytes | None]:

@@ -90,38 +90,38 @@ def validate_pair(
     cert_pem: bytes,
     key_pem: bytes,
     *,
-    cert_label: str = "certificate",
-    key_label: str = "key",
+    cert_label: str | None = None,
+    key_label: str | None = None,
     now: datetime.datetime | None = None,
 ) -> dict[str, Any]:
     """Parse and check a certificate/key pair; return uuid, org, serial and validity.
 
-    Raises :class:`IdentityError` with a message naming what is wrong.
+    ``cert_label``/``key_label`` are the files' paths, when the pair comes from files.  Raises
+    :class:`IdentityError` with a message naming what is wrong.
     """
     from ftagent import crypto
 
+    cert_name = f"identity certificate {cert_label}" if cert_label else "the identity certificate"
+    key_name = f"identity key {key_label}" if key_label else "the identity key"
     try:
         cert = crypto.load_cert(cert_pem)
     except ValueError as exc:
-        raise IdentityError(
-            f"identity certificate {cert_label} is corrupt: {exc}", path=cert_label
-        ) from exc
+        raise IdentityError(f"{cert_name} is corrupt: {exc}", path=cert_label) from exc
     try:
         key = crypto.load_key(key_pem)
     except (ValueError, TypeError) as exc:
-        raise IdentityError(f"identity key {key_label} is corrupt: {exc}", path=key_label) from exc
+        raise IdentityError(f"{key_name} is corrupt: {exc}", path=key_label) from exc
     if crypto.public_key_der(cert) != crypto.public_key_der(key):
         raise IdentityError(
-            f"identity key {key_label} does not match certificate {cert_label}", path=key_label
+            f"{key_name} does not match {f'certificate {cert_label}' if cert_label else 'the certificate'}",
+            path=key_label,
         )
     info = crypto.cert_info(cert)
     if not info.common_name:
-        raise IdentityError(f"identity certificate {cert_label} has no CN (consumer UUID)", path=cert_label)
+        raise IdentityError(f"{cert_name} has no CN (consumer UUID)", path=cert_label)
     problem = crypto.check_validity(cert, now)
     if problem is not None:
-        raise IdentityError(
-            f"identity certificate {cert_label} {problem}; register again with --force", path=cert_label
-        )
+        raise IdentityError(f"{cert_name} {problem}; register again with --force", path=cert_label)
     return {
         "uuid": info.common_name,
         "org": info.organization,

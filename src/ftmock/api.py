@@ -30,6 +30,9 @@ CAPABILITIES = [
     "hypervisors_async", "hypervisors_heartbeat", "cert_v3", "guest_limit", "derived_product",
     "vcpu", "instance_multiplier", "remove_by_pool_id", "batch_bind", "ft_failover", "ft_lease",
 ]
+# Advertised only when the server issues identity certificates for the key of a `csr` sent with a
+# registration or regeneration; stock Candlepin ignores the field and generates the key itself.
+CSR_CAPABILITY = "ft_csr"
 
 
 @dataclass
@@ -87,9 +90,10 @@ def _peer_subject(peer: dict[str, Any]) -> dict[str, str]:
 
 class Api:
     def __init__(self, db: Database, ca: CertificateAuthority,
-                 enqueue_job: Callable[[str], None] | None = None) -> None:
+                 enqueue_job: Callable[[str], None] | None = None, honour_csr: bool = True) -> None:
         self.db = db
         self.ca = ca
+        self.honour_csr = honour_csr
         self.enqueue_job = enqueue_job or (lambda _job: None)
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._register_routes()
@@ -233,12 +237,14 @@ class Api:
         return Response(200, {
             "result": True, "version": __version__, "release": "1", "standalone": True,
             "mode": "NORMAL", "rulesSource": "DEFAULT", "rulesVersion": "5.44",
-            "managerCapabilities": CAPABILITIES, "timeUTC": now_iso(),
+            "managerCapabilities": CAPABILITIES + ([CSR_CAPABILITY] if self.honour_csr else []),
+            "timeUTC": now_iso(),
         })
 
     def register(self, ctx: Ctx) -> Response:
         keys = [k for k in ctx.req.query.get("activation_keys", "").split(",") if k.strip()]
-        dto = consumers.register(ctx.tx, ctx.ca, ctx.who, ctx.req.query.get("owner"), keys, ctx.req.json())
+        dto = consumers.register(ctx.tx, ctx.ca, ctx.who, ctx.req.query.get("owner"), keys, ctx.req.json(),
+                                 honour_csr=self.honour_csr)
         log.info("registered consumer %s (%s) in %s", dto["uuid"], dto["name"], dto["owner"]["key"])
         return Response(200, dto)
 
@@ -259,7 +265,7 @@ class Api:
 
     def regenerate(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
-        return Response(200, consumers.regenerate(ctx.tx, ctx.ca, row, ctx.req.json()))
+        return Response(200, consumers.regenerate(ctx.tx, ctx.ca, row, ctx.req.json(), honour_csr=self.honour_csr))
 
     def certificates(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)

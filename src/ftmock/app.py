@@ -40,13 +40,14 @@ def open_database(data_dir: Path, admin_password: str | None = None) -> Database
 class FtmockApp:
     """A running server; `serve()` blocks until `stop()` or SIGTERM/SIGINT."""
 
-    def __init__(self, data_dir: Path, host: str, port: int, admin_password: str | None = None) -> None:
+    def __init__(self, data_dir: Path, host: str, port: int, admin_password: str | None = None,
+                 honour_csr: bool = True) -> None:
         self.data_dir = data_dir
         self.db = open_database(data_dir, admin_password)
         self.ca = CertificateAuthority.load_or_create(data_dir)
         cert, key = self.ca.server_certificate(data_dir, host)
         self.jobs = JobRunner(self.db, self.ca)
-        self.api = Api(self.db, self.ca, self.jobs.enqueue)
+        self.api = Api(self.db, self.ca, self.jobs.enqueue, honour_csr=honour_csr)
         self.httpd = FtmockHTTPServer((host, port), self.api, make_tls_context(cert, key, data_dir / "ca.pem"))
         bound_host, bound_port = str(self.httpd.server_address[0]), self.httpd.server_address[1]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host

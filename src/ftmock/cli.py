@@ -43,8 +43,12 @@ def cli(ctx: click.Context, data_dir: Path, debug: bool) -> None:
               help="Directory with the database, CA and keys (same as the global option).")
 @click.option("--admin-password", envvar="FTMOCK_ADMIN_PASSWORD", default=None,
               help="Password of user 'admin' (default 'admin' on first start; env FTMOCK_ADMIN_PASSWORD).")
+@click.option("--no-csr", is_flag=True,
+              help="Ignore the csr of registrations and regenerations, as stock Candlepin does: the server "
+                   "generates every consumer key and returns it (idCert.key).")
 @click.pass_obj
-def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_password: str | None) -> None:
+def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_password: str | None,
+          no_csr: bool) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
 
@@ -52,7 +56,7 @@ def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_passwo
         data_dir = serve_data_dir.resolve()
     host, port = _parse_listen(listen)
     try:
-        app = FtmockApp(data_dir, host, port, admin_password)
+        app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     app.serve()

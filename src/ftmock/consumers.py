@@ -136,7 +136,7 @@ def _activation_keys(tx: Tx, owner: str, names: list[str]) -> list[sqlite3.Row]:
 
 
 def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str | None,
-             activation_keys: list[str], body: Any) -> dict[str, Any]:
+             activation_keys: list[str], body: Any, honour_csr: bool = True) -> dict[str, Any]:
     body = req_dict(body, "consumer")
     if not owner:
         raise BadRequest("Parameter 'owner' is required to register")
@@ -162,7 +162,7 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
     csr = body.get("csr")
     if csr is not None and not isinstance(csr, str):
         raise BadRequest("csr must be a PEM string")
-    public_key = ca.public_key_from_csr(csr) if csr else None
+    public_key = ca.public_key_from_csr(csr) if csr and honour_csr else None
 
     now = now_iso()
     row = _ft_primary_for_registration(tx, owner, facts)
@@ -263,10 +263,17 @@ def update(tx: Tx, row: sqlite3.Row, body: Any) -> None:
     tx.execute(f"UPDATE consumers SET {cols} WHERE uuid=?", (*sets.values(), row["uuid"]))  # noqa: S608
 
 
-def regenerate(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, body: Any) -> dict[str, Any]:
-    """New identity certificate: for a CSR if given, else for the same key (or a new server key)."""
+def regenerate(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, body: Any,
+               honour_csr: bool = True) -> dict[str, Any]:
+    """New identity certificate: for a CSR if given, else for the same key (or a new server key).
+
+    Without `honour_csr` the server behaves as stock Candlepin: a new key it generates, every time.
+    """
     public_key: str | None = None
-    if isinstance(body, dict) and body.get("csr"):
+    if not honour_csr:
+        if body is not None and not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+    elif isinstance(body, dict) and body.get("csr"):
         if not isinstance(body["csr"], str):
             raise BadRequest("csr must be a PEM string")
         public_key = ca.public_key_from_csr(body["csr"])

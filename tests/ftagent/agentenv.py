@@ -29,6 +29,15 @@ class Guest:
     virt_uuid: str
 
     @property
+    def honours_csr(self) -> bool:
+        return "--no-csr" not in self.server.extra_args
+
+    @property
+    def expected_key_origin(self) -> str:
+        """What `register` without --server-key reports: our CSR's key, or the server's."""
+        return "local" if self.honours_csr else "server"
+
+    @property
     def conf(self) -> Path:
         return self.root / "ftagent.conf"
 
@@ -95,6 +104,14 @@ def org(ftmock_session: FtmockServer) -> str:
 @pytest.fixture
 def guest(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> Guest:
     return make_guest(tmp_path / "guest", ftmock_session, org)
+
+
+@pytest.fixture
+def any_guest(tmp_path: Path, any_ftmock: FtmockServer) -> Guest:
+    """A guest against each kind of server: CSR honoured (ftmock) and CSR ignored (stock Candlepin)."""
+    key = f"org-{uuidlib.uuid4().hex[:10]}"
+    any_ftmock.admin("org", "create", key)
+    return make_guest(tmp_path / "guest", any_ftmock, key)
 
 
 def make_pool(server: FtmockServer, org: str, pid: str = "100", quantity: int = 10, *attrs: str) -> str:

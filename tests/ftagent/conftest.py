@@ -1,6 +1,6 @@
 """Fixtures for ftagent tests."""
 
-from tests.ftagent.agentenv import guest, org
+from tests.ftagent.agentenv import any_guest, guest, org
 from tests.ftagent.stubserver import stub
 
-__all__ = ["guest", "org", "stub"]
+__all__ = ["any_guest", "guest", "org", "stub"]

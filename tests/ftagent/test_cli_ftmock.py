@@ -24,16 +24,18 @@ from tests.ftagent.agentenv import FTAGENT, Guest, make_guest, make_pool
 # -- registration --------------------------------------------------------------------------------
 
 
-def test_register_with_csr_then_identity_checkin_unregister(guest: Guest) -> None:
+def test_register_then_identity_checkin_unregister(any_guest: Guest) -> None:
+    guest = any_guest
     data = guest.register("--name", "vm-one")
-    assert data["org"] == guest.org and data["name"] == "vm-one" and data["key_origin"] == "local"
+    assert data["org"] == guest.org and data["name"] == "vm-one"
+    assert data["key_origin"] == guest.expected_key_origin
     uuid = data["uuid"]
     assert stat.S_IMODE(os.stat(guest.id_dir / "key.pem").st_mode) == 0o600
     ident = guest.ok("identity")
     assert {k: ident[k] for k in ("uuid", "org", "name", "serial")} == {
         "uuid": uuid, "org": guest.org, "name": "vm-one", "serial": data["serial"]}
     assert ident["failed_over_from"] is None
-    # The server holds the facts and only a public key: it never saw our private key.
+    # The server holds the facts; a CSR-honouring server never saw our private key.
     consumer = guest.admin_api("GET", f"consumers/{uuid}").json()
     assert consumer["facts"]["virt.uuid"].lower() == guest.virt_uuid.lower()
     assert "key" not in consumer.get("idCert", {}) or not consumer["idCert"].get("key")
@@ -53,7 +55,8 @@ def test_register_with_csr_then_identity_checkin_unregister(guest: Guest) -> Non
     assert guest.admin_api("GET", f"consumers/{uuid}").status_code == 410
 
 
-def test_register_with_server_generated_key(guest: Guest) -> None:
+def test_register_with_server_generated_key(any_guest: Guest) -> None:
+    guest = any_guest
     data = guest.register("--server-key")
     assert data["key_origin"] == "server"
     assert guest.ok("checkin")["uuid"] == data["uuid"]
@@ -88,17 +91,20 @@ def test_wrong_password_is_401_with_server_message(guest: Guest) -> None:
     assert not guest.id_dir.exists() or not any(guest.id_dir.iterdir())
 
 
-def test_activation_key_registration_attaches_its_pool(guest: Guest) -> None:
+def test_activation_key_registration_attaches_its_pool(any_guest: Guest) -> None:
+    guest = any_guest
     pool = make_pool(guest.server, guest.org)
     guest.server.admin("activation-key", "create", "--org", guest.org, "--name", "ak1", "--pool", pool)
     data = guest.ok("register", "--org", guest.org, "--activationkey", "ak1")
+    assert data["key_origin"] == guest.expected_key_origin
     assert len(data["entitlement_serials"]) == 1
     serial = data["entitlement_serials"][0]
     assert (guest.ent_dir / f"{serial}.pem").read_text().startswith("-----BEGIN CERTIFICATE")
     assert stat.S_IMODE(os.stat(guest.ent_dir / f"{serial}-key.pem").st_mode) == 0o600
 
 
-def test_attach_list_status_and_refresh_adds_and_removes(guest: Guest) -> None:
+def test_attach_list_status_and_refresh_adds_and_removes(any_guest: Guest) -> None:
+    guest = any_guest
     pool = make_pool(guest.server, guest.org)
     uuid = guest.register()["uuid"]
     assert guest.ok("status")["status"] in ("invalid", "partial")
@@ -140,12 +146,18 @@ def test_facts_show_and_update(guest: Guest) -> None:
     assert guest.ok("checkin")["facts_sent"] is False
 
 
-def test_identity_regenerate(guest: Guest) -> None:
+def test_identity_regenerate(any_guest: Guest) -> None:
+    guest = any_guest
     before = guest.register()
     key_before = (guest.id_dir / "key.pem").read_bytes()
     after = guest.ok("identity", "--regenerate")
     assert after["uuid"] == before["uuid"] and after["serial"] != before["serial"]
-    assert (guest.id_dir / "key.pem").read_bytes() != key_before  # new local key via CSR
+    # A new key either way: ours via CSR, or the one a CSR-ignoring server generated and returned.
+    assert (guest.id_dir / "key.pem").read_bytes() != key_before
+    assert after["key_origin"] == guest.expected_key_origin
+    assert guest.ok("checkin")["uuid"] == before["uuid"]
+    again = guest.ok("identity", "--regenerate", "--server-key")
+    assert again["serial"] != after["serial"]
     assert guest.ok("checkin")["uuid"] == before["uuid"]
 
 
@@ -293,7 +305,10 @@ def test_identity_and_help_do_not_import_the_network_stack(guest: Guest) -> None
     assert res.stdout.strip() == "[]"
 
 
-def test_register_auto_attach_and_attach_auto(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> None:
+def test_register_auto_attach_and_attach_auto(tmp_path: Path, any_ftmock: FtmockServer) -> None:
+    ftmock_session = any_ftmock
+    org = f"org-auto-{os.urandom(4).hex()}"
+    ftmock_session.admin("org", "create", org)
     make_pool(ftmock_session, org, "100", 10)
     g = make_guest(tmp_path / "g", ftmock_session, org)
     data = g.register("--auto-attach")
