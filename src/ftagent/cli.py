@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -461,7 +462,8 @@ def attach(ctx: click.Context, auto: bool, pool: str | None, as_json: bool) -> N
 
 
 @cli.command(name="list")
-@click.option("--consumed", is_flag=True, help="Entitlements this system holds (the default).")
+@click.option("--consumed", is_flag=True,
+              help="Entitlements this system holds, read from its certificates (offline; the default).")
 @click.option("--available", is_flag=True, help="Pools this system can attach.")
 @json_option
 @click.pass_context
@@ -469,22 +471,33 @@ def list_(ctx: click.Context, consumed: bool, available: bool, as_json: bool) ->
     """List consumed entitlements or available pools."""
     if consumed and available:
         raise InvalidUsage("give only one of --consumed or --available")
-    agent = _locked(ctx)
     if available:
-        pools = agent.available()
-        lines = [
+        pools = _locked(ctx).available()
+        pool_lines = [
             f"{p.get('id')}  {p.get('productId', '')}  {p.get('productName', '')}  quantity {p.get('quantity', '')}"
             for p in pools
             if isinstance(p, dict)
         ] or ["No pools available"]
-        _emit(as_json, pools, lines)
+        _emit(as_json, pools, pool_lines)
         return
-    ents = agent.consumed()
-    lines = []
-    for ent in ents:
-        if isinstance(ent, dict):
-            p = ent.get("pool") or {}
-            lines.append(f"{ent.get('id')}  pool {p.get('id')}  {p.get('productName') or p.get('productId', '')}")
+    # From the certificates themselves: works offline, shows what the server signed.
+    agent = _state(ctx).agent()
+    ca = agent.config.server.ca_cert
+    ca_path = Path(ca) if ca and Path(ca).is_file() else None
+    ents: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for serial, cert in agent.entitlements.certificates(ca_path):
+        if isinstance(cert, FtagentError):
+            ents.append({"serial": serial, "error": str(cert)})
+            lines.append(f"serial {serial}: cannot be read: {cert}")
+            continue
+        ents.append(cert.as_dict())
+        lines.append(f"{cert.name or cert.sku}  (SKU {cert.sku}, serial {serial}, pool {cert.pool.get('id')})")
+        lines.append(f"  valid:    {cert.start[:10]} to {cert.end[:10]}   signature: {cert.signature}")
+        lines.extend(f"  product:  {p['id']}  {p['name']}" for p in cert.products)
+        lines.extend(
+            f"  content:  {c['label']}  {c['path']}{'' if c['enabled'] else '  (disabled)'}" for c in cert.content
+        )
     _emit(as_json, ents, lines or ["No entitlements consumed"])
 
 

@@ -83,6 +83,24 @@ class EntitlementStore:
                 out.add(int(stem))
         return out
 
+    def certificates(self, ca_cert: Path | None = None) -> list[tuple[int, Any]]:
+        """Each local certificate, parsed: ``(serial, EntitlementCert)`` or ``(serial, EntitlementCertError)``.
+
+        Reads only local files (no server); ``ca_cert`` checks each payload's signature.
+        """
+        from ftagent.entcert import EntitlementCertError, read_entitlement
+
+        out: list[tuple[int, Any]] = []
+        for serial in sorted(self.serials()):
+            try:
+                text = self.cert_path(serial).read_text()
+                out.append((serial, read_entitlement(text, ca_cert=ca_cert)))
+            except EntitlementCertError as exc:
+                out.append((serial, exc))
+            except (OSError, UnicodeDecodeError) as exc:
+                out.append((serial, EntitlementCertError(f"unreadable: {exc}")))
+        return out
+
     def save(self, serial: int, cert_pem: bytes, key_pem: bytes, *, sync_dir: bool = True) -> None:
         """Write a serial's key (0600) then its certificate, each atomically."""
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -401,10 +401,7 @@ class Api:
     def owner_products(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
         rows = ctx.tx.all("SELECT * FROM products WHERE owner = ? ORDER BY id", (owner,))
-        return Response(200, [{"id": r["id"], "name": r["name"],
-                               "attributes": [{"name": k, "value": v}
-                                              for k, v in json.loads(r["attributes"]).items()]}
-                              for r in rows])
+        return Response(200, [subscriptions.product_dto(ctx.tx, r) for r in rows])
 
     def create_product(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)

@@ -144,7 +144,8 @@ class CertificateAuthority:
         return cls(cert, key)
 
     def _builder(self, subject: x509.Name, public_key: object, days: int, serial: int,
-                 not_after: dt.datetime | None = None) -> x509.CertificateBuilder:
+                 not_after: dt.datetime | None = None,
+                 not_before: dt.datetime | None = None) -> x509.CertificateBuilder:
         now = _now()
         return (
             x509.CertificateBuilder()
@@ -152,7 +153,7 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject)
             .public_key(public_key)  # type: ignore[arg-type]
             .serial_number(serial)
-            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_before(not_before or now - dt.timedelta(minutes=5))
             .not_valid_after(not_after or now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
@@ -239,24 +240,25 @@ class CertificateAuthority:
             not_after=cert.not_valid_after_utc,
         )
 
-    def entitlement(self, entitlement_id: str, owner: str, serial: int, data: bytes,
-                    not_after: dt.datetime | None = None) -> IssuedCert:
-        """Issue an entitlement certificate with its own key; `data` is appended as a PEM-style block."""
-        import base64
+    def entitlement(self, entitlement_id: str, owner: str, serial: int, payload: dict[str, Any],
+                    not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> IssuedCert:
+        """Issue a v3 entitlement certificate (see `entcert`) with its own key for a payload."""
+        from . import entcert
 
         key = generate_key()
-        days = ENTITLEMENT_DAYS
         builder = self._builder(
             x509.Name([
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, owner),
                 x509.NameAttribute(NameOID.COMMON_NAME, entitlement_id),
             ]),
-            key.public_key(), days, serial, not_after,
+            key.public_key(), ENTITLEMENT_DAYS, serial, not_after, not_before,
         )
+        for ext in entcert.extensions():
+            builder = builder.add_extension(ext, critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
-        body = base64.encodebytes(data).decode()
-        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        pem += f"-----BEGIN ENTITLEMENT DATA-----\n{body}-----END ENTITLEMENT DATA-----\n"
+        compressed = entcert.encode_payload(payload)
+        signature = self.key.sign(compressed, ec.ECDSA(hashes.SHA256()))
+        pem = entcert.pem_with_payload(cert.public_bytes(serialization.Encoding.PEM).decode(), compressed, signature)
         return IssuedCert(
             serial=serial, cert_pem=pem, key_pem=key_to_pem(key),
             public_key_pem=public_key_pem(key.public_key()), not_after=cert.not_valid_after_utc,

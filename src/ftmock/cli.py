@@ -117,14 +117,19 @@ def product() -> None:
 @click.option("--attribute", "attributes", multiple=True, metavar="NAME=VALUE",
               help="Product attribute, e.g. virt_limit=4 or virt_limit=unlimited; repeatable.")
 @click.option("--provides", multiple=True, metavar="PRODUCT_ID", help="Provided product id; repeatable.")
+@click.option("--content", "contents", multiple=True, metavar="LABEL=PATH",
+              help="Content set (yum repository) of the product, by label and path; repeatable.")
 @click.pass_obj
 def product_create(data_dir: Path, owner: str, pid: str, name: str, attributes: tuple[str, ...],
-                   provides: tuple[str, ...]) -> None:
+                   provides: tuple[str, ...], contents: tuple[str, ...]) -> None:
     """Create or update a product."""
     from .consumers import require_owner
     from .subscriptions import create_product
 
-    body = {"id": pid, "name": name, "attributes": _attrs(attributes), "providedProducts": list(provides)}
+    content = [{"content": {"label": label, "name": label, "contentUrl": path}, "enabled": True}
+               for label, path in _attrs(contents).items()]
+    body = {"id": pid, "name": name, "attributes": _attrs(attributes), "providedProducts": list(provides),
+            "productContent": content}
 
     def run(tx: Any) -> Any:
         require_owner(tx, owner)

@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS products(
     owner TEXT NOT NULL REFERENCES owners(key), id TEXT NOT NULL, name TEXT NOT NULL,
     attributes TEXT NOT NULL DEFAULT '{}', provided TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY(owner, id));
+CREATE TABLE IF NOT EXISTS product_content(
+    owner TEXT NOT NULL, product_id TEXT NOT NULL, content TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY(owner, product_id));
 CREATE TABLE IF NOT EXISTS pools(
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL REFERENCES owners(key),

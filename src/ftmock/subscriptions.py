@@ -9,13 +9,12 @@ pools are what lets each FT instance be entitled by the hypervisor it runs on.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import sqlite3
 import uuid as uuidlib
 from typing import Any
 
-from . import shares
+from . import entcert, shares
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound
 from .store import Tx, dumps, loads, now_iso
@@ -66,15 +65,84 @@ def create_product(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
                 raise ValueError
         except ValueError:
             raise BadRequest("attribute virt_limit must be a non-negative integer or 'unlimited'") from None
-    provided = str_list(body.get("providedProducts"), "providedProducts")
+    provided = str_list(_product_ids(body.get("providedProducts")), "providedProducts")
+    content = _content_list(body.get("productContent"))
     tx.execute(
         "INSERT INTO products(owner, id, name, attributes, provided) VALUES(?,?,?,?,?) "
         "ON CONFLICT(owner, id) DO UPDATE SET name=excluded.name, attributes=excluded.attributes, "
         "provided=excluded.provided",
         (owner, pid, name, dumps(attrs), dumps(provided)),
     )
-    return {"id": pid, "name": name, "attributes": [{"name": k, "value": v} for k, v in attrs.items()],
-            "providedProducts": provided}
+    tx.execute("INSERT OR REPLACE INTO product_content(owner, product_id, content) VALUES(?,?,?)",
+               (owner, pid, dumps(content)))
+    return product_dto(tx, _product(tx, owner, pid))
+
+
+def _product_ids(value: Any) -> Any:
+    """providedProducts as ids, from a list of ids or Candlepin's list of ProductDTOs."""
+    if isinstance(value, list):
+        return [v.get("id") if isinstance(v, dict) else v for v in value]
+    return value
+
+
+_CONTENT_FIELDS = ("id", "type", "label", "name", "vendor", "contentUrl", "gpgUrl", "arches")
+
+
+def _content_list(value: Any) -> list[dict[str, Any]]:
+    """Candlepin's productContent: [{"content": ContentDTO, "enabled": bool}]."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest("productContent must be a list")
+    out = []
+    for item in value:
+        content = item.get("content") if isinstance(item, dict) else None
+        if not isinstance(content, dict) or not isinstance(content.get("label"), str) or not content["label"]:
+            raise BadRequest("productContent entries need a content object with a label")
+        entry: dict[str, Any] = {}
+        for key in _CONTENT_FIELDS:
+            if content.get(key) is not None:
+                if not isinstance(content[key], str):
+                    raise BadRequest(f"content {key} must be a string")
+                entry[key] = content[key]
+        if isinstance(content.get("metadataExpire"), int):
+            entry["metadataExpire"] = content["metadataExpire"]
+        entry.setdefault("id", entry["label"])
+        entry.setdefault("name", entry["label"])
+        entry.setdefault("type", "yum")
+        entry.setdefault("vendor", "ftmock")
+        entry["enabled"] = bool(item.get("enabled", True))
+        out.append(entry)
+    return out
+
+
+def product_content(tx: Tx, owner: str, pid: str) -> list[dict[str, Any]]:
+    row = tx.one("SELECT content FROM product_content WHERE owner = ? AND product_id = ?", (owner, pid))
+    return list(loads(row["content"], [])) if row else []
+
+
+def product_dto(tx: Tx, row: sqlite3.Row) -> dict[str, Any]:
+    """Candlepin's ProductDTO."""
+    attrs = loads(row["attributes"], {})
+    provided = []
+    for pid in loads(row["provided"], []):
+        sub = tx.one("SELECT * FROM products WHERE owner = ? AND id = ?", (row["owner"], pid))
+        provided.append({"id": pid, "name": sub["name"] if sub else pid})
+    return {
+        "uuid": f"{row['owner']}-{row['id']}",
+        "id": row["id"],
+        "name": row["name"],
+        "multiplier": 1,
+        "attributes": [{"name": k, "value": v} for k, v in attrs.items()],
+        "productContent": [
+            {"content": {k: v for k, v in c.items() if k != "enabled"}, "enabled": c["enabled"]}
+            for c in product_content(tx, row["owner"], row["id"])
+        ],
+        "providedProducts": provided,
+        "branding": [],
+        "dependentProductIds": [],
+        "locked": False,
+    }
 
 
 def _product(tx: Tx, owner: str, pid: str) -> sqlite3.Row:
@@ -160,12 +228,18 @@ def _consumed(tx: Tx, pool_id: str) -> int:
 
 
 def _provides(tx: Tx, pool: sqlite3.Row) -> tuple[sqlite3.Row, list[str]]:
+    """The pool's SKU and the products it covers: its provided products, or itself if it lists none."""
     product = _product(tx, pool["owner"], pool["product_id"])
-    return product, [product["id"], *loads(product["provided"], [])]
+    return product, _covered_ids(product)
+
+
+def _covered_ids(product: sqlite3.Row) -> list[str]:
+    provided = loads(product["provided"], [])
+    return list(provided) if provided else [product["id"]]
 
 
 def pool_dto(tx: Tx, pool: sqlite3.Row) -> dict[str, Any]:
-    product, provided = _provides(tx, pool)
+    product = _product(tx, pool["owner"], pool["product_id"])
     attrs = loads(pool["attributes"], {})
     return {
         "id": pool["id"],
@@ -179,13 +253,22 @@ def pool_dto(tx: Tx, pool: sqlite3.Row) -> dict[str, Any]:
         "attributes": [{"name": k, "value": v} for k, v in sorted(attrs.items())],
         "productAttributes": [{"name": k, "value": v}
                               for k, v in sorted(loads(product["attributes"], {}).items())],
-        "providedProducts": [{"productId": p} for p in provided],
+        "providedProducts": _provided_dtos(tx, pool["owner"], product),
         "sourceEntitlement": {"id": pool["source_entitlement"]} if pool["source_entitlement"] else None,
         "requiresHost": pool["requires_host"],
         "hypervisorId": pool["hypervisor_id"],
         "startDate": pool["start_date"],
         "endDate": pool["end_date"],
     }
+
+
+def _provided_dtos(tx: Tx, owner: str, product: sqlite3.Row) -> list[dict[str, Any]]:
+    """ProvidedProductDTOs: the SKU's provided products (never the SKU itself), with their names."""
+    out = []
+    for pid in loads(product["provided"], []):
+        row = tx.one("SELECT name FROM products WHERE owner = ? AND id = ?", (owner, pid))
+        out.append({"productId": pid, "productName": row["name"] if row else pid})
+    return out
 
 
 def pools_for_owner(tx: Tx, owner: str) -> list[dict[str, Any]]:
@@ -293,14 +376,10 @@ def _create_entitlement(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
     tx.execute("INSERT INTO entitlements(id, consumer, pool, quantity, created) VALUES(?,?,?,?,?)",
                (ent_id, consumer["uuid"], pool["id"], quantity, now_iso()))
     product, provided = _provides(tx, pool)
-    data = json.dumps({
-        "consumer": consumer["uuid"], "quantity": quantity,
-        "subscription": {"pool": pool["id"], "sku": product["id"], "name": product["name"]},
-        "products": [{"id": p} for p in provided],
-        "start": pool["start_date"], "end": pool["end_date"],
-    }, sort_keys=True).encode()
     serial = tx.next_serial("entitlement")
-    issued = ca.entitlement(ent_id, pool["owner"], serial, data,
+    payload = _cert_payload(tx, consumer, pool, product, provided, quantity)
+    issued = ca.entitlement(ent_id, pool["owner"], serial, payload,
+                            not_before=dt.datetime.fromisoformat(pool["start_date"]),
                             not_after=dt.datetime.fromisoformat(pool["end_date"]))
     tx.execute(
         "INSERT INTO certificates(serial, entitlement, consumer, cert, key, expiration) VALUES(?,?,?,?,?,?)",
@@ -323,6 +402,36 @@ def _create_entitlement(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
     return _entitlement_dto(tx, tx.one("SELECT * FROM entitlements WHERE id = ?", (ent_id,)))
 
 
+def _cert_payload(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, product: sqlite3.Row, provided: list[str],
+                  quantity: int) -> dict[str, Any]:
+    """The entitlement data of a v3 certificate: what a client needs without asking the server."""
+    attrs = {**loads(product["attributes"], {}), **loads(pool["attributes"], {})}
+    products = []
+    for pid in provided:
+        row = tx.one("SELECT * FROM products WHERE owner = ? AND id = ?", (pool["owner"], pid))
+        name = row["name"] if row else pid
+        pattrs = loads(row["attributes"], {}) if row else {}
+        products.append(entcert.product_entry(pid, name, pattrs, product_content(tx, pool["owner"], pid)))
+    subscription: dict[str, Any] = {
+        "sku": product["id"], "name": product["name"], "warning": 0, "management": False,
+        "virt_only": attrs.get("virt_only") == "true",
+    }
+    for attr, key in (("sockets", "sockets"), ("cores", "cores"), ("ram", "ram"), ("stacking_id", "stacking_id")):
+        if attrs.get(attr):
+            subscription[key] = int(attrs[attr]) if attrs[attr].isdigit() else attrs[attr]
+    if attrs.get("support_level") or attrs.get("support_type"):
+        subscription["service"] = {"level": attrs.get("support_level"), "type": attrs.get("support_type")}
+    return {
+        "consumer": consumer["uuid"],
+        "quantity": quantity,
+        "subscription": subscription,
+        "order": {"number": pool["id"], "quantity": pool["quantity"], "start": pool["start_date"],
+                  "end": pool["end_date"]},
+        "products": products,
+        "pool": {"id": pool["id"]},
+    }
+
+
 def remove_entitlement(tx: Tx, ent_id: str) -> None:
     """Remove an entitlement, its certificate, and any pool derived from it (with what it entitled)."""
     for derived in tx.all("SELECT id FROM pools WHERE source_entitlement = ?", (ent_id,)):
@@ -342,7 +451,7 @@ def products_covered(tx: Tx, consumer_uuid: str) -> dict[str, list[str]]:
                          (ent["owner"], ent["product_id"]))
         if product is None:
             continue
-        for pid in [product["id"], *loads(product["provided"], [])]:
+        for pid in _covered_ids(product):
             covered.setdefault(pid, []).append(ent["id"])
     return covered
 
@@ -381,7 +490,7 @@ def auto_attach(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
                 continue
             ent = _create_entitlement(tx, ca, consumer, pool, 1)
             attached.append(ent)
-            for provided in [p["productId"] for p in ent["pool"]["providedProducts"]]:
+            for provided in _provides(tx, pool)[1]:
                 covered.setdefault(provided, []).append(ent["id"])
             break
     return attached

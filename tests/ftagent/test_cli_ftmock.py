@@ -319,3 +319,40 @@ def test_register_auto_attach_and_attach_auto(tmp_path: Path, any_ftmock: Ftmock
     attached = g2.ok("attach", "--auto")
     assert [e["pool"]["productId"] for e in attached] == ["100"]
     assert len(list(g2.ent_dir.glob("*-key.pem"))) == 1
+
+
+def test_list_consumed_reads_the_certificates_offline(any_guest: Guest) -> None:
+    guest = any_guest
+    server = guest.server
+    server.admin("product", "create", "--org", guest.org, "--id", "100", "--name", "Guest OS",
+                 "--content", "guest-os-base=/content/guestos/base", "--content", "guest-os-extra=/content/guestos/extra")
+    server.admin("product", "create", "--org", guest.org, "--id", "SKU-9", "--name", "Guest OS Premium",
+                 "--provides", "100")
+    pool = json.loads(server.admin("pool", "create", "--org", guest.org, "--product", "SKU-9",
+                                   "--end-date", "2031-06-30T00:00:00+00:00"))["id"]
+    guest.register()
+    guest.ok("attach", "--pool", pool)
+    # Offline: the configured server is now an address where nothing listens.
+    guest.conf.write_text(guest.conf.read_text().replace(server.url, "https://127.0.0.1:9/candlepin"))
+    [ent] = guest.ok("list", "--consumed")
+    assert ent["name"] == "Guest OS Premium" and ent["sku"] == "SKU-9" and ent["pool"] == {"id": pool}
+    assert ent["end"].startswith("2031-06-30") and ent["signature"] == "verified"
+    assert [(p["id"], p["name"]) for p in ent["products"]] == [("100", "Guest OS")]
+    assert [(c["label"], c["path"]) for c in ent["content"]] == [
+        ("guest-os-base", "/content/guestos/base"), ("guest-os-extra", "/content/guestos/extra")]
+    text = guest.run("list").output
+    assert "Guest OS Premium" in text and "to 2031-06-30" in text and "product:  100  Guest OS" in text
+    assert "content:  guest-os-base  /content/guestos/base" in text
+
+    # A payload altered on disk no longer verifies against the CA.
+    [cert_file] = [p for p in guest.ent_dir.glob("*.pem") if not p.name.endswith("-key.pem")]
+    pem = cert_file.read_text()
+    import base64
+    import zlib
+    head, rest = pem.split("-----BEGIN ENTITLEMENT DATA-----\n")
+    body, tail = rest.split("-----END ENTITLEMENT DATA-----\n")
+    forged = zlib.compress(zlib.decompress(base64.b64decode(body)).replace(b"/content/guestos/base", b"/content/evil/base"))
+    cert_file.write_text(head + "-----BEGIN ENTITLEMENT DATA-----\n" + base64.encodebytes(forged).decode()
+                         + "-----END ENTITLEMENT DATA-----\n" + tail)
+    [ent] = guest.ok("list", "--consumed")
+    assert ent["signature"] == "invalid"
