@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, consumers, failover, hypervisors, leases, shares, subscriptions
+from . import __version__, consumers, dto, failover, hypervisors, leases, shares, subscriptions
 from .auth import ANONYMOUS, Principal, authenticate_basic
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -96,13 +96,16 @@ class Api:
         self.honour_csr = honour_csr
         self.enqueue_job = enqueue_job or (lambda _job: None)
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.route_table: list[tuple[str, str, bool]] = []  # (method, pattern, is an FT addition)
         self._register_routes()
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def route(self, method: str, pattern: str, handler: Handler) -> None:
+    def route(self, method: str, pattern: str, handler: Handler, ft: bool = False) -> None:
+        """Serve `method pattern`; `ft` marks the fault-tolerance and lease additions (not Candlepin's)."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "/?$")
-        self.routes.append((method, regex, handler))
+        self.routes.append((method, regex, handler if ft else _as_candlepin(handler)))
+        self.route_table.append((method, pattern, ft))
 
     def handle(self, req: Request) -> Response:
         if not req.path.startswith(PREFIX):
@@ -144,7 +147,6 @@ class Api:
             if row["cert_serial"] != serial:
                 raise Unauthorized(f"The identity certificate of {uuid} has been replaced; "
                                    "use the current one")
-            tx.execute("UPDATE consumers SET last_checkin=? WHERE uuid=?", (now_iso(), uuid))
             return Ctx(req, Principal("consumer", uuid, owner=row["owner"]), tx, self.ca, row)
         return Ctx(req, ANONYMOUS, tx, self.ca)
 
@@ -205,10 +207,16 @@ class Api:
         r("GET", "/consumers/{uuid}/compliance", self.compliance)
         r("GET", "/consumers/{uuid}/host", self.host)
         r("GET", "/consumers/{uuid}/guests", self.guests)
-        r("GET", "/consumers/{uuid}/lease", self.get_lease)
-        r("POST", "/consumers/{uuid}/lease", self.claim_lease)
-        r("DELETE", "/consumers/{uuid}/lease", self.release_lease)
-        r("GET", "/consumers/{uuid}/lease/log", self.lease_log)
+        r("PUT", "/consumers/{uuid}/certificates", self.regenerate_certificates)
+        r("DELETE", "/consumers/{uuid}/certificates/{serial}", self.unattach_by_serial)
+        r("DELETE", "/consumers/{uuid}/entitlements/pool/{pool}", self.unattach_by_pool)
+        r("GET", "/consumers/{uuid}/entitlements/dry-run", self.dry_run)
+        r("GET", "/consumers/{uuid}/owner", self.consumer_owner)
+        r("GET", "/consumers", self.search_consumers)
+        r("GET", "/consumers/{uuid}/lease", self.get_lease, ft=True)
+        r("POST", "/consumers/{uuid}/lease", self.claim_lease, ft=True)
+        r("DELETE", "/consumers/{uuid}/lease", self.release_lease, ft=True)
+        r("GET", "/consumers/{uuid}/lease/log", self.lease_log, ft=True)
         r("GET", "/pools", self.pools)
         r("GET", "/pools/{pool}", self.pool)
         r("GET", "/owners", self.owners)
@@ -254,7 +262,7 @@ class Api:
     def put_consumer(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
         leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
-        consumers.update(ctx.tx, row, ctx.req.json())
+        consumers.update(ctx.tx, row, ctx.req.json(), checkin=ctx.who.is_consumer)
         return Response(204)
 
     def delete_consumer(self, ctx: Ctx, uuid: str) -> Response:
@@ -269,11 +277,13 @@ class Api:
 
     def certificates(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
+        _checked_in(ctx, row)
         serials = subscriptions.parse_serials(ctx.req.query.get("serials"))
         return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], serials))
 
     def serials(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
+        _checked_in(ctx, row)
         return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], with_body=False))
 
     def entitlements(self, ctx: Ctx, uuid: str) -> Response:
@@ -311,6 +321,52 @@ class Api:
             raise NotFound(f"Entitlement with ID '{ent}' could not be found.")
         subscriptions.remove_entitlement(ctx.tx, ent)
         return Response(204)
+
+    def regenerate_certificates(self, ctx: Ctx, uuid: str) -> Response:
+        """PUT /consumers/{uuid}/certificates[?entitlement=ID]: new entitlement certificates (a check-in)."""
+        row = self._consumer(ctx, uuid)
+        _checked_in(ctx, row)
+        subscriptions.regenerate_certificates(ctx.tx, ctx.ca, row, ctx.req.query.get("entitlement"))
+        return Response(204)
+
+    def unattach_by_serial(self, ctx: Ctx, uuid: str, serial: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
+        if not serial.isdigit():
+            raise BadRequest("serial must be an integer")
+        subscriptions.remove_by_serial(ctx.tx, row, int(serial))
+        return Response(204)
+
+    def unattach_by_pool(self, ctx: Ctx, uuid: str, pool: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
+        subscriptions.remove_by_pool(ctx.tx, row, pool)
+        return Response(204)
+
+    def dry_run(self, ctx: Ctx, uuid: str) -> Response:
+        """What auto-attach would attach now (PoolQuantityDTOs); service levels are not modelled."""
+        row = self._consumer(ctx, uuid)
+        return Response(200, subscriptions.auto_attach(ctx.tx, ctx.ca, row, dry_run=True))
+
+    def consumer_owner(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        if row["owner"] is None:
+            raise NotFound(f"Consumer {uuid} belongs to no organization yet")
+        return Response(200, dto.owner_dto(consumers.require_owner(ctx.tx, row["owner"])))
+
+    def search_consumers(self, ctx: Ctx) -> Response:
+        """GET /consumers?owner=O[&type=T]: users only; without owner, superadmins see every org."""
+        who = self._require_user(ctx)
+        owner = ctx.req.query.get("owner")
+        if owner:
+            self._require_owner_access(ctx, owner)
+            return Response(200, consumers.list_for_owner(ctx.tx, owner, ctx.req.query.get("type")))
+        if not who.superadmin:
+            raise BadRequest("Give owner=KEY")
+        out: list[Any] = []
+        for org in ctx.tx.all("SELECT key FROM owners ORDER BY key"):
+            out.extend(consumers.list_for_owner(ctx.tx, org["key"], ctx.req.query.get("type")))
+        return Response(200, out)
 
     def compliance(self, ctx: Ctx, uuid: str) -> Response:
         return Response(200, subscriptions.compliance(ctx.tx, self._consumer(ctx, uuid)))
@@ -380,7 +436,7 @@ class Api:
     def owners(self, ctx: Ctx) -> Response:
         self._require_user(ctx)
         rows = ctx.tx.all("SELECT * FROM owners ORDER BY key")
-        return Response(200, [{"key": r["key"], "displayName": r["display_name"]} for r in rows])
+        return Response(200, [dto.owner_dto(r) for r in rows])
 
     def create_owner(self, ctx: Ctx) -> Response:
         who = self._require_user(ctx)
@@ -391,8 +447,7 @@ class Api:
 
     def owner(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
-        row = consumers.require_owner(ctx.tx, owner)
-        return Response(200, {"key": row["key"], "displayName": row["display_name"]})
+        return Response(200, dto.owner_dto(consumers.require_owner(ctx.tx, owner)))
 
     def owner_consumers(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
@@ -408,8 +463,20 @@ class Api:
         return Response(200, subscriptions.create_product(ctx.tx, owner, ctx.req.json()))
 
     def owner_pools(self, ctx: Ctx, owner: str) -> Response:
-        self._require_owner_access(ctx, owner)
-        return Response(200, subscriptions.pools_for_owner(ctx.tx, owner))
+        """An org's pools; with consumer=UUID (and that consumer's certificate) the ones it may attach."""
+        uuid = ctx.req.query.get("consumer")
+        if ctx.who.is_consumer:
+            if not uuid:
+                raise Forbidden("A consumer lists pools with consumer=its own UUID")
+            row = self._consumer(ctx, uuid)
+            if row["owner"] != owner:
+                raise Forbidden(f"Consumer {uuid} does not belong to organization {owner}")
+        else:
+            self._require_owner_access(ctx, owner)
+            row = self._consumer(ctx, uuid) if uuid else None  # type: ignore[assignment]
+        if row is None or ctx.req.query.get("listall", "").lower() == "true":
+            return Response(200, subscriptions.pools_for_owner(ctx.tx, owner))
+        return Response(200, subscriptions.attachable_pools(ctx.tx, row))
 
     def create_pool(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
@@ -440,22 +507,43 @@ class Api:
     def hypervisor_checkin(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
         job = hypervisors.submit(ctx.tx, owner, ctx.req.query.get("reporter_id"), ctx.req.body)
-        return Response(200, job, after_commit=lambda: self.enqueue_job(job["id"]))
+        dto.record_principal(ctx.tx, job["id"], ctx.who.name)
+        return Response(200, dto.job(ctx.tx, job), after_commit=lambda: self.enqueue_job(job["id"]))
 
     def hypervisor_heartbeat(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
-        return Response(200, hypervisors.heartbeat(ctx.tx, owner, ctx.req.query.get("reporter_id")))
+        job = hypervisors.heartbeat(ctx.tx, owner, ctx.req.query.get("reporter_id"))
+        dto.record_principal(ctx.tx, job["id"], ctx.who.name)
+        return Response(200, dto.job(ctx.tx, job))
 
     def job(self, ctx: Ctx, job: str) -> Response:
         self._require_user(ctx)
-        return Response(200, hypervisors.get_job(ctx.tx, job))
+        return Response(200, dto.job(ctx.tx, hypervisors.get_job(ctx.tx, job)))
 
     def user_owners(self, ctx: Ctx, user: str) -> Response:
         who = self._require_user(ctx)
         if who.name != user and not who.superadmin:
             raise Forbidden("Cannot list another user's organizations")
         rows = ctx.tx.all("SELECT * FROM owners ORDER BY key")
-        return Response(200, [{"key": r["key"], "displayName": r["display_name"]} for r in rows])
+        return Response(200, [dto.owner_dto(r) for r in rows])
+
+
+def _as_candlepin(handler: Handler) -> Handler:
+    """A Candlepin route's handler: its answer leaves out null members, as Candlepin's does."""
+    def run(ctx: Ctx, **kw: str) -> Response:
+        response = handler(ctx, **kw)
+        if isinstance(response.body, (dict, list)):
+            response.body = dto.without_nulls(response.body)
+        return response
+
+    run.__name__ = getattr(handler, "__name__", "handler")
+    return run
+
+
+def _checked_in(ctx: Ctx, row: sqlite3.Row) -> None:
+    """The consumer's own check-in calls (not a user's) update lastCheckin, as Candlepin's check-in filter does."""
+    if ctx.who.is_consumer:
+        ctx.tx.execute("UPDATE consumers SET last_checkin=? WHERE uuid=?", (now_iso(), row["uuid"]))
 
 
 _OWNER_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -469,4 +557,4 @@ def create_owner(tx: Tx, key: Any, display_name: Any = None) -> dict[str, Any]:
     if tx.one("SELECT 1 FROM owners WHERE key = ?", (key,)):
         raise BadRequest(f"Organization '{key}' already exists")
     tx.execute("INSERT INTO owners(key, display_name, created) VALUES(?,?,?)", (key, display_name or key, now_iso()))
-    return {"key": key, "displayName": display_name or key}
+    return dto.owner_dto(consumers.require_owner(tx, key))

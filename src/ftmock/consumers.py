@@ -7,6 +7,7 @@ import sqlite3
 import uuid as uuidlib
 from typing import Any
 
+from . import dto as dto_
 from . import shares, subscriptions
 from .auth import Principal
 from .ca import CertificateAuthority, IssuedCert
@@ -52,12 +53,17 @@ def get_row(tx: Tx, consumer_uuid: str) -> sqlite3.Row:
 
 
 def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[str, Any]:
+    """ConsumerDTO (plus `failedOverTo` for a failed-over FT consumer)."""
     owner = row["owner"]
+    hypervisor_id = None
+    if row["hypervisor_id"]:
+        hypervisor_id = {"hypervisorId": row["hypervisor_id"], "reporterId": row["reporter_id"]}
+    ent_count = tx.one("SELECT COALESCE(SUM(quantity), 0) AS n FROM entitlements WHERE consumer = ?", (row["uuid"],))
     dto: dict[str, Any] = {
         "id": row["uuid"],
         "uuid": row["uuid"],
         "name": row["name"],
-        "owner": {"key": owner, "displayName": owner} if owner else None,
+        "owner": dto_.owner_by_key(tx, owner) if owner else None,
         "type": {"label": row["type"], "manifest": False},
         "facts": loads(row["facts"], {}),
         "installedProducts": loads(row["installed_products"], []),
@@ -66,8 +72,20 @@ def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[s
         "lastCheckin": row["last_checkin"],
         "autoheal": True,
         "serviceLevel": "",
+        "serviceType": "",
+        "role": "",
+        "usage": "",
+        "addOns": [],
         "releaseVer": {"releaseVer": None},
-        "hypervisorId": {"hypervisorId": row["hypervisor_id"]} if row["hypervisor_id"] else None,
+        "hypervisorId": hypervisor_id,
+        "environments": [],
+        "contentAccessMode": dto_.CONTENT_ACCESS_MODE,
+        "entitlementStatus": subscriptions.compliance(tx, row)["status"] if owner else "unknown",
+        "entitlementCount": int(ent_count["n"]) if ent_count else 0,
+        "guestIds": guest_id_dtos(tx, row["uuid"]),
+        "capabilities": [],
+        "contentTags": [],
+        "href": f"/consumers/{row['uuid']}",
         "idCert": None,
     }
     if row["cert_pem"]:
@@ -83,6 +101,30 @@ def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[s
     if row["failed_over_to"]:
         dto["failedOverTo"] = row["failed_over_to"]
     return dto
+
+
+def guest_id_dtos(tx: Tx, hypervisor: str) -> list[dict[str, Any]]:
+    """GuestIdDTOs: the guests this consumer (a hypervisor, or a host that reported them) runs."""
+    rows = tx.all("SELECT guest_id, attributes, updated FROM guests WHERE hypervisor = ? ORDER BY guest_id",
+                  (hypervisor,))
+    return [{"guestId": r["guest_id"], "attributes": loads(r["attributes"], {}), "updated": r["updated"]}
+            for r in rows]
+
+
+def _set_guest_ids(tx: Tx, row: sqlite3.Row, value: Any) -> None:
+    """PUT /consumers/{uuid} with guestIds: the guests this host runs now (replacing the list)."""
+    if not isinstance(value, list):
+        raise BadRequest("guestIds must be a list")
+    now = now_iso()
+    tx.execute("DELETE FROM guests WHERE hypervisor = ?", (row["uuid"],))
+    for item in value:
+        gid = item.get("guestId") if isinstance(item, dict) else item
+        if not isinstance(gid, str) or not gid.strip() or len(gid) > 255:
+            raise BadRequest("guestIds entries need a non-empty guestId")
+        attrs = item.get("attributes") if isinstance(item, dict) else None
+        tx.execute("INSERT OR REPLACE INTO guests(hypervisor, guest_key, instance_key, guest_id, state, attributes, "
+                   "updated) VALUES(?,?,?,?,?,?,?)",
+                   (row["uuid"], guest_key(gid), "", gid, None, dumps(attrs if isinstance(attrs, dict) else {}), now))
 
 
 def _product_list(value: Any) -> list[dict[str, Any]]:
@@ -188,11 +230,15 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
     else:
         consumer_uuid = str(uuidlib.uuid4())
         virt_uuid = facts.get("virt.uuid")
+        hypervisor_id = _hypervisor_id(body.get("hypervisorId")) if ctype == "hypervisor" else None
+        if hypervisor_id and tx.one("SELECT 1 FROM consumers WHERE owner = ? AND hypervisor_id = ?",
+                                    (owner, hypervisor_id)):
+            raise Conflict(f"A hypervisor with id {hypervisor_id} is already registered in {owner}.")
         tx.execute(
             "INSERT INTO consumers(uuid, name, owner, type, facts, installed_products, created, updated, "
-            "last_checkin, guest_key) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            "last_checkin, guest_key, hypervisor_id) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
             (consumer_uuid, name, owner, ctype, dumps(facts), dumps(products), now, now, now,
-             guest_key(virt_uuid) if virt_uuid else None),
+             guest_key(virt_uuid) if virt_uuid else None, hypervisor_id),
         )
     row = get_row(tx, consumer_uuid)
     issued = issue_identity(tx, ca, row, public_key, owner)
@@ -205,6 +251,16 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
     if auto:
         subscriptions.auto_attach(tx, ca, row)
     return consumer_dto(tx, row, issued.key_pem)
+
+
+def _hypervisor_id(value: Any) -> str | None:
+    """HypervisorIdDTO ({"hypervisorId": ID}) or a bare id; stored lower-case, as reports store it."""
+    hid = value.get("hypervisorId") if isinstance(value, dict) else value
+    if hid is None:
+        return None
+    if not isinstance(hid, str) or not hid.strip() or len(hid) > 255:
+        raise BadRequest("hypervisorId.hypervisorId must be a non-empty string")
+    return hid.strip().lower()
 
 
 def _ft_primary_for_registration(tx: Tx, owner: str, facts: dict[str, str]) -> sqlite3.Row | None:
@@ -238,11 +294,13 @@ def _ft_primary_for_registration(tx: Tx, owner: str, facts: dict[str, str]) -> s
     return row
 
 
-def update(tx: Tx, row: sqlite3.Row, body: Any) -> None:
-    """PUT /consumers/{uuid}: facts, installed products, name; every call is also a check-in."""
+def update(tx: Tx, row: sqlite3.Row, body: Any, checkin: bool = True) -> None:
+    """PUT /consumers/{uuid}: facts, installed products, guest ids, name; also a check-in if `checkin`."""
     body = req_dict(body if body is not None else {}, "consumer")
     now = now_iso()
-    sets: dict[str, Any] = {"updated": now, "last_checkin": now}
+    sets: dict[str, Any] = {"updated": now}
+    if checkin:
+        sets["last_checkin"] = now
     if "facts" in body:
         facts = facts_map(body["facts"])
         current = loads(row["facts"], {})
@@ -254,6 +312,8 @@ def update(tx: Tx, row: sqlite3.Row, body: Any) -> None:
             sets["guest_key"] = guest_key(facts["virt.uuid"])
     if "installedProducts" in body:
         sets["installed_products"] = dumps(_product_list(body["installedProducts"]))
+    if body.get("guestIds") is not None:
+        _set_guest_ids(tx, row, body["guestIds"])
     if body.get("name") is not None:
         name = opt_str(body, "name")
         if not name or not name.strip():

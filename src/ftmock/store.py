@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS products(
 CREATE TABLE IF NOT EXISTS product_content(
     owner TEXT NOT NULL, product_id TEXT NOT NULL, content TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY(owner, product_id));
+CREATE TABLE IF NOT EXISTS job_principals(job_id TEXT PRIMARY KEY, principal TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pools(
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL REFERENCES owners(key),

@@ -14,7 +14,7 @@ import sqlite3
 import uuid as uuidlib
 from typing import Any
 
-from . import entcert, shares
+from . import dto, entcert, shares
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound
 from .store import Tx, dumps, loads, now_iso
@@ -243,10 +243,20 @@ def pool_dto(tx: Tx, pool: sqlite3.Row) -> dict[str, Any]:
     attrs = loads(pool["attributes"], {})
     return {
         "id": pool["id"],
-        "owner": {"key": pool["owner"]},
+        "owner": dto.owner_by_key(tx, pool["owner"]),
         "productId": product["id"],
         "productName": product["name"],
         "quantity": pool["quantity"],
+        "subscriptionId": pool["id"],
+        "subscriptionSubKey": "derived" if pool["source_entitlement"] else "master",
+        "contractNumber": pool["id"][:8],
+        "orderNumber": pool["id"],
+        "activeSubscription": True,
+        "managed": False,
+        "stacked": False,
+        "calculatedAttributes": {"compliance_type": "Standard", "suggested_quantity": "1",
+                                 "quantity_increment": "1"},
+        "href": f"/pools/{pool['id']}",
         "consumed": _consumed(tx, pool["id"]),
         "exported": 0,
         "type": "ENTITLEMENT_DERIVED" if pool["source_entitlement"] else "NORMAL",
@@ -254,7 +264,8 @@ def pool_dto(tx: Tx, pool: sqlite3.Row) -> dict[str, Any]:
         "productAttributes": [{"name": k, "value": v}
                               for k, v in sorted(loads(product["attributes"], {}).items())],
         "providedProducts": _provided_dtos(tx, pool["owner"], product),
-        "sourceEntitlement": {"id": pool["source_entitlement"]} if pool["source_entitlement"] else None,
+        "sourceEntitlement": ({"id": pool["source_entitlement"], "href": f"/entitlements/{pool['source_entitlement']}"}
+                              if pool["source_entitlement"] else None),
         "requiresHost": pool["requires_host"],
         "hypervisorId": pool["hypervisor_id"],
         "startDate": pool["start_date"],
@@ -376,15 +387,7 @@ def _create_entitlement(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
     tx.execute("INSERT INTO entitlements(id, consumer, pool, quantity, created) VALUES(?,?,?,?,?)",
                (ent_id, consumer["uuid"], pool["id"], quantity, now_iso()))
     product, provided = _provides(tx, pool)
-    serial = tx.next_serial("entitlement")
-    payload = _cert_payload(tx, consumer, pool, product, provided, quantity)
-    issued = ca.entitlement(ent_id, pool["owner"], serial, payload,
-                            not_before=dt.datetime.fromisoformat(pool["start_date"]),
-                            not_after=dt.datetime.fromisoformat(pool["end_date"]))
-    tx.execute(
-        "INSERT INTO certificates(serial, entitlement, consumer, cert, key, expiration) VALUES(?,?,?,?,?,?)",
-        (serial, ent_id, consumer["uuid"], issued.cert_pem, issued.key_pem, issued.not_after.isoformat()),
-    )
+    _issue_certificate(tx, ca, consumer, pool, product, provided, ent_id, quantity)
     attrs = loads(product["attributes"], {})
     if consumer["type"] == "hypervisor" and "virt_limit" in attrs:
         limit = attrs["virt_limit"]
@@ -400,6 +403,19 @@ def _create_entitlement(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
         log.info("hypervisor %s: derived virt pool %s (%s guests) from pool %s",
                  consumer["uuid"], derived_id, limit, pool["id"])
     return _entitlement_dto(tx, tx.one("SELECT * FROM entitlements WHERE id = ?", (ent_id,)))
+
+
+def _issue_certificate(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row, pool: sqlite3.Row,
+                       product: sqlite3.Row, provided: list[str], ent_id: str, quantity: int) -> None:
+    payload = _cert_payload(tx, consumer, pool, product, provided, quantity)
+    serial = tx.next_serial("entitlement")
+    issued = ca.entitlement(ent_id, pool["owner"], serial, payload,
+                            not_before=dt.datetime.fromisoformat(pool["start_date"]),
+                            not_after=dt.datetime.fromisoformat(pool["end_date"]))
+    tx.execute(
+        "INSERT INTO certificates(serial, entitlement, consumer, cert, key, expiration) VALUES(?,?,?,?,?,?)",
+        (serial, ent_id, consumer["uuid"], issued.cert_pem, issued.key_pem, issued.not_after.isoformat()),
+    )
 
 
 def _cert_payload(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, product: sqlite3.Row, provided: list[str],
@@ -457,11 +473,13 @@ def products_covered(tx: Tx, consumer_uuid: str) -> dict[str, list[str]]:
 
 
 def auto_attach(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
-                only_products: list[str] | None = None, host_only: bool = False) -> list[dict[str, Any]]:
+                only_products: list[str] | None = None, host_only: bool = False,
+                dry_run: bool = False) -> list[dict[str, Any]]:
     """Attach one pool per uncovered installed product, preferring the guest's own host's virt pool.
 
     `only_products` widens or narrows what is wanted (FT instances copy what their primary holds);
-    `host_only` restricts the choice to pools derived from the consumer's own hypervisor.
+    `host_only` restricts the choice to pools derived from the consumer's own hypervisor. With
+    `dry_run` nothing is attached: the answer is the PoolQuantityDTOs that would be.
     """
     if consumer["owner"] is None:
         raise Forbidden("The system is not registered to an organization.")
@@ -488,10 +506,15 @@ def auto_attach(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
                 continue
             if _check_attachable(tx, consumer, pool, 1, host) is not None:
                 continue
-            ent = _create_entitlement(tx, ca, consumer, pool, 1)
-            attached.append(ent)
+            if dry_run:
+                attached.append({"pool": pool_dto(tx, pool), "quantity": 1})
+                ent_id = ""
+            else:
+                ent = _create_entitlement(tx, ca, consumer, pool, 1)
+                attached.append(ent)
+                ent_id = ent["id"]
             for provided in _provides(tx, pool)[1]:
-                covered.setdefault(provided, []).append(ent["id"])
+                covered.setdefault(provided, []).append(ent_id)
             break
     return attached
 
@@ -549,16 +572,81 @@ def compliance(tx: Tx, consumer: sqlite3.Row) -> dict[str, Any]:
         status = "invalid"
     reasons = [{"key": "NOTCOVERED", "message": "Not supported by a valid subscription.",
                 "attributes": {"product_id": pid}} for pid in non_compliant]
-    return {
+    ranges = _coverage_ranges(tx, compliant)
+    out: dict[str, Any] = {
         "status": status,
         "compliant": status == "valid",
         "date": now_iso(),
-        "compliantProducts": compliant,
+        "compliantProducts": {pid: [_brief_entitlement(tx, e) for e in ents] for pid, ents in compliant.items()},
         "partiallyCompliantProducts": {},
+        "partialStacks": {},
         "nonCompliantProducts": non_compliant,
         "reasons": reasons,
+        "productComplianceDateRanges": ranges,
         "consumerUuid": consumer["uuid"],
     }
+    if status == "valid" and ranges:
+        # Compliant until the first covered product's coverage ends.
+        out["compliantUntil"] = min(r["endDate"] for r in ranges.values())
+    return out
+
+
+def _brief_entitlement(tx: Tx, ent_id: str) -> dict[str, Any]:
+    row = tx.one("SELECT e.id, e.quantity, p.start_date, p.end_date, p.id AS pool FROM entitlements e "
+                 "JOIN pools p ON p.id = e.pool WHERE e.id = ?", (ent_id,))
+    if row is None:
+        return {"id": ent_id}
+    return {"id": row["id"], "quantity": row["quantity"], "startDate": row["start_date"],
+            "endDate": row["end_date"], "pool": {"id": row["pool"]}}
+
+
+def _coverage_ranges(tx: Tx, compliant: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """productId -> the period its entitlements cover (earliest start, latest end)."""
+    out: dict[str, dict[str, str]] = {}
+    for pid, ents in compliant.items():
+        marks = "?,".join("" for _ in ents) + "?"
+        rows = tx.all("SELECT MIN(p.start_date) AS s, MAX(p.end_date) AS e FROM entitlements e "  # noqa: S608
+                      f"JOIN pools p ON p.id = e.pool WHERE e.id IN ({marks})", tuple(ents))
+        if rows and rows[0]["s"]:
+            out[pid] = {"startDate": rows[0]["s"], "endDate": rows[0]["e"]}
+    return out
+
+
+def remove_by_pool(tx: Tx, consumer: sqlite3.Row, pool_id: str) -> int:
+    """Remove the consumer's entitlements from one pool; NotFound when it holds none."""
+    ents = tx.all("SELECT id FROM entitlements WHERE consumer = ? AND pool = ?", (consumer["uuid"], pool_id))
+    if not ents:
+        raise NotFound(f"No entitlements for consumer '{consumer['uuid']}' with pool id '{pool_id}'")
+    for ent in ents:
+        remove_entitlement(tx, ent["id"])
+    return len(ents)
+
+
+def remove_by_serial(tx: Tx, consumer: sqlite3.Row, serial: int) -> None:
+    """Remove the entitlement whose certificate has this serial."""
+    row = tx.one("SELECT entitlement FROM certificates WHERE consumer = ? AND serial = ?", (consumer["uuid"], serial))
+    if row is None:
+        raise NotFound(f"Entitlement Certificate with serial number '{serial}' could not be found.")
+    remove_entitlement(tx, row["entitlement"])
+
+
+def regenerate_certificates(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
+                            entitlement: str | None = None) -> int:
+    """New certificates (new serials and keys) for the consumer's entitlements, or for one of them."""
+    sql = "SELECT * FROM entitlements WHERE consumer = ?"
+    params: tuple[Any, ...] = (consumer["uuid"],)
+    if entitlement:
+        sql, params = sql + " AND id = ?", (*params, entitlement)
+    ents = tx.all(sql + " ORDER BY created", params)
+    if entitlement and not ents:
+        raise NotFound(f"Entitlement with ID '{entitlement}' could not be found.")
+    for ent in ents:
+        pool = _pool(tx, ent["pool"])
+        product, provided = _provides(tx, pool)
+        _issue_certificate(tx, ca, consumer, pool, product, provided, ent["id"], ent["quantity"])
+        tx.execute("DELETE FROM certificates WHERE entitlement = ? AND serial <> "
+                   "(SELECT MAX(serial) FROM certificates WHERE entitlement = ?)", (ent["id"], ent["id"]))
+    return len(ents)
 
 
 def parse_serials(value: str | None) -> list[int] | None:

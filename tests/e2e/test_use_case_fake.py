@@ -22,7 +22,7 @@ def test_report1_register_report2_checkin_swaps_identity(server: FtmockServer, a
     ft = admin.ft_consumers(org)
     a, b = examples.INSTANCE_A.lower(), examples.INSTANCE_B.lower()
     assert set(ft) == {a, b}
-    assert ft[a]["owner"] is None and ft[a]["facts"]["ftinfo.role"] == "0"
+    assert ft[a].get("owner") is None and ft[a]["facts"]["ftinfo.role"] == "0"
     admin.entitle_hypervisors(org, pool)
 
     # VM registration by virt.uuid returns consumer 1 (instance A) and entitles it from hypervisor A.

@@ -70,7 +70,7 @@ def test_design_use_case(server: FtmockServer, org: str, tmp_path: Path) -> None
     assert set(g) == {"VM_A", "VM_B"}
     assert g["VM_A"]["facts"]["ftinfo.role"] == "0" and g["VM_B"]["facts"]["ftinfo.role"] == "1"
     assert g["VM_A"]["facts"]["virt.uuid"] == VM1
-    assert g["VM_A"]["owner"] is None and g["VM_B"]["owner"] is None
+    assert g["VM_A"].get("owner") is None and g["VM_B"].get("owner") is None  # Candlepin leaves nulls out
     consumer1, consumer2 = g["VM_A"]["uuid"], g["VM_B"]["uuid"]
     entitle_hosts(server, org, pool, ["hyp-a", "hyp-b"])
 
