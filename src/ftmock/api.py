@@ -376,10 +376,13 @@ class Api:
         host = subscriptions.host_of(ctx.tx, self._consumer(ctx, uuid))
         if host is None:
             raise NotFound(f"No hypervisor reports consumer {uuid}")
-        if ctx.who.is_consumer:  # a guest may learn which host it is on, not read the host's record
-            return Response(200, {"uuid": host["uuid"], "name": host["name"],
-                                  "hypervisorId": {"hypervisorId": host["hypervisor_id"]}})
-        return Response(200, consumers.consumer_dto(ctx.tx, host))
+        view = consumers.consumer_dto(ctx.tx, host)
+        if ctx.who.is_consumer:
+            # A guest may learn which host it is on, not read the host's facts or certificate: the
+            # reduced view Candlepin's description calls ConsumerDTOArrayElement.
+            for private in ("facts", "idCert"):
+                view.pop(private, None)
+        return Response(200, view)
 
     def guests(self, ctx: Ctx, uuid: str) -> Response:
         """Registered consumers among the guests this hypervisor reports."""
@@ -485,8 +488,7 @@ class Api:
     def activation_keys(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
         rows = ctx.tx.all("SELECT * FROM activation_keys WHERE owner = ? ORDER BY name", (owner,))
-        return Response(200, [{"id": r["id"], "name": r["name"], "autoAttach": bool(r["auto_attach"])}
-                              for r in rows])
+        return Response(200, [subscriptions.activation_key_dto(ctx.tx, r) for r in rows])
 
     def create_activation_key(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)

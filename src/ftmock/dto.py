@@ -65,7 +65,6 @@ def owner_dto(row: sqlite3.Row) -> dict[str, Any]:
         "autobindHypervisorDisabled": False,
         "anonymous": False,
         "claimed": False,
-        "href": f"/owners/{row['key']}",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from typing import Any
 
 __all__ = [
@@ -27,7 +28,8 @@ class ApiError(Exception):
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
-        return {"displayMessage": self.message, "requestUuid": None, **self.extra}
+        # Candlepin names each request; the id lets an operator find it in the server's log.
+        return {"displayMessage": self.message, "requestUuid": str(uuidlib.uuid4()), **self.extra}
 
 
 class BadRequest(ApiError):

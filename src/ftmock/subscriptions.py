@@ -121,13 +121,14 @@ def product_content(tx: Tx, owner: str, pid: str) -> list[dict[str, Any]]:
     return list(loads(row["content"], [])) if row else []
 
 
-def product_dto(tx: Tx, row: sqlite3.Row) -> dict[str, Any]:
-    """Candlepin's ProductDTO."""
+def product_dto(tx: Tx, row: sqlite3.Row, nested: bool = False) -> dict[str, Any]:
+    """Candlepin's ProductDTO; provided products are ProductDTOs too (one level deep)."""
     attrs = loads(row["attributes"], {})
     provided = []
-    for pid in loads(row["provided"], []):
+    for pid in [] if nested else loads(row["provided"], []):
         sub = tx.one("SELECT * FROM products WHERE owner = ? AND id = ?", (row["owner"], pid))
-        provided.append({"id": pid, "name": sub["name"] if sub else pid})
+        provided.append(product_dto(tx, sub, nested=True) if sub else
+                        {"id": pid, "name": pid, "attributes": [], "productContent": [], "providedProducts": []})
     return {
         "uuid": f"{row['owner']}-{row['id']}",
         "id": row["id"],
@@ -200,7 +201,6 @@ def create_activation_key(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
     pools = body.get("pools") or []
     if not isinstance(pools, list):
         raise BadRequest("pools must be a list")
-    out = []
     for item in pools:
         pool_id = item.get("poolId") if isinstance(item, dict) else item
         quantity = item.get("quantity", 1) if isinstance(item, dict) else 1
@@ -211,8 +211,17 @@ def create_activation_key(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
             raise BadRequest(f"Pool {pool_id} belongs to another organization")
         tx.execute("INSERT INTO activation_key_pools(key_id, pool_id, quantity) VALUES(?,?,?)",
                    (key_id, pool_id, quantity))
-        out.append({"poolId": pool_id, "quantity": quantity})
-    return {"id": key_id, "name": name, "owner": {"key": owner}, "autoAttach": auto, "pools": out}
+    row = tx.one("SELECT * FROM activation_keys WHERE id = ?", (key_id,))
+    assert row is not None
+    return activation_key_dto(tx, row)
+
+
+def activation_key_dto(tx: Tx, row: sqlite3.Row) -> dict[str, Any]:
+    """ActivationKeyDTO."""
+    pools = tx.all("SELECT pool_id, quantity FROM activation_key_pools WHERE key_id = ? ORDER BY rowid", (row["id"],))
+    return {"id": row["id"], "name": row["name"], "owner": dto.owner_by_key(tx, row["owner"]),
+            "autoAttach": bool(row["auto_attach"]), "addOns": [], "products": [], "contentOverrides": [],
+            "pools": [{"poolId": p["pool_id"], "quantity": p["quantity"]} for p in pools]}
 
 
 def _pool(tx: Tx, pool_id: str) -> sqlite3.Row:
@@ -577,7 +586,7 @@ def compliance(tx: Tx, consumer: sqlite3.Row) -> dict[str, Any]:
         "status": status,
         "compliant": status == "valid",
         "date": now_iso(),
-        "compliantProducts": {pid: [_brief_entitlement(tx, e) for e in ents] for pid, ents in compliant.items()},
+        "compliantProducts": {pid: [_compliance_entitlement(tx, e) for e in ents] for pid, ents in compliant.items()},
         "partiallyCompliantProducts": {},
         "partialStacks": {},
         "nonCompliantProducts": non_compliant,
@@ -591,13 +600,11 @@ def compliance(tx: Tx, consumer: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-def _brief_entitlement(tx: Tx, ent_id: str) -> dict[str, Any]:
-    row = tx.one("SELECT e.id, e.quantity, p.start_date, p.end_date, p.id AS pool FROM entitlements e "
-                 "JOIN pools p ON p.id = e.pool WHERE e.id = ?", (ent_id,))
-    if row is None:
-        return {"id": ent_id}
-    return {"id": row["id"], "quantity": row["quantity"], "startDate": row["start_date"],
-            "endDate": row["end_date"], "pool": {"id": row["pool"]}}
+def _compliance_entitlement(tx: Tx, ent_id: str) -> dict[str, Any]:
+    """An EntitlementDTO as compliance lists it: without its certificates (and their keys)."""
+    ent = _entitlement_dto(tx, tx.one("SELECT * FROM entitlements WHERE id = ?", (ent_id,)))
+    ent["certificates"] = []
+    return ent
 
 
 def _coverage_ranges(tx: Tx, compliant: dict[str, list[str]]) -> dict[str, dict[str, str]]:
