@@ -492,8 +492,9 @@ def list_(ctx: click.Context, consumed: bool, available: bool, as_json: bool) ->
             lines.append(f"serial {serial}: cannot be read: {cert}")
             continue
         ents.append(cert.as_dict())
-        lines.append(f"{cert.name or cert.sku}  (SKU {cert.sku}, serial {serial}, pool {cert.pool.get('id')})")
-        lines.append(f"  valid:    {cert.start[:10]} to {cert.end[:10]}   signature: {cert.signature}")
+        lines.append(f"{cert.id}  pool {cert.pool.get('id')}  {cert.name or cert.sku}")
+        lines.append(f"  SKU {cert.sku}, serial {serial}, quantity {cert.quantity}, signature {cert.signature}")
+        lines.append(f"  valid:    {cert.start[:10]} to {cert.end[:10]}")
         lines.extend(f"  product:  {p['id']}  {p['name']}" for p in cert.products)
         lines.extend(
             f"  content:  {c['label']}  {c['path']}{'' if c['enabled'] else '  (disabled)'}" for c in cert.content

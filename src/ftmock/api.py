@@ -102,7 +102,7 @@ class Api:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def route(self, method: str, pattern: str, handler: Handler, ft: bool = False) -> None:
-        """Serve `method pattern`; `ft` marks the fault-tolerance and lease additions (not Candlepin's)."""
+        """Serve `method pattern`; `ft` marks the FT, lease and share additions (not Candlepin's)."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "/?$")
         self.routes.append((method, regex, handler if ft else _as_candlepin(handler)))
         self.route_table.append((method, pattern, ft))
@@ -229,9 +229,9 @@ class Api:
         r("POST", "/owners/{owner}/pools", self.create_pool)
         r("GET", "/owners/{owner}/activation_keys", self.activation_keys)
         r("POST", "/owners/{owner}/activation_keys", self.create_activation_key)
-        r("GET", "/owners/{owner}/shares", self.owner_shares)
-        r("POST", "/owners/{owner}/shares", self.create_share)
-        r("DELETE", "/owners/{owner}/shares/{recipient}", self.delete_share)
+        r("GET", "/owners/{owner}/shares", self.owner_shares, ft=True)
+        r("POST", "/owners/{owner}/shares", self.create_share, ft=True)
+        r("DELETE", "/owners/{owner}/shares/{recipient}", self.delete_share, ft=True)
         r("POST", "/hypervisors/{owner}", self.hypervisor_checkin)
         r("PUT", "/hypervisors/{owner}/heartbeat", self.hypervisor_heartbeat)
         r("GET", "/jobs/{job}", self.job)

@@ -3,7 +3,7 @@
 Candlepin serialises its DTOs leaving out null fields (Jackson's NON_NULL inclusion); its API
 description types no field as nullable. ftmock's Candlepin-compatible answers go through
 :func:`without_nulls` for the same reason. The fault-tolerance and lease additions keep their nulls
-(their contract is DESIGN.md's, where ``holder: null`` means something).
+(their contract is docs/design.md's, where ``holder: null`` means something).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ftmock answers as Candlepin's own API description says Candlepin does.
 
 A scenario drives a real ftmock over HTTPS through every Candlepin route it serves (the FT and lease
-additions, which DESIGN.md defines, aside) and records every answer. Each answer is then checked
+additions, which docs/design.md defines, aside) and records every answer. Each answer is then checked
 against `data/candlepin-api-spec.yaml` (Candlepin 5.0.3, OpenAPI 3): the path and method exist, the
 status code is one the description lists, and the JSON body validates against the operation's
 schema (types, formats, nested DTOs), with the fields Candlepin clients read made required. The

@@ -26,7 +26,7 @@ def group_of(server: FtmockServer, reporter_org: str) -> dict[str, str]:
 def hosts_of_entitlements(server: FtmockServer, uuid: str) -> list[tuple[str, str]]:
     """(pool owner, hypervisorId) behind each entitlement of a consumer."""
     ents = admin_client(server).get(f"/consumers/{uuid}/entitlements").json()
-    return sorted((e["pool"]["owner"]["key"], str(e["pool"]["hypervisorId"])) for e in ents)
+    return sorted((e["pool"]["owner"]["key"], str(e["pool"].get("hypervisorId"))) for e in ents)
 
 
 def ft_setup(server: FtmockServer) -> tuple[str, str, dict[str, str]]:
@@ -80,7 +80,7 @@ def test_without_a_share_the_group_is_not_adoptable(server: FtmockServer, tmp_pa
     _orgx, orgy, g = ft_setup(server)
     reg = register(server, tmp_path, orgy, name="guessing-vm", facts={"virt.uuid": VM1}, installed=["RHEL-VDC"])
     assert reg.uuid not in g.values()
-    assert all(consumer(server, uuid)["owner"] is None for uuid in g.values())
+    assert all(consumer(server, uuid).get("owner") is None for uuid in g.values())  # Candlepin leaves nulls out
     # The plain consumer cannot take the other org's virt pools either.
     r = reg.client.post(f"/consumers/{reg.uuid}/entitlements")
     assert r.status_code == 200 and r.json() == []
@@ -126,8 +126,8 @@ def test_a_share_grants_only_the_derived_pools_of_the_consumers_host(server: Ftm
     # Of orgx's pools, only the one derived from the consumer's own host (hypervisor A).
     assert [(p["owner"]["key"], p["hypervisorId"]) for p in pools] == [(orgx, "hyp-a")]
     orgx_pools = admin.get(f"/owners/{orgx}/pools").json()
-    base = next(p for p in orgx_pools if p["sourceEntitlement"] is None)
-    other_host = next(p for p in orgx_pools if p["hypervisorId"] == "hyp-c")
+    base = next(p for p in orgx_pools if p.get("sourceEntitlement") is None)
+    other_host = next(p for p in orgx_pools if p.get("hypervisorId") == "hyp-c")
     assert reg.client.get(f"/pools/{pools[0]['id']}").status_code == 200
     assert reg.client.get(f"/pools/{base['id']}").status_code == 403
     assert reg.client.get(f"/pools/{other_host['id']}").status_code == 403
