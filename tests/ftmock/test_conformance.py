@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 
 from ftmock.api import PREFIX, Api
@@ -325,9 +324,8 @@ def test_every_candlepin_route_answers_as_candlepins_api_description_says(
     assert len(counter.pairs) > 150  # the scenario really reaches into the DTOs
 
 
-@pytest.mark.parametrize("bad", ["csr-ignored"])
 def test_status_advertises_csr_support_only_when_it_is_honoured(ftmock_nocsr_session: FtmockServer,
-                                                                server: FtmockServer, bad: str) -> None:
+                                                                server: FtmockServer) -> None:
     caps = Client(server).get("/status").json()["managerCapabilities"]
     stock = Client(ftmock_nocsr_session).get("/status").json()["managerCapabilities"]
     assert "ft_csr" in caps and "ft_csr" not in stock

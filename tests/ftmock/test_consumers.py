@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import requests
 from cryptography import x509
@@ -116,6 +117,36 @@ def test_update_facts_and_checkin(server: FtmockServer, org: str, tmp_path: Path
     assert dto["facts"] == {"a": "2", "b": "true"}
     assert dto["installedProducts"] == [{"productId": "69"}]
     assert dto["lastCheckin"] >= before
+
+
+def test_last_checkin_moves_only_on_the_consumers_check_in_calls(server: FtmockServer, org: str,
+                                                                   tmp_path: Path) -> None:
+    """As Candlepin's check-in filter: the consumer's PUT, certificate and serial listings, and
+    certificate regeneration are check-ins; reading itself, compliance, pools, or a user's update are not."""
+    import time
+
+    reg = register(server, tmp_path, org, name="checkins")
+    admin = admin_client(server)
+
+    def last() -> str:
+        return str(admin.get(f"/consumers/{reg.uuid}").json()["lastCheckin"])
+
+    def moved(call: Any) -> bool:
+        before = last()
+        time.sleep(0.01)  # lastCheckin has millisecond resolution
+        r = call()
+        assert r.status_code < 300, r.text
+        return last() != before
+
+    assert not moved(lambda: reg.client.get(f"/consumers/{reg.uuid}"))
+    assert not moved(lambda: reg.client.get(f"/consumers/{reg.uuid}/compliance"))
+    assert not moved(lambda: reg.client.get(f"/pools?consumer={reg.uuid}"))
+    assert not moved(lambda: admin.put(f"/consumers/{reg.uuid}", json={"facts": {"x": "1"}}))
+    assert not moved(lambda: admin.get(f"/consumers/{reg.uuid}/certificates/serials"))
+    assert moved(lambda: reg.client.put(f"/consumers/{reg.uuid}", json={}))
+    assert moved(lambda: reg.client.get(f"/consumers/{reg.uuid}/certificates/serials"))
+    assert moved(lambda: reg.client.get(f"/consumers/{reg.uuid}/certificates"))
+    assert moved(lambda: reg.client.put(f"/consumers/{reg.uuid}/certificates"))
 
 
 def test_regenerate_identity_keeps_key_and_retires_old_cert(server: FtmockServer, org: str,
