@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, consumers, dto, failover, hypervisors, leases, shares, subscriptions
+from . import __version__, consumers, dto, failover, fleet, hypervisors, leases, shares, subscriptions
 from .auth import ANONYMOUS, Principal, authenticate_basic
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -79,6 +79,10 @@ class Ctx:
 
 Handler = Callable[..., Response]
 
+#: What a user with role "reporter" may call: report hypervisors and follow the resulting jobs.
+REPORTER_HANDLERS = frozenset({"root", "status", "owner", "user_owners", "hypervisor_checkin",
+                               "hypervisor_heartbeat", "job"})
+
 
 def _peer_subject(peer: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -122,6 +126,10 @@ class Api:
                 continue
             with self.db.transaction() as tx:
                 ctx = self._context(tx, req)
+                if ctx.who.is_user and ctx.who.role == "reporter" \
+                        and getattr(handler, "__name__", "") not in REPORTER_HANDLERS:
+                    raise Forbidden(f"User {ctx.who.name} is a reporter: it may check in hypervisors "
+                                    "and nothing else")
                 if ctx.consumer is not None and ctx.consumer["failed_over_to"]:
                     response = self._failover_response(ctx)
                 else:
@@ -236,6 +244,10 @@ class Api:
         r("PUT", "/hypervisors/{owner}/heartbeat", self.hypervisor_heartbeat)
         r("GET", "/jobs/{job}", self.job)
         r("GET", "/users/{user}/owners", self.user_owners)
+        r("GET", "/fleet/orgs", self.fleet_orgs, ft=True)
+        r("GET", "/fleet/orgs/{owner}/consumers", self.fleet_consumers, ft=True)
+        r("GET", "/fleet/orgs/{owner}/ftgroups", self.fleet_ftgroups, ft=True)
+        r("GET", "/fleet/orgs/{owner}/leases", self.fleet_leases, ft=True)
 
     def root(self, ctx: Ctx) -> Response:
         names = ["consumers", "owners", "pools", "hypervisors", "jobs", "status", "users"]
@@ -437,9 +449,31 @@ class Api:
         return Response(200, subscriptions.pool_dto(ctx.tx, row))
 
     def owners(self, ctx: Ctx) -> Response:
-        self._require_user(ctx)
-        rows = ctx.tx.all("SELECT * FROM owners ORDER BY key")
-        return Response(200, [dto.owner_dto(r) for r in rows])
+        return Response(200, [dto.owner_dto(r) for r in self._visible_owners(ctx)])
+
+    def _visible_owners(self, ctx: Ctx) -> list[sqlite3.Row]:
+        who = self._require_user(ctx)
+        if who.superadmin:
+            return ctx.tx.all("SELECT * FROM owners ORDER BY key")
+        return ctx.tx.all("SELECT * FROM owners WHERE key = ?", (who.owner,))
+
+    # -- the operator's fleet view (see ftmock.fleet) ---------------------------------------------
+
+    def fleet_orgs(self, ctx: Ctx) -> Response:
+        keys = {r["key"] for r in self._visible_owners(ctx)}
+        return Response(200, [o for o in fleet.org_list(ctx.tx) if o["key"] in keys])
+
+    def fleet_consumers(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, fleet.consumer_list(ctx.tx, owner))
+
+    def fleet_ftgroups(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, fleet.ft_groups(ctx.tx, owner))
+
+    def fleet_leases(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, fleet.lease_list(ctx.tx, owner))
 
     def create_owner(self, ctx: Ctx) -> Response:
         who = self._require_user(ctx)
@@ -519,15 +553,17 @@ class Api:
         return Response(200, dto.job(ctx.tx, job))
 
     def job(self, ctx: Ctx, job: str) -> Response:
-        self._require_user(ctx)
+        who = self._require_user(ctx)
+        row = ctx.tx.one("SELECT owner FROM jobs WHERE id = ?", (job,))
+        if row is not None and not who.superadmin and row["owner"] != who.owner:
+            raise NotFound(f"Job with ID '{job}' could not be found.")
         return Response(200, dto.job(ctx.tx, hypervisors.get_job(ctx.tx, job)))
 
     def user_owners(self, ctx: Ctx, user: str) -> Response:
         who = self._require_user(ctx)
         if who.name != user and not who.superadmin:
             raise Forbidden("Cannot list another user's organizations")
-        rows = ctx.tx.all("SELECT * FROM owners ORDER BY key")
-        return Response(200, [dto.owner_dto(r) for r in rows])
+        return self.owners(ctx)
 
 
 def _as_candlepin(handler: Handler) -> Handler:

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from .errors import Unauthorized
 from .store import Tx
 
-__all__ = ["Principal", "authenticate_basic", "set_password"]
+__all__ = ["ROLES", "Principal", "authenticate_basic", "create_user", "set_password"]
+
+#: Roles of organization users: an admin does anything within its org; a reporter (a virt-who or
+#: ftreport account) only checks in hypervisors and reads its jobs.
+ROLES = ("admin", "reporter")
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -26,6 +30,7 @@ class Principal:
     name: str = ""
     superadmin: bool = False
     owner: str | None = None
+    role: str = "admin"
 
     @property
     def is_user(self) -> bool:
@@ -53,6 +58,17 @@ def set_password(tx: Tx, username: str, password: str, superadmin: bool = True) 
     _verified.clear()
 
 
+def create_user(tx: Tx, username: str, password: str, owner: str, role: str) -> dict[str, str]:
+    """Create (or reset the password, org and role of) a user of one organization."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if username == "admin":
+        raise ValueError("user 'admin' is the server administrator; pick another name")
+    set_password(tx, username, password, superadmin=False)
+    tx.execute("UPDATE users SET owner = ?, role = ?, superadmin = 0 WHERE username = ?", (owner, role, username))
+    return {"username": username, "owner": owner, "role": role}
+
+
 # scrypt is deliberately slow; remember what verified so a client sending Basic auth on every request
 # pays for it once per process. Keyed by a digest so plaintext passwords are not kept in memory.
 _verified: dict[tuple[str, str], bool] = {}
@@ -69,7 +85,7 @@ def authenticate_basic(tx: Tx, header: str) -> Principal:
         username, password = raw.split(":", 1)
     except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
         raise Unauthorized("Invalid Basic authentication header") from None
-    row = tx.one("SELECT salt, pw_hash, superadmin FROM users WHERE username = ?", (username,))
+    row = tx.one("SELECT salt, pw_hash, superadmin, owner, role FROM users WHERE username = ?", (username,))
     if row is None:
         raise Unauthorized("Invalid Credentials")
     cache_key = (username, hashlib.sha256(f"{row['pw_hash']}:{password}".encode()).hexdigest())
@@ -81,4 +97,5 @@ def authenticate_basic(tx: Tx, header: str) -> Principal:
             _verified[cache_key] = ok
     if not ok:
         raise Unauthorized("Invalid Credentials")
-    return Principal("user", username, superadmin=bool(row["superadmin"]))
+    return Principal("user", username, superadmin=bool(row["superadmin"]), owner=row["owner"],
+                     role=row["role"] or "admin")

@@ -62,7 +62,7 @@ def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_passwo
     app.serve()
 
 
-def _admin(data_dir: Path, fn: Any, *args: Any) -> None:
+def _query(data_dir: Path, fn: Any, *args: Any) -> Any:
     from .app import open_database
     from .errors import ApiError
 
@@ -71,12 +71,32 @@ def _admin(data_dir: Path, fn: Any, *args: Any) -> None:
     db = open_database(data_dir)
     try:
         with db.transaction() as tx:
-            result = fn(tx, *args)
+            return fn(tx, *args)
     except ApiError as exc:
         raise click.ClickException(exc.message) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         db.close()
-    click.echo(json.dumps(result, indent=2))
+
+
+def _admin(data_dir: Path, fn: Any, *args: Any) -> None:
+    click.echo(json.dumps(_query(data_dir, fn, *args), indent=2))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> None:
+    """Print rows as left-aligned columns under a header."""
+    cells = [header] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for row in cells:
+        click.echo("  ".join(row[i].ljust(widths[i]) for i in range(len(header))).rstrip())
+
+
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+_json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 def _attrs(values: tuple[str, ...]) -> dict[str, str]:
@@ -103,6 +123,119 @@ def org_create(data_dir: Path, key: str, name: str | None) -> None:
     from .api import create_owner
 
     _admin(data_dir, create_owner, key, name)
+
+
+@org.command("list")
+@_json_flag
+@click.pass_obj
+def org_list(data_dir: Path, as_json: bool) -> None:
+    """List organizations with their numbers of systems, hypervisors and FT groups."""
+    from .fleet import org_list as orgs
+
+    rows = _query(data_dir, orgs)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([[o["key"], o["systems"], o["hypervisors"], o["ftGroups"], o["displayName"]] for o in rows],
+           ["ORG", "SYSTEMS", "HYPERVISORS", "FT GROUPS", "NAME"])
+
+
+@cli.group()
+def consumer() -> None:
+    """Consumers (systems and hypervisors)."""
+
+
+@consumer.command("list")
+@click.option("--org", "owner", required=True, help="Organization key.")
+@_json_flag
+@click.pass_obj
+def consumer_list(data_dir: Path, owner: str, as_json: bool) -> None:
+    """List an organization's consumers."""
+    from .fleet import consumer_list as consumers
+
+    rows = _query(data_dir, consumers, owner)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([[c["uuid"], c["type"], c["name"], _yes(c["registered"]), c["lastCheckin"],
+             _yes(c["failedOver"]) if c["instanceUUID"] else "-"] for c in rows],
+           ["UUID", "TYPE", "NAME", "REGISTERED", "LAST CHECK-IN", "FAILED OVER"])
+
+
+@cli.group()
+def ftgroup() -> None:
+    """Fault-tolerant groups (the instances of one FT VM)."""
+
+
+@ftgroup.command("list")
+@click.option("--org", "owner", required=True, help="Organization key.")
+@_json_flag
+@click.pass_obj
+def ftgroup_list(data_dir: Path, owner: str, as_json: bool) -> None:
+    """List an organization's FT groups: each instance's role, host, registration and failover."""
+    from .fleet import ft_groups
+
+    groups = _query(data_dir, ft_groups, owner)
+    if as_json:
+        click.echo(json.dumps(groups, indent=2))
+        return
+    for group in groups:
+        lease = group["lease"]
+        held = (f"lease held by {lease['holder']} (generation {lease['generation']}, "
+                f"{'expires in ' + format(lease['expiresIn'], '.0f') + 's' if lease['valid'] else 'expired'})"
+                if lease else "no lease")
+        click.echo(f"FT group {group['guestId']}: {held}")
+        _table([["  " + i["consumer"], i["instanceUUID"], i["role"], i["host"], _yes(i["registered"]),
+                 f"yes, to {i['failedOverTo']}" if i["failedOver"] else "no"] for i in group["instances"]],
+               ["  CONSUMER", "INSTANCE", "ROLE", "HOST", "REGISTERED", "FAILED OVER"])
+    if not groups:
+        click.echo(f"No FT groups in {owner}")
+
+
+@cli.group()
+def lease() -> None:
+    """FT group leases."""
+
+
+@lease.command("list")
+@click.option("--org", "owner", required=True, help="Organization key.")
+@_json_flag
+@click.pass_obj
+def lease_list(data_dir: Path, owner: str, as_json: bool) -> None:
+    """List an organization's leases: holder, generation, expiry."""
+    from .fleet import lease_list as leases
+
+    rows = _query(data_dir, leases, owner)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([[r["group"], r["holder"], r["generation"], r["expires"], _yes(r["valid"])] for r in rows],
+           ["GROUP", "HOLDER", "GENERATION", "EXPIRES", "VALID"])
+
+
+@cli.group()
+def user() -> None:
+    """Users of one organization (HTTP Basic)."""
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--org", "owner", required=True, help="Organization key.")
+@click.option("--role", type=click.Choice(["reporter", "admin"]), required=True,
+              help="reporter: only checks in hypervisors; admin: everything within the organization.")
+@click.option("--password", envvar="FTMOCK_USER_PASSWORD", prompt=True, hide_input=True,
+              confirmation_prompt=True, help="Password (or $FTMOCK_USER_PASSWORD, or a prompt).")
+@click.pass_obj
+def user_create(data_dir: Path, username: str, owner: str, role: str, password: str) -> None:
+    """Create user USERNAME in an organization with a role (again: new password and role)."""
+    from .auth import create_user
+    from .consumers import require_owner
+
+    def run(tx: Any) -> Any:
+        require_owner(tx, owner)
+        return create_user(tx, username, password, owner, role)
+
+    _admin(data_dir, run)
 
 
 @cli.group()

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS owners(
     key TEXT PRIMARY KEY, display_name TEXT NOT NULL, created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users(
-    username TEXT PRIMARY KEY, salt TEXT NOT NULL, pw_hash TEXT NOT NULL, superadmin INTEGER NOT NULL);
+    username TEXT PRIMARY KEY, salt TEXT NOT NULL, pw_hash TEXT NOT NULL, superadmin INTEGER NOT NULL,
+    owner TEXT, role TEXT NOT NULL DEFAULT 'admin');
 CREATE TABLE IF NOT EXISTS serials(
     serial INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS consumers(
@@ -187,6 +188,7 @@ class Database:
         self.lock = threading.RLock()
         with self.transaction() as db:
             db.executescript_in_tx(SCHEMA)
+            _add_missing_columns(db)
             db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -206,6 +208,18 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+# Columns added after the first release: a database created earlier gains them on open.
+_ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT 'admin'")]}
+
+
+def _add_missing_columns(tx: Tx) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {r["name"] for r in tx.all(f"PRAGMA table_info({table})")}
+        for name, decl in columns:
+            if name not in present:
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 class Tx:
