@@ -495,9 +495,11 @@ class Agent:
         self._consumer_call(call)
         return facts
 
-    def attach(self, pool: str | None = None) -> list[Any]:
-        """Attach a pool (or auto-attach with ``None``); then refresh certificates."""
-        params = {"pool": pool} if pool else None
+    def attach(self, pool: str | None = None, quantity: int | None = None) -> list[Any]:
+        """Attach a pool (``quantity`` of it; or auto-attach with ``None``); then refresh certificates."""
+        params: dict[str, Any] | None = {"pool": pool} if pool else None
+        if params is not None and quantity is not None:
+            params["quantity"] = quantity
 
         def call(conn: Connection, u: str) -> list[Any]:
             result = conn.post(f"consumers/{u}/entitlements", params=params)
@@ -533,6 +535,106 @@ class Agent:
         result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}"))
         return result if isinstance(result, dict) else {}
 
+    def clean(self) -> dict[str, Any]:
+        """Remove the local identity and entitlement certificates without asking the server."""
+        uuid: str | None = None
+        if self.identity.exists():
+            try:
+                uuid = self.current_identity().uuid
+            except FtagentError:
+                uuid = None
+        had_identity = self.identity.exists()
+        self.close()
+        self.identity.delete()
+        removed = self.entitlements.clear()
+        return {"uuid": uuid, "identity_removed": had_identity, "entitlements_removed": removed}
+
+    def remove(self, *, serials: Sequence[int] = (), pools: Sequence[str] = (), all_: bool = False) -> list[str]:
+        """Remove entitlements by certificate serial or pool (or all); returns the removed entitlement ids.
+
+        Uses only the entitlement listing and ``DELETE .../entitlements/{id}``, which every
+        Candlepin-compatible server has.  A serial or pool this consumer does not hold is an error.
+        """
+        def call(conn: Connection, u: str) -> list[str]:
+            if all_:
+                ents = conn.get(f"consumers/{u}/entitlements")
+                conn.delete(f"consumers/{u}/entitlements")
+                return [str(e.get("id")) for e in ents if isinstance(e, dict)] if isinstance(ents, list) else []
+            listing = conn.get(f"consumers/{u}/entitlements")
+            ents = [e for e in listing if isinstance(e, dict)] if isinstance(listing, list) else []
+            chosen: dict[str, dict[str, Any]] = {}
+            for serial in serials:
+                match = [e for e in ents if serial in _entitlement_serials(e)]
+                if not match:
+                    raise InvalidUsage(f"no entitlement of this system has certificate serial {serial}")
+                chosen.update((str(e["id"]), e) for e in match)
+            for pool in pools:
+                match = [e for e in ents if isinstance(e.get("pool"), dict) and e["pool"].get("id") == pool]
+                if not match:
+                    raise InvalidUsage(f"this system holds no entitlement from pool {pool}")
+                chosen.update((str(e["id"]), e) for e in match)
+            for ent_id in chosen:
+                conn.delete(f"consumers/{u}/entitlements/{ent_id}")
+            return list(chosen)
+
+        removed = self._consumer_call(call)
+        self.refresh()
+        return removed
+
+    def installed_status(self) -> list[dict[str, Any]]:
+        """Installed products, each with whether the server considers it covered (when registered)."""
+        products = self.installed_products()
+        status: dict[str, str] = {}
+        if self.identity.exists():
+            try:
+                compliance = self.compliance()
+            except FtagentError as exc:
+                logger.warning("cannot get the coverage of installed products: %s", exc)
+            else:
+                covered = compliance.get("compliantProducts") or {}
+                partial = compliance.get("partiallyCompliantProducts") or {}
+                for p in products:
+                    pid = p["productId"]
+                    status[pid] = "subscribed" if pid in covered else "partially subscribed" \
+                        if pid in partial else "not subscribed"
+        return [dict(p, status=status.get(p["productId"], "unknown")) for p in products]
+
+    def reattach(self, consumer_id: str, *, username: str, password: str | None, server_key: bool = False,
+                 force: bool = False) -> Identity:
+        """Become an existing consumer again (``register --consumerid``): a new identity certificate.
+
+        A user may regenerate any consumer of its organization; with a local key the certificate is
+        issued for our CSR, so the private key never leaves this system.
+        """
+        from ftagent import crypto
+
+        self.check_can_register(force)
+        body: dict[str, Any] | None = None
+        key_pem: bytes | None = None
+        if not server_key:
+            key = crypto.generate_key()
+            key_pem = crypto.key_pem(key)
+            body = {"csr": crypto.make_csr(key, consumer_id).decode()}
+        with self.anonymous_connection(username, password) as conn:
+            consumer = conn.post(f"consumers/{consumer_id}", json=body)
+        uuid, cert_pem, returned_key = _id_cert(consumer)
+        # A server that ignores CSRs generates the key itself: then its key is the certificate's.
+        key_pem = returned_key or key_pem
+        if key_pem is None:
+            raise RemoteError(200, "the server sent no private key for the consumer")
+        self.close()
+        self.entitlements.clear()
+        identity = self.identity.save(cert_pem, key_pem, name=str(consumer.get("name") or uuid),
+                                      key_origin="server" if server_key else "local")
+        self.refresh()
+        return identity
+
+    def server_status(self) -> dict[str, Any]:
+        """The server's ``GET /status`` (version, capabilities); anonymous."""
+        with self.anonymous_connection() as conn:
+            result = conn.get("status")
+        return result if isinstance(result, dict) else {}
+
     @contextmanager
     def locked(self) -> Iterator[Agent]:
         """``with agent.locked():`` hold the inter-process lock."""
@@ -558,6 +660,17 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return str(exc) or type(exc).__name__
+
+
+def _entitlement_serials(ent: dict[str, Any]) -> set[int]:
+    from ftagent.entitlements import serial_of
+
+    out = set()
+    for cert in ent.get("certificates") or []:
+        serial = serial_of(cert.get("serial") if isinstance(cert, dict) else None)
+        if serial is not None:
+            out.add(serial)
+    return out
 
 
 def _id_cert(consumer: Any) -> tuple[str, bytes, bytes | None]:

@@ -7,7 +7,8 @@ Exit codes are mapped in one place, :func:`exit_code_for`:
 3     ``heartbeat``: this instance does not hold the FT lease (another does, or it fenced)
 1     not registered (no identity, or the local identity is corrupt/mismatched/expired)
 64    usage error (bad options, already registered without --force, credentials or
-      request refused as invalid by the server)
+      request refused as invalid by the server, or naming something it does not have:
+      an unknown organization, consumer or pool, 403/404)
 69    server unavailable, consumer gone (410), failover refused, lock busy
 70    internal error (a bug)
 78    configuration error
@@ -37,10 +38,12 @@ from ftagent.errors import (
     Conflict,
     ConnectionFailed,
     FailoverError,
+    Forbidden,
     FtagentError,
     IdentityError,
     InvalidUsage,
     LockTimeout,
+    NotFound,
     NotRegistered,
     RemoteError,
     Unauthorized,
@@ -84,7 +87,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_NOT_REGISTERED
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG
-    if isinstance(exc, InvalidUsage | BadRequest | Unauthorized | Conflict):
+    if isinstance(exc, (InvalidUsage, BadRequest, Unauthorized, Conflict, Forbidden, NotFound)):
         return EXIT_USAGE
     if isinstance(exc, ConnectionFailed | RemoteError | FailoverError | LockTimeout):
         return EXIT_UNAVAILABLE
@@ -286,7 +289,7 @@ def _locked(ctx: click.Context) -> Agent:
 
 
 @cli.command()
-@click.option("--org", required=True, help="Organization (owner) key.")
+@click.option("--org", help="Organization (owner) key; required unless --consumerid.")
 @click.option("--username", "-u", help="User name (HTTP Basic).")
 @click.option("--password", "-p", envvar="FTAGENT_PASSWORD", help="Password (or $FTAGENT_PASSWORD, or a prompt).")
 @click.option(
@@ -296,11 +299,17 @@ def _locked(ctx: click.Context) -> Agent:
 @click.option("--auto-attach", is_flag=True, help="Attach matching subscriptions after registering.")
 @click.option("--force", is_flag=True, help="Register again even if already registered.")
 @click.option("--server-key", is_flag=True, help="Let the server generate the key instead of sending a CSR.")
+@click.option("--consumerid", "consumer_id", metavar="UUID",
+              help="Become this existing consumer again (with --username) instead of creating one.")
+@click.option("--serverurl", "server_url", metavar="URL",
+              help="Server URL to use; saved as [server] url in the configuration file.")
+@click.option("--insecure", is_flag=True, default=None,
+              help="Do not verify the server's certificate; saved as [server] insecure = yes.")
 @json_option
 @click.pass_context
 def register(
     ctx: click.Context,
-    org: str,
+    org: str | None,
     username: str | None,
     password: str | None,
     activation_keys: tuple[str, ...],
@@ -308,6 +317,9 @@ def register(
     auto_attach: bool,
     force: bool,
     server_key: bool,
+    consumer_id: str | None,
+    server_url: str | None,
+    insecure: bool | None,
     as_json: bool,
 ) -> None:
     """Register this system with the entitlement server."""
@@ -316,11 +328,22 @@ def register(
         raise InvalidUsage("use either --username or --activationkey, not both")
     if not username and not keys:
         raise InvalidUsage("give --username (with a password) or --activationkey")
+    if consumer_id and not username:
+        raise InvalidUsage("--consumerid needs --username (activation keys cannot re-attach a consumer)")
+    if not org and not consumer_id:
+        raise InvalidUsage("give --org (or --consumerid to re-attach an existing consumer)")
     agent = _locked(ctx)
+    _apply_server_overrides(agent, server_url, insecure)
     agent.check_can_register(force)  # before prompting for a password
     if username and password is None:
         password = click.prompt("Password", hide_input=True, err=True)
-    identity = agent.register(
+    if consumer_id:
+        assert username is not None
+        identity = agent.reattach(consumer_id, username=username, password=password, server_key=server_key,
+                                  force=force)
+    else:
+        assert org is not None
+        identity = agent.register(
         org,
         username=username,
         password=password,
@@ -330,6 +353,7 @@ def register(
         server_key=server_key,
         auto_attach=auto_attach,
     )
+    _save_server_overrides(agent, server_url, insecure)
     data = identity.as_dict()
     data["entitlement_serials"] = sorted(agent.entitlements.serials())
     _emit(
@@ -340,6 +364,59 @@ def register(
             f"Entitlement certificates: {len(data['entitlement_serials'])}",
         ],
     )
+
+
+def _apply_server_overrides(agent: Agent, server_url: str | None, insecure: bool | None) -> None:
+    """``register --serverurl/--insecure``: this run uses them (saved once registration succeeded)."""
+    if server_url is not None:
+        if not server_url.startswith("https://"):
+            raise InvalidUsage(f"--serverurl {server_url!r}: expected https://HOST[:PORT]/PATH")
+        agent.config.server.url = server_url
+    if insecure:
+        agent.config.server.insecure = True
+
+
+def _save_server_overrides(agent: Agent, server_url: str | None, insecure: bool | None) -> None:
+    from ftagent.config import DEFAULT_CONFIG_PATH, save_server_options
+
+    values = {}
+    if server_url is not None:
+        values["url"] = server_url
+    if insecure:
+        values["insecure"] = "yes"
+    if values:
+        save_server_options(agent.config.path or DEFAULT_CONFIG_PATH, values)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def clean(ctx: click.Context, as_json: bool) -> None:
+    """Remove the local identity and entitlement certificates (the server is not contacted)."""
+    result = _locked(ctx).clean()
+    lines = ["All local data removed" if result["identity_removed"] or result["entitlements_removed"]
+             else "Nothing to remove: no local identity or entitlement certificates"]
+    if result["uuid"]:
+        lines.append(f"The consumer {result['uuid']} still exists on the server; delete it there if unused")
+    _emit(as_json, result, lines)
+
+
+@cli.command()
+@click.option("--serial", "serials", type=int, multiple=True, metavar="SERIAL",
+              help="Entitlement certificate serial to remove; repeatable.")
+@click.option("--pool", "pools", multiple=True, metavar="ID", help="Remove the entitlements of this pool; repeatable.")
+@click.option("--all", "all_", is_flag=True, help="Remove every entitlement.")
+@json_option
+@click.pass_context
+def remove(ctx: click.Context, serials: tuple[int, ...], pools: tuple[str, ...], all_: bool, as_json: bool) -> None:
+    """Remove entitlements (by certificate serial, by pool, or all)."""
+    if all_ == bool(serials or pools):
+        raise InvalidUsage("give --all, or --serial/--pool (repeatable)")
+    agent = _locked(ctx)
+    removed = agent.remove(serials=serials, pools=pools, all_=all_)
+    left = sorted(agent.entitlements.serials())
+    _emit(as_json, {"removed": removed, "serials": left},
+          [f"Removed {len(removed)} entitlement(s); {len(left)} entitlement certificate(s) left"])
 
 
 @cli.command()
@@ -446,14 +523,17 @@ def refresh(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--auto", "auto", is_flag=True, help="Attach what covers the installed products.")
 @click.option("--pool", help="Pool ID to attach.")
+@click.option("--quantity", type=click.IntRange(min=1), help="How many of the pool to attach (with --pool).")
 @json_option
 @click.pass_context
-def attach(ctx: click.Context, auto: bool, pool: str | None, as_json: bool) -> None:
+def attach(ctx: click.Context, auto: bool, pool: str | None, quantity: int | None, as_json: bool) -> None:
     """Attach a subscription pool (or --auto)."""
     if auto == bool(pool):
         raise InvalidUsage("give exactly one of --auto or --pool ID")
+    if quantity is not None and not pool:
+        raise InvalidUsage("--quantity goes with --pool")
     agent = _locked(ctx)
-    entitlements = agent.attach(None if auto else pool)
+    entitlements = agent.attach(None if auto else pool, quantity)
     lines = [f"Attached {len(entitlements)} entitlement(s)"]
     for ent in entitlements:
         p = ent.get("pool", {}) if isinstance(ent, dict) else {}
@@ -465,12 +545,19 @@ def attach(ctx: click.Context, auto: bool, pool: str | None, as_json: bool) -> N
 @click.option("--consumed", is_flag=True,
               help="Entitlements this system holds, read from its certificates (offline; the default).")
 @click.option("--available", is_flag=True, help="Pools this system can attach.")
+@click.option("--installed", is_flag=True, help="Installed products and whether they are subscribed.")
 @json_option
 @click.pass_context
-def list_(ctx: click.Context, consumed: bool, available: bool, as_json: bool) -> None:
-    """List consumed entitlements or available pools."""
-    if consumed and available:
-        raise InvalidUsage("give only one of --consumed or --available")
+def list_(ctx: click.Context, consumed: bool, available: bool, installed: bool, as_json: bool) -> None:
+    """List consumed entitlements, available pools or installed products."""
+    if consumed + available + installed > 1:
+        raise InvalidUsage("give only one of --consumed, --available or --installed")
+    if installed:
+        agent = _state(ctx).agent(read_only=True)
+        products = agent.installed_status()
+        _emit(as_json, products, [f"{p['productId']}  {p['productName']}  {p['status']}" for p in products]
+              or [f"No installed products (product files in {agent.config.agent.product_dir})"])
+        return
     if available:
         pools = _locked(ctx).available()
         pool_lines = [
@@ -527,6 +614,76 @@ def checkin(ctx: click.Context, as_json: bool) -> None:
         f"{len(result.refresh.added)} added, {len(result.refresh.removed)} removed"
     )
     _emit(as_json, result.as_dict(), lines)
+
+
+@cli.command(name="config")
+@click.option("--list", "list_all", is_flag=True, help="Print the effective configuration (the default).")
+@json_option
+@click.pass_context
+def config_(ctx: click.Context, list_all: bool, as_json: bool) -> None:
+    """Show the effective configuration and where each value comes from."""
+    from ftagent.config import config_path, describe, load_config
+
+    state = _state(ctx)
+    config = load_config(state.config_path)
+    items = describe(config) + _lease_items(config)
+    file = config.path or config_path(state.config_path)
+    lines = [f"configuration file: {file}" + ("" if config.path else " (absent: built-in defaults)")]
+    section = None
+    for item in items:
+        if item["section"] != section:
+            section = item["section"]
+            lines.append(f"[{section}]")
+        value = "" if item["value"] is None else item["value"]
+        lines.append(f"   {item['key']} = {value}  ({item['source']})")
+    _emit(as_json, {"file": str(file), "exists": config.path is not None, "values": items}, lines)
+
+
+def _lease_items(config: Any) -> list[dict[str, Any]]:
+    """``[lease]`` as the heartbeat applies it: values from the file, the rest defaulted or derived."""
+    import dataclasses
+
+    from ftagent.lease import parse_lease_settings
+
+    raw = config.lease
+    origin = str(config.path)
+    try:
+        settings = parse_lease_settings(config)
+    except FtagentError as exc:
+        logger.warning("%s", exc)
+        return [{"section": "lease", "key": k, "value": v, "source": f"{origin} (invalid)"} for k, v in raw.items()]
+    out = []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, tuple):
+            value = " ".join(value)
+        out.append({"section": "lease", "key": f.name, "value": None if value in (None, "") else str(value),
+                    "source": origin if f.name in raw else "default"})
+    return out
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def version(ctx: click.Context, as_json: bool) -> None:
+    """Show ftagent's version and the server's."""
+    from ftagent.config import load_config
+
+    state = _state(ctx)
+    config = load_config(state.config_path)
+    data: dict[str, Any] = {"ftagent": __version__, "server_url": config.server.url, "server": None}
+    server_line = "server: not configured ([server] url)"
+    if config.server.url:
+        try:
+            status = state.agent().server_status()
+        except FtagentError as exc:
+            data["server_error"] = str(exc)
+            server_line = f"server: unavailable: {exc}"
+        else:
+            data["server"] = {"version": status.get("version"), "release": status.get("release"),
+                              "capabilities": status.get("managerCapabilities") or []}
+            server_line = f"server: {status.get('version')}-{status.get('release')} at {config.server.url}"
+    _emit(as_json, data, [f"ftagent: {__version__}", server_line])
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -14,8 +14,11 @@ value raises :class:`~ftagent.errors.ConfigError` naming the file, section and k
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import difflib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +32,10 @@ __all__ = [
     "Config",
     "ServerConfig",
     "config_path",
+    "describe",
     "load_config",
     "register_section",
+    "save_server_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,7 +207,7 @@ def load_config(
             continue
         for key in parser.options(section):
             if key not in known:
-                logger.warning("%s: [%s] unknown key %s ignored", file, section, key)
+                logger.warning("%s: [%s] unknown key %s ignored%s", file, section, key, _nearest(key, known))
 
     server = ServerConfig(
         url=reader.text("server", "url"),
@@ -238,3 +243,64 @@ def load_config(
             except ValueError as exc:
                 raise ConfigError(str(exc), file=str(file), section=name) from exc
     return Config(path=file, server=server, agent=agent, sections=sections)
+
+
+def _nearest(key: str, known: set[str]) -> str:
+    """``"; did you mean X?"`` for a likely typo of a known key, else nothing."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def describe(config: Config) -> list[dict[str, Any]]:
+    """The effective ``[server]`` and ``[agent]`` values, each with where it came from."""
+    origin = str(config.path) if config.path is not None else None
+    out = []
+    for section, obj in (("server", config.server), ("agent", config.agent)):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            from_file = origin is not None and f.name in config.sections.get(section, {})
+            out.append({"section": section, "key": f.name, "value": None if value is None else str(value),
+                        "source": origin if from_file else "default"})
+    return out
+
+
+def save_server_options(path: Path, values: Mapping[str, str]) -> None:
+    """Set keys of ``[server]`` in the configuration file, keeping every other line (and comments).
+
+    Used by ``register --serverurl/--insecure``, so later commands talk to the same server.
+    """
+    from ftagent.atomic import write_atomic
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        lines, mode = [], 0o644
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror or exc}", file=str(path)) from None
+    pending = dict(values)
+    out: list[str] = []
+    section = None
+    header = re.compile(r"^\s*\[([^\]]+)\]")
+    for line in lines:
+        m = header.match(line)
+        if m:
+            if section == "server":
+                out.extend(f"{k} = {v}" for k, v in pending.items())
+                pending.clear()
+            section = m.group(1).strip()
+        elif section == "server":
+            key = re.split(r"\s*[=:]", line.strip(), maxsplit=1)[0]
+            if key in pending:
+                out.append(f"{key} = {pending.pop(key)}")
+                continue
+        out.append(line)
+    if pending:
+        if section != "server":
+            out.append("[server]")
+        out.extend(f"{k} = {v}" for k, v in pending.items())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, ("\n".join(out) + "\n").encode(), mode=mode)
+    except OSError as exc:
+        raise ConfigError(f"cannot save the server options: {exc.strerror or exc}", file=str(path)) from None
