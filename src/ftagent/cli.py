@@ -605,7 +605,12 @@ def facts(ctx: click.Context, update: bool, as_json: bool) -> None:
 def checkin(ctx: click.Context, as_json: bool) -> None:
     """Periodic job: send changed facts, check in, refresh certificates, follow failovers."""
     agent = _locked(ctx)
-    result = agent.checkin()
+    try:
+        result = agent.checkin()
+    except FtagentError:
+        _checkin_metrics(agent, ok=False)
+        raise
+    _checkin_metrics(agent, ok=True)
     lines = [f"Checked in as {result.uuid}"]
     if result.failed_over_from:
         lines.append(f"Failed over from {result.failed_over_from} to {result.uuid}")
@@ -684,6 +689,48 @@ def version(ctx: click.Context, as_json: bool) -> None:
                               "capabilities": status.get("managerCapabilities") or []}
             server_line = f"server: {status.get('version')}-{status.get('release')} at {config.server.url}"
     _emit(as_json, data, [f"ftagent: {__version__}", server_line])
+
+
+def _checkin_metrics(agent: Agent, *, ok: bool) -> None:
+    """``[agent] metrics_file``: the check-in's outcome and the identity's expiry for Prometheus."""
+    path = agent.config.agent.metrics_file
+    if path is None:
+        return
+    import time
+
+    from prometheus_client import Counter, Gauge
+
+    from ftagent.metrics import MetricsFile
+
+    mf = MetricsFile(path, ("ftagent_checkin_", "ftagent_identity_"))
+    now = time.time()
+    with mf.update() as registry:
+        last_ok = now if ok else mf.previous("ftagent_checkin_last_success_timestamp_seconds")
+        Gauge("ftagent_checkin_last_success_timestamp_seconds", "Time of the last successful check-in.",
+              registry=registry).set(last_ok)
+        Gauge("ftagent_checkin_last_attempt_timestamp_seconds", "Time of the last check-in attempt.",
+              registry=registry).set(now)
+        Gauge("ftagent_checkin_success", "1 if the last check-in succeeded, else 0.",
+              registry=registry).set(1 if ok else 0)
+        failures = mf.previous("ftagent_checkin_failures_total") + (0 if ok else 1)
+        Counter("ftagent_checkin_failures", "Failed check-ins since the metrics file was created.",
+                registry=registry).inc(failures)
+        expiry = Gauge("ftagent_identity_expiry_timestamp_seconds",
+                       "When the identity certificate expires (absent when not registered).", registry=registry)
+        try:
+            expiry.set(_timestamp(agent.current_identity().not_after))
+        except (FtagentError, ValueError):
+            registry.unregister(expiry)
+
+
+def _timestamp(iso: str) -> float:
+    import calendar
+    import datetime
+
+    when = datetime.datetime.fromisoformat(iso)
+    if when.tzinfo is None:  # certificates' times are UTC
+        return float(calendar.timegm(when.timetuple()))
+    return when.timestamp()
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

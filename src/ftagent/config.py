@@ -3,7 +3,8 @@
 ``--config PATH`` or the ``FTAGENT_CONFIG`` environment variable picks another file.  Sections::
 
     [server]  url, ca_cert (file or directory), insecure, timeout, proxy, no_proxy, retries
-    [agent]   identity_dir, entitlement_dir, facts_dir, product_dir, lock_file, lock_timeout, log_file
+    [agent]   identity_dir, entitlement_dir, facts_dir, product_dir, lock_file, lock_timeout, log_file,
+              metrics_file
     [lease]   reserved for the heartbeat agent: kept as raw strings, never warned about
 
 Relative paths are relative to the directory of the configuration file, so a test can run an agent
@@ -76,6 +77,7 @@ class AgentConfig:
     lock_file: Path = Path("/var/lib/ftagent/ftagent.lock")
     lock_timeout: float = 60.0
     log_file: Path | None = None
+    metrics_file: Path | None = None
 
 
 @dataclass
@@ -159,6 +161,7 @@ _AGENT_KEYS = {
     "lock_file",
     "lock_timeout",
     "log_file",
+    "metrics_file",
 }
 
 
@@ -232,6 +235,7 @@ def load_config(
         lock_file=reader.path("agent", "lock_file", defaults.lock_file) or defaults.lock_file,
         lock_timeout=float(reader.number("agent", "lock_timeout", defaults.lock_timeout)),
         log_file=reader.path("agent", "log_file", None),
+        metrics_file=reader.path("agent", "metrics_file", None),
     )
     sections = {name: dict(parser.items(name)) for name in parser.sections()}
     for name, validator in _EXTRA_SECTIONS.items():

@@ -193,11 +193,13 @@ def _status(config: Config, as_json: bool) -> int:
         else:
             click.echo(f"source {name} ({info['type']}): FAILED: {info['error']}")
     for label, info in result["servers"].items():
+        age = info.get("last_accepted_age")
+        last = "no report accepted yet" if age is None else f"last report accepted {age:.0f} s ago"
         if info["ok"]:
             version = f" (version {info['version']})" if info.get("version") else ""
-            click.echo(f"server {label}: OK{version}")
+            click.echo(f"server {label}: OK{version}; {last}")
         else:
-            click.echo(f"server {label}: FAILED: {info['error']}")
+            click.echo(f"server {label}: FAILED: {info['error']}; {last}")
     return code
 
 

@@ -51,7 +51,7 @@ _SPECIAL = ("global", "defaults", "system_environment")
 _GLOBAL_KEYS = {
     "interval", "debug", "oneshot", "print", "print_", "reporter_id", "log_per_config", "log_dir",
     "log_file", "configs", "state_dir", "key_file", "max_backoff", "job_timeout", "settle",
-    "virtwho_key_file", "background",
+    "virtwho_key_file", "background", "metrics_file",
 }
 _SOURCE_KEYS = {
     "type", "server", "username", "password", "encrypted_password", "owner", "env", "hypervisor_id",
@@ -110,6 +110,7 @@ class GlobalConfig:
     log_file: str | None = None
     log_per_config: bool = False
     configs: tuple[str, ...] = ()
+    metrics_file: Path | None = None
 
     @property
     def password_key_file(self) -> Path:
@@ -347,6 +348,7 @@ def _global(sec: _Section) -> GlobalConfig:
         log_file=sec.get("log_file") or None,
         log_per_config=sec.flag("log_per_config"),
         configs=configs,
+        metrics_file=Path(sec.get("metrics_file") or "") if sec.get("metrics_file") else None,
     )
 
 

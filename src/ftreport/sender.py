@@ -93,6 +93,16 @@ class SentRecord:
                 log.warning("ignoring unreadable state file %s: %s", self.path, exc)
         return self._hash
 
+    def accepted_at(self) -> float | None:
+        """When the server last accepted a report for this destination (from the record on disk)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        value = data.get("time") if isinstance(data, dict) and data.get("destination") == self.destination_key \
+            else None
+        return float(value) if isinstance(value, (int, float)) else None
+
     def set(self, value: str) -> None:
         self._hash = value
         self._loaded = True

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from .config import Config, ServerConfig, SourceConfig
 from .errors import ConfigError, FtreportError, SendError, SourceError
 from .logfiles import source_context
+from .metrics import ReportMetrics
 from .model import Hypervisor, body_hash, merge_hypervisors, report_body
 from .notify import Notifier
 from .progress import Progress
@@ -60,13 +61,16 @@ class _SourceState:
 class Inventory:
     """The latest snapshot (or error) of every source, shared by source threads and the reporter."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: ReportMetrics | None = None) -> None:
         self._cond = threading.Condition()
         self._states: dict[str, _SourceState] = {}
         self.version = 0
+        self.metrics = metrics
 
     def publish(self, name: str, snapshot: Snapshot) -> bool:
         """Record a snapshot; returns whether it differs from the previous one."""
+        if self.metrics is not None:
+            self.metrics.collected(name)
         with self._cond:
             state = self._states.setdefault(name, _SourceState())
             changed = state.snapshot != snapshot
@@ -80,6 +84,8 @@ class Inventory:
 
     def fail(self, name: str, error: str) -> None:
         """Record a source failure; its last snapshot (if any) is kept."""
+        if self.metrics is not None:
+            self.metrics.source_error(name)
         with self._cond:
             state = self._states.setdefault(name, _SourceState())
             first = state.error is None and state.snapshot is None
@@ -127,6 +133,16 @@ class Inventory:
                 hvs, guests = _counts(st.snapshot or [])
                 out[name] = {"ok": st.error is None, "error": st.error, "hypervisors": hvs, "guests": guests}
             return out
+
+    def counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(hypervisors, guests) of these sources' latest snapshots."""
+        with self._cond:
+            return {n: _counts(self._states[n].snapshot or []) for n in names if n in self._states}
+
+
+def _failovers(result: Mapping[str, Any]) -> int:
+    value = result.get("failovers")
+    return len(value) if isinstance(value, list) else 0
 
 
 class SourceWorker(threading.Thread):
@@ -300,6 +316,20 @@ def run_oneshot(config: Config, *, print_to: TextIO | None = None,
         raise ConfigError("no sources configured", file=", ".join(config.files) or None)
     groups = {} if print_to is not None else _group_destinations(config.sources)
     snapshots, errors = collect_all(config.sources, factory=factory, progress=progress)
+    metrics = ReportMetrics(None if print_to is not None else config.global_.metrics_file)
+    for name in snapshots:
+        metrics.collected(name)
+    for name in errors:
+        metrics.source_error(name)
+    try:
+        return _deliver_once(config, groups, snapshots, errors, metrics, connection_factory, print_to)
+    finally:
+        metrics.write()
+
+
+def _deliver_once(config: Config, groups: dict[str, tuple[ServerConfig, list[str]]],
+                  snapshots: dict[str, Snapshot], errors: dict[str, str], metrics: ReportMetrics,
+                  connection_factory: ConnectionFactory, print_to: TextIO | None) -> int:
     if print_to is not None:
         if not snapshots:
             log.error("no source could be collected; nothing to print")
@@ -321,17 +351,22 @@ def run_oneshot(config: Config, *, print_to: TextIO | None = None,
             body = report_body(merge_hypervisors(snaps))
             digest = body_hash(body)
             hvs, guests = len(body["hypervisors"]), sum(len(h["guestIds"]) for h in body["hypervisors"])
+            counts = {n: _counts(snapshots[n]) for n in names if n in snapshots}
             if digest == dest.record.get():
                 dest.heartbeat()
+                metrics.delivered(counts, None, 0)
                 log.info("report for %s unchanged since last accepted; sent a heartbeat instead", dest.label)
                 continue
+            started = time.monotonic()
             result = dest.check_in(encode_body(body))
             dest.record.set(digest)
+            metrics.delivered(counts, time.monotonic() - started, _failovers(result))
             log.info("report accepted by %s: %d hypervisors, %d guests (%s)", dest.label, hvs, guests,
                      _describe_result(result))
             log_failovers(result, dest.label)
         except SendError as exc:
             log.error("%s", exc)
+            metrics.delivery_failed(names)
             failed = True
         finally:
             dest.close()
@@ -365,13 +400,16 @@ def run_status(config: Config, *, factory: SourceFactory = create_source,
         dest = Destination(server, reporter_id=config.global_.reporter_id, state_dir=config.global_.state_dir,
                            connection_factory=connection_factory, timeout=10.0)
         label = dest.label + (f" as {server.username}" if server.username else "")
+        accepted = dest.record.accepted_at()
+        last = {"last_accepted": accepted,
+                "last_accepted_age": None if accepted is None else round(max(0.0, time.time() - accepted), 1)}
         try:
             status = dest.status()
             dest.check_owner()
-            result["servers"][label] = {"ok": True, "version": status.get("version")}
+            result["servers"][label] = {"ok": True, "version": status.get("version"), **last}
         except SendError as exc:
             ok = False
-            result["servers"][label] = {"ok": False, "error": str(exc)}
+            result["servers"][label] = {"ok": False, "error": str(exc), **last}
         finally:
             dest.close()
     return (0 if ok else 1), result
@@ -395,7 +433,8 @@ class Reporter:
                  notifier: Notifier | None = None, progress: Progress | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.inventory = Inventory()
+        self.metrics = ReportMetrics(config.global_.metrics_file)
+        self.inventory = Inventory(self.metrics)
         self._factory = factory
         self._connection_factory = connection_factory
         self._notifier = notifier or Notifier()
@@ -482,6 +521,7 @@ class Reporter:
         log.info("reloading: %d sources", len(new.sources))
         self._stop_sources()
         self.config = new
+        self.metrics.path = new.global_.metrics_file
         self._setup_destinations(new.sources)
         self._start_sources(new.sources)
         self._notifier.ready(f"reloaded: {len(new.sources)} sources")
@@ -512,19 +552,25 @@ class Reporter:
                 started = self._clock()
                 result = dest.check_in(encode_body(body))
                 dest.record.set(digest)
+                took = self._clock() - started
+                self.metrics.delivered(self.inventory.counts(state.sources), took, _failovers(result))
                 log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label, hvs,
-                         guests, _describe_result(result), self._clock() - started)
+                         guests, _describe_result(result), took)
                 log_failovers(result, dest.label)
             elif now - state.last_contact >= self.config.global_.interval:
                 dest.heartbeat()
+                self.metrics.delivered(self.inventory.counts(state.sources), None, 0)
                 log.info("report for %s unchanged; heartbeat sent", dest.label)
             else:
                 return
         except SendError as exc:
             if self._stop.is_set():
                 return
+            self.metrics.delivery_failed(state.sources)
+            self.metrics.write()
             self._backoff(state, exc)
             return
+        self.metrics.write()
         if state.failing:
             log.info("%s is reachable again", dest.label)
         state.failing = False
@@ -555,6 +601,7 @@ class Reporter:
                     seen = self.inventory.version
                 for state in list(self._dests.values()):
                     self._service(state)
+                self.metrics.write(every=10.0)
         finally:
             self._notifier.stopping()
             log.info("stopping")
