@@ -124,6 +124,7 @@ class Agent:
             "proxy": server.proxy,
             "no_proxy": server.no_proxy,
             "retries": server.retries,
+            "ca_cert_setting": f"[server] ca_cert in {self.config.path or 'the configuration'}",
         }
 
     def anonymous_connection(self, username: str | None = None, password: str | None = None) -> Connection:

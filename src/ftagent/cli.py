@@ -11,6 +11,7 @@ Exit codes are mapped in one place, :func:`exit_code_for`:
       an unknown organization, consumer or pool, 403/404)
 69    server unavailable, consumer gone (410), failover refused, lock busy
 70    internal error (a bug)
+77    permission denied: a file ftagent needs is closed to this user (run as root)
 78    configuration error
 130   interrupted
 ====  ==========================================================================
@@ -45,6 +46,7 @@ from ftagent.errors import (
     LockTimeout,
     NotFound,
     NotRegistered,
+    PermissionDenied,
     RemoteError,
     Unauthorized,
 )
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_INTERNAL",
+    "EXIT_NOPERM",
     "EXIT_NOT_REGISTERED",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
@@ -71,6 +74,7 @@ EXIT_NOT_REGISTERED = 1
 EXIT_USAGE = 64
 EXIT_UNAVAILABLE = 69
 EXIT_INTERNAL = 70
+EXIT_NOPERM = 77
 EXIT_CONFIG = 78
 EXIT_INTERRUPTED = 130
 
@@ -83,6 +87,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(exc, click.ClickException):
         return EXIT_USAGE
+    if isinstance(exc, PermissionDenied):
+        return EXIT_NOPERM
     if isinstance(exc, NotRegistered | IdentityError):
         return EXIT_NOT_REGISTERED
     if isinstance(exc, ConfigError):
@@ -465,7 +471,8 @@ def _identity_fast(state: State) -> Any:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the compliance status of this system."""
-    agent = _locked(ctx)
+    # Read-only: no lock, so it works beside a running check-in and for users who cannot open it.
+    agent = _state(ctx).agent()
     compliance = agent.compliance()
     lines = [f"Overall status: {compliance.get('status', 'unknown')}"]
     for item in compliance.get("nonCompliantProducts") or []:

@@ -221,7 +221,10 @@ def load_config(
         no_proxy=reader.text("server", "no_proxy"),
         retries=int(reader.number("server", "retries", 3, integer=True)),
     )
-    if server.url is not None and not server.url.startswith(("https://", "http://")):
+    if server.url is not None and server.url.startswith("http://"):
+        raise reader.error("server", "url", f"{server.url!r} is plain HTTP: the server is only reached over TLS; "
+                                            "use https://HOST[:PORT]/PATH")
+    if server.url is not None and not server.url.startswith("https://"):
         raise reader.error("server", "url", f"invalid URL {server.url!r}: expected https://HOST[:PORT]/PATH")
     if server.proxy is not None and "://" not in server.proxy:
         raise reader.error("server", "proxy", f"invalid proxy URL {server.proxy!r}")

@@ -17,10 +17,12 @@ consumer UUID replaced by the new one, and later requests naming the old UUID ar
 
 from __future__ import annotations
 
+import calendar
 import email.utils
 import ipaddress
 import logging
 import math
+import os
 import re
 import ssl
 import time
@@ -144,6 +146,47 @@ def _ca_dir_context(directory: Path) -> ssl.SSLContext:
     return context
 
 
+def _check_ca_file(path: Path, setting: str | None) -> None:
+    """Refuse a CA file that is missing, unreadable or not PEM, naming the setting and the fix."""
+    named = f" ({setting})" if setting else ""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"CA certificate {path}{named} does not exist; point it at the server's CA "
+                          "(PEM file or directory)") from None
+    except PermissionError:
+        raise ConfigError(f"CA certificate {path}{named} is not readable by this user (uid {os.geteuid()}); "
+                          "make it readable (for example chmod 644) or run as root") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read CA certificate {path}{named}: {exc.strerror or exc}") from None
+    if not _PEM_CERT.search(data):
+        raise ConfigError(f"CA certificate {path}{named} holds no PEM certificate (-----BEGIN CERTIFICATE-----); "
+                          f"a DER file converts with: openssl x509 -inform der -in {path} -out {path}.pem")
+
+
+def _expired_ca(path: str | None) -> str | None:
+    """A description of the first expired certificate in a CA file, if any."""
+    if path is None or not Path(path).is_file():
+        return None
+    from cryptography import x509
+
+    try:
+        blocks = _PEM_CERT.findall(Path(path).read_bytes())
+    except OSError:
+        return None
+    now = time.time()
+    for block in blocks:
+        try:
+            cert = x509.load_pem_x509_certificate(block)
+        except ValueError:
+            continue
+        # not_valid_after_utc (aware) since cryptography 42; the naive UTC attribute before.
+        not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after
+        if calendar.timegm(not_after.utctimetuple()) < now:
+            return f"the CA certificate {cert.subject.rfc4514_string()} in {path} expired on {not_after:%Y-%m-%d}"
+    return None
+
+
 class _Adapter(HTTPAdapter):
     """An HTTPAdapter that can verify with its own SSL context (CA directories)."""
 
@@ -222,6 +265,7 @@ class Connection:
         max_retry_after: float = 120.0,
         user_agent: str = DEFAULT_USER_AGENT,
         failover_handler: FailoverHandler | None = None,
+        ca_cert_setting: str | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -256,8 +300,7 @@ class Connection:
             context = _ca_dir_context(Path(self.ca_cert))
             session.verify = True
         elif self.ca_cert is not None:
-            if not Path(self.ca_cert).is_file():
-                raise ConfigError(f"CA certificate {self.ca_cert} does not exist")
+            _check_ca_file(Path(self.ca_cert), ca_cert_setting)
             session.verify = self.ca_cert
         else:
             session.verify = True
@@ -368,6 +411,12 @@ class Connection:
         if isinstance(verify, ssl.SSLCertVerificationError):
             detail = verify.verify_message or str(verify)
             ca = self.ca_cert or "the system trust store"
+            if "expired" in detail:
+                expired = _expired_ca(self.ca_cert)
+                if expired is not None:
+                    return f"server certificate not trusted: {expired}; install the renewed CA (server {where})"
+                return (f"server certificate not trusted: the server's own certificate (or an intermediate) "
+                        f"has expired (server {where}, CA {ca}); renew it on the server")
             return f"server certificate not trusted: {detail} (server {where}, CA {ca})"
         tls = _find(exc, ssl.SSLError)
         if isinstance(tls, ssl.SSLError):

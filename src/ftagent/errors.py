@@ -7,6 +7,7 @@ server answer derive from :class:`RemoteError` and carry the HTTP status and the
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "LockTimeout",
     "NotFound",
     "NotRegistered",
+    "PermissionDenied",
     "RateLimited",
     "RemoteError",
     "ServerError",
@@ -90,6 +92,16 @@ class NotRegistered(FtagentError):
 
     def __init__(self, message: str = "this system is not registered") -> None:
         super().__init__(message)
+
+
+class PermissionDenied(FtagentError):
+    """A local file ftagent needs cannot be read or written by this user (CLI exit 77)."""
+
+    def __init__(self, path: str, action: str = "read") -> None:
+        uid = os.geteuid()
+        super().__init__(f"cannot {action} {path}: permission denied (running as uid {uid}); "
+                         "run as root, or give this user access to it")
+        self.path = path
 
 
 class LockTimeout(FtagentError):

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ftagent.atomic import fsync_dir, remove_durably, replace_symlink, write_atomic
-from ftagent.errors import IdentityError, NotRegistered
+from ftagent.errors import IdentityError, NotRegistered, PermissionDenied
 
 __all__ = ["CERT_NAME", "KEY_NAME", "Identity", "IdentityStore", "validate_pair"]
 
@@ -153,6 +153,8 @@ class IdentityStore:
             target = link.readlink()
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise PermissionDenied(str(self.directory)) from None
         except OSError as exc:
             raise IdentityError(f"identity directory {self.directory} is damaged: {exc}") from exc
         return self.directory / target
@@ -170,6 +172,8 @@ class IdentityStore:
             base = gen if gen is not None else self.directory
             try:
                 cert = (base / CERT_NAME).read_bytes()
+            except PermissionError:
+                raise PermissionDenied(str(self.cert_path)) from None
             except FileNotFoundError:
                 if gen is not None and attempt < 4:
                     continue  # a concurrent writer switched generations under us
@@ -186,10 +190,8 @@ class IdentityStore:
                 raise IdentityError(
                     f"identity key {self.key_path} is missing", path=str(self.key_path)
                 ) from None
-            except PermissionError as exc:
-                raise IdentityError(
-                    f"identity key {self.key_path} is not readable: {exc.strerror}", path=str(self.key_path)
-                ) from exc
+            except PermissionError:
+                raise PermissionDenied(str(self.key_path)) from None
             meta: dict[str, Any] | None = None
             if gen is not None:
                 try:
@@ -202,6 +204,13 @@ class IdentityStore:
 
     def load(self, *, full: bool = False, now: datetime.datetime | None = None) -> Identity:
         """The current identity, validated.  Raises :class:`NotRegistered` or :class:`IdentityError`."""
+        try:
+            self.directory.stat()
+        except PermissionError:
+            # A parent directory is closed to this user: "not registered" would be a lie.
+            raise PermissionDenied(str(self.directory)) from None
+        except OSError:
+            raise NotRegistered() from None
         if not self.directory.is_dir():
             raise NotRegistered()
         cert, key, meta = self._read()

@@ -75,8 +75,10 @@ def _setup_logging(debug: bool, config: Config | None = None) -> None:
         g = config.global_
         root.handlers.extend(file_handlers(g.log_dir, g.log_file, g.log_per_config,
                                            [s.name for s in config.sources]))
-    for noisy in ("urllib3", "pyVmomi", "pyVim"):
+    for noisy in ("pyVmomi", "pyVim"):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+    # urllib3 logs each transparent retry as a warning; the failure that counts is reported by us.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -265,13 +265,24 @@ class _Section:
 def config_paths(explicit: Sequence[str] = ()) -> list[Path]:
     """The files to read: the main file, then either the -c files or the directory's *.conf."""
     main = Path(os.environ.get("FTREPORT_CONFIG", DEFAULT_CONFIG))
-    paths = [main] if main.is_file() else []
+    try:
+        paths = [main] if main.is_file() else []
+    except PermissionError:
+        raise ConfigError(f"cannot reach {main}: permission denied for uid {os.geteuid()}; run as root or "
+                          "make its directory accessible", file=str(main)) from None
     if explicit:
         paths.extend(Path(p) for p in explicit)
     else:
         directory = Path(os.environ.get("FTREPORT_CONFIG_DIR", DEFAULT_CONFIG_DIR))
         if directory.is_dir():
-            paths.extend(sorted(p for p in directory.glob("*.conf") if p.is_file()))
+            try:
+                names = os.listdir(directory)  # glob() would hide a permission error as "no files"
+            except PermissionError:
+                raise ConfigError(f"directory {directory} is not readable by uid {os.geteuid()}: its source "
+                                  "sections cannot be read; run as root or make it readable",
+                                  file=str(directory)) from None
+            paths.extend(sorted(p for p in (directory / n for n in names)
+                                if p.name.endswith(".conf") and p.is_file()))
     return paths
 
 
@@ -293,6 +304,9 @@ def _read_files(paths: Iterable[Path]) -> tuple[_Sections, list[str], dict[str, 
                 parser.read_file(fh, source=str(path))
         except FileNotFoundError as exc:
             raise ConfigError("file does not exist", file=str(path)) from exc
+        except PermissionError as exc:
+            raise ConfigError(f"cannot read: permission denied for uid {os.geteuid()}; run as root or make "
+                              "the file readable", file=str(path)) from exc
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
         except UnicodeDecodeError as exc:
@@ -316,10 +330,19 @@ def _read_files(paths: Iterable[Path]) -> tuple[_Sections, list[str], dict[str, 
     return sections, order, origin
 
 
+def _nearest(key: str, known: set[str]) -> str:
+    """``"; did you mean X?"`` for a likely typo of a known key."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _global(sec: _Section) -> GlobalConfig:
     for key in sec.values:
         if key not in _GLOBAL_KEYS:
-            log.warning("%s: [%s] unknown key %s ignored", sec.file_of(key), sec.name, key)
+            log.warning("%s: [%s] unknown key %s ignored%s", sec.file_of(key), sec.name, key,
+                        _nearest(key, _GLOBAL_KEYS))
     defaults = GlobalConfig()
     state = sec.get("state_dir")
     key_file = sec.get("key_file")
@@ -430,7 +453,8 @@ def _source(sec: _Section, glob: GlobalConfig) -> SourceConfig:
             raise sec.error(key, "Satellite 5 destinations are not supported: ftreport reports to "
                             "Candlepin's API (rhsm_hostname, owner)")
         if key not in _SOURCE_KEYS:
-            log.warning("%s: [%s] unknown key %s ignored", sec.file_of(key), sec.name, key)
+            log.warning("%s: [%s] unknown key %s ignored%s", sec.file_of(key), sec.name, key,
+                        _nearest(key, _SOURCE_KEYS))
     typ = (sec.get("type") or "libvirt").lower()
     if typ in _UNSUPPORTED_TYPES:
         raise sec.error("type", f"type {typ!r} is not supported by ftreport "

@@ -48,20 +48,39 @@ VIRTWHO_KEY_FILE = Path("/var/lib/virt-who/key")
 
 def create_key(path: Path) -> bytes:
     """Create a new key file (0600, never overwriting an existing one) and return the key."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = os.urandom(_KEY_BYTES)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return load_key(path)
     except OSError as exc:
-        raise PasswordError(f"cannot create key file {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        raise PasswordError(f"cannot create key file {path}: {exc.strerror}{_fix(exc, path)}") from exc
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        # A half-written key would later read as "corrupted": leave nothing behind.
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        raise PasswordError(f"cannot write key file {path}: {exc.strerror}{_fix(exc, path)}") from exc
     log.info("created password key file %s", path)
     return key
+
+
+def _fix(exc: OSError, path: Path) -> str:
+    """What to do about a failed key file write, as a message suffix."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"; free space on the file system holding {path.parent} (or choose another --key-file)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "; run as root or choose a writable --key-file (or [global] key_file)"
+    return ""
 
 
 def load_key(path: Path) -> bytes:

@@ -61,7 +61,7 @@ def default_connection_factory(server: ServerConfig, timeout: float) -> Connecti
     return Connection(server.url, ca_cert=server.ca_cert, cert_file=server.cert_file, key_file=server.key_file,
                       username=server.username, password=server.password, insecure=server.insecure,
                       timeout=timeout, proxy=server.proxy, no_proxy=server.no_proxy, retries=2,
-                      max_retry_after=5.0)
+                      max_retry_after=5.0, ca_cert_setting="rhsm_ca_cert")
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:

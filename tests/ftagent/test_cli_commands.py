@@ -14,7 +14,7 @@ from tests.ftagent.agentenv import FTAGENT, Guest, make_guest, make_pool
 
 
 def ftagent(guest: Guest, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = dict(os.environ, FTAGENT_CONFIG=str(guest.conf), FTAGENT_PASSWORD=ADMIN_PASSWORD, **(env or {}))
+    environ = {**os.environ, "FTAGENT_CONFIG": str(guest.conf), "FTAGENT_PASSWORD": ADMIN_PASSWORD, **(env or {})}
     return subprocess.run([FTAGENT, *args], capture_output=True, text=True, env=environ, timeout=60)
 
 

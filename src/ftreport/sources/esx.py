@@ -110,6 +110,7 @@ class Inventory:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {
             "VirtualMachine": {}, "HostSystem": {}, "ClusterComputeResource": {},
         }
+        self._filtered_out: str | None = None  # the last "every host filtered out" warning
 
     def _table(self, obj: Any) -> dict[str, dict[str, Any]] | None:
         return self.objects.get(getattr(obj, "_wsdlName", ""))
@@ -165,6 +166,8 @@ class Inventory:
             guests[host].append(Guest(uuid, state, attrs))
         clusters = self.objects["ClusterComputeResource"]
         out: Snapshot = []
+        excluded = {"hosts": 0, "parents": 0}
+        parents_seen: set[str] = set()
         for moid, props in self.objects["HostSystem"].items():
             hw_uuid = props.get("hardware.systemInfo.uuid")
             dns_host = props.get("config.network.dnsConfig.hostName")
@@ -181,9 +184,12 @@ class Inventory:
                 log.debug("%s: host %s has no %s; skipped", config.name, moid, config.hypervisor_id)
                 continue
             if not config.host_filter.allows(hid, name, props.get("name")):
+                excluded["hosts"] += 1
                 continue
             if (config.parent_filter.include or config.parent_filter.exclude) and \
                     not config.parent_filter.allows(cluster or ""):
+                excluded["parents"] += 1
+                parents_seen.add(cluster or "(no cluster)")
                 continue
             facts: dict[str, str] = {}
             sockets = props.get("summary.hardware.numCpuPkgs")
@@ -199,7 +205,23 @@ class Inventory:
                 facts[FACT_SYSTEM_UUID] = str(hw_uuid)
             out.append(Hypervisor(hypervisor_id=str(hid), name=name, guests=tuple(guests.get(moid, ())),
                                   facts=facts))
+        self._warn_if_filtered_out(config, out, excluded, parents_seen)
         return out
+
+    def _warn_if_filtered_out(self, config: SourceConfig, out: Snapshot, excluded: dict[str, int],
+                              parents_seen: set[str]) -> None:
+        """A filter that drops every host is most likely a typo: say so once, with what was seen."""
+        message = None
+        if not out and excluded["parents"]:
+            message = (f"{config.name}: filter_host_parents/exclude_host_parents excluded all "
+                       f"{excluded['parents']} hosts (after {excluded['hosts']} excluded by "
+                       f"filter_hosts/exclude_hosts); parents seen: {', '.join(sorted(parents_seen))}")
+        elif not out and excluded["hosts"]:
+            message = f"{config.name}: filter_hosts/exclude_hosts excluded all {excluded['hosts']} hosts"
+        if message != self._filtered_out:
+            self._filtered_out = message
+            if message is not None:
+                log.warning("%s; the report has no hypervisors", message)
 
 
 class EsxSource:
