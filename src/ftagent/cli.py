@@ -4,7 +4,8 @@ Exit codes are mapped in one place, :func:`exit_code_for`:
 
 ====  ==========================================================================
 0     success
-3     ``heartbeat``: this instance does not hold the FT lease (another does, or it fenced)
+3     ``heartbeat``, ``status``: this instance does not hold the FT lease (another does, it fenced,
+      or its status is STALE: older than its deadline)
 1     not registered (no identity, or the local identity is corrupt/mismatched/expired)
 64    usage error (bad options, already registered without --force, credentials or
       request refused as invalid by the server, or naming something it does not have:
@@ -71,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_NOT_REGISTERED = 1
+EXIT_LEASE_NOT_HELD = 3
 EXIT_USAGE = 64
 EXIT_UNAVAILABLE = 69
 EXIT_INTERNAL = 70
@@ -103,9 +105,14 @@ def exit_code_for(exc: BaseException) -> int:
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time (works under click's test runner)."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: bool = False) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("ftagent: %(levelname)s: %(message)s"))
+        if journal:
+            from ftagent.journal import JournalFormatter
+
+            self.setFormatter(JournalFormatter("%(message)s"))
+        else:
+            self.setFormatter(logging.Formatter("ftagent: %(levelname)s: %(message)s"))
 
     @property
     def stream(self) -> Any:
@@ -121,8 +128,12 @@ def _setup_logging(verbose: int, debug: bool) -> None:
     for handler in list(root.handlers):
         if isinstance(handler, _StderrHandler):
             root.removeHandler(handler)
-    handler = _StderrHandler()
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    from ftagent.journal import stderr_is_journal
+
+    journal = stderr_is_journal()
+    handler = _StderrHandler(journal)
+    # Under systemd the journal is the service's log: informational lines belong there too.
+    level = logging.DEBUG if debug else logging.INFO if verbose or journal else logging.WARNING
     handler.setLevel(level)
     root.addHandler(handler)
     root.setLevel(min(level, root.level) if root.level != logging.NOTSET else level)
@@ -167,7 +178,7 @@ class State:
         self.config_path = config_path
         self._agent: Agent | None = None
 
-    def agent(self) -> Agent:
+    def agent(self, *, read_only: bool = False) -> Agent:
         if self._agent is None:
             from ftagent.agent import Agent
             from ftagent.config import load_config
@@ -179,13 +190,29 @@ class State:
                 # A guest using the FT lease applies a failover only after winning the successor's lease.
                 from ftagent.lease.claim import command_lease_claim
 
-                claim = command_lease_claim(config)
+                try:
+                    claim = command_lease_claim(config)
+                except ConfigError as exc:
+                    if not read_only:
+                        raise
+                    logger.warning("%s (a read-only command goes on; it would refuse a failover)", exc)
+                    claim = _refuse_failover(str(exc))
             self._agent = Agent(config, lease_claim=claim)
         return self._agent
 
     def close(self) -> None:
         if self._agent is not None:
             self._agent.close()
+
+
+def _refuse_failover(reason: str) -> Callable[..., None]:
+    """A lease claim that refuses: without valid lease settings no failover may be applied."""
+
+    def refuse(from_uuid: str, to_uuid: str, consumer: Any) -> None:
+        raise FailoverError(f"failover {from_uuid} -> {to_uuid} not applied: {reason}",
+                            from_uuid=from_uuid, to_uuid=to_uuid)
+
+    return refuse
 
 
 def _emit(as_json: bool, data: Any, human: str | Sequence[str]) -> None:
@@ -253,9 +280,12 @@ def _report(exc: BaseException, as_json: bool, *, internal: bool = False) -> int
             payload["status"] = exc.status
             payload["display_message"] = exc.display_message
         click.echo(json.dumps({"error": payload}, indent=2, sort_keys=True))
-    click.echo(f"ftagent: error: {message}", err=True)
+    from ftagent.journal import stderr_is_journal
+
+    prefix = "<3>" if stderr_is_journal() else ""
+    click.echo(f"{prefix}ftagent: error: {message}", err=True)
     if internal:
-        click.echo("ftagent: run with --debug for a traceback", err=True)
+        click.echo(f"{prefix}ftagent: run with --debug for a traceback", err=True)
     return code
 
 
@@ -470,25 +500,52 @@ def _identity_fast(state: State) -> Any:
 @json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show the compliance status of this system."""
+    """Show the compliance status of this system (exit 3 when an FT guest does not hold its lease)."""
     # Read-only: no lock, so it works beside a running check-in and for users who cannot open it.
-    agent = _state(ctx).agent()
+    agent = _state(ctx).agent(read_only=True)
     compliance = agent.compliance()
-    lines = [f"Overall status: {compliance.get('status', 'unknown')}"]
+    entitlement_status = compliance.get("status", "unknown")
+    lease = _lease_status(agent.config) if agent.config.lease else None
+    holds = lease is None or lease.get("state") in _LEASE_OK
+    overall = entitlement_status if holds else str((lease or {}).get("state") or "no heartbeat").lower()
+    lines = [f"Overall status: {overall}" if holds else
+             f"Overall status: {overall}: this instance does not hold the FT lease and must not run the "
+             f"workload (entitlements: {entitlement_status})"]
     for item in compliance.get("nonCompliantProducts") or []:
         lines.append(f"  not covered: {item}")
-    lease = _lease_status(agent.config)
-    compliance = dict(compliance, lease=lease)
-    lines.append(f"Lease: {lease.get('state') or 'no heartbeat yet'} (generation {lease.get('generation')}, "
-                 f"holder {lease.get('holder')}, held by {lease.get('held_by')})")
-    _emit(as_json, compliance, lines)
+    data = dict(compliance, overall=overall)
+    if lease is not None:
+        data["lease"] = lease
+        state = lease.get("state") or "no heartbeat yet"
+        if lease.get("stale_reason"):
+            state += f" (was {lease.get('recorded_state')}: {lease['stale_reason']})"
+        lines.append(f"Lease: {state} (generation {lease.get('generation')}, holder {lease.get('holder')}, "
+                     f"held by {lease.get('held_by')})")
+        if lease.get("error"):
+            lines.append(f"  lease settings: {lease['error']}")
+    _emit(as_json, data, lines)
+    if not holds:
+        ctx.exit(EXIT_LEASE_NOT_HELD)
+
+
+#: Lease states in which ``status`` exits 0: held, handed back on purpose, or switched off.
+_LEASE_OK = ("HELD", "RELEASED", "DISABLED")
 
 
 def _lease_status(config: Any) -> dict[str, Any]:
-    """The heartbeat's status file, summarised (see ftagent.lease.status_summary)."""
+    """The heartbeat's status file, summarised (see ftagent.lease.status_summary).
+
+    Bad ``[lease]`` timing does not stop a read-only command: the status file is still read (its
+    path is all that is needed) and the error is shown beside it.
+    """
     from ftagent.lease import parse_lease_settings, status_summary
 
-    return status_summary(parse_lease_settings(config))
+    try:
+        return status_summary(parse_lease_settings(config))
+    except ConfigError as exc:
+        logger.warning("%s", exc)
+        only_path = {"status_file": config.lease.get("status_file", "")}
+        return dict(status_summary(parse_lease_settings(config, raw=only_path)), error=str(exc))
 
 
 @cli.command()
@@ -498,11 +555,26 @@ def _lease_status(config: Any) -> dict[str, Any]:
 def heartbeat(ctx: click.Context, once: bool, as_json: bool) -> None:
     """Hold the FT group's lease (split-brain guard) and fence when it is lost."""
     from ftagent.config import load_config
+    from ftagent.lease import parse_lease_settings
+    from ftagent.lease.guard import SingleInstance
     from ftagent.lease.heartbeat import Heartbeat
 
     config = load_config(_state(ctx).config_path)
     _open_log(config.agent.log_file)
+    settings = parse_lease_settings(config)
+    guard = SingleInstance(settings.status_file)
+    guard.acquire()
+    ctx.call_on_close(guard.release)
     beat = Heartbeat(config, mode="once" if once else "daemon")
+    if not once:
+        fencing = ", ".join(filter(None, [
+            f"command {settings.fence_command}" if settings.fence_command else None,
+            f"units {' '.join(settings.fence_units)}" if settings.fence_units else None,
+            f"signal {settings.fence_signal}" if settings.fence_signal else None])) or "none configured"
+        logger.info("ftagent %s heartbeat started (pid %d): holder %s, backend %s, ttl %g s, renew every %g s, "
+                    "margin %g s, lease %s, fencing: %s", __version__, os.getpid(), beat.keeper.snapshot()["holder"],
+                    settings.backend, settings.ttl, settings.renew_interval, settings.margin,
+                    "enabled" if settings.enabled else "DISABLED (never fences)", fencing)
     code = beat.once() if once else beat.run()
     snap = beat.keeper.snapshot()
     if once or as_json:
@@ -669,8 +741,11 @@ def _lease_items(config: Any) -> list[dict[str, Any]]:
         value = getattr(settings, f.name)
         if isinstance(value, tuple):
             value = " ".join(value)
+        timing = f.name in ("renew_interval", "ttl", "margin") and any(
+            k in raw for k in ("renew_interval", "ttl", "margin"))
+        source = origin if f.name in raw else "derived" if timing else "default"
         out.append({"section": "lease", "key": f.name, "value": None if value in (None, "") else str(value),
-                    "source": origin if f.name in raw else "default"})
+                    "source": source})
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -37,33 +36,12 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-class _JournalFormatter(logging.Formatter):
-    """sd-daemon(3) priority prefixes (``<3>`` error ... ``<7>`` debug) on every line; the journal
-    adds the time and the program name itself."""
-
-    _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
-
-    def format(self, record: logging.LogRecord) -> str:
-        prio = self._PRIORITY.get(record.levelno, 6 if record.levelno >= logging.INFO else 7)
-        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines() or [""])
-
-
-def _stderr_is_journal() -> bool:
-    """True when systemd connected stderr to the journal (``JOURNAL_STREAM`` names its device:inode)."""
-    expected = os.environ.get("JOURNAL_STREAM", "")
-    if not expected:
-        return False
-    try:
-        st = os.fstat(sys.stderr.fileno())
-    except (OSError, ValueError, AttributeError):
-        return False
-    return expected == f"{st.st_dev}:{st.st_ino}"
-
-
 def _setup_logging(debug: bool, config: Config | None = None) -> None:
+    from ftagent.journal import JournalFormatter, stderr_is_journal
+
     handler = logging.StreamHandler(sys.stderr)
-    if _stderr_is_journal():
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    if stderr_is_journal():
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -198,8 +198,9 @@ def write_conf(tmp: Path, lease: str) -> Path:
     ("ttl = 0.5", "ttl"),
     ("ttl = abc", "ttl"),
     ("renew_interval = -1", "renew_interval"),
-    ("renew_interval = 9", "renew_interval"),
-    ("margin = 16", "margin"),
+    ("ttl = 20\nrenew_interval = 9", "renew_interval"),
+    ("ttl = 20\nmargin = 16", "margin"),
+    ("renew_interval = 1\nmargin = 3", "margin"),
     ("enabled = maybe", "enabled"),
     ("fence_signal = SIGNOPE app", "fence_signal"),
     ("fence_signal = KILL", "fence_signal"),
@@ -219,6 +220,24 @@ def test_settings_defaults_and_relative_status_file(tmp_path: Path) -> None:
     assert (s.renew_interval, s.ttl, s.margin, s.enabled) == (5.0, 20.0, 5.0, True)
     assert s.status_file == tmp_path.resolve() / "run" / "lease.json"
     assert s.fence_units == ("a.service", "b")
+
+
+@pytest.mark.parametrize(("lease", "expected"), [
+    ("ttl = 10", (2.5, 10.0, 2.5)),
+    ("ttl = 60", (15.0, 60.0, 15.0)),
+    ("renew_interval = 2", (2.0, 8.0, 2.0)),
+    ("margin = 3", (3.0, 12.0, 3.0)),
+    ("ttl = 40\nmargin = 8", (10.0, 40.0, 8.0)),
+])
+def test_unset_timing_follows_what_is_set(tmp_path: Path, lease: str, expected: tuple[float, float, float]) -> None:
+    s = parse_lease_settings(load_config(write_conf(tmp_path, lease)))
+    assert (s.renew_interval, s.ttl, s.margin) == expected
+
+
+def test_derived_values_are_named_in_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_lease_settings(load_config(write_conf(tmp_path, "ttl = 20\nrenew_interval = 9")))
+    assert "derived from ttl: margin = 5" in str(err.value)
 
 
 def test_config_error_exits_78(tmp_path: Path) -> None:

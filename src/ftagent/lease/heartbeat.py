@@ -114,6 +114,7 @@ class Heartbeat:
         self.entitlements = EntitlementStore(config.agent.entitlement_dir)
         self.boot_id = boot_id()
         self.fence_count = 0
+        self._fences_written = 0
         self.ladder = self._ladder(runner, systemctl)
         uuid = self.identity.load().uuid
         self.holder = load_or_create_holder(self.settings.status_file)
@@ -208,6 +209,37 @@ class Heartbeat:
         write_status(self.settings.status_file, data, durable=durable)
         if durable:
             self.notifier.notify(f"STATUS=lease {data['state']} generation {data['generation']}")
+        if self.config.agent.metrics_file is not None:
+            self._write_metrics(data)
+
+    def _write_metrics(self, data: Mapping[str, Any]) -> None:
+        """``[agent] metrics_file``: the lease for Prometheus (see :mod:`ftagent.metrics`)."""
+        from prometheus_client import Counter, Gauge
+
+        from ftagent.metrics import MetricsFile
+
+        assert self.config.agent.metrics_file is not None
+        mf = MetricsFile(self.config.agent.metrics_file, ("ftagent_lease_",))
+        with mf.update() as registry:
+            state = Gauge("ftagent_lease_state", "1 for the heartbeat's current lease state.", ["state"],
+                          registry=registry)
+            for value in LeaseState:
+                if value != LeaseState.STALE:
+                    state.labels(value.value).set(1 if data["state"] == value.value else 0)
+            if data.get("generation") is not None:
+                Gauge("ftagent_lease_generation", "The lease generation (fencing token) last granted.",
+                      registry=registry).set(data["generation"])
+            if data.get("deadline_in") is not None:
+                Gauge("ftagent_lease_seconds_since_renewal",
+                      "Seconds since the last successful renewal was sent.", registry=registry).set(
+                    max(0.0, self.settings.lifetime - float(data["deadline_in"])))
+            Gauge("ftagent_lease_updated_timestamp_seconds",
+                  "When the heartbeat last wrote these metrics (stale if it died).", registry=registry).set(
+                self.clock.wall())
+            new = self.fence_count - self._fences_written
+            Counter("ftagent_lease_fences", "Times this guest fenced.", registry=registry).inc(
+                mf.previous("ftagent_lease_fences_total") + new)
+            self._fences_written = self.fence_count
 
     def _fence(self, reason: str) -> FenceReport:
         self.fence_count += 1

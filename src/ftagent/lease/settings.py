@@ -66,6 +66,29 @@ def _number(raw: Mapping[str, str], key: str, default: float, err: Callable[[str
     return number
 
 
+#: sanlock's proportions: renew every ttl/4, stop acting as the holder ttl/4 before the server's expiry.
+_RATIO = {"renew_interval": 0.25, "ttl": 1.0, "margin": 0.25}
+
+
+def _timing(raw: Mapping[str, str], defaults: LeaseSettings,
+            err: Callable[[str, str], ConfigError]) -> tuple[float, float, float, str]:
+    """(renew_interval, ttl, margin, what was derived): unset values follow the ones set, in sanlock's ratios.
+
+    Setting only ``ttl = 60`` gives renewals every 15 s and a margin of 15 s; setting only
+    ``renew_interval = 2`` gives ttl 8 and margin 2.  With none set the defaults apply.
+    """
+    given = {key: _number(raw, key, 0.0, err) for key in _RATIO if raw.get(key, "").strip()}
+    if not given:
+        return defaults.renew_interval, defaults.ttl, defaults.margin, ""
+    # The scale comes from ttl when set, else from the first other value set.
+    base = "ttl" if "ttl" in given else next(k for k in _RATIO if k in given)
+    unit = given[base] / _RATIO[base]
+    values = {key: given.get(key, unit * ratio) for key, ratio in _RATIO.items()}
+    derived = [f"{key} = {values[key]:g}" for key in _RATIO if key not in given]
+    note = f"derived from {base}: {', '.join(derived)}" if derived else ""
+    return values["renew_interval"], values["ttl"], values["margin"], note
+
+
 def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | None = None,
                          *, file: str | None = None, base: Path | None = None) -> LeaseSettings:
     """Validate ``[lease]`` of ``config`` (or a raw mapping); errors name file, section and key."""
@@ -94,19 +117,18 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     else:
         raise err("enabled", f"invalid boolean {raw.get('enabled')!r} (use yes/no, true/false, 1/0)")
     defaults = LeaseSettings()
-    renew = _number(raw, "renew_interval", defaults.renew_interval, err)
-    ttl = _number(raw, "ttl", defaults.ttl, err)
-    margin = _number(raw, "margin", defaults.margin, err)
+    renew, ttl, margin, derived = _timing(raw, defaults, err)
     fence_timeout = _number(raw, "fence_timeout", defaults.fence_timeout, err)
+    note = f" ({derived})" if derived else ""
     if not 1 <= ttl <= MAX_TTL:
-        raise err("ttl", f"ttl {ttl:g} out of range: the server accepts 1 to {MAX_TTL:g} seconds")
+        raise err("ttl", f"ttl {ttl:g} out of range: the server accepts 1 to {MAX_TTL:g} seconds{note}")
     if margin >= ttl - renew:
         raise err("margin", f"margin {margin:g} must be below ttl - renew_interval ({ttl - renew:g}), "
-                            "or no renewal could ever land before the deadline")
+                            f"or no renewal could ever land before the deadline{note}")
     if 2 * renew > ttl - margin:
         raise err("renew_interval", f"renew_interval {renew:g} is too long for ttl {ttl:g} and margin "
                                     f"{margin:g}: at least two renewals must fit before the deadline "
-                                    f"(renew_interval <= (ttl - margin) / 2 = {(ttl - margin) / 2:g})")
+                                    f"(renew_interval <= (ttl - margin) / 2 = {(ttl - margin) / 2:g}){note}")
     if fence_timeout > margin:
         logger.warning("%s: [lease] fence_timeout %g exceeds margin %g: a slow fence hook may still run "
                        "when the server can grant the lease to another instance", where, fence_timeout, margin)

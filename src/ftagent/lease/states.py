@@ -20,6 +20,9 @@ class LeaseState(enum.StrEnum):
     FENCED = "FENCED"
     RELEASING = "RELEASING"
     RELEASED = "RELEASED"
+    #: Never entered by the heartbeat: ``ftagent status``'s verdict on a status file that claims
+    #: the lease but is older than its deadline (no heartbeat renews it any more).
+    STALE = "STALE"
 
 
 HOLDING = frozenset({LeaseState.HELD, LeaseState.DEGRADED})

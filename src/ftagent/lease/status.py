@@ -123,4 +123,23 @@ def status_summary(settings: LeaseSettings, clock: Clock | None = None) -> dict[
     out["running"] = same_boot and data.get("mode") == "daemon" and _pid_alive(data.get("pid"))
     if data.get("fence"):
         out["fence"] = data["fence"]
+    stale = _stale_reason(out, same_boot)
+    if stale is not None:
+        # The file claims the lease, but nothing renews it any more: saying HELD would be a lie.
+        out["recorded_state"], out["state"], out["stale_reason"] = out["state"], LeaseState.STALE.value, stale
     return out
+
+
+def _stale_reason(out: Mapping[str, Any], same_boot: bool) -> str | None:
+    if out.get("state") not in (LeaseState.HELD.value, LeaseState.DEGRADED.value):
+        return None
+    if not same_boot:
+        return "written before the last boot"
+    deadline_in = out.get("deadline_in")
+    if deadline_in is None:
+        return "no deadline recorded"
+    if deadline_in < 0:
+        return f"its deadline passed {-deadline_in:.0f} s ago"
+    if out.get("mode") == "daemon" and not out.get("running"):
+        return "the heartbeat that wrote it is no longer running"
+    return None

@@ -1,0 +1,219 @@
+"""Operating the heartbeat: one instance only, a truthful `ftagent status`, journald priorities,
+a start line, and lease settings derived from what is set (issue 16).
+
+Everything runs through the installed `ftagent` command against a real ftmock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FtmockServer
+from tests.ftagent.agentenv import FTAGENT
+from tests.ftagent.heartbeat_kit import Guest, make_guest, wait_for, with_signal
+from tests.ftmock.conftest import new_org
+
+_n = iter(range(10_000))
+
+
+@pytest.fixture
+def guests() -> Iterator[list[Guest]]:
+    made: list[Guest] = []
+    yield made
+    for g in made:
+        g.kill_all()
+
+
+def vm() -> str:
+    return f"ops-vm-{os.getpid()}-{next(_n)}"
+
+
+def ftagent(g: Guest, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FTAGENT, "--config", str(g.config), *args], capture_output=True, text=True,
+                          timeout=60, env=g.env(env))
+
+
+def start_journaled(g: Guest, *args: str) -> subprocess.Popen[bytes]:
+    """`ftagent heartbeat` as systemd starts it: stderr is the journal stream, no -v."""
+    log = open(g.log, "ab")  # noqa: SIM115
+    st = os.fstat(log.fileno())
+    proc = subprocess.Popen([FTAGENT, "--config", str(g.config), "heartbeat", *args], stdout=log,
+                            stderr=subprocess.STDOUT, env=g.env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}))
+    log.close()
+    g.procs.append(proc)
+    return proc
+
+
+def test_second_heartbeat_refuses_and_the_first_keeps_the_lease(ftmock_session: FtmockServer, tmp_path: Path,
+                                                                guests: list[Guest]) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    guests.append(a)
+    first = start_journaled(a)
+    wait_for(lambda: a.state() == "HELD", 15, "HELD")
+    generation = a.status()["generation"]
+    for args in (("heartbeat",), ("heartbeat", "--once")):
+        r = ftagent(a, *args)
+        assert r.returncode == 69, r.stderr
+        assert f"ftagent heartbeat is already running (pid {first.pid})" in r.stderr
+    time.sleep(1.5)  # several renewals later: nothing was released, nothing fenced
+    st = a.status()
+    assert (st["state"], st["generation"], st["pid"]) == ("HELD", generation, first.pid)
+    assert first.poll() is None and not a.fences()
+    assert a.stop(first) == 0
+    assert a.state() == "RELEASED"
+    # Once it is gone, a new one starts (the kernel dropped the guard with the process).
+    r = ftagent(a, "heartbeat", "--once")
+    assert r.returncode == 0, r.stderr
+
+
+def test_journal_priorities_start_line_and_fencing_under_systemd(ftmock_session: FtmockServer, tmp_path: Path,
+                                                                guests: list[Guest]) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    guests.append(a)
+    proc = start_journaled(a)
+    wait_for(lambda: a.state() == "HELD", 15, "HELD")
+    with_signal(proc, signal.SIGSTOP)  # a pause past the deadline: the heartbeat must fence on resume
+    time.sleep(3.5)
+    with_signal(proc, signal.SIGCONT)
+    wait_for(lambda: a.state() == "FENCED", 10, "FENCED")
+    assert a.stop(proc) == 3
+    lines = [line for line in a.log.read_text().splitlines() if line]
+    assert lines and all(line[:3] in {"<2>", "<3>", "<4>", "<6>", "<7>"} for line in lines), lines
+    start = [line for line in lines if "heartbeat started" in line]
+    assert len(start) == 1 and start[0].startswith("<6>ftagent ")
+    assert f"(pid {proc.pid})" in start[0] and "ttl 3 s, renew every 0.5 s, margin 1 s" in start[0]
+    # The loss of the lease is at warning or above, so `journalctl -p warning` shows it.
+    fencing = [line for line in lines if "fenc" in line.lower()]
+    assert fencing and any(line[:3] in {"<2>", "<3>", "<4>"} for line in fencing), fencing
+
+    # status tells the truth: FENCED is not "valid", and the exit code says so.
+    r = ftagent(a, "status")
+    assert r.returncode == 3, r.stderr
+    assert "Overall status: fenced: this instance does not hold the FT lease" in r.stdout
+    assert "valid" not in r.stdout.splitlines()[0].split("(")[0]
+    data = json.loads(ftagent(a, "status", "--json").stdout)
+    assert data["lease"]["state"] == "FENCED" and data["overall"] == "fenced"
+
+
+def test_plain_stderr_outside_systemd(ftmock_session: FtmockServer, tmp_path: Path, guests: list[Guest]) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a.config.write_text(a.config.read_text().replace("timeout = 5", "timout = 5"))
+    r = ftagent(a, "identity")
+    assert r.returncode == 0
+    assert "ftagent: WARNING: " in r.stderr and not r.stderr.startswith("<")
+
+
+def test_errors_carry_priority_3_in_the_journal(tmp_path: Path) -> None:
+    conf = tmp_path / "ftagent.conf"
+    conf.write_text("[server]\nurl = https://127.0.0.1:9/candlepin\ntimout = 1\n[agent]\n"
+                    f"identity_dir = {tmp_path}/id\nlock_file = {tmp_path}/lock\n")
+    err = tmp_path / "stderr"
+    with open(err, "wb") as fh:
+        st = os.fstat(fh.fileno())
+        r = subprocess.run([FTAGENT, "--config", str(conf), "unregister"], stderr=fh, stdout=subprocess.PIPE,
+                           env=dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"), timeout=60)
+    assert r.returncode == 1
+    lines = err.read_text().splitlines()
+    assert any(line.startswith("<4>") and "did you mean timeout?" in line for line in lines), lines
+    assert any(line.startswith("<3>ftagent: error: this system is not registered") for line in lines), lines
+
+
+def test_status_after_a_one_shot_claim_turns_stale(ftmock_session: FtmockServer, tmp_path: Path,
+                                                   guests: list[Guest]) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    r = ftagent(a, "heartbeat", "--once")
+    assert r.returncode == 0, r.stderr
+    r = ftagent(a, "status")
+    assert r.returncode == 0, r.stdout + r.stderr  # held, within its deadline
+    assert "Lease: HELD" in r.stdout
+    time.sleep(2.2)  # ttl 3 - margin 1: the deadline has passed, and no daemon renews
+    r = ftagent(a, "status")
+    assert r.returncode == 3
+    assert "Overall status: stale" in r.stdout and "Lease: STALE (was HELD: its deadline passed" in r.stdout
+    lease = json.loads(ftagent(a, "status", "--json").stdout)["lease"]
+    assert lease["state"] == "STALE" and lease["recorded_state"] == "HELD" and lease["deadline_in"] < 0
+
+
+def test_status_without_any_heartbeat_is_not_ok(ftmock_session: FtmockServer, tmp_path: Path) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    r = ftagent(a, "status")
+    assert r.returncode == 3 and "Lease: no heartbeat yet" in r.stdout
+    # The kill switch is a choice: DISABLED is fine.
+    a.write_config(enabled="no")
+    r = ftagent(a, "heartbeat", "--once")
+    r = ftagent(a, "status")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_only_ttl_set_works_and_bad_settings_let_status_run(ftmock_session: FtmockServer, tmp_path: Path) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a.lease = {"status_file": "lease.json", "ttl": "8"}
+    a.write_config()
+    r = ftagent(a, "heartbeat", "--once", "--json")
+    assert r.returncode == 0, r.stderr
+    listing = json.loads(ftagent(a, "config", "--list", "--json").stdout)["values"]
+    timing = {v["key"]: (v["value"], v["source"]) for v in listing if v["section"] == "lease"
+              and v["key"] in ("ttl", "renew_interval", "margin")}
+    assert timing == {"ttl": ("8.0", str(a.config)), "renew_interval": ("2.0", "derived"),
+                      "margin": ("2.0", "derived")}
+
+    a.write_config(renew_interval="5")  # ttl 8 with renewals every 5 s: invalid
+    r = ftagent(a, "heartbeat", "--once")
+    assert r.returncode == 78 and "[lease] renew_interval" in r.stderr
+    r = ftagent(a, "status")  # read-only: runs, warns, and still reads the status file
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[lease] renew_interval" in r.stderr and "Lease: HELD" in r.stdout
+    assert "lease settings:" in r.stdout
+    r = ftagent(a, "config", "--list")
+    assert r.returncode == 0 and "(invalid)" in r.stdout
+
+
+def lease_metrics(path: Path) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for s in family.samples:
+            key = s.name + "".join(f"{{{v}}}" for v in s.labels.values())
+            out[key] = s.value
+    return out
+
+
+def test_heartbeat_metrics_lease_state_generation_and_fences(ftmock_session: FtmockServer, tmp_path: Path,
+                                                            guests: list[Guest]) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    guests.append(a)
+    prom = tmp_path / "textfile" / "ftagent.prom"
+    a.config.write_text(a.config.read_text().replace("lock_file = ftagent.lock",
+                                                     f"lock_file = ftagent.lock\nmetrics_file = {prom}"))
+    proc = start_journaled(a)
+    wait_for(lambda: a.state() == "HELD" and prom.exists(), 15, "HELD")
+    time.sleep(1.2)
+    m = lease_metrics(prom)
+    assert m["ftagent_lease_state{HELD}"] == 1 and m["ftagent_lease_state{FENCED}"] == 0
+    assert m["ftagent_lease_generation"] == a.status()["generation"]
+    assert 0 <= m["ftagent_lease_seconds_since_renewal"] < 1.5  # renewals every 0.5 s
+    assert m["ftagent_lease_fences_total"] == 0
+    assert abs(m["ftagent_lease_updated_timestamp_seconds"] - time.time()) < 5
+    with_signal(proc, signal.SIGSTOP)
+    time.sleep(3.5)
+    with_signal(proc, signal.SIGCONT)
+    wait_for(lambda: lease_metrics(prom).get("ftagent_lease_state{FENCED}") == 1, 10, "FENCED in the metrics")
+    assert lease_metrics(prom)["ftagent_lease_fences_total"] == 1
+    assert a.stop(proc) == 3
+    # A new heartbeat continues the fence counter (Prometheus' increase() sees no reset).
+    proc = start_journaled(a)
+    wait_for(lambda: lease_metrics(prom).get("ftagent_lease_state{HELD}") == 1, 15, "HELD again")
+    assert lease_metrics(prom)["ftagent_lease_fences_total"] == 1
+    # The check-in's metrics share the file.
+    assert ftagent(a, "checkin").returncode == 0
+    m = lease_metrics(prom)
+    assert m["ftagent_checkin_success"] == 1 and m["ftagent_lease_state{HELD}"] == 1
+    assert a.stop(proc) == 0
