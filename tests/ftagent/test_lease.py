@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -320,3 +321,10 @@ def test_overlap_checker() -> None:
     bad = [{"holder": "a", "event": "grant", "start": 0, "expires": 3},
            {"holder": "b", "event": "grant", "start": 2, "expires": 5}]
     assert len(overlaps(bad)) == 1
+
+
+def test_unknown_lease_key_offers_the_nearest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="ftagent")
+    s = parse_lease_settings(load_config(write_conf(tmp_path, "ttl = 40\nrenew_intervall = 2")))
+    assert s.renew_interval == 10.0  # the typo is ignored, not applied
+    assert "[lease] unknown key renew_intervall ignored; did you mean renew_interval?" in caplog.text

@@ -104,7 +104,11 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
 
     for key in raw:
         if key not in _KEYS:
-            logger.warning("%s: [lease] unknown key %s ignored", where, key)
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(_KEYS), n=1)
+            logger.warning("%s: [lease] unknown key %s ignored%s", where, key,
+                           f"; did you mean {close[0]}?" if close else "")
     backend = raw.get("backend", "").strip().lower() or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise err("backend", f"unknown lease backend {raw.get('backend', '').strip()!r} "
