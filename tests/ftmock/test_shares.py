@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import admin_client, checkin, new_org, product_and_pool, register
+from tests.ftmock.conftest import Client, admin_client, checkin, new_org, product_and_pool, register
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1, entitle_hosts
 
 
@@ -149,3 +149,35 @@ def test_share_input_errors(server: FtmockServer) -> None:
     assert admin.post("/owners/no-such-org/shares", json={"recipient": orgx}).status_code == 404
     for r in (admin.post(f"/owners/{orgx}/shares", json={"recipient": "x"}),):
         assert "displayMessage" in r.json()
+
+
+def org_user(server: FtmockServer, org: str, role: str = "admin") -> Client:
+    name = f"{role}-{org}"
+    server.admin("user", "create", name, "--org", org, "--role", role, "--password", "pw-" + name)
+    return Client(server, auth=(name, "pw-" + name))
+
+
+def test_users_of_the_recipient_org_see_nothing_of_the_sharing_org(server: FtmockServer, tmp_path: Path) -> None:
+    orgx, orgy, g = ft_setup(server)
+    x_admin, y_admin, y_reporter = org_user(server, orgx), org_user(server, orgy), org_user(server, orgy, "reporter")
+    # Only an admin of the sharing org creates the share.
+    assert y_admin.post(f"/owners/{orgx}/shares", json={"recipient": orgy}).status_code == 403
+    assert y_reporter.post(f"/owners/{orgy}/shares", json={"recipient": orgx}).status_code == 403
+    assert x_admin.post(f"/owners/{orgx}/shares", json={"recipient": orgy}).status_code == 200
+    reg = register(server, tmp_path, orgy, name="ft-vm", facts={"virt.uuid": VM1}, installed=["RHEL-VDC"])
+    assert reg.client.post(f"/consumers/{reg.uuid}/entitlements").status_code == 200
+    shared_pool = admin_client(server).get(f"/consumers/{reg.uuid}/entitlements").json()[0]["pool"]["id"]
+
+    # orgy's admin manages its own consumers (the adopted group included) and nothing of orgx.
+    assert y_admin.get(f"/consumers/{g['VM_A']}").status_code == 200
+    assert {c["uuid"] for c in y_admin.get(f"/owners/{orgy}/consumers").json()} >= set(g.values())
+    for path in (f"/owners/{orgx}/consumers", f"/owners/{orgx}/consumers?type=hypervisor", f"/owners/{orgx}/pools",
+                 f"/pools?owner={orgx}", f"/pools/{shared_pool}", f"/owners/{orgx}/products"):
+        assert y_admin.get(path).status_code == 403, path
+    hyp_a = next(c["uuid"] for c in admin_client(server).get(f"/owners/{orgx}/consumers?type=hypervisor").json()
+                 if c["name"] == "hyp-a")
+    assert y_admin.get(f"/consumers/{hyp_a}").status_code == 403
+    assert all(p["owner"]["key"] == orgy for p in y_admin.get(f"/owners/{orgy}/pools").json())
+    # And orgx's admin no longer reads the VM it shared away.
+    assert x_admin.get(f"/consumers/{reg.uuid}").status_code == 403
+    assert x_admin.get(f"/owners/{orgx}/shares").json()[0]["recipient"]["key"] == orgy
