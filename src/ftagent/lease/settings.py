@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftagent.errors import ConfigError
-from ftagent.lease.backends import BACKENDS, DEFAULT_BACKEND
+from ftagent.lease.backends import BACKEND_KEYS, BACKENDS, DEFAULT_BACKEND, parse_backend_options
 
 if TYPE_CHECKING:
     from ftagent.config import Config
@@ -29,7 +29,7 @@ MAX_TTL = 3600.0
 _KEYS = {
     "enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units", "fence_signal",
     "fence_timeout", "status_file", "backend",
-}
+} | {key for keys in BACKEND_KEYS.values() for key in keys}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class LeaseSettings:
     fence_timeout: float = 2.0
     status_file: Path = DEFAULT_STATUS_FILE
     backend: str = DEFAULT_BACKEND
+    #: The backend's own keys, validated (:func:`ftagent.lease.backends.parse_backend_options`).
+    backend_options: object | None = None
 
     @property
     def lifetime(self) -> float:
@@ -113,6 +115,11 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     if backend not in BACKENDS:
         raise err("backend", f"unknown lease backend {raw.get('backend', '').strip()!r} "
                              f"(known: {', '.join(BACKENDS)})")
+    for other, keys in BACKEND_KEYS.items():
+        for key in keys:
+            if other != backend and key in raw:
+                logger.warning("%s: [lease] %s is for backend %s; ignored with backend %s", where, key, other,
+                               backend)
     enabled_raw = raw.get("enabled", "yes").strip().lower()
     if enabled_raw in ("1", "yes", "true", "on"):
         enabled = True
@@ -160,6 +167,8 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
         status = Path(os.path.expandvars(os.path.expanduser(status_raw)))
         if not status.is_absolute():
             status = (base or Path.cwd()) / status
+    options = parse_backend_options(backend, raw, err, base)
     return LeaseSettings(enabled=enabled, renew_interval=renew, ttl=ttl, margin=margin,
                          fence_command=command, fence_units=units, fence_signal=signal_text,
-                         fence_timeout=fence_timeout, status_file=status, backend=backend)
+                         fence_timeout=fence_timeout, status_file=status, backend=backend,
+                         backend_options=options)

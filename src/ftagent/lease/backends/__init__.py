@@ -7,14 +7,16 @@ Each backend is one module here implementing :class:`ftagent.lease.backend.Lease
   counter; a failover (HTTP 308) is applied through the identity swapper, whose ``lease_claim`` hook
   calls :meth:`~ftagent.lease.backend.LeaseBackend.handover`.
 
-Planned siblings (issues 14 and 15), and what the state machine needs from them:
+- ``etcd`` (:mod:`.etcd`): one key per FT group ``{prefix}/{org}/{virt.uuid}`` in an etcd v3
+  cluster, over etcd's JSON gateway; grant = a transaction "create the key if absent, on a fresh
+  etcd lease of ``ttl``", renew = keep-alive (refused when the key's create revision is not
+  ``generation``), release = revoke, handover = the same key, so the current
+  :class:`~ftagent.lease.backend.Grant` (only the consumer identity changes).  Generation = the key's
+  create revision; ``ttl`` = the configured ttl.  It ignores ``consumer`` and takes the group's org
+  and ``virt.uuid`` at construction.  Keys ``etcd_*``.
 
-- ``etcd`` (``etcd.py``): one key per FT group ``{prefix}/{org}/{virt.uuid}``; grant = a transaction
-  "create the key if absent, on a fresh etcd lease of ``ttl``", renew = keep-alive (refused when the
-  key's create revision is not ``generation``), release = revoke, handover = the same key, so the
-  current :class:`~ftagent.lease.backend.Grant` (only the consumer identity changes).  Generation =
-  the key's create revision; ``ttl`` = the configured ttl.  It ignores ``consumer`` and needs the
-  group's org and ``virt.uuid`` at construction.
+Planned sibling (issue 15), and what the state machine needs from it:
+
 - ``sanlock`` (``sanlock.py``): a resource named by ``virt.uuid`` in a lockspace on shared storage;
   grant = join the lockspace and acquire, renew = check that the resource is still ours at
   ``generation`` (the daemon renews the lockspace itself), release = release, handover = as etcd.
@@ -25,27 +27,47 @@ Planned siblings (issues 14 and 15), and what the state machine needs from them:
   rather than at the call's send time, :class:`~ftagent.lease.backend.Grant` grows an optional start
   time the state machine uses instead of the send time.
 
-Adding one: a module here, its name in :data:`BACKENDS`, a branch in :func:`open_backend`, its keys
-in :mod:`ftagent.lease.settings` (and ``man/ftagent.conf.5``, ``docs/heartbeat.md``).
+Adding one: a module here (standard library at import time, so ``ftagent status`` stays cheap), its
+name in :data:`BACKENDS`, its ``[lease]`` keys in :data:`BACKEND_KEYS` and a parser in
+:func:`parse_backend_options` (the result is ``LeaseSettings.backend_options``), a branch in
+:func:`open_backend`, and its keys in ``man/ftagent.conf.5`` and ``docs/heartbeat.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ftagent.config import Config
     from ftagent.connection import Connection
+    from ftagent.errors import ConfigError
     from ftagent.identity import IdentityStore
     from ftagent.lease.backend import LeaseBackend
     from ftagent.lease.settings import LeaseSettings
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "open_backend"]
+__all__ = ["BACKENDS", "BACKEND_KEYS", "DEFAULT_BACKEND", "open_backend", "parse_backend_options"]
 
 #: The values ``[lease] backend`` accepts.
-BACKENDS = ("server",)
+BACKENDS = ("server", "etcd")
 DEFAULT_BACKEND = "server"
+#: The ``[lease]`` keys each backend adds (kept in sync with the backends' own ``KEYS``).
+BACKEND_KEYS: dict[str, tuple[str, ...]] = {
+    "server": (),
+    "etcd": ("etcd_endpoints", "etcd_prefix", "etcd_ca_cert", "etcd_cert", "etcd_key", "etcd_username",
+             "etcd_password"),
+}
+
+
+def parse_backend_options(backend: str, raw: Mapping[str, str], err: Callable[[str, str], ConfigError],
+                          base: Path | None) -> object | None:
+    """The backend's own ``[lease]`` keys, validated (``None`` for a backend without any)."""
+    if backend == "etcd":
+        from ftagent.lease.backends.etcd import parse_etcd_settings
+
+        return parse_etcd_settings(raw, err, base)
+    return None
 
 
 def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStore, *,
@@ -61,4 +83,8 @@ def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStor
         from ftagent.lease.backends.server import open_server_backend
 
         return open_server_backend(config, settings, identity, full_connection=full_connection)
+    if settings.backend == "etcd":
+        from ftagent.lease.backends.etcd import open_etcd_backend
+
+        return open_etcd_backend(config, settings, identity)
     raise ConfigError(f"unknown lease backend {settings.backend!r}", section="lease", key="backend")

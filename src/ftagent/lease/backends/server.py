@@ -41,7 +41,8 @@ class LightClient:
     Server certificates are always verified unless ``insecure`` is set explicitly.
     """
 
-    def __init__(self, url: str, *, ca_cert: Path | None, insecure: bool, cert_file: Path, key_file: Path) -> None:
+    def __init__(self, url: str, *, ca_cert: Path | None, insecure: bool, cert_file: Path | None,
+                 key_file: Path | None, user_agent: str = "ftagent-heartbeat") -> None:
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
@@ -51,6 +52,7 @@ class LightClient:
         self.base = parts.path.rstrip("/")
         self.ca_cert, self.insecure = ca_cert, insecure
         self.cert_file, self.key_file = cert_file, key_file
+        self.user_agent = user_agent
         self._ctx: Any = None
         self._conn: Any = None
 
@@ -64,7 +66,8 @@ class LightClient:
             if self.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+            if self.cert_file is not None:
+                ctx.load_cert_chain(str(self.cert_file), str(self.key_file or self.cert_file))
             self._ctx = ctx
         return self._ctx
 
@@ -78,7 +81,8 @@ class LightClient:
             self._conn.close()
             self._conn = None
 
-    def request(self, method: str, path: str, body: Any, timeout: float) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any, timeout: float,
+                headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         import http.client
         import json
         import ssl
@@ -87,9 +91,9 @@ class LightClient:
 
         url = f"{self.base}/{path}"
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json", "User-Agent": "ftagent-heartbeat"}
+        all_headers = {"Accept": "application/json", "User-Agent": self.user_agent, **(headers or {})}
         if payload is not None:
-            headers["Content-Type"] = "application/json"
+            all_headers["Content-Type"] = "application/json"
         for attempt in (0, 1):
             reused = self._conn is not None
             try:
@@ -102,7 +106,7 @@ class LightClient:
                 self._conn.timeout = timeout
                 if self._conn.sock is not None:
                     self._conn.sock.settimeout(timeout)
-                self._conn.request(method, url, body=payload, headers=headers)
+                self._conn.request(method, url, body=payload, headers=all_headers)
                 response = self._conn.getresponse()
                 data = response.read()
                 status = response.status

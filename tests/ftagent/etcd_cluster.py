@@ -1,0 +1,271 @@
+"""A real etcd cluster for the tests: three ``etcd`` members (Debian's ``etcd-server``) on loopback.
+
+Each member has its own data directory and free client and peer ports; members can be killed and
+started again (same data directory), so the fault tests can take quorum away and give it back.
+Compaction is off (etcd's default), so a watch from revision 1 replays the whole history of a key:
+:func:`history` and :class:`KeyWatch` read it through the JSON gateway with ``requests``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+__all__ = ["EtcdCluster", "Event", "KeyWatch", "b64", "etcd_binary", "free_ports", "history", "unb64"]
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd") or "/usr/bin/etcd"
+    if not Path(path).exists():
+        raise RuntimeError("etcd is not installed: scripts/install-deps.sh all installs Debian's etcd-server")
+    return path
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def unb64(text: str | None) -> str:
+    return base64.b64decode(text or "").decode()
+
+
+@dataclass
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class EtcdCluster:
+    """Three members on loopback; :meth:`start` them, :meth:`kill` and :meth:`restart` one, :meth:`stop` all."""
+
+    root: Path
+    size: int = 3
+    members: list[Member] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ports = free_ports(2 * self.size)
+        for i in range(self.size):
+            name = f"m{i}"
+            self.members.append(Member(name, ports[2 * i], ports[2 * i + 1], self.root / name,
+                                       self.root / f"{name}.log"))
+        self.token = f"ftagent-test-{self.root.name}-{ports[0]}"
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.url for m in self.members)
+
+    def _launch(self, m: Member) -> None:
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        log = open(m.log, "ab")  # noqa: SIM115
+        m.proc = subprocess.Popen(
+            [etcd_binary(), "--name", m.name, "--data-dir", str(m.data_dir),
+             "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
+             "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+             "--initial-cluster", initial, "--initial-cluster-token", self.token,
+             "--initial-cluster-state", "new", "--heartbeat-interval", "100", "--election-timeout", "1000",
+             "--auto-compaction-retention", "0", "--logger", "zap", "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def start(self, timeout: float = 30) -> EtcdCluster:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for m in self.members:
+            self._launch(m)
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Until every running member answers and the cluster has a leader that accepts writes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if all(self.status(m) is not None for m in self.members if m.alive()) and self.leader() is not None:
+                    requests.post(f"{self.any_alive().url}/v3/kv/put",
+                                  json={"key": b64("/health"), "value": b64("ok")}, timeout=2).raise_for_status()
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"etcd cluster not healthy after {timeout} s; logs in {self.root}")
+            time.sleep(0.1)
+
+    def any_alive(self, exclude: tuple[Member, ...] = ()) -> Member:
+        return next(m for m in self.members if m.alive() and m not in exclude)
+
+    def status(self, m: Member) -> dict[str, Any] | None:
+        try:
+            r = requests.post(f"{m.url}/v3/maintenance/status", json={}, timeout=1)
+            return dict(r.json()) if r.status_code == 200 else None
+        except requests.RequestException:
+            return None
+
+    def leader(self) -> Member | None:
+        """The member that is leader, as the running members see it (``None`` without quorum)."""
+        for m in self.members:
+            if not m.alive():
+                continue
+            st = self.status(m)
+            if st and st.get("leader") and st.get("leader") != "0":
+                for x in self.members:
+                    xs = self.status(x) if x.alive() else None
+                    if xs and xs["header"]["member_id"] == st["leader"]:
+                        return x
+        return None
+
+    def kill(self, m: Member) -> None:
+        """SIGKILL a member (its data directory stays for :meth:`restart`)."""
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait(timeout=10)
+
+    def restart(self, m: Member) -> None:
+        if not m.alive():
+            self._launch(m)
+
+    def heal(self, timeout: float = 30) -> None:
+        """Every member running again, and a leader."""
+        for m in self.members:
+            self.restart(m)
+        self.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        for m in self.members:
+            if m.proc is not None and m.proc.poll() is None:
+                m.proc.terminate()
+        for m in self.members:
+            if m.proc is not None:
+                try:
+                    m.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    m.proc.kill()
+                    m.proc.wait()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change of a key in etcd's history: ``PUT`` or ``DELETE`` at ``revision``, seen at ``seen`` (wall)."""
+
+    type: str
+    revision: int
+    create_revision: int
+    value: str
+    lease: int
+    seen: float
+
+
+def _events(message: dict[str, Any], key: str, seen: float) -> list[Event]:
+    out = []
+    for ev in message.get("result", {}).get("events", []) or []:
+        kv = ev.get("kv", {})
+        if unb64(kv.get("key")) != key:
+            continue
+        out.append(Event(ev.get("type", "PUT"), int(kv.get("mod_revision", 0)), int(kv.get("create_revision", 0)),
+                         unb64(kv.get("value")), int(kv.get("lease", 0)), seen))
+    return out
+
+
+class KeyWatch:
+    """A live watch of one key from revision 1, stamping each event with the wall time it arrived.
+
+    Connected to one member (``url``): keep that member running while it watches.  :meth:`sync` waits
+    until every change up to now has arrived (a sentinel key beside the watched one is written and
+    awaited), so the history read afterwards is complete.
+    """
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url, self.key = url, key
+        self.sentinel = key + "/~sync"
+        self.events: list[Event] = []
+        self._synced: set[str] = set()
+        self._lock = threading.Condition()
+        self._resp = requests.post(f"{url}/v3/watch", stream=True, timeout=(2, None), json={"create_request": {
+            "key": b64(key), "range_end": b64(key + "0"),  # the key and key/... ("0" follows "/")
+            "start_revision": 1}})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for line in self._resp.iter_lines(chunk_size=1):
+                if not line:
+                    continue
+                seen = time.time()
+                message = json.loads(line)
+                with self._lock:
+                    self.events.extend(_events(message, self.key, seen))
+                    for ev in message.get("result", {}).get("events", []) or []:
+                        k = unb64(ev.get("kv", {}).get("key"))
+                        if k == self.sentinel:
+                            self._synced.add(unb64(ev["kv"].get("value")))
+                    self._lock.notify_all()
+        except (requests.RequestException, ValueError, AttributeError):
+            pass
+
+    def sync(self, timeout: float = 20) -> list[Event]:
+        token = f"{time.time()}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                requests.post(f"{self.url}/v3/kv/put", json={"key": b64(self.sentinel), "value": b64(token)},
+                              timeout=2).raise_for_status()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with self._lock:
+            if not self._lock.wait_for(lambda: token in self._synced, max(0.1, deadline - time.monotonic())):
+                raise AssertionError("the watch did not deliver the sentinel")
+            return list(self.events)
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def history(url: str, key: str) -> list[Event]:
+    """The key's whole history (watch from revision 1), without arrival times."""
+    watch = KeyWatch(url, key)
+    try:
+        return watch.sync()
+    finally:
+        watch.close()

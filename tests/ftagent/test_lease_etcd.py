@@ -1,0 +1,444 @@
+"""``[lease] backend = etcd``: ``ftagent heartbeat`` processes on a real 3-member etcd cluster.
+
+The guests register with ftmock (their identity gives the org), but the lease lives in etcd only.
+Short timings (ttl 3 s, renew 0.5 s, margin 1 s).  After every scenario, etcd's own history of the
+key (a watch from revision 1, stamped with arrival times by a live watch) must show one holder at a
+time, each period starting with the key's creation and ending with its deletion, and every holder
+that fenced must have fenced before etcd deleted its key (before anybody else could get in).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FtmockServer
+from tests.ftagent.etcd_cluster import EtcdCluster, Event, KeyWatch, free_ports
+from tests.ftagent.heartbeat_kit import Guest, clone_guest, make_guest, wait_for, with_signal
+from tests.ftmock.conftest import new_org
+
+PREFIX = "/ftagent-test/leases"
+_n = iter(range(10_000))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    c = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def etcd(cluster: EtcdCluster) -> Iterator[EtcdCluster]:
+    cluster.heal()  # a test that killed members gets them back before the next one
+    yield cluster
+    cluster.heal()
+
+
+@pytest.fixture
+def guests() -> Iterator[list[Guest]]:
+    made: list[Guest] = []
+    yield made
+    for g in made:
+        g.kill_all()
+
+
+def vm() -> str:
+    return f"etcd-vm-{os.getpid()}-{next(_n)}"
+
+
+def etcd_guest(server: FtmockServer, root: Path, endpoints: str, **lease: str) -> Guest:
+    return make_guest(server, root, new_org(server), vm(), backend="etcd", etcd_endpoints=endpoints,
+                      etcd_prefix=PREFIX, **lease)
+
+
+def key_of(guest: Guest) -> str:
+    from ftagent.identity import IdentityStore
+
+    org = IdentityStore(guest.root / "identity").load().org
+    virt = json.loads((guest.root / "facts" / "virt.facts").read_text())["virt.uuid"]
+    return f"{PREFIX}/{org}/{virt.lower()}"
+
+
+@dataclass(frozen=True)
+class Period:
+    holder: str
+    generation: int
+    start: float
+    end: float | None  # wall time etcd's deletion was seen; None while the key exists
+
+
+def periods(events: list[Event]) -> list[Period]:
+    """The key's holders in etcd's history, checked: a creation and a deletion in turn, never an overwrite."""
+    out: list[Period] = []
+    open_: Event | None = None
+    for ev in events:
+        if ev.type == "PUT":
+            assert open_ is None, f"key overwritten while held: {open_} then {ev}"
+            assert ev.create_revision == ev.revision, f"a put that did not create the key: {ev}"
+            assert ev.lease, f"key created without an etcd lease: {ev}"
+            open_ = ev
+        else:
+            assert open_ is not None, f"deletion without a holder: {ev}"
+            out.append(Period(open_.value, open_.create_revision, open_.seen, ev.seen))
+            open_ = None
+    if open_ is not None:
+        out.append(Period(open_.value, open_.create_revision, open_.seen, None))
+    gens = [p.generation for p in out]
+    assert gens == sorted(set(gens)), f"generations not increasing: {gens}"
+    return out
+
+
+def check_history(watch: KeyWatch, *fenced: Guest) -> list[Period]:
+    """No two holders at once in etcd, and each fenced guest fenced before etcd deleted its key."""
+    found = periods(watch.sync())
+    for guest in fenced:
+        holder = guest.status()["holder"]
+        fence_time = guest.fences()[0][0]
+        mine = [p for p in found if p.holder == holder and p.start < fence_time]
+        assert mine, f"{holder} fenced but never held the key: {found}"
+        end = mine[-1].end
+        assert end is None or fence_time < end, (
+            f"{holder} fenced at {fence_time:.3f}, after etcd deleted its key at {end:.3f}")
+    return found
+
+
+@pytest.fixture
+def watches() -> Iterator[list[KeyWatch]]:
+    made: list[KeyWatch] = []
+    yield made
+    for w in made:
+        w.close()
+
+
+def test_steady_renewals_then_release_hands_over_at_once(ftmock_session: FtmockServer, etcd: EtcdCluster,
+                                                         tmp_path: Path, guests: list[Guest],
+                                                         watches: list[KeyWatch]) -> None:
+    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
+    guests.append(a)
+    watch = KeyWatch(etcd.members[0].url, key_of(a))
+    watches.append(watch)
+    proc = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "HELD")
+    gen, first = a.status()["generation"], a.status()["renewals"]
+    time.sleep(2.5)
+    st = a.status()
+    assert st["state"] == "HELD" and st["generation"] == gen and st["renewals"] >= first + 3
+    assert st["holder"] == st["held_by"] and 0 < st["deadline_in"] <= 2.0 and st["failures"] == 0
+    out = json.loads(a.cli("status", "--json").stdout)
+    assert out["lease"]["state"] == "HELD" and out["lease"]["generation"] == gen and out["lease"]["running"]
+    # Renewals are keep-alives: the key was created once, by this holder, and never written again.
+    [held] = check_history(watch)
+    assert (held.holder, held.generation, held.end) == (st["holder"], gen, None)
+    assert a.stop(proc) == 0
+    assert a.state() == "RELEASED" and not a.fences()
+    b = clone_guest(a, tmp_path / "b")
+    r = b.cli("heartbeat", "--once", "--json")
+    assert r.returncode == 0, r.stderr  # at once: the release revoked the etcd lease
+    gen_b = json.loads(r.stdout)["generation"]
+    assert gen_b > gen
+    assert a.cli("heartbeat", "--once").returncode == 3  # another instance holds it now
+    r = b.cli("heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
+    assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen_b
+    found = check_history(watch)
+    assert [(p.holder, p.generation) for p in found] == [(st["holder"], gen), (b.status()["holder"], gen_b)]
+    assert found[0].end is not None and found[0].end <= found[1].start
+
+
+def test_two_agents_started_together_only_one_holds(ftmock_session: FtmockServer, etcd: EtcdCluster,
+                                                    tmp_path: Path, guests: list[Guest],
+                                                    watches: list[KeyWatch]) -> None:
+    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
+    b = clone_guest(a, tmp_path / "b")
+    guests += [a, b]
+    watch = KeyWatch(etcd.members[1].url, key_of(a))
+    watches.append(watch)
+    pa, pb = a.start(), b.start()
+    wait_for(lambda: "HELD" in (a.state(), b.state()), 15, "one HELD")
+    time.sleep(2)
+    assert sorted([a.state(), b.state()]) == ["ACQUIRING", "HELD"]
+    winner, loser = (a, b) if a.state() == "HELD" else (b, a)
+    assert loser.status()["held_by"] == winner.status()["holder"]
+    [held] = check_history(watch)
+    assert held.holder == winner.status()["holder"] and held.end is None  # the other never held
+    assert winner.stop(pa if winner is a else pb) == 0
+    wait_for(lambda: loser.state() == "HELD", 5, "the other takes over after the release")
+    assert loser.stop(pb if winner is a else pa) == 0
+    assert not a.fences() and not b.fences()
+    found = check_history(watch)
+    assert [p.holder for p in found] == [winner.status()["holder"], loser.status()["holder"]]
+
+
+def test_frozen_holder_is_taken_over_after_expiry_and_fences_on_resume(
+        ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
+        watches: list[KeyWatch]) -> None:
+    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
+    b = clone_guest(a, tmp_path / "b")
+    guests += [a, b]
+    watch = KeyWatch(etcd.members[2].url, key_of(a))
+    watches.append(watch)
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    pb = b.start()
+    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    with_signal(pa, signal.SIGSTOP)
+    before = a.status()
+    wait_for(lambda: b.state() == "HELD", 10, "B acquires after etcd expired A's lease")
+    time.sleep(0.5)
+    with_signal(pa, signal.SIGCONT)
+    wait_for(lambda: a.state() == "FENCED", 5, "A fences")
+    after = a.status()
+    assert after["renewals"] == before["renewals"]  # no keep-alive was accepted after the pause
+    assert after["generation"] < b.status()["generation"]
+    time.sleep(1)
+    assert b.state() == "HELD" and not b.fences() and a.state() == "FENCED"
+    found = check_history(watch)
+    assert [p.holder for p in found] == [after["holder"], b.status()["holder"]]
+    assert found[0].end is not None and found[0].end <= found[1].start
+    assert a.stop(pa) == 3 and b.stop(pb) == 0
+
+
+def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServer, etcd: EtcdCluster,
+                                                      tmp_path: Path, guests: list[Guest],
+                                                      watches: list[KeyWatch]) -> None:
+    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
+    b = clone_guest(a, tmp_path / "b")
+    guests += [a, b]
+    leader = etcd.leader()
+    assert leader is not None
+    watch = KeyWatch(etcd.any_alive(exclude=(leader,)).url, key_of(a))
+    watches.append(watch)
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    pb = b.start()
+    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    gen = a.status()["generation"]
+    etcd.kill(leader)  # a leader change too: keep-alives move to the new leader
+    killed = time.monotonic()
+    renewals = a.status()["renewals"]
+    while time.monotonic() - killed < 5:  # longer than the ttl
+        st = a.status()
+        assert st["state"] in ("HELD", "DEGRADED") and st["generation"] == gen, st
+        time.sleep(0.1)
+    wait_for(lambda: a.state() == "HELD", 3, "A HELD again")
+    assert a.status()["renewals"] >= renewals + 4
+    assert not a.fences() and b.state() == "ACQUIRING"
+    [held] = check_history(watch)
+    assert held.holder == a.status()["holder"] and held.generation == gen and held.end is None
+    assert a.stop(pa) == 0 and b.stop(pb) == 0
+
+
+def test_quorum_lost_the_holder_fences_before_expiry_and_one_holder_after(
+        ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
+        watches: list[KeyWatch]) -> None:
+    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
+    b = clone_guest(a, tmp_path / "b")
+    guests += [a, b]
+    leader = etcd.leader()
+    assert leader is not None
+    survivor = etcd.any_alive(exclude=(leader,))
+    watch = KeyWatch(survivor.url, key_of(a))
+    watches.append(watch)
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    pb = b.start()
+    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    for m in etcd.members:
+        if m is not survivor:
+            etcd.kill(m)
+    wait_for(lambda: a.state() == "FENCED", 6, "A fences without quorum")
+    assert "deadline" in a.status()["reason"]
+    time.sleep(1)
+    assert b.state() == "ACQUIRING"  # nobody can get the lease without quorum
+    etcd.heal()
+    wait_for(lambda: b.state() == "HELD", 15, "B takes over once quorum is back and A's lease expired")
+    time.sleep(1)
+    assert a.state() == "FENCED" and b.state() == "HELD" and len(a.fences()) == 1 and not b.fences()
+    found = check_history(watch, a)
+    assert [p.holder for p in found] == [a.status()["holder"], b.status()["holder"]]
+    assert a.stop(pa) == 3 and b.stop(pb) == 0
+
+
+class StallingProxy:
+    """A TCP proxy to one etcd member that can stall: connections stay open, no byte goes through."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_ports(1)[0]
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.listener.settimeout(0.2)
+        self.stalled = threading.Event()
+        self.closed = threading.Event()
+        self.socks: list[socket.socket] = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            self.socks += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.1)
+        while not self.closed.is_set():
+            if self.stalled.is_set():
+                time.sleep(0.05)  # read nothing, send nothing: the peer waits until its timeout
+                continue
+            try:
+                data = src.recv(65536)
+            except socket.timeout:  # noqa: UP041 - not TimeoutError on Python 3.9
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        for t in self.threads:
+            t.join(timeout=2)
+        for s in self.socks:
+            s.close()
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[StallingProxy]]:
+    made: list[StallingProxy] = []
+    yield made
+    for p in made:
+        p.close()
+
+
+def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: FtmockServer, etcd: EtcdCluster,
+                                                           tmp_path: Path, guests: list[Guest],
+                                                           watches: list[KeyWatch],
+                                                           proxies: list[StallingProxy]) -> None:
+    member = etcd.members[0]
+    proxy = StallingProxy(("127.0.0.1", member.client_port))
+    proxies.append(proxy)
+    a = etcd_guest(ftmock_session, tmp_path / "a", proxy.url)
+    b = clone_guest(a, tmp_path / "b", etcd_endpoints=etcd.endpoints)
+    guests += [a, b]
+    watch = KeyWatch(etcd.members[1].url, key_of(a))
+    watches.append(watch)
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    pb = b.start()
+    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    proxy.stalled.set()
+    stalled = time.time()
+    wait_for(lambda: a.state() == "DEGRADED", 3, "A DEGRADED")
+    wait_for(lambda: a.state() == "FENCED", 5, "A FENCED")
+    wait_for(lambda: b.state() == "HELD", 10, "B takes over after etcd expired A's lease")
+    fence_time, reason = a.fences()[0]
+    assert "deadline" in reason and fence_time - stalled < 3.0  # within ttl of the last keep-alive
+    found = check_history(watch, a)
+    assert [p.holder for p in found] == [a.status()["holder"], b.status()["holder"]]
+    assert a.stop(pa) == 3 and b.stop(pb) == 0
+
+
+def test_restart_after_fenced_waits_for_expiry_and_gets_a_new_generation(
+        ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
+        watches: list[KeyWatch], proxies: list[StallingProxy]) -> None:
+    proxy = StallingProxy(("127.0.0.1", etcd.members[2].client_port))
+    proxies.append(proxy)
+    a = etcd_guest(ftmock_session, tmp_path / "a", proxy.url, ttl="5", margin="1", renew_interval="0.5")
+    guests.append(a)
+    watch = KeyWatch(etcd.members[0].url, key_of(a))
+    watches.append(watch)
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    gen = a.status()["generation"]
+    proxy.stalled.set()
+    wait_for(lambda: a.state() == "FENCED", 7, "A FENCED")
+    assert a.stop(pa) == 3
+    # The operator restarts it with the cluster reachable again, before etcd expired the old lease:
+    # the same holder id, but an etcd lease this process does not know, so it waits.
+    proxy.stalled.clear()
+    a.write_config(etcd_endpoints=etcd.endpoints)
+    pa = a.start()
+    wait_for(lambda: a.status().get("pid") == pa.pid, 10, "the new process reports")
+    wait_for(lambda: a.state() == "HELD", 10, "A holds again once the old lease expired")
+    st = a.status()
+    assert st["generation"] > gen and len(a.fences()) == 1
+    found = check_history(watch, a)
+    assert [(p.holder, p.generation) for p in found] == [(st["holder"], gen), (st["holder"], st["generation"])]
+    assert found[0].end is not None and found[0].end <= found[1].start
+    assert a.stop(pa) == 0
+
+
+def test_etcd_backend_configuration_errors(ftmock_session: FtmockServer, tmp_path: Path) -> None:
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm(), backend="etcd")
+    r = a.cli("heartbeat", "--once")
+    assert r.returncode == 78 and "[lease] etcd_endpoints" in r.stderr and str(a.config) in r.stderr
+    a.write_config(etcd_endpoints="ftp://x:1")
+    r = a.cli("heartbeat", "--once")
+    assert r.returncode == 78 and "invalid endpoint" in r.stderr
+    a.write_config(etcd_endpoints="http://127.0.0.1:1", etcd_username="root")
+    r = a.cli("status")
+    assert r.returncode == 78 and "etcd_password" in r.stderr
+    a.write_config(etcd_endpoints="http://127.0.0.1:1", etcd_username="", etcd_ca_cert="/etc/ssl/ca.pem")
+    r = a.cli("heartbeat", "--once")
+    assert r.returncode == 78 and "https://" in r.stderr
+
+
+def test_unreachable_cluster_is_unavailable_for_once(ftmock_session: FtmockServer, tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm(), backend="etcd",
+                   etcd_endpoints=f"http://127.0.0.1:{port}")
+    r = a.cli("heartbeat", "--once")
+    assert r.returncode == 69, r.stderr
+    assert a.status()["state"] == "ACQUIRING"
+
+
+def test_backend_keys_are_declared_once() -> None:
+    from ftagent.lease.backends import BACKEND_KEYS
+    from ftagent.lease.backends.etcd import KEYS
+
+    assert BACKEND_KEYS["etcd"] == KEYS
+
+
+def test_password_is_not_in_settings_repr(tmp_path: Path) -> None:
+    from ftagent.lease.settings import parse_lease_settings
+
+    s = parse_lease_settings(raw={"backend": "etcd", "etcd_endpoints": "https://e1:2379, https://e2:2379",
+                                  "etcd_username": "agent", "etcd_password": "s3cret"}, base=tmp_path)
+    assert "s3cret" not in repr(s)
+    assert s.backend_options is not None and "https://e2:2379" in repr(s.backend_options)
