@@ -32,6 +32,14 @@ def etcd_binary() -> str:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, so no member outlives a killed run."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def free_ports(count: int) -> list[int]:
     socks = []
     try:
@@ -104,7 +112,7 @@ class EtcdCluster:
              "--initial-cluster", initial, "--initial-cluster-token", self.token,
              "--initial-cluster-state", "new", "--heartbeat-interval", "100", "--election-timeout", "1000",
              "--auto-compaction-retention", "0", "--logger", "zap", "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         log.close()
 
     def start(self, timeout: float = 30) -> EtcdCluster:
@@ -175,7 +183,7 @@ class EtcdCluster:
         for m in self.members:
             if m.proc is not None:
                 try:
-                    m.proc.wait(timeout=10)
+                    m.proc.wait(timeout=3)  # a member without quorum may take long to stop cleanly
                 except subprocess.TimeoutExpired:
                     m.proc.kill()
                     m.proc.wait()
@@ -259,6 +267,16 @@ class KeyWatch:
             return list(self.events)
 
     def close(self) -> None:
+        # Closing the response while the reader thread is blocked in it would wait for that read:
+        # shut the socket down first, so the read ends at once.
+        conn = getattr(self._resp.raw, "connection", None) or getattr(self._resp.raw, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=5)
         self._resp.close()
 
 
