@@ -4,6 +4,7 @@
 #   install-deps.sh all    everything the test suite needs (Go + govmomi for vcsim, libvirt, rpm, rpmlint, mandoc...)
 # python3-packaging: rpm's python3dist() dependency generator runs with Debian's python3 and needs it.
 # util-linux (unshare) and curl: the sandbox test of the heartbeat unit and the README's by-hand block.
+# etcd-server: the etcd lease backend's tests start a 3-member cluster on loopback.
 set -euo pipefail
 level=${1:-all}
 
@@ -13,7 +14,7 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     base_pkgs+=(python3-venv python3-dev)
 fi
 all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-govmomi-dev
-          rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl)
+          rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl etcd-server)
 
 pkgs=("${base_pkgs[@]}")
 [ "$level" = all ] && pkgs+=("${all_pkgs[@]}")

@@ -442,3 +442,40 @@ def test_password_is_not_in_settings_repr(tmp_path: Path) -> None:
                                   "etcd_username": "agent", "etcd_password": "s3cret"}, base=tmp_path)
     assert "s3cret" not in repr(s)
     assert s.backend_options is not None and "https://e2:2379" in repr(s.backend_options)
+
+
+def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successor(
+        ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
+        watches: list[KeyWatch]) -> None:
+    from tests.ftmock.conftest import checkin
+    from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
+
+    server = ftmock_session
+    org = new_org(server)
+    checkin(server, org, REPORT1)
+    a = make_guest(server, tmp_path / "a", org, VM1, backend="etcd", etcd_endpoints=etcd.endpoints,
+                   etcd_prefix=PREFIX)
+    b = clone_guest(a, tmp_path / "b")  # another instance with the same identity, its own holder id
+    guests += [a, b]
+    watch = KeyWatch(etcd.members[0].url, key_of(a))
+    watches.append(watch)
+    consumer1 = a.uuid()
+    pa = a.start()
+    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    pb = b.start()
+    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    gen = a.status()["generation"]
+    consumer2 = checkin(server, org, REPORT2)["resultData"]["failovers"][0]["to"]
+    # Both instances meet the failover answer on their next command; only the holder may follow it.
+    r = b.cli("checkin")
+    assert r.returncode != 0 and "does not hold" in r.stderr, r.stderr
+    assert b.uuid() == consumer1
+    r = a.cli("checkin")
+    assert r.returncode == 0, r.stderr
+    assert a.uuid() == consumer2
+    time.sleep(1)
+    st = a.status()  # the key is the FT group's: nothing changed in etcd
+    assert st["state"] == "HELD" and st["generation"] == gen and not a.fences()
+    [held] = check_history(watch)
+    assert held.holder == st["holder"] and held.generation == gen and held.end is None
+    assert a.stop(pa) == 0 and b.stop(pb) == 0

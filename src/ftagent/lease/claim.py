@@ -36,6 +36,7 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
         return None
     from ftagent.identity import IdentityStore
     from ftagent.lease.backend import LeaseRefused
+    from ftagent.lease.backends import FOLLOWS_IDENTITY
     from ftagent.lease.settings import parse_lease_settings
     from ftagent.lease.states import LeaseLost, LeaseState
     from ftagent.lease.status import load_or_create_holder, status_summary
@@ -45,6 +46,9 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
 
     def claim(from_uuid: str, to_uuid: str, consumer: Mapping[str, Any]) -> None:
         summary = status_summary(settings)
+        if summary.get("running") and settings.backend not in FOLLOWS_IDENTITY:
+            _daemon_holds(summary, from_uuid, to_uuid)
+            return
         if summary.get("running"):
             _wait_for_daemon(from_uuid, to_uuid)
             return
@@ -83,6 +87,19 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
             write_status(settings.status_file, data, durable=True)
         except OSError as exc:
             logger.error("cannot write the lease status: %s", exc)
+
+    def _daemon_holds(summary: Mapping[str, Any], from_uuid: str, to_uuid: str) -> None:
+        # The lease belongs to the FT group, and the running daemon keeps it whatever the identity:
+        # the successor may be taken on at once if, and only if, that daemon holds it now.
+        state = summary.get("observed") if summary.get("state") == LeaseState.DISABLED.value else summary.get("state")
+        left = summary.get("deadline_in")
+        if state in (LeaseState.HELD.value, LeaseState.DEGRADED.value) and isinstance(left, (int, float)) and left > 0:
+            logger.info("failover %s -> %s: the heartbeat agent holds the FT group's lease (%s backend)",
+                        from_uuid, to_uuid, settings.backend)
+            return
+        raise LeaseLost(f"failover to {to_uuid} refused: this instance does not hold the FT group's lease "
+                        f"(heartbeat state {state}, held by {summary.get('held_by')})",
+                        holder=summary.get("held_by"), from_uuid=from_uuid, to_uuid=to_uuid)
 
     def _wait_for_daemon(from_uuid: str, to_uuid: str) -> None:
         # The daemon renews every renew_interval; the 308 reaches it then, and it claims and swaps.

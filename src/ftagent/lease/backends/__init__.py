@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from ftagent.lease.backend import LeaseBackend
     from ftagent.lease.settings import LeaseSettings
 
-__all__ = ["BACKENDS", "BACKEND_KEYS", "DEFAULT_BACKEND", "open_backend", "parse_backend_options"]
+__all__ = ["BACKENDS", "BACKEND_KEYS", "DEFAULT_BACKEND", "FOLLOWS_IDENTITY", "open_backend",
+           "parse_backend_options"]
 
 #: The values ``[lease] backend`` accepts.
 BACKENDS = ("server", "etcd")
@@ -58,6 +59,11 @@ BACKEND_KEYS: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd_endpoints", "etcd_prefix", "etcd_ca_cert", "etcd_cert", "etcd_key", "etcd_username",
              "etcd_password"),
 }
+
+#: Backends whose lease is keyed on the consumer identity, so that a failover moves it to the
+#: successor (the daemon claims it when its own renewal gets the failover answer).  The others key it
+#: on the FT group (org and ``virt.uuid``): a failover leaves the lease where it is.
+FOLLOWS_IDENTITY = frozenset({"server"})
 
 
 def parse_backend_options(backend: str, raw: Mapping[str, str], err: Callable[[str, str], ConfigError],
