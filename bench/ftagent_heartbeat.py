@@ -11,6 +11,11 @@
      resumes and must fence without renewing.
    For each run: fence lead time (server expiry minus fence time, must be > 0), takeover delay,
    and the no-overlap check of the server's lease log.
+3. etcd (``[lease] backend = etcd`` on a 3-member etcd cluster on loopback, Debian's etcd-server):
+   the same footprint, and ``holder-frozen`` runs: the holder is SIGSTOPped, a standby takes over
+   once etcd expired the holder's lease; takeover time = the standby's creation of the key (seen by a
+   live watch) minus the freeze (goal: ttl + one renew interval), and etcd's history of the key
+   checked for overlaps.  ``--skip-etcd`` leaves it out.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 from tests.conftest import FtmockServer, _start  # noqa: E402
+from tests.ftagent.etcd_cluster import EtcdCluster, KeyWatch  # noqa: E402
 from tests.ftagent.heartbeat_kit import (  # noqa: E402
     Guest,
     clone_guest,
@@ -56,9 +62,10 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
     return cpu, rss, hwm
 
 
-def footprint(server: FtmockServer, tmp: Path, seconds: float) -> None:
-    guest = make_guest(server, tmp / "foot", new_org(server), "bench-foot", renew_interval="1", ttl="20",
-                       margin="5")
+def footprint(server: FtmockServer, tmp: Path, seconds: float, *, title: str = "one agent renewing every second",
+              **lease: str) -> None:
+    guest = make_guest(server, tmp / f"foot-{lease.get('backend', 'server')}", new_org(server), "bench-foot",
+                       renew_interval="1", ttl="20", margin="5", **lease)
     proc = guest.start()
     try:
         wait_for(lambda: guest.state() == "HELD", 20, "HELD")
@@ -75,7 +82,7 @@ def footprint(server: FtmockServer, tmp: Path, seconds: float) -> None:
         wall = time.monotonic() - t0
     finally:
         guest.stop(proc)
-    print("\n## Footprint: one agent renewing every second\n")
+    print(f"\n## Footprint: {title}\n")
     print("| measure | value |")
     print("|---|---|")
     print(f"| steady window | {wall:.1f} s |")
@@ -143,10 +150,68 @@ def _measure(server: FtmockServer, a: Guest, b: Guest, pa: object, pb: object) -
             "fenced_first": float(fence_time < grant_b)}
 
 
+def etcd_frozen(server: FtmockServer, cluster: EtcdCluster, tmp: Path, run: int) -> dict[str, float]:
+    """The holder freezes; the standby takes over after etcd expired the holder's etcd lease."""
+    from tests.ftagent.test_lease_etcd import PREFIX, check_history, key_of
+
+    a = make_guest(server, tmp / f"ef{run}-a", new_org(server), f"bench-etcd-{run}", backend="etcd",
+                   etcd_endpoints=cluster.endpoints, etcd_prefix=PREFIX)
+    b = clone_guest(a, tmp / f"ef{run}-b")
+    watch = KeyWatch(cluster.members[run % len(cluster.members)].url, key_of(a))
+    try:
+        pa = a.start()
+        wait_for(lambda: a.state() == "HELD", 20, "A HELD")
+        pb = b.start()
+        wait_for(lambda: b.status().get("held_by"), 10, "B waiting")
+        renewals = a.status()["renewals"]
+        with_signal(pa, signal.SIGSTOP)
+        frozen = time.time()
+        wait_for(lambda: b.state() == "HELD", 15, "B HELD")
+        with_signal(pa, signal.SIGCONT)
+        wait_for(lambda: a.state() == "FENCED", 5, "A FENCED")
+        found = check_history(watch)
+        holder_b = b.status()["holder"]
+        created_b = next(p.start for p in found if p.holder == holder_b)
+        result = {"takeover": created_b - frozen, "renewed_after_pause": float(a.status()["renewals"] != renewals),
+                  "holders": float(len(found)), "overlaps": 0.0}
+        a.stop(pa)
+        b.stop(pb)
+        return result
+    except AssertionError:
+        return {"takeover": float("nan"), "renewed_after_pause": 0.0, "holders": 0.0, "overlaps": 1.0}
+    finally:
+        watch.close()
+        a.kill_all()
+        b.kill_all()
+
+
+def etcd_section(server: FtmockServer, tmp: Path, seconds: float, runs: int) -> None:
+    cluster = EtcdCluster(tmp / "etcd").start()
+    try:
+        footprint(server, tmp, seconds, title="one agent on the etcd backend renewing every second (3-member "
+                  "cluster; a renewal = keep-alive + linearizable range)", backend="etcd",
+                  etcd_endpoints=cluster.endpoints)
+        results = [etcd_frozen(server, cluster, tmp, i) for i in range(runs)]
+        takeovers = [r["takeover"] for r in results if r["takeover"] == r["takeover"]]
+        print(f"\n## etcd: holder frozen (ttl 3 s, renew 0.5 s, margin 1 s; {runs} runs)\n")
+        print("| runs | overlaps or failed checks | renewed after the pause | takeover after freeze "
+              "(min / median / max) | goal (ttl + renew interval) |")
+        print("|---|---|---|---|---|")
+        if takeovers:
+            print(f"| {runs} | {int(sum(r['overlaps'] for r in results))} | "
+                  f"{int(sum(r['renewed_after_pause'] for r in results))} | {min(takeovers):.2f} / "
+                  f"{statistics.median(takeovers):.2f} / {max(takeovers):.2f} s | 3.50 s |")
+        else:
+            print(f"| {runs} | {runs} | - | - | 3.50 s |")
+    finally:
+        cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--skip-etcd", action="store_true", help="leave out the etcd backend's figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-heartbeat-") as d:
         tmp = Path(d)
@@ -170,6 +235,8 @@ def main() -> None:
                   "server's lease expired); after SIGCONT it fenced in "
                   f"{statistics.median(r['fence_after_resume'] for r in paused):.2f} s (median), renewed after the "
                   f"pause in {int(sum(r['renewed_after_pause'] for r in paused))} of {len(paused)} runs.")
+            if not args.skip_etcd:
+                etcd_section(server, tmp, args.seconds, args.runs)
         finally:
             server.stop()
 

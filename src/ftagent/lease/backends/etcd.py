@@ -8,7 +8,7 @@ lease of ``ttl`` seconds:
 - renew: a keep-alive of the etcd lease, then a linearizable range of the key on the same member,
   which must still be ours (holder, create revision = generation, etcd lease).  The range goes
   through the leader's quorum check (ReadIndex), so a keep-alive accepted by a leader that was
-  already cut off from the majority (etcd before 3.4.26 renews there) is not trusted;
+  already cut off from the majority (older etcd releases may renew there) is not trusted;
 - release: revoke the etcd lease (etcd deletes the key at once);
 - handover (a failover's successor identity): the same key, so nothing changes in etcd; it is a
   renewal when this instance holds the lease;
