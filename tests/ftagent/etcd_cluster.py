@@ -69,10 +69,11 @@ class Member:
     data_dir: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -89,13 +90,19 @@ class EtcdCluster:
     root: Path
     size: int = 3
     members: list[Member] = field(default_factory=list)
+    #: Client TLS: (CA file, server cert file, server key file); clients must show a certificate.
+    tls: tuple[Path, Path, Path] | None = None
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.size)
         for i in range(self.size):
             name = f"m{i}"
             self.members.append(Member(name, ports[2 * i], ports[2 * i + 1], self.root / name,
-                                       self.root / f"{name}.log"))
+                                       self.root / f"{name}.log", scheme="https" if self.tls else "http"))
+        # What the fixtures' own requests use: the CA, and a client certificate when TLS is on.
+        self.verify: bool | str = str(self.tls[0]) if self.tls else True
+        self.cert: tuple[str, str] | None = (str(self.tls[1]), str(self.tls[2])) if self.tls else None
+        self.auth_token: str | None = None
         self.token = f"ftagent-test-{self.root.name}-{ports[0]}"
 
     @property
@@ -104,6 +111,11 @@ class EtcdCluster:
 
     def _launch(self, m: Member) -> None:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        tls = []
+        if self.tls:
+            ca, cert, key = self.tls
+            tls = ["--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca),
+                   "--client-cert-auth"]
         log = open(m.log, "ab")  # noqa: SIM115
         m.proc = subprocess.Popen(
             [etcd_binary(), "--name", m.name, "--data-dir", str(m.data_dir),
@@ -111,7 +123,7 @@ class EtcdCluster:
              "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
              "--initial-cluster", initial, "--initial-cluster-token", self.token,
              "--initial-cluster-state", "new", "--heartbeat-interval", "100", "--election-timeout", "1000",
-             "--auto-compaction-retention", "0", "--logger", "zap", "--log-level", "warn"],
+             "--auto-compaction-retention", "0", "--logger", "zap", "--log-level", "warn", *tls],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         log.close()
 
@@ -128,8 +140,7 @@ class EtcdCluster:
         while True:
             try:
                 if all(self.status(m) is not None for m in self.members if m.alive()) and self.leader() is not None:
-                    requests.post(f"{self.any_alive().url}/v3/kv/put",
-                                  json={"key": b64("/health"), "value": b64("ok")}, timeout=2).raise_for_status()
+                    self.post(self.any_alive(), "kv/put", {"key": b64("/health"), "value": b64("ok")})
                     return
             except requests.RequestException:
                 pass
@@ -140,10 +151,31 @@ class EtcdCluster:
     def any_alive(self, exclude: tuple[Member, ...] = ()) -> Member:
         return next(m for m in self.members if m.alive() and m not in exclude)
 
+    def post(self, m: Member, path: str, body: dict[str, Any], timeout: float = 2) -> dict[str, Any]:
+        """``POST /v3/{path}`` on member ``m`` as the cluster's administrator; the answer (raises on an error)."""
+        headers = {"Authorization": self.auth_token} if self.auth_token else {}
+        r = requests.post(f"{m.url}/v3/{path}", json=body, timeout=timeout, verify=self.verify, cert=self.cert,
+                          headers=headers)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def enable_auth(self, user: str, password: str, prefix: str) -> None:
+        """etcd's authentication on: ``root``, and ``user`` allowed to read and write under ``prefix``."""
+        m = self.any_alive()
+        self.post(m, "auth/user/add", {"name": "root", "password": "root-pw"})
+        self.post(m, "auth/role/add", {"name": "root"})
+        self.post(m, "auth/user/grant", {"user": "root", "role": "root"})
+        self.post(m, "auth/user/add", {"name": user, "password": password})
+        self.post(m, "auth/role/add", {"name": "ftagent"})
+        self.post(m, "auth/role/grant", {"name": "ftagent", "perm": {
+            "permType": "READWRITE", "key": b64(prefix), "range_end": b64(prefix[:-1] + chr(ord(prefix[-1]) + 1))}})
+        self.post(m, "auth/user/grant", {"user": user, "role": "ftagent"})
+        self.post(m, "auth/enable", {})
+        self.auth_token = self.post(m, "auth/authenticate", {"name": "root", "password": "root-pw"})["token"]
+
     def status(self, m: Member) -> dict[str, Any] | None:
         try:
-            r = requests.post(f"{m.url}/v3/maintenance/status", json={}, timeout=1)
-            return dict(r.json()) if r.status_code == 200 else None
+            return self.post(m, "maintenance/status", {}, timeout=1)
         except requests.RequestException:
             return None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftagent.etcd_cluster import EtcdCluster, Event, KeyWatch, free_ports
+from tests.ftagent.etcd_cluster import EtcdCluster, Event, KeyWatch, b64, free_ports, unb64
 from tests.ftagent.heartbeat_kit import Guest, clone_guest, make_guest, wait_for, with_signal
 from tests.ftmock.conftest import new_org
 
@@ -479,3 +479,51 @@ def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successo
     [held] = check_history(watch)
     assert held.holder == st["holder"] and held.generation == gen and held.end is None
     assert a.stop(pa) == 0 and b.stop(pb) == 0
+
+
+def test_tls_client_certificate_and_etcd_password(ftmock_session: FtmockServer, tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    ca.cert_pem.write_to_path(str(pki / "ca.pem"))
+    member = ca.issue_cert("127.0.0.1", "localhost")
+    member.cert_chain_pems[0].write_to_path(str(pki / "member.pem"))
+    member.private_key_pem.write_to_path(str(pki / "member.key"))
+    client = ca.issue_cert("ftagent-guest")
+    client.cert_chain_pems[0].write_to_path(str(pki / "client.pem"))
+    client.private_key_pem.write_to_path(str(pki / "client.key"))
+    cluster = EtcdCluster(tmp_path / "etcd", size=1, tls=(pki / "ca.pem", pki / "member.pem", pki / "member.key"))
+    cluster.start()
+    try:
+        cluster.enable_auth("guest", "guest-pw", PREFIX + "/")
+        a = etcd_guest(ftmock_session, tmp_path / "a", cluster.endpoints, etcd_ca_cert=str(pki / "ca.pem"),
+                       etcd_cert=str(pki / "client.pem"), etcd_key=str(pki / "client.key"),
+                       etcd_username="guest", etcd_password="guest-pw")
+        r = a.cli("heartbeat", "--once", "--json")
+        assert r.returncode == 0, r.stderr
+        gen = json.loads(r.stdout)["generation"]
+        kvs = cluster.post(cluster.members[0], "kv/range", {"key": b64(key_of(a))})["kvs"]
+        assert unb64(kvs[0]["value"]) == a.status()["holder"] and int(kvs[0]["create_revision"]) == gen
+        # Each piece is needed (another instance, which must reach etcd to learn anything): the
+        # password, the client certificate, the CA.
+        right = {k: v for k, v in a.lease.items() if k.startswith("etcd_")}
+        for n, wrong in enumerate(({"etcd_password": "wrong-pw"}, {"etcd_cert": "", "etcd_key": ""},
+                                   {"etcd_ca_cert": ""})):
+            b = clone_guest(a, tmp_path / f"b{n}", **{**right, **wrong})
+            r = b.cli("heartbeat", "--once")
+            assert r.returncode == 69, (wrong, r.stderr)
+            assert "wrong-pw" not in r.stderr
+            if "etcd_password" in wrong:
+                assert "authentication" in r.stderr
+            if "etcd_ca_cert" in wrong:
+                assert "certificate" in r.stderr.lower(), r.stderr
+        b = clone_guest(a, tmp_path / "b", **right)
+        r = b.cli("heartbeat", "--once", "--json")
+        assert r.returncode == 3 and json.loads(r.stdout)["held_by"] == a.status()["holder"], r.stderr
+        # The holder renews its lease (carried over from its earlier run), same generation.
+        r = a.cli("heartbeat", "--once", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen, r.stderr
+    finally:
+        cluster.stop()
