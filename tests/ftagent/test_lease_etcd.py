@@ -412,8 +412,10 @@ def test_etcd_backend_configuration_errors(ftmock_session: FtmockServer, tmp_pat
     r = a.cli("heartbeat", "--once")
     assert r.returncode == 78 and "invalid endpoint" in r.stderr
     a.write_config(etcd_endpoints="http://127.0.0.1:1", etcd_username="root")
-    r = a.cli("status")
+    r = a.cli("heartbeat", "--once")
     assert r.returncode == 78 and "etcd_password" in r.stderr
+    r = a.cli("status", "--json")  # a read-only command shows the error beside the status
+    assert "etcd_password" in json.loads(r.stdout)["lease"]["error"]
     a.write_config(etcd_endpoints="http://127.0.0.1:1", etcd_username="", etcd_ca_cert="/etc/ssl/ca.pem")
     r = a.cli("heartbeat", "--once")
     assert r.returncode == 78 and "https://" in r.stderr
