@@ -318,6 +318,8 @@ class EtcdBackend:
             if isinstance(response, dict) and "response_range" in response:
                 state = _key_state((response["response_range"] or {}).get("kvs"))
         created = bool(data.get("succeeded"))
+        if not created and state is not None and state.lease == lease_id and state.holder == holder:
+            created = True  # a retried transaction whose first attempt had created the key on this lease
         if not created:
             self._revoke_quietly(lease_id, max(0.05, timeout - (self.gateway.clock() - started)))
         return created, state, lease_id
