@@ -61,11 +61,12 @@ _SOURCE_KEYS = {
     "rhsm_encrypted_password", "rhsm_insecure", "rhsm_ca_cert", "rhsm_cert", "rhsm_key",
     "rhsm_proxy_hostname", "rhsm_proxy_port", "rhsm_proxy_user", "rhsm_proxy_password",
     "rhsm_no_proxy", "ca_cert", "insecure", "file", "is_hypervisor", "sm_type", "simplified_vim",
-    "hypervisor_type", "timeout", "rhsm_encrypted_proxy_password", "filter_type",
+    "hypervisor_type", "timeout", "rhsm_encrypted_proxy_password", "filter_type", "decoder", "page_size",
 }
 # Satellite 5 (XML-RPC) destinations: ftreport reports to Candlepin's API only.
 _SATELLITE5_KEYS = ("sat_server", "sat_username", "sat_password", "sat_encrypted_password")
 FILTER_TYPES = ("wildcards", "regex")
+ESX_DECODERS = ("stream", "pyvmomi")
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off", ""}
 
@@ -157,6 +158,8 @@ class SourceConfig:
     fake_file: str | None = None
     is_hypervisor: bool = True
     timeout: float = 60.0
+    decoder: str = "stream"
+    page_size: int = 2000
     destination: ServerConfig | None = None
     destination_error: ConfigError | None = None
     options: Mapping[str, str] = field(default_factory=dict)
@@ -504,6 +507,9 @@ def _source(sec: _Section, glob: GlobalConfig) -> SourceConfig:
         raise sec.error("filter_type", f"must be one of {', '.join(FILTER_TYPES)}, got {filter_type!r}")
     include = patterns("filter_hosts", "filter_host_uuids")
     exclude = patterns("exclude_hosts", "exclude_host_uuids")
+    decoder = (sec.get("decoder") or os.environ.get("FTREPORT_ESX_DECODER") or "stream").strip().lower()
+    if decoder not in ESX_DECODERS:
+        raise sec.error("decoder", f"must be one of {', '.join(ESX_DECODERS)}, not {decoder!r}")
     destination: ServerConfig | None = None
     dest_error: ConfigError | None = None
     try:
@@ -529,6 +535,8 @@ def _source(sec: _Section, glob: GlobalConfig) -> SourceConfig:
         fake_file=fake_file,
         is_hypervisor=sec.flag("is_hypervisor", True),
         timeout=sec.number("timeout", 60.0, minimum=1),
+        decoder=decoder,
+        page_size=int(sec.number("page_size", 2000, minimum=1, integer=True)),
         destination=destination,
         destination_error=dest_error,
         options={k: v for k, (v, _) in sec.values.items()},

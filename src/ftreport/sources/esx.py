@@ -39,6 +39,7 @@ from ..model import (
     ft_attributes,
 )
 from .base import ProgressCallback, Snapshot, no_progress
+from .vimstream import VimFault, VimProtocolError, VimSoapClient
 
 __all__ = ["CLUSTER_PROPERTIES", "HOST_PROPERTIES", "VM_PROPERTIES", "EsxConnector", "EsxSource", "Inventory"]
 
@@ -64,6 +65,11 @@ HOST_PROPERTIES = (
     "runtime.connectionState",
 )
 CLUSTER_PROPERTIES = ("name",)
+PROPERTIES = (
+    ("VirtualMachine", VM_PROPERTIES),
+    ("HostSystem", HOST_PROPERTIES),
+    ("ClusterComputeResource", CLUSTER_PROPERTIES),
+)
 
 _POWER = {
     "poweredOn": (STATE_RUNNING, 1),
@@ -239,6 +245,7 @@ class EsxSource:
         self._progress = progress
         self._lock = threading.Lock()
         self._si: Any = None
+        self._ctx: ssl.SSLContext | None = None
         self._logins = 0
 
     @property
@@ -259,25 +266,28 @@ class EsxSource:
         return ssl.create_default_context(cafile=self._config.ca_cert)
 
     def _error(self, exc: BaseException, doing: str) -> SourceError:
-        """Translate pyvmomi, TLS and socket failures into SourceError."""
-        vim, vmodl = _pyvmomi()
-
+        """Translate pyvmomi, SOAP, TLS and socket failures into SourceError."""
         if isinstance(exc, SourceError):
             return exc
+        if isinstance(exc, VimFault):
+            return self._fault_error(exc.fault, exc.message, doing)
+        if isinstance(exc, VimProtocolError):
+            return SourceError(self.name, f"{doing} at {self.address} failed: {exc}")
+        vim, vmodl = _pyvmomi()
         if isinstance(exc, ssl.SSLCertVerificationError):
             ca = self._config.ca_cert or "the system trust store"
             return SourceTLSError(self.name, f"certificate of {self.address} not trusted "
                                              f"({exc.verify_message}; CA: {ca})")
         if isinstance(exc, ssl.SSLError):
             return SourceTLSError(self.name, f"TLS with {self.address} failed: {exc.reason or exc}")
-        if isinstance(exc, vim.fault.InvalidLogin):
-            return SourceAuthError(self.name, f"login to {self.address} as {self._config.username!r} "
-                                              "refused: wrong user name or password")
-        if isinstance(exc, vim.fault.NotAuthenticated):
-            return SourceError(self.name, f"session with {self.address} ended (expired or vCenter restarted)")
         if isinstance(exc, vmodl.MethodFault):
-            msg = getattr(exc, "msg", None) or type(exc).__name__
-            return SourceError(self.name, f"{doing} at {self.address} failed: {msg}")
+            if isinstance(exc, vim.fault.InvalidLogin):
+                fault = "InvalidLogin"  # and its subclasses (PasswordExpired...)
+            elif isinstance(exc, vim.fault.NotAuthenticated):
+                fault = "NotAuthenticated"
+            else:
+                fault = type(exc).__name__.rpartition(".")[2]
+            return self._fault_error(fault, getattr(exc, "msg", None) or "", doing)
         if isinstance(exc, ConnectionRefusedError):
             return SourceError(self.name, f"cannot connect to {self.address}: connection refused")
         if isinstance(exc, TimeoutError):
@@ -288,15 +298,25 @@ class EsxSource:
             return SourceError(self.name, f"{doing} at {self.address} failed: {type(exc).__name__} {exc}")
         return SourceError(self.name, f"{doing} at {self.address} failed: {type(exc).__name__}: {exc}")
 
+    def _fault_error(self, fault: str, message: str, doing: str) -> SourceError:
+        """A vSphere fault (by type name, from pyvmomi or the stream decoder) as a SourceError."""
+        if fault == "InvalidLogin":
+            return SourceAuthError(self.name, f"login to {self.address} as {self._config.username!r} "
+                                              "refused: wrong user name or password")
+        if fault == "NotAuthenticated":
+            return SourceError(self.name, f"session with {self.address} ended (expired or vCenter restarted)")
+        return SourceError(self.name, f"{doing} at {self.address} failed: {message or fault}")
+
     def _connect(self) -> Any:
         self._progress(f"connecting to {self._host}:{self._port}")
+        self._ctx = self._ssl_context()
         try:
             # Plain http (virt-who allows it; the configuration warned): only then is the
             # protocol passed, so connectors written for https keep working.
             extra = {"protocol": "http"} if self._scheme == "http" else {}
             si = self._connector(host=self._host, port=self._port, path=self._path,
                                  user=self._config.username or "", password=self._config.password or "",
-                                 ssl_context=self._ssl_context(), timeout=self._config.timeout, **extra)
+                                 ssl_context=self._ctx, timeout=self._config.timeout, **extra)
         except Exception as exc:
             raise self._error(exc, "login") from exc
         with self._lock:
@@ -325,25 +345,29 @@ class EsxSource:
         )
         return view, spec
 
-    def collect(self) -> Snapshot:
-        _vim, vmodl = _pyvmomi()
+    def _soap_client(self, si: Any) -> VimSoapClient:
+        """Raw SOAP on pyvmomi's session: its cookie and API version, the same TLS verification."""
+        stub = si._GetStub()  # public per pyVmomi ("officially supported")
+        ssl_context = None if self._scheme == "http" else self._ctx
+        return VimSoapClient(host=self._host, port=self._port, path=self._path, ssl_context=ssl_context,
+                             timeout=self._config.timeout, session_id=stub.GetSessionId() or "",
+                             soap_action=stub.versionId)
 
+    def _report_counts(self, inventory: Inventory) -> None:
+        hosts, vms = inventory.counts()
+        self._progress(f"{hosts} hosts, {vms} VMs")
+
+    def collect(self) -> Snapshot:
         si = self._connect()
         doing = "retrieving the inventory"
         try:
             content = si.RetrieveContent()
             view, spec = self._filter_spec(content)
-            inventory = Inventory()
             self._progress("retrieving hosts and VMs")
-            collector = content.propertyCollector
-            result = collector.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
-            while result is not None:
-                inventory.load(result.objects)
-                hosts, vms = inventory.counts()
-                self._progress(f"{hosts} hosts, {vms} VMs")
-                if not result.token:
-                    break
-                result = collector.ContinueRetrievePropertiesEx(result.token)
+            if self._config.decoder == "pyvmomi":
+                inventory = self._retrieve_pyvmomi(content, spec)
+            else:
+                inventory = self._retrieve_stream(si, content.propertyCollector._moId, view._moId)
             try:
                 view.Destroy()
             except Exception:
@@ -354,11 +378,41 @@ class EsxSource:
         finally:
             self.close()
 
+    def _retrieve_pyvmomi(self, content: Any, spec: Any) -> Inventory:
+        _vim, vmodl = _pyvmomi()
+        inventory = Inventory()
+        collector = content.propertyCollector
+        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=self._config.page_size)
+        result = collector.RetrievePropertiesEx([spec], options)
+        while result is not None:
+            inventory.load(result.objects)
+            self._report_counts(inventory)
+            if not result.token:
+                break
+            result = collector.ContinueRetrievePropertiesEx(result.token)
+        return inventory
+
+    def _retrieve_stream(self, si: Any, collector: str, view: str) -> Inventory:
+        """RetrievePropertiesEx in pages of page_size objects, each folded in as it arrives."""
+        inventory = Inventory()
+        client = self._soap_client(si)
+        try:
+            page = client.retrieve(collector, view, PROPERTIES, inventory.objects, self._config.page_size)
+            self._report_counts(inventory)
+            while page.token:
+                page = client.continue_retrieve(collector, page.token, inventory.objects)
+                self._report_counts(inventory)
+        finally:
+            client.close()
+        return inventory
+
     def watch(self, stop: threading.Event) -> Iterator[Snapshot]:
         _vim, vmodl = _pyvmomi()
 
         si = self._connect()
         doing = "watching the inventory"
+        stream = self._config.decoder != "pyvmomi"
+        client: VimSoapClient | None = None
         try:
             try:
                 content = si.RetrieveContent()
@@ -366,6 +420,8 @@ class EsxSource:
                 _view, spec = self._filter_spec(content)
                 collector.CreateFilter(spec, partialUpdates=False)
                 options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=self._wait)
+                if stream:
+                    client = self._soap_client(si)
                 self._progress("retrieving hosts and VMs")
             except Exception as exc:
                 raise self._error(exc, "creating the property filter") from exc
@@ -374,16 +430,23 @@ class EsxSource:
             first = True
             while not stop.is_set():
                 try:
-                    update = collector.WaitForUpdatesEx(version, options)
+                    if client is not None:
+                        page = client.wait_for_updates(collector._moId, version, inventory.objects,
+                                                       max_wait_seconds=self._wait,
+                                                       max_object_updates=self._config.page_size)
+                        if not page.received:
+                            continue
+                        changed, version, truncated = page.updates, page.version, page.truncated
+                    else:
+                        update = collector.WaitForUpdatesEx(version, options)
+                        if update is None:
+                            continue
+                        changed = inventory.update(update)
+                        version, truncated = update.version, bool(update.truncated)
                 except Exception as exc:
                     raise self._error(exc, doing) from exc
-                if update is None:
-                    continue
-                changed = inventory.update(update)
-                version = update.version
-                if update.truncated:
-                    hosts, vms = inventory.counts()
-                    self._progress(f"{hosts} hosts, {vms} VMs")
+                if truncated:
+                    self._report_counts(inventory)
                     continue
                 if first:
                     hosts, vms = inventory.counts()
@@ -393,6 +456,8 @@ class EsxSource:
                     log.debug("%s: %d object updates", self.name, changed)
                 yield inventory.snapshot(self._config)
         finally:
+            if client is not None:
+                client.close()
             self.close()
 
     def close(self) -> None:
