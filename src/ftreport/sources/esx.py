@@ -18,6 +18,7 @@ import importlib
 import logging
 import ssl
 import threading
+import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
@@ -87,10 +88,52 @@ class EsxConnector(Protocol):
 
 def smart_connect(*, host: str, port: int, path: str, user: str, password: str,
                   ssl_context: ssl.SSLContext, timeout: float, protocol: str = "https") -> Any:
-    """The real connector: pyVim's SmartConnect (API version negotiation, then login)."""
-    connect: Any = importlib.import_module("pyVim.connect").SmartConnect
-    return connect(protocol=protocol, host=host, port=port, path=path, user=user, pwd=password,
-                   sslContext=ssl_context, httpConnectionTimeout=timeout)
+    """The real connector: API version negotiation, then pyVim's Connect (login).
+
+    pyVim's SmartConnect fetches ``vimServiceVersions.xml`` without any timeout, so a vCenter
+    that accepts connections but never answers would hang the source for ever; the negotiation
+    is therefore done here, with the timeout, and the login by pyVim with the chosen version.
+    """
+    connect: Any = importlib.import_module("pyVim.connect")
+    version = _negotiate_version(host, port, path, None if protocol == "http" else ssl_context, timeout)
+    if version is None:  # no vimServiceVersions.xml: let pyVim try its other ways
+        return connect.SmartConnect(protocol=protocol, host=host, port=port, path=path, user=user, pwd=password,
+                                    sslContext=ssl_context, httpConnectionTimeout=timeout)
+    # pyVim's Connect takes plain http as a negative port (as SmartConnect passes it).
+    return connect.Connect(host=host, port=-port if protocol == "http" else port, path=path, user=user,
+                           pwd=password, version=version, sslContext=ssl_context, httpConnectionTimeout=timeout)
+
+
+def _negotiate_version(host: str, port: int, path: str, ssl_context: ssl.SSLContext | None,
+                       timeout: float) -> str | None:
+    """The newest vim25 API version pyvmomi and the server both speak (None: not advertised)."""
+    support: Any = importlib.import_module("pyVmomi.VmomiSupport")
+    if ssl_context is None:
+        conn: http.client.HTTPConnection = http.client.HTTPConnection(host, port, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
+    try:
+        conn.request("GET", path.rstrip("/") + "/vimServiceVersions.xml")
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            return None
+    finally:
+        conn.close()
+    try:
+        root = ElementTree.fromstring(data)  # noqa: S314 - from the TLS-verified vCenter, as pyvmomi parses it
+    except ElementTree.ParseError:
+        return None
+    offered: set[str] = set()
+    for namespace in root.iter("namespace"):
+        if (namespace.findtext("name") or "") != "urn:vim25":
+            continue
+        offered.add(namespace.findtext("version") or "")
+        offered.update(v.text or "" for v in namespace.iterfind("priorVersions/version"))
+    for version in support.GetServiceVersions("vim25"):  # newest first
+        if support.versionIdMap.get(version) in offered:
+            return str(version)
+    return None
 
 
 def _pyvmomi() -> tuple[Any, Any]:
@@ -419,7 +462,8 @@ class EsxSource:
                 collector = content.propertyCollector.CreatePropertyCollector()
                 _view, spec = self._filter_spec(content)
                 collector.CreateFilter(spec, partialUpdates=False)
-                options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=self._wait)
+                options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=self._wait,
+                                                                   maxObjectUpdates=self._config.page_size)
                 if stream:
                     client = self._soap_client(si)
                 self._progress("retrieving hosts and VMs")
