@@ -335,8 +335,17 @@ def _deliver_once(config: Config, groups: dict[str, tuple[ServerConfig, list[str
             log.error("no source could be collected; nothing to print")
             return 1
         body = report_body(merge_hypervisors(snapshots[c.name] for c in config.sources if c.name in snapshots))
-        print_to.write(encode_body(body).decode() + "\n")
-        print_to.flush()
+        snapshots.clear()  # only the body is needed now: never hold snapshots, body and JSON text at once
+        data = encode_body(body)
+        del body
+        buffer = getattr(print_to, "buffer", None)
+        if buffer is not None:  # the bytes as they are, without a decoded copy
+            print_to.flush()
+            buffer.write(data + b"\n")
+            buffer.flush()
+        else:
+            print_to.write(data.decode() + "\n")
+            print_to.flush()
         return 1 if errors else 0
     failed = bool(errors)
     for server, names in groups.values():

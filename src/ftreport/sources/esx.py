@@ -20,7 +20,8 @@ import ssl
 import threading
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from ..config import SourceConfig, esx_scheme, parse_esx_server
@@ -152,6 +153,16 @@ def _value(val: Any) -> Any:
     return val
 
 
+# Read-only, so every plain (non-FT) guest can share one of them.
+_PLAIN_ATTRIBUTES = {active: MappingProxyType({"virtWhoType": "esx", "active": active}) for active in (0, 1)}
+
+
+def _drain(table: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The records of a table, in order, each removed from the table as it is handed out."""
+    for moid in list(table):
+        yield table.pop(moid)
+
+
 class Inventory:
     """Property values by kind and moId, fed by RetrievePropertiesEx or WaitForUpdatesEx results."""
 
@@ -198,20 +209,27 @@ class Inventory:
     def counts(self) -> tuple[int, int]:
         return len(self.objects["HostSystem"]), len(self.objects["VirtualMachine"])
 
-    def snapshot(self, config: SourceConfig) -> Snapshot:
-        """The report's view of the inventory, filtered as the source is configured."""
+    def snapshot(self, config: SourceConfig, *, consume: bool = False) -> Snapshot:
+        """The report's view of the inventory, filtered as the source is configured.
+
+        ``consume`` empties the inventory's VM records as their guests are made, so a one-shot
+        collection never holds both in full."""
         guests: dict[str, list[Guest]] = defaultdict(list)
-        for props in self.objects["VirtualMachine"].values():
+        vms = self.objects["VirtualMachine"]
+        for props in (_drain(vms) if consume else vms.values()):
             host = props.get("runtime.host")
             uuid = props.get("config.uuid")
             if not host or not uuid:
                 continue  # templates and half-created VMs
             state, active = _POWER.get(props.get("runtime.powerState", ""), (STATE_UNKNOWN, 0))
-            attrs: dict[str, Any] = {"virtWhoType": "esx", "active": active}
             role = props.get("config.ftInfo.role")
+            attrs: Mapping[str, Any]
             if role is not None:
-                attrs.update(ft_attributes(props.get("config.instanceUuid") or "", int(role),
-                                           props.get("config.ftInfo.instanceUuids") or []))
+                attrs = {"virtWhoType": "esx", "active": active,
+                         **ft_attributes(props.get("config.instanceUuid") or "", int(role),
+                                         props.get("config.ftInfo.instanceUuids") or [])}
+            else:
+                attrs = _PLAIN_ATTRIBUTES[active]  # shared: most guests of a big vCenter have these
             guests[host].append(Guest(uuid, state, attrs))
         clusters = self.objects["ClusterComputeResource"]
         out: Snapshot = []
@@ -415,7 +433,7 @@ class EsxSource:
                 view.Destroy()
             except Exception:
                 log.debug("%s: destroying the container view failed", self.name, exc_info=True)
-            return inventory.snapshot(self._config)
+            return inventory.snapshot(self._config, consume=True)
         except Exception as exc:
             raise self._error(exc, doing) from exc
         finally:

@@ -25,6 +25,7 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -65,6 +66,7 @@ _T_FAULT = _SOAP + "Fault"
 _INTEGERS = frozenset(("int", "short", "long", "byte", "unsignedInt", "unsignedShort", "unsignedLong",
                        "unsignedByte", "integer"))
 _FLOATS = frozenset(("float", "double", "decimal"))
+_XSD_TEXT = frozenset(("string", "dateTime", "base64Binary", "anyURI"))
 
 #: moId -> {property path: value}, by managed object type ("VirtualMachine", ...).
 Records = dict[str, dict[str, dict[str, Any]]]
@@ -93,7 +95,13 @@ def _scalar(text: str | None, xsi_type: str | None) -> Any:
         return text in ("true", "1")
     if local in _FLOATS:
         return float(text or 0)
-    return text or ""  # strings, enumerations, ManagedObjectReference (the moId), dateTime...
+    if text is None:
+        return ""
+    if local in _XSD_TEXT:
+        return text
+    # Enumerations and ManagedObjectReferences repeat across objects ("poweredOn", "host-12"):
+    # one shared string each instead of one per object.
+    return intern(text)
 
 
 def _value(val: ET.Element) -> Any:
