@@ -1,0 +1,149 @@
+"""ftreport at the scale of the largest vCenters (issue 17): the streaming SOAP decoder against pyvmomi.
+
+Simulators of 10 clusters x 20 hosts with 100, 1,000 and 4,500 VMs per cluster (1,000 / 10,000 /
+45,000 VMs), each measured in paired rounds (the runs of one round back to back, medians reported):
+
+- bare pyvmomi: login + ``RetrievePropertiesEx`` of the VM properties, nothing else (the reference);
+- ``ftreport -o -p`` with the streaming decoder (the default) and with ``decoder = pyvmomi``;
+
+then ten 4,500-VM simulators collected at once against one of them alone, and the time from an FT
+failover in the 45,000-VM simulator to the report accepted by ftmock (daemon mode, stream decoder).
+
+Goals: 10,000 VMs <= 1.3 s and <= 50 MiB; 45,000 VMs <= 5 s and <= 100 MiB; ten vCenters at once
+<= 1.5x one; failover on 45,000 VMs <= 1 s. FTBENCH_ROUNDS (default 3) sets the rounds,
+FTBENCH_SCALE_SIZES (default ``100,1000,4500``) the VMs per cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.ftreport_esx import BARE, _failover_latency, _measure
+from bench.table import print_table
+from tests.conftest import FtmockServer
+from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim
+
+CLUSTERS, HOSTS_PER_CLUSTER, FT_PAIRS = 10, 20, 10
+SOURCES, VMS_PER_SOURCE = 10, 4500
+ROUNDS = int(os.environ.get("FTBENCH_ROUNDS", "3"))
+SIZES = [int(s) for s in os.environ.get("FTBENCH_SCALE_SIZES", "100,1000,4500").split(",")]
+
+
+def _section(name: str, sim: Vcsim, decoder: str = "stream") -> str:
+    return (f"[{name}]\ntype=esx\nserver={sim.url}\nusername={VCSIM_USER}\npassword={VCSIM_PASSWORD}\n"
+            f"ca_cert={sim.tls.ca_path}\ndecoder={decoder}\n\n")
+
+
+def _mib(rss: float) -> str:
+    return f"{rss:.0f}"  # _measure gives ru_maxrss (KiB) / 1024
+
+
+def _sizes(work: Path, env: dict[str, str], tls: CertAuthority) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for per_cluster in SIZES:
+        vms = CLUSTERS * per_cluster
+        sim = Vcsim(work / f"sim-{vms}", tls, ["-cluster", str(CLUSTERS), "-host", str(HOSTS_PER_CLUSTER),
+                                               "-vm", str(per_cluster), "-ft", str(FT_PAIRS)])
+        sim.workdir.mkdir()
+        sim.start(timeout=900)
+        try:
+            confs = {}
+            for decoder in ("stream", "pyvmomi"):
+                confs[decoder] = work / f"{vms}-{decoder}.conf"
+                confs[decoder].write_text(f"[global]\nstate_dir={work / 'state'}\n\n" + _section("vcenter", sim, decoder))
+            runs: dict[str, list[tuple[float, float]]] = {"bare": [], "stream": [], "pyvmomi": []}
+            outputs = set()
+            for _ in range(ROUNDS):
+                wall, rss, out = _measure([sys.executable, "-c", BARE, sim.url, str(sim.tls.ca_path), VCSIM_USER,
+                                           VCSIM_PASSWORD], env)
+                assert int(out) == vms, out
+                runs["bare"].append((wall, rss))
+                for decoder in ("stream", "pyvmomi"):
+                    wall, rss, out = _measure([sys.executable, "-m", "ftreport", "-c", str(confs[decoder]),
+                                               "-o", "-p"], env)
+                    outputs.add(out)
+                    runs[decoder].append((wall, rss))
+            assert len(outputs) == 1, "the decoders' reports differ"
+            bare = statistics.median(w for w, _ in runs["bare"])
+            for label, key in (("bare pyvmomi retrieval", "bare"), ("ftreport -o -p (stream)", "stream"),
+                               ("ftreport -o -p (decoder=pyvmomi)", "pyvmomi")):
+                wall = statistics.median(w for w, _ in runs[key])
+                rss = statistics.median(r for _, r in runs[key])
+                rows.append([f"{vms:,}", label, f"{wall:.2f}", _mib(rss), f"{wall / bare:.2f}x"])
+        finally:
+            sim.stop()
+    return rows
+
+
+def _concurrent(work: Path, env: dict[str, str], tls: CertAuthority) -> list[list[object]]:
+    sims = [Vcsim(work / f"multi-{i}", tls, ["-cluster", "1", "-host", str(HOSTS_PER_CLUSTER),
+                                             "-vm", str(VMS_PER_SOURCE), "-ft", "2"]) for i in range(SOURCES)]
+    try:
+        for sim in sims:
+            sim.workdir.mkdir()
+            sim.start(timeout=900)
+        one = work / "one.conf"
+        one.write_text(f"[global]\nstate_dir={work / 'state'}\n\n" + _section("vc0", sims[0]))
+        many = work / "many.conf"
+        many.write_text(f"[global]\nstate_dir={work / 'state'}\n\n"
+                        + "".join(_section(f"vc{i}", sim) for i, sim in enumerate(sims)))
+        singles, alls, rss_one, rss_all = [], [], [], []
+        guests = 0
+        for _ in range(ROUNDS):
+            wall, rss, _out = _measure([sys.executable, "-m", "ftreport", "-c", str(one), "-o", "-p"], env)
+            singles.append(wall)
+            rss_one.append(rss)
+            wall, rss, out = _measure([sys.executable, "-m", "ftreport", "-c", str(many), "-o", "-p"], env)
+            alls.append(wall)
+            rss_all.append(rss)
+            guests = out.count(b'"guestId"')
+    finally:
+        for sim in sims:
+            sim.stop()
+    single, together = statistics.median(singles), statistics.median(alls)
+    return [
+        [f"1 x {VMS_PER_SOURCE:,} VMs", f"{single:.2f}", _mib(statistics.median(rss_one)), "1.00x", ""],
+        [f"{SOURCES} x {VMS_PER_SOURCE:,} VMs at once", f"{together:.2f}", _mib(statistics.median(rss_all)),
+         f"{together / single:.2f}x", f"{guests:,} guests"],
+    ]
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-ftreport-scale-") as tmp:
+        work = Path(tmp)
+        env = dict(os.environ, FTREPORT_CONFIG=str(work / "none.conf"), FTREPORT_CONFIG_DIR=str(work / "none.d"))
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("FTREPORT_ESX_DECODER", None)
+        tls = CertAuthority(work / "ca")
+        sizes = _sizes(work, env, tls)
+        print_table(f"ftreport esx by inventory size ({CLUSTERS} clusters x {HOSTS_PER_CLUSTER} hosts; "
+                    f"median of {ROUNDS} paired rounds)",
+                    ["VMs", "run", "wall s", "peak RSS MiB", "vs bare"], sizes)
+        concurrent = _concurrent(work, env, tls)
+        print_table(f"{SOURCES} vCenters collected at once (`ftreport -o -p`, median of {ROUNDS} paired rounds)",
+                    ["sources", "wall s", "peak RSS MiB", "vs one", "note"], concurrent)
+        big = Vcsim(work / "failover", tls, ["-cluster", str(CLUSTERS), "-host", str(HOSTS_PER_CLUSTER),
+                                             "-vm", str(max(SIZES)), "-ft", str(FT_PAIRS)])
+        (work / "ftmock").mkdir()
+        server = FtmockServer(data_dir=work / "ftmock")
+        try:
+            big.workdir.mkdir()
+            big.start(timeout=900)
+            server.start()
+            started = time.monotonic()
+            latency = [_failover_latency(big, server, work, env, f"{CLUSTERS * max(SIZES):,} VMs (stream)", 5)]
+            took = time.monotonic() - started
+        finally:
+            big.stop()
+            server.stop()
+        print_table(f"FT failover in the simulator -> report accepted by ftmock (daemon; {took:.0f} s in all)",
+                    ["inventory", "failovers", "median s", "max s"], latency)
+
+
+if __name__ == "__main__":
+    main()
