@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import responses
@@ -143,3 +144,37 @@ def test_retry_after_is_honoured(running: tuple[Reporter, Recorder, Path]) -> No
     recorder.fail = None
     recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
     assert time.monotonic() - failed_at > 0.7  # waited for Retry-After, not the 0.5 s backoff
+
+
+def test_idle_daemon_does_not_rebuild_the_report(tmp_path: Path, isolated_env: dict[str, str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delivery loop wakes every half second; with 45,000 guests, building and hashing the
+    report each time took the CPU the sources needed to notice the next failover. It is built
+    again only when a source published a new snapshot (or a send is retried)."""
+    import ftreport.service as service
+
+    built: list[float] = []
+    real = service.report_body
+
+    def counting(hypervisors: Any) -> dict[str, Any]:
+        built.append(time.monotonic())
+        return real(hypervisors)
+
+    monkeypatch.setattr(service, "report_body", counting)
+    data = tmp_path / "fake.json"
+    data.write_text(json.dumps(examples.REPORT_1))
+    recorder = Recorder()
+    rep = Reporter(load_config([str(_config(tmp_path, data, interval=3600))]), connection_factory=recorder.factory)
+    thread = threading.Thread(target=rep.run, daemon=True)
+    thread.start()
+    try:
+        recorder.wait_for(lambda b: True)
+        before = len(built)
+        time.sleep(1.6)  # three wake-ups of the loop with nothing new
+        assert len(built) == before
+        _write(data, examples.REPORT_2)
+        recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
+        assert len(built) == before + 1
+    finally:
+        rep.stop()
+        thread.join(timeout=10)

@@ -514,6 +514,8 @@ class EsxSource:
                     hosts, vms = inventory.counts()
                     log.info("%s: %d hosts, %d VMs in %s", self.name, hosts, vms, self.address)
                     first = False
+                elif not changed:
+                    continue  # nothing this filter watches changed: no new snapshot to make
                 else:
                     log.debug("%s: %d object updates", self.name, changed)
                 yield inventory.snapshot(self._config)
