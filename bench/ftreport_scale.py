@@ -18,6 +18,7 @@ of each of the ten vCenters.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import statistics
 import subprocess
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ftreport_esx import BARE, _measure, _new_org, _roles
+from bench.ftreport_esx import BARE, _new_org, _roles
 from bench.table import print_table
 from tests.conftest import FtmockServer
 from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim
@@ -36,6 +37,35 @@ SOURCES = 10
 VMS_PER_SOURCE = int(os.environ.get("FTBENCH_SCALE_SOURCE_VMS", "4500"))
 ROUNDS = int(os.environ.get("FTBENCH_ROUNDS", "3"))
 SIZES = [int(s) for s in os.environ.get("FTBENCH_SCALE_SIZES", "100,1000,4500").split(",")]
+
+
+# Peak RSS is only right when the measured process is started by a small one: Linux carries the
+# peak of the address space a child was forked from across exec, so a child of this (big) bench
+# process would never show less than the bench itself. A bare `python -S` starts it instead.
+_SPAWN = r"""
+import os, sys, time
+out, args = sys.argv[1], sys.argv[2:]
+started = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.execv(args[0], args)
+_pid, status, usage = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(f"{time.monotonic() - started} {usage.ru_maxrss / 1024} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def _measure(args: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
+    """(wall seconds, peak RSS MiB, stdout) of a command."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result, out = Path(tmp) / "result", Path(tmp) / "out"
+        with open(out, "wb") as stdout:
+            subprocess.run([sys.executable, "-S", "-c", _SPAWN, str(result), *args], stdout=stdout,
+                           stderr=subprocess.DEVNULL, env=env, check=True)
+        wall, rss, code = result.read_text().split()
+        if int(code) != 0:
+            raise RuntimeError(f"{args[:3]} exited with {code}")
+        return float(wall), float(rss), out.read_bytes()
 
 
 def _section(name: str, sim: Vcsim, decoder: str = "stream") -> str:
@@ -84,6 +114,39 @@ def _sizes(work: Path, env: dict[str, str], tls: CertAuthority) -> list[list[obj
     return rows
 
 
+# The simulators' share of a concurrent collection: log in, then ask each simulator for the same
+# properties at once and only read the bytes (no decoding). All simulators run on this machine's
+# cores, so this is the floor ten sources can reach here.
+_SERVERS = r"""
+import json, ssl, sys, threading, time
+from pyVim.connect import SmartConnect
+from pyVmomi import vim
+from ftreport.sources.esx import PROPERTIES
+from ftreport.sources.vimstream import VimSoapClient, filter_spec_xml
+jobs = []
+for url, ca, user, pwd in json.loads(sys.argv[1]):
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=ca)
+    si = SmartConnect(host=host, port=int(port), user=user, pwd=pwd, sslContext=ctx)
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(
+        content.rootFolder, [vim.VirtualMachine, vim.HostSystem, vim.ClusterComputeResource], True)
+    stub = si._GetStub()
+    client = VimSoapClient(host=host, port=int(port), path="/sdk", ssl_context=ctx, timeout=120,
+                           session_id=stub.GetSessionId(), soap_action=stub.versionId)
+    body = ('<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">%s</_this>%s<options/>'
+            '</RetrievePropertiesEx>' % (content.propertyCollector._moId, filter_spec_xml("specSet", view._moId, PROPERTIES)))
+    jobs.append((client, body))
+started = time.monotonic()
+threads = [threading.Thread(target=c.call, args=(b, lambda chunks: sum(len(x) for x in chunks))) for c, b in jobs]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(time.monotonic() - started)
+"""
+
+
 def _concurrent(work: Path, env: dict[str, str], tls: CertAuthority) -> list[list[object]]:
     sims = [Vcsim(work / f"multi-{i}", tls, ["-cluster", "1", "-host", str(HOSTS_PER_CLUSTER),
                                              "-vm", str(VMS_PER_SOURCE), "-ft", "2"]) for i in range(SOURCES)]
@@ -96,9 +159,13 @@ def _concurrent(work: Path, env: dict[str, str], tls: CertAuthority) -> list[lis
         many = work / "many.conf"
         many.write_text(f"[global]\nstate_dir={work / 'state'}\n\n"
                         + "".join(_section(f"vc{i}", sim) for i, sim in enumerate(sims)))
-        singles, alls, rss_one, rss_all = [], [], [], []
+        singles, alls, rss_one, rss_all, floor_one, floor_all = [], [], [], [], [], []
         guests = 0
+        creds = [[sim.url, str(sim.tls.ca_path), VCSIM_USER, VCSIM_PASSWORD] for sim in sims]
         for _ in range(ROUNDS):
+            for group, into in ((creds[:1], floor_one), (creds, floor_all)):
+                _w, _r, out = _measure([sys.executable, "-c", _SERVERS, json.dumps(group)], env)
+                into.append(float(out))
             wall, rss, _out = _measure([sys.executable, "-m", "ftreport", "-c", str(one), "-o", "-p"], env)
             singles.append(wall)
             rss_one.append(rss)
@@ -110,7 +177,11 @@ def _concurrent(work: Path, env: dict[str, str], tls: CertAuthority) -> list[lis
         for sim in sims:
             sim.stop()
     single, together = statistics.median(singles), statistics.median(alls)
+    f_one, f_all = statistics.median(floor_one), statistics.median(floor_all)
     return [
+        [f"simulators only: 1 x {VMS_PER_SOURCE:,}", f"{f_one:.2f}", "", "1.00x", "bytes read, not decoded"],
+        [f"simulators only: {SOURCES} x {VMS_PER_SOURCE:,} at once", f"{f_all:.2f}", "", f"{f_all / f_one:.2f}x",
+         "the floor on this machine"],
         [f"1 x {VMS_PER_SOURCE:,} VMs", f"{single:.2f}", _mib(statistics.median(rss_one)), "1.00x", ""],
         [f"{SOURCES} x {VMS_PER_SOURCE:,} VMs at once", f"{together:.2f}", _mib(statistics.median(rss_all)),
          f"{together / single:.2f}x", f"{guests:,} guests"],

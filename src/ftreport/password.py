@@ -20,11 +20,6 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from .errors import PasswordError
 
 __all__ = [
@@ -104,6 +99,8 @@ def load_key(path: Path) -> bytes:
 
 def encrypt_password(password: str, key_file: Path) -> str:
     """Encrypt a password with the key in key_file (created on first use)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # imported on use: 9 MiB
+
     key = create_key(key_file) if not key_file.exists() else load_key(key_file)
     nonce = os.urandom(_NONCE_BYTES)
     sealed = AESGCM(key).encrypt(nonce, password.encode(), _AAD)
@@ -111,6 +108,9 @@ def encrypt_password(password: str, key_file: Path) -> str:
 
 
 def _decrypt_own(raw: bytes, key_file: Path) -> str:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     key = load_key(key_file)
     if len(raw) <= _NONCE_BYTES + 16:
         raise PasswordError("encrypted password is too short")
@@ -160,6 +160,9 @@ def decrypt_virtwho_password(encrypted: str, key_file: Path = VIRTWHO_KEY_FILE) 
 
 
 def _decrypt_virtwho(raw: bytes, key_file: Path) -> str:
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     if not raw or len(raw) % _BLOCK:
         raise PasswordError("encrypted password is neither ftreport's format nor virt-who's "
                             "(whole 16-byte AES blocks)")
