@@ -102,6 +102,26 @@ def test_recorded_updates_decode_as_pyvmomi_does() -> None:
     assert plain and all("config.ftInfo.role" in p for p in plain)
 
 
+def test_watch_snapshots_remake_only_changed_guests_and_match_a_full_rebuild() -> None:
+    """After the full state, a snapshot remakes the guests of the VMs an update set touched; the
+    result is the report a fresh inventory of the same records gives."""
+    config = SourceConfig(name="vcenter", type="esx", file="test")
+    inv = Inventory()
+    decode_updates([(VIM / "updates.xml").read_bytes()], inv.objects, inv.touched)
+    first = inv.snapshot(config)
+    unchanged = {g.guest_id + str(g.attributes.get("instanceUUID")): g for hv in first for g in hv.guests}
+    touched = set() if inv.touched is None else inv.touched
+    decode_updates([(VIM / "updates-failover.xml").read_bytes()], inv.objects, touched)
+    assert sorted(touched) == ["vm-59", "vm-62"]
+    after = inv.snapshot(config)
+    fresh = Inventory()
+    fresh.objects = json.loads(json.dumps(inv.objects))
+    assert _body(after) == _body(fresh.snapshot(config)) != _body(first)
+    # Guests of untouched VMs are the very objects of the previous snapshot.
+    same = [g for hv in after for g in hv.guests if "instanceUUID" not in g.attributes]
+    assert same and all(g is unchanged[g.guest_id + "None"] for g in same)
+
+
 @pytest.mark.parametrize(("name", "fault"), [("fault-notauthenticated.xml", "NotAuthenticated"),
                                              ("fault-invalidlogin.xml", "InvalidLogin"),
                                              ("fault-requestcanceled.xml", "RequestCanceled")])

@@ -157,6 +157,24 @@ def _value(val: Any) -> Any:
 _PLAIN_ATTRIBUTES = {active: MappingProxyType({"virtWhoType": "esx", "active": active}) for active in (0, 1)}
 
 
+def _guest(props: Mapping[str, Any]) -> tuple[str, Guest] | None:
+    """(host moId, guest) of a VM's record; None for templates and half-created VMs."""
+    host = props.get("runtime.host")
+    uuid = props.get("config.uuid")
+    if not host or not uuid:
+        return None
+    state, active = _POWER.get(props.get("runtime.powerState", ""), (STATE_UNKNOWN, 0))
+    role = props.get("config.ftInfo.role")
+    attrs: Mapping[str, Any]
+    if role is not None:
+        attrs = {"virtWhoType": "esx", "active": active,
+                 **ft_attributes(props.get("config.instanceUuid") or "", int(role),
+                                 props.get("config.ftInfo.instanceUuids") or [])}
+    else:
+        attrs = _PLAIN_ATTRIBUTES[active]  # shared: most guests of a big vCenter have these
+    return str(host), Guest(uuid, state, attrs)
+
+
 def _drain(table: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """The records of a table, in order, each removed from the table as it is handed out."""
     for moid in list(table):
@@ -171,6 +189,11 @@ class Inventory:
             "VirtualMachine": {}, "HostSystem": {}, "ClusterComputeResource": {},
         }
         self._filtered_out: str | None = None  # the last "every host filtered out" warning
+        # Guests by host as of the last snapshot, and the VMs changed since (None: rebuild all).
+        # A failover changes a few VMs of tens of thousands: only those are made into guests again.
+        self._guests: dict[str, dict[str, Guest]] | None = None
+        self._vm_host: dict[str, str] = {}
+        self.touched: set[str] | None = None
 
     def _table(self, obj: Any) -> dict[str, dict[str, Any]] | None:
         return self.objects.get(getattr(obj, "_wsdlName", ""))
@@ -195,6 +218,8 @@ class Inventory:
                 if table is None:
                     continue
                 moid = ou.obj._moId
+                if self.touched is not None:
+                    self.touched.add(moid)
                 if ou.kind == "leave":
                     table.pop(moid, None)
                     continue
@@ -214,23 +239,17 @@ class Inventory:
 
         ``consume`` empties the inventory's VM records as their guests are made, so a one-shot
         collection never holds both in full."""
-        guests: dict[str, list[Guest]] = defaultdict(list)
+        guests: Mapping[str, Iterable[Guest]]
         vms = self.objects["VirtualMachine"]
-        for props in (_drain(vms) if consume else vms.values()):
-            host = props.get("runtime.host")
-            uuid = props.get("config.uuid")
-            if not host or not uuid:
-                continue  # templates and half-created VMs
-            state, active = _POWER.get(props.get("runtime.powerState", ""), (STATE_UNKNOWN, 0))
-            role = props.get("config.ftInfo.role")
-            attrs: Mapping[str, Any]
-            if role is not None:
-                attrs = {"virtWhoType": "esx", "active": active,
-                         **ft_attributes(props.get("config.instanceUuid") or "", int(role),
-                                         props.get("config.ftInfo.instanceUuids") or [])}
-            else:
-                attrs = _PLAIN_ATTRIBUTES[active]  # shared: most guests of a big vCenter have these
-            guests[host].append(Guest(uuid, state, attrs))
+        if consume:
+            by_host: dict[str, list[Guest]] = defaultdict(list)
+            for props in _drain(vms):
+                made = _guest(props)
+                if made is not None:
+                    by_host[made[0]].append(made[1])
+            guests = by_host
+        else:
+            guests = {host: cached.values() for host, cached in self._watched_guests().items()}
         clusters = self.objects["ClusterComputeResource"]
         out: Snapshot = []
         excluded = {"hosts": 0, "parents": 0}
@@ -274,6 +293,25 @@ class Inventory:
                                   facts=facts))
         self._warn_if_filtered_out(config, out, excluded, parents_seen)
         return out
+
+    def _watched_guests(self) -> dict[str, dict[str, Guest]]:
+        """Guests by host moId (then VM moId), remade only for the VMs touched since last time."""
+        vms = self.objects["VirtualMachine"]
+        guests, touched = self._guests, self.touched
+        if guests is None or touched is None:
+            guests, self._vm_host = {}, {}
+            touched = set(vms)
+        for moid in touched:
+            host = self._vm_host.pop(moid, None)
+            if host is not None:
+                guests[host].pop(moid, None)
+            props = vms.get(moid)
+            made = _guest(props) if props is not None else None
+            if made is not None:
+                guests.setdefault(made[0], {})[moid] = made[1]
+                self._vm_host[moid] = made[0]
+        self._guests, self.touched = guests, set()
+        return guests
 
     def _warn_if_filtered_out(self, config: SourceConfig, out: Snapshot, excluded: dict[str, int],
                               parents_seen: set[str]) -> None:
@@ -495,7 +533,8 @@ class EsxSource:
                     if client is not None:
                         page = client.wait_for_updates(collector._moId, version, inventory.objects,
                                                        max_wait_seconds=self._wait,
-                                                       max_object_updates=self._config.page_size)
+                                                       max_object_updates=self._config.page_size,
+                                                       touched=inventory.touched)
                         if not page.received:
                             continue
                         changed, version, truncated = page.updates, page.version, page.truncated

@@ -152,8 +152,9 @@ class UpdatePage:
 class _Decoder:
     """Folds one SOAP response, fed in chunks, into ``records``."""
 
-    def __init__(self, records: Records) -> None:
+    def __init__(self, records: Records, touched: set[str] | None = None) -> None:
         self.records = records
+        self.touched = touched
         self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         self._container: ET.Element | None = None
         self.fault: VimFault | None = None
@@ -186,7 +187,7 @@ class _Decoder:
                 self.retrieve.objects += 1
                 self._drop(elem)
             elif tag == _T_OBJECT_SET:
-                self._fold_object_update(elem, records)
+                self._fold_object_update(elem, records, self.touched)
                 self.update.updates += 1
                 self._drop(elem)
             elif tag == _T_TOKEN:
@@ -225,7 +226,7 @@ class _Decoder:
                 props[name] = None if val is None else _value(val)
 
     @staticmethod
-    def _fold_object_update(elem: ET.Element, records: Records) -> None:
+    def _fold_object_update(elem: ET.Element, records: Records, touched: set[str] | None) -> None:
         obj = elem.find(_T_OBJ)
         if obj is None:
             return
@@ -233,6 +234,8 @@ class _Decoder:
         if table is None:
             return
         moid = obj.text or ""
+        if touched is not None:
+            touched.add(moid)
         if elem.findtext(_T_KIND) == "leave":
             table.pop(moid, None)
             return
@@ -270,9 +273,10 @@ def decode_retrieve(chunks: Iterable[bytes], records: Records) -> RetrievePage:
     return decoder.retrieve
 
 
-def decode_updates(chunks: Iterable[bytes], records: Records) -> UpdatePage:
-    """Fold a WaitForUpdatesEx response (an UpdateSet, or none) into ``records``."""
-    decoder = _Decoder(records)
+def decode_updates(chunks: Iterable[bytes], records: Records, touched: set[str] | None = None) -> UpdatePage:
+    """Fold a WaitForUpdatesEx response (an UpdateSet, or none) into ``records``; the moIds of the
+    objects it changed are added to ``touched`` when given."""
+    decoder = _Decoder(records, touched)
     for chunk in chunks:
         decoder.feed(chunk)
     decoder.close()
@@ -373,12 +377,12 @@ class VimSoapClient:
         return page
 
     def wait_for_updates(self, collector: str, version: str, records: Records, *, max_wait_seconds: int,
-                         max_object_updates: int | None = None) -> UpdatePage:
+                         max_object_updates: int | None = None, touched: set[str] | None = None) -> UpdatePage:
         extra = f"<maxObjectUpdates>{int(max_object_updates)}</maxObjectUpdates>" if max_object_updates else ""
         body = (f'<WaitForUpdatesEx xmlns="urn:vim25">{_moref("_this", "PropertyCollector", collector)}'
                 f"<version>{escape(version)}</version><options><maxWaitSeconds>{int(max_wait_seconds)}"
                 f"</maxWaitSeconds>{extra}</options></WaitForUpdatesEx>")
-        page: UpdatePage = self.call(body, lambda chunks: decode_updates(chunks, records))
+        page: UpdatePage = self.call(body, lambda chunks: decode_updates(chunks, records, touched))
         return page
 
     def close(self) -> None:
