@@ -288,7 +288,10 @@ def test_watch_is_identical_with_both_decoders_through_changes(vcsim: Vcsim, pag
             return any(hv["hypervisorId"]["hypervisorId"] == target["uuid"] and g["guestId"] == plain["uuid"]
                        and g["state"] == 5 for hv in body["hypervisors"] for g in hv["guestIds"])
 
-        _wait_same(watchers, moved_and_off, "power-off and move")
+        body = _wait_same(watchers, moved_and_off, "power-off and move")
+        # What the watchers built change by change is what a fresh collection sees.
+        fresh = EsxSource(_config(vcsim.url, ca, decoder="pyvmomi")).collect()
+        assert json.dumps(body, sort_keys=True) == _body(fresh)
     finally:
         for w in watchers:
             w.close()
