@@ -72,6 +72,25 @@ _HELD_ELSEWHERE = {-243, -244, -245, -246, -247, -errno.EAGAIN, errno.EAGAIN}
 _ALREADY = {-errno.EEXIST, errno.EEXIST}
 
 
+# The lease holder: a small child process registered with the daemon, on whose behalf the resource
+# is acquired.  sanlock kills the *registered* process when the lockspace is lost: first through the
+# kill path (which signals the heartbeat, so the fencing ladder runs), and with SIGKILL once its grace
+# is over or when a frozen host resumes after host_dead.  That SIGKILL then hits this child, not the
+# heartbeat, which survives to run its ladder.  It exits when the heartbeat closes its stdin (or dies).
+_HOLDER = """
+import os, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+import sanlock
+fd = sanlock.register()
+if len(sys.argv) > 2:
+    sanlock.killpath(sys.argv[1], sys.argv[2:], slkfd=fd)
+sys.stdout.write("%d\\n" % os.getpid())
+sys.stdout.flush()
+sys.stdin.buffer.read()
+"""
+
+
 def import_sanlock() -> Any:
     """Debian's ``sanlock`` binding, or a :class:`~ftagent.errors.ConfigError` saying how to get it."""
     try:
@@ -124,7 +143,7 @@ class SanlockBackend:
         self.sanlock = sanlock if sanlock is not None else import_sanlock()
         self.timing = SanlockTiming(settings.sanlock_io_timeout)
         self._killpath = killpath if killpath is not None else default_killpath
-        self._fd: int | None = None
+        self._holder: Any = None  # subprocess.Popen of the lease holder child
         self._busy: threading.Thread | None = None
         self._busy_what = ""
         self._lock = threading.Lock()
@@ -178,17 +197,31 @@ class SanlockBackend:
     # -- the lease ------------------------------------------------------------------------
 
     def _register(self, deadline: float) -> int:
-        if self._fd is None:
-            fd = self._call("register", deadline, self.sanlock.register)
-            killpath = self._killpath()
-            if killpath is not None:
-                try:
-                    self._call("killpath", deadline, self.sanlock.killpath, killpath[0], killpath[1], slkfd=fd)
-                except FtagentError:
-                    os.close(fd)
-                    raise
-            self._fd = fd
-        return self._fd
+        """The lease holder child's pid, started and registered with the daemon if need be."""
+        holder = self._holder
+        if holder is not None and holder.poll() is None:
+            return int(holder.pid)
+        self._holder = None
+        import subprocess
+        import sys
+
+        killpath = self._killpath()
+        argv = [sys.executable, "-c", _HOLDER]
+        if killpath is not None:
+            argv += [killpath[0], *killpath[1]]
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+                                 start_new_session=True)
+        assert child.stdout is not None
+        try:
+            line = self._call("register", deadline, child.stdout.readline)
+        except FtagentError:
+            _stop(child)
+            raise
+        if not line.strip().isdigit():
+            _stop(child)
+            raise ConnectionFailed("the sanlock lease holder process could not register with the sanlock daemon")
+        self._holder = child
+        return child.pid
 
     def _join(self, deadline: float) -> None:
         joined = self._call("inq_lockspace", deadline, self.sanlock.inq_lockspace, self.lockspace, self.host_id,
@@ -251,12 +284,16 @@ class SanlockBackend:
         version = info.get("version") if isinstance(info, dict) else None
         return holder, version if isinstance(version, int) else None
 
+    def _alive_holder(self) -> int | None:
+        holder = self._holder
+        return holder.pid if holder is not None and holder.poll() is None else None
+
     def _held(self, deadline: float) -> int | None:
-        """The ``lver`` of our resource as the daemon holds it for this process, or ``None``."""
-        fd = self._fd
-        if fd is None:
+        """The ``lver`` of our resource as the daemon holds it for the holder child, or ``None``."""
+        pid = self._alive_holder()
+        if pid is None:
             return None
-        for res in self._call("inquire", deadline, self.sanlock.inquire, slkfd=fd) or []:
+        for res in self._call("inquire", deadline, self.sanlock.inquire, pid=pid) or []:
             if res.get("lockspace") == self.lockspace and res.get("resource") == self.resource:
                 version = res.get("version")
                 return int(version) if isinstance(version, int) else None
@@ -264,13 +301,13 @@ class SanlockBackend:
 
     def grant(self, consumer: str, holder: str, timeout: float) -> Grant:
         deadline = time.monotonic() + timeout
-        fd = self._register(deadline)
+        pid = self._register(deadline)
         self._join(deadline)
         version = self._held(deadline)
         if version is None:
             try:
                 self._call("acquire", deadline, self.sanlock.acquire, self.lockspace, self.resource, self.disks,
-                           slkfd=fd)
+                           pid=pid)
             except _Failed as exc:
                 if exc.code in _HELD_ELSEWHERE:
                     owner, lver = self._owner(deadline)
@@ -286,8 +323,8 @@ class SanlockBackend:
 
     def renew(self, consumer: str, holder: str, generation: int, timeout: float) -> Grant:
         deadline = time.monotonic() + timeout
-        if self._fd is None:
-            raise LeaseRefused("this process no longer holds the sanlock resource (registration closed)",
+        if self._alive_holder() is None:
+            raise LeaseRefused("the lease holder process is gone (killed by sanlock, or closed)",
                                generation=generation, expired=True)
         joined = self._call("inq_lockspace", deadline, self.sanlock.inq_lockspace, self.lockspace, self.host_id,
                             self.path, LOCKSPACE_OFFSET)
@@ -314,11 +351,11 @@ class SanlockBackend:
 
     def release(self, consumer: str, holder: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        fd = self._fd
-        if fd is not None:
+        pid = self._alive_holder()
+        if pid is not None:
             try:
                 self._call("release", deadline, self.sanlock.release, self.lockspace, self.resource, self.disks,
-                           slkfd=fd)
+                           pid=pid)
             except _Failed as exc:
                 raise ConnectionFailed(f"cannot release sanlock resource {_text(self.resource)}: {exc}") from exc
         try:
@@ -330,13 +367,27 @@ class SanlockBackend:
         self.close()
 
     def close(self) -> None:
-        """Close the registration: the daemon releases whatever it still holds for this process."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """End the holder child: the daemon releases whatever it still holds for it."""
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            _stop(holder)
+
+
+def _stop(child: Any) -> None:
+    """Close the holder child's stdin (it exits), kill it if it does not, reap it."""
+    import subprocess
+
+    try:
+        child.stdin.close()
+    except OSError:
+        pass
+    try:
+        child.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
 
 
 class _Failed(FtagentError):
