@@ -72,11 +72,14 @@ def footprint(server: object, tmp: Path, seconds: float, io_timeout: int) -> Non
         time.sleep(seconds)
         cpu1, rss, hwm = proc_stats(proc.pid)
         dcpu1, drss, _ = proc_stats(daemon.pid)
+        children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        _, crss, _ = proc_stats(children[0]) if children else (0.0, 0, 0)
         renewals = site.guests["a"].status().get("renewals")
         print_table(f"sanlock backend footprint over {seconds:g} s (renew every 1 s, io_timeout {io_timeout} s)",
                     ["process", "RSS MB", "peak RSS MB", "CPU % of a core"],
                     [["ftagent heartbeat", f"{rss / 1024:.1f}", f"{hwm / 1024:.1f}",
                       f"{100 * (cpu1 - cpu0) / seconds:.2f}"],
+                     ["its lease holder child", f"{crss / 1024:.1f}", "", ""],
                      ["sanlock daemon (-l 0)", f"{drss / 1024:.1f}", "", f"{100 * (dcpu1 - dcpu0) / seconds:.2f}"]])
         print(f"renewals so far: {renewals}")
     finally:
