@@ -163,6 +163,9 @@ class SanlockSite:
 
         b = clone_guest(a, root / "b", sanlock_host_id="2")
         self.guests = {"a": a, "b": b}
+        for guest in self.guests.values():
+            # Calls into a frozen daemon time out after 1 s (the [server] timeout bounds every lease call).
+            guest.config.write_text(guest.config.read_text().replace("timeout = 5", "timeout = 1", 1))
         self.violations: list[str] = []
 
     def start_daemons(self) -> None:

@@ -136,8 +136,9 @@ def test_daemon_briefly_frozen_degrades_and_recovers_without_fencing(site: Sanlo
     held(site, "a")
     site.daemons["a"].signal(signal.SIGSTOP)
     try:
-        # Every call into the frozen daemon times out (bounded by the deadline), the guard goes on.
-        wait_for(lambda: a.state() == "DEGRADED", 20, "DEGRADED")
+        # Every call into the frozen daemon times out, the guard goes on.  Resumed within 8 x
+        # io_timeout, before the daemon itself gives the lockspace up.
+        wait_for(lambda: a.state() == "DEGRADED", 6, "DEGRADED")
     finally:
         site.daemons["a"].signal(signal.SIGCONT)
     wait_for(lambda: a.state() == "HELD", 20, "HELD again")

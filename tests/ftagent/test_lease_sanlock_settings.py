@@ -31,6 +31,7 @@ def test_sanlock_settings_and_sanlock_timing_replace_ttl(tmp_path: Path, caplog:
     assert s.backend == "sanlock" and s.sanlock_host_id == 2 and s.sanlock_lockspace == "ftagent"
     assert s.sanlock_path == tmp_path.resolve() / "group.lease"
     assert s.ttl == 68.0  # 8 x 1 + 60: sanlock's host_dead, not the configured ttl
+    assert (s.renew_interval, s.margin) == (17.0, 17.0)  # derived from it in the usual ratios
     assert "[lease] ttl is ignored by the sanlock backend" in caplog.text
     assert parse_lease_settings(load_config(write_conf(tmp_path, BASE))).ttl == 140.0  # io_timeout 10
 
@@ -58,7 +59,7 @@ def test_margin_warnings_say_when_the_fencing_margin_cannot_be_met(tmp_path: Pat
     ok = parse_lease_settings(load_config(write_conf(tmp_path, BASE + "sanlock_io_timeout = 1\nfence_command = true")))
     assert margin_warnings(ok, SanlockTiming(1)) == []
     slow = parse_lease_settings(load_config(write_conf(
-        tmp_path, BASE + "sanlock_io_timeout = 1\nfence_command = true\nfence_units = db\nfence_timeout = 4")))
+        tmp_path, BASE + "sanlock_io_timeout = 1\nmargin = 5\nfence_command = true\nfence_units = db\nfence_timeout = 4")))
     (warning,) = margin_warnings(slow, SanlockTiming(1))
     assert "more than margin 5 s" in warning
     # The daemon runs the lockspace with io_timeout 1 although 10 was configured: margin 100 no longer fits.
