@@ -762,9 +762,10 @@ def _lease_items(config: Any) -> list[dict[str, Any]]:
         value = getattr(settings, f.name)
         if isinstance(value, tuple):
             value = " ".join(value)
-        timing = f.name in ("renew_interval", "ttl", "margin") and any(
-            k in raw for k in ("renew_interval", "ttl", "margin"))
-        source = origin if f.name in raw else "derived" if timing else "default"
+        sanlock = settings.backend == "sanlock"  # its timing follows sanlock's host_dead, not [lease] ttl
+        timing = f.name in ("renew_interval", "ttl", "margin") and (sanlock or any(
+            k in raw for k in ("renew_interval", "ttl", "margin")))
+        source = origin if f.name in raw and not (sanlock and f.name == "ttl") else "derived" if timing else "default"
         out.append({"section": "lease", "key": f.name, "value": None if value in (None, "") else str(value),
                     "source": source})
     return out

@@ -125,7 +125,7 @@ def holding(guest: Guest, now: float | None = None) -> bool:
     """Whether the guest's status file says it may act as the holder now (HELD/DEGRADED, deadline ahead)."""
     status = guest.status()
     deadline = status.get("deadline")
-    return (status.get("state") in ("HELD", "DEGRADED") and isinstance(deadline, int | float)
+    return (status.get("state") in ("HELD", "DEGRADED") and isinstance(deadline, (int, float))
             and deadline > (boottime() if now is None else now) and _alive(status.get("pid")))
 
 
