@@ -6,7 +6,8 @@
    and of its sanlock daemon.
 2. Takeovers, each ``--runs`` times (CI runs the host freeze once):
    - ``release``: the holder stops cleanly; the standby's delay to HELD;
-   - ``agent-killed``: the holder's agent is SIGKILLed; the daemon frees the resource at once;
+   - ``agent-killed``: the holder's agent is SIGKILLed; its holder child keeps the lease ``margin``
+     (5 s) more, then the daemon frees the resource;
    - ``host-frozen``: the holder's daemon and agent are SIGSTOPped (a paused host); the standby
      waits for sanlock's host_dead; the holder, resumed, fences (delay from resume to the hook);
    - ``daemon-frozen``: only the holder's daemon is SIGSTOPped; the agent's calls time out, it fences
@@ -135,14 +136,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--runs", type=int, default=int(os.environ.get("FTAGENT_BENCH_SANLOCK_RUNS", "2")))
     parser.add_argument("--io-timeout", type=int, default=1)
+    parser.add_argument("--scenarios", default="release,agent-killed,host-frozen,daemon-frozen")
+    parser.add_argument("--no-footprint", action="store_true")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     with tempfile.TemporaryDirectory(prefix="bench-sanlock-") as d:
         tmp = Path(d)
         server = _start(tmp / "srv")
         try:
-            footprint(server, tmp, args.seconds, args.io_timeout)
+            if not args.no_footprint:
+                footprint(server, tmp, args.seconds, args.io_timeout)
             rows = []
-            for kind in ("release", "agent-killed", "host-frozen", "daemon-frozen"):
+            for kind in args.scenarios.split(","):
                 runs = [scenario(server, tmp, kind, args.io_timeout) for _ in range(args.runs)]
                 keys = sorted({k for r in runs for k in r})
                 for key in keys:

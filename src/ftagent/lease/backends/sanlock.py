@@ -76,18 +76,23 @@ _ALREADY = {-errno.EEXIST, errno.EEXIST}
 # is acquired.  sanlock kills the *registered* process when the lockspace is lost: first through the
 # kill path (which signals the heartbeat, so the fencing ladder runs), and with SIGKILL once its grace
 # is over or when a frozen host resumes after host_dead.  That SIGKILL then hits this child, not the
-# heartbeat, which survives to run its ladder.  It exits when the heartbeat closes its stdin (or dies).
+# heartbeat, which survives to run its ladder.  It exits when the heartbeat writes "release" and
+# closes its stdin; if the heartbeat dies instead (nobody ran the ladder), it keeps the lease for
+# ``linger`` seconds more (``margin``: the time the service manager has to stop the protected units)
+# so that the other instance does not start while this one's workload may still run.
 _HOLDER = """
-import os, signal, sys
+import os, signal, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 import sanlock
+linger = float(sys.argv[1])
 fd = sanlock.register()
-if len(sys.argv) > 2:
-    sanlock.killpath(sys.argv[1], sys.argv[2:], slkfd=fd)
+if len(sys.argv) > 3:
+    sanlock.killpath(sys.argv[2], sys.argv[3:], slkfd=fd)
 sys.stdout.write("%d\\n" % os.getpid())
 sys.stdout.flush()
-sys.stdin.buffer.read()
+if not sys.stdin.buffer.read().startswith(b"release"):
+    time.sleep(linger)
 """
 
 
@@ -206,7 +211,7 @@ class SanlockBackend:
         import sys
 
         killpath = self._killpath()
-        argv = [sys.executable, "-c", _HOLDER]
+        argv = [sys.executable, "-c", _HOLDER, f"{self.settings.margin:g}"]
         if killpath is not None:
             argv += [killpath[0], *killpath[1]]
         child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
@@ -374,10 +379,11 @@ class SanlockBackend:
 
 
 def _stop(child: Any) -> None:
-    """Close the holder child's stdin (it exits), kill it if it does not, reap it."""
+    """Tell the holder child to release (it exits), kill it if it does not, reap it."""
     import subprocess
 
     try:
+        child.stdin.write(b"release\n")
         child.stdin.close()
     except OSError:
         pass
