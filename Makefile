@@ -6,12 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUILD := .build
 
-.PHONY: demo test deps deps-base venv venv-base venv-test vcsim lint pytest bench clean
+.PHONY: demo test deps deps-base venv venv-base venv-test sanlock-binding vcsim lint pytest bench clean
 
 demo: deps-base venv-base
 	$(PY) scripts/demo.py
 
-test: deps venv-test vcsim lint pytest
+test: deps venv-test sanlock-binding vcsim lint pytest
 
 deps-base:
 	scripts/install-deps.sh base
@@ -34,6 +34,10 @@ venv: $(PY)
 venv-test: $(PY)
 	$(PY) -m pip install -q -e '.[test,vmware,libvirt,compat]'
 
+# Debian's python3-sanlock binding (and only it) in the venv: a link listed in a .pth file.
+sanlock-binding: $(PY)
+	scripts/sanlock-binding.sh $(VENV)
+
 # govmomi's vCenter simulator with FT support, built from Debian's packaged sources.
 vcsim:
 	tools/vcsim/build.sh $(BUILD)/ftvcsim
@@ -45,7 +49,7 @@ lint:
 pytest:
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH FTVCSIM=$(CURDIR)/$(BUILD)/ftvcsim $(PY) -m pytest -q tests
 
-bench: venv-test vcsim
+bench: venv-test sanlock-binding vcsim
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH FTVCSIM=$(CURDIR)/$(BUILD)/ftvcsim $(PY) -m bench
 
 clean:

@@ -14,7 +14,8 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     base_pkgs+=(python3-venv python3-dev)
 fi
 all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-govmomi-dev
-          rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl etcd-server)
+          rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl etcd-server
+          sanlock python3-sanlock)
 
 pkgs=("${base_pkgs[@]}")
 [ "$level" = all ] && pkgs+=("${all_pkgs[@]}")

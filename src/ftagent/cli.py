@@ -583,6 +583,27 @@ def heartbeat(ctx: click.Context, once: bool, as_json: bool) -> None:
     ctx.exit(code)
 
 
+@cli.command("sanlock-init")
+@click.option("--force", is_flag=True, help="Overwrite another lockspace or resource found there (never a held one).")
+@json_option
+@click.pass_context
+def sanlock_init(ctx: click.Context, force: bool, as_json: bool) -> None:
+    """Initialise the FT group's sanlock lease file: lockspace at 0, resource virt.uuid at 1 MiB."""
+    from ftagent.config import load_config
+    from ftagent.lease import parse_lease_settings
+    from ftagent.lease.backends.sanlock import initialise, virt_uuid_of
+
+    config = load_config(_state(ctx).config_path)
+    settings = parse_lease_settings(config)
+    if settings.sanlock_path is None:
+        raise ConfigError("sanlock-init needs [lease] backend = sanlock and its sanlock_path", section="lease",
+                          key="sanlock_path")
+    done = initialise(settings, virt_uuid_of(config), force=force)
+    what = " and ".join(done["written"]) or "nothing (already initialised)"
+    _emit(as_json, done, f"{done['path']}: wrote {what}: lockspace {done['lockspace']} at offset 0, resource "
+                         f"{done['resource']} at offset {done['resource_offset']} (io timeout {done['io_timeout']} s)")
+
+
 @cli.command()
 @json_option
 @click.pass_context
@@ -741,9 +762,10 @@ def _lease_items(config: Any) -> list[dict[str, Any]]:
         value = getattr(settings, f.name)
         if isinstance(value, tuple):
             value = " ".join(value)
-        timing = f.name in ("renew_interval", "ttl", "margin") and any(
-            k in raw for k in ("renew_interval", "ttl", "margin"))
-        source = origin if f.name in raw else "derived" if timing else "default"
+        sanlock = settings.backend == "sanlock"  # its timing follows sanlock's host_dead, not [lease] ttl
+        timing = f.name in ("renew_interval", "ttl", "margin") and (sanlock or any(
+            k in raw for k in ("renew_interval", "ttl", "margin")))
+        source = origin if f.name in raw and not (sanlock and f.name == "ttl") else "derived" if timing else "default"
         out.append({"section": "lease", "key": f.name, "value": None if value in (None, "") else str(value),
                     "source": source})
     return out

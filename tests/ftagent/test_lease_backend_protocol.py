@@ -174,3 +174,27 @@ def test_backend_key_selects_the_server_backend_by_default(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as err:
         parse_lease_settings(load_config(conf))
     assert "[lease] backend" in str(err.value) and "'zookeeper'" in str(err.value) and "server" in str(err.value)
+
+
+class AgedBackend(MemoryBackend):
+    """A backend whose promise started ``age`` seconds before its answer (sanlock: the daemon's last
+    lockspace renewal), as :attr:`Grant.age` says."""
+
+    age = 2.5
+
+    def _extend(self) -> Grant:
+        granted = super()._extend()
+        self.expires -= self.age
+        return Grant(granted.holder, granted.generation, age=self.age)
+
+
+def test_grant_age_moves_the_deadline_back_to_when_the_promise_started() -> None:
+    backend = AgedBackend(ManualClock(), SETTINGS.ttl)
+    fenced: list[str] = []
+    a = make_keeper(backend, "a", fenced)
+    assert a.step() == LeaseState.HELD
+    assert a.deadline == pytest.approx(backend.clock.now() - backend.age + SETTINGS.ttl - SETTINGS.margin)
+    backend.down = True
+    backend.clock.advance(SETTINGS.ttl - SETTINGS.margin - backend.age + 0.01)
+    assert a.check_deadline() and a.state == LeaseState.FENCED
+    assert backend.expires - backend.clock.now() >= SETTINGS.margin - 0.02  # still margin before the backend's end

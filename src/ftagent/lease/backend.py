@@ -13,7 +13,8 @@ raises :class:`LeaseRefused`, on which a holder fences at once.
 
 The deadline rule: a grant or renewal *sent* at ``t`` keeps this instance the holder until
 ``t + ttl - margin``, where :attr:`LeaseBackend.ttl` is the time the backend promises that nobody
-else can get the lease after it received the call.  Standard library only.
+else can get the lease after it received the call (or after an earlier moment the backend names in
+:attr:`Grant.age`).  Standard library only.
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ class Grant:
 
     ``consumer`` is the identity the backend keyed the lease on when it says so (the server backend
     echoes the consumer uuid); ``None`` keeps the state machine's current one.
+
+    ``age`` is for a backend whose promise did not start when the call was sent but earlier (sanlock:
+    at the daemon's last lockspace renewal): the seconds before its answer at which ``ttl`` started
+    to run.  The state machine then counts the deadline from whichever is earlier.
     """
 
     holder: str | None
     generation: int | None
     consumer: str | None = None
+    age: float | None = None
 
 
 class LeaseRefused(FtagentError):

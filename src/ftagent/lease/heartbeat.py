@@ -13,6 +13,11 @@ A renewal that gets the failover answer (HTTP 308) goes through the connection's
 :meth:`ftagent.lease.keeper.LeaseKeeper.claim_successor`: the successor's lease is claimed (the
 backend's handover) before the identity is swapped; a refusal there fences.
 
+SIGUSR1 means "the lease is lost, fence now": the sanlock backend's kill path (its daemon runs
+``kill -USR1 <pid>`` when this host loses the lockspace) and any outside watchdog use it; the guard
+thread then runs the fencing ladder if this instance holds the lease, and the backend closes, so a
+backend whose lease belongs to the process (sanlock) gives it up.
+
 Exit statuses: ``--once`` returns :data:`EXIT_HOLDER` (0) when this instance holds the lease
 afterwards and :data:`EXIT_NOT_HOLDER` (3) when it does not (another instance holds it, or it was
 fenced); the daemon returns 0 after a clean release and 3 after fencing.  Server errors in
@@ -115,6 +120,7 @@ class Heartbeat:
         self.boot_id = boot_id()
         self.fence_count = 0
         self._fences_written = 0
+        self.lost: str | None = None  # set by SIGUSR1 (the sanlock kill path), acted on by the guard
         self.ladder = self._ladder(runner, systemctl)
         uuid = self.identity.load().uuid
         self.holder = load_or_create_holder(self.settings.status_file)
@@ -186,7 +192,8 @@ class Heartbeat:
         successor's lease as this holder), the recorded generation belongs to the predecessor.
         """
         data = read_status(self.settings.status_file) or {}
-        if data.get("consumer") != uuid:
+        if data.get("consumer") != uuid or self.settings.backend == "sanlock":
+            # A sanlock lease belongs to the process that acquired it: nothing to carry over.
             return None, None
         state = data.get("observed") if data.get("state") == LeaseState.DISABLED else data.get("state")
         if (data.get("boot_id") == self.boot_id and self.boot_id is not None and state in ("HELD", "DEGRADED")
@@ -205,7 +212,11 @@ class Heartbeat:
             "boot_id": self.boot_id,
             "clock": getattr(self.clock, "name", None),
             "updated": datetime.datetime.fromtimestamp(self.clock.wall(), datetime.UTC).isoformat(),
+            "backend": self.backend.name,
         })
+        timing = getattr(self.backend, "timing", None)
+        if timing is not None:
+            data["backend_timing"] = timing.as_dict()
         write_status(self.settings.status_file, data, durable=durable)
         if durable:
             self.notifier.notify(f"STATUS=lease {data['state']} generation {data['generation']}")
@@ -244,7 +255,12 @@ class Heartbeat:
     def _fence(self, reason: str) -> FenceReport:
         self.fence_count += 1
         self.notifier.notify(f"STATUS=FENCING: {reason}")
-        return self.ladder.fence(reason, holder=self.holder, generation=self.keeper.generation)
+        try:
+            return self.ladder.fence(reason, holder=self.holder, generation=self.keeper.generation)
+        finally:
+            # Once the ladder ran, a lease bound to this process (sanlock) is given up, so that its
+            # daemon does not escalate to SIGKILL (which would let Restart= undo the fence).
+            self.backend.close()
 
     def _pet(self) -> None:
         state = self.keeper.observed
@@ -257,9 +273,24 @@ class Heartbeat:
         if ok:
             self.notifier.notify("WATCHDOG=1")
 
+    def _on_lost_signal(self, signum: int, _frame: Any) -> None:
+        self.lost = f"signal {signal.Signals(signum).name}: the {self.backend.name} backend reports the lease lost"
+
+    def _check_lost(self) -> None:
+        reason, self.lost = self.lost, None
+        if reason is None:
+            return
+        if self.keeper.observed in (LeaseState.HELD, LeaseState.DEGRADED):
+            self.keeper.fence_now(reason)
+            if not self.keeper.enabled:
+                self.backend.close()  # kill switch: give the lease up anyway and start over as a candidate
+        else:
+            logger.warning("%s, but this instance does not hold it (%s)", reason, self.keeper.observed.value)
+
     def _guard(self, stopper: Stopper) -> None:
         while not stopper.is_set():
             try:
+                self._check_lost()
                 self.keeper.check_deadline()
                 self._pet()
             except Exception:  # the guard must outlive any bug in a rung or a status write
@@ -303,12 +334,13 @@ class Heartbeat:
         if own and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, lambda n, _f: stop.request(n))
+            previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_lost_signal)
         if not self.keeper.enabled:
             logger.warning("lease kill switch on ([lease] enabled = false): observing only, never fencing")
             self.keeper._changed(True)
-        logger.info("lease heartbeat as holder %s for consumer %s: renew every %g s, ttl %g s, margin %g s",
-                    self.holder, self.keeper.consumer, self.settings.renew_interval, self.settings.ttl,
-                    self.settings.margin)
+        logger.info("lease heartbeat as holder %s for consumer %s (%s backend): renew every %g s, ttl %g s, "
+                    "margin %g s", self.holder, self.keeper.consumer, self.backend.name,
+                    self.settings.renew_interval, self.backend.ttl, self.settings.margin)
         self._check_watchdog()
         guard = threading.Thread(target=self._guard, args=(stop,), name="lease-guard", daemon=True)
         try:

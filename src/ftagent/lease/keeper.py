@@ -247,7 +247,7 @@ class LeaseKeeper:
                 return
             generation = granted.generation
             holder = granted.holder
-            new_deadline = sent + self.lifetime
+            new_deadline = self._start(granted, sent) + self.lifetime
             if self.deadline is not None and self._handover_generation is not None:
                 new_deadline = max(new_deadline, self.deadline)
             self.held_by = holder
@@ -275,6 +275,12 @@ class LeaseKeeper:
                     self._changed(False)
                 return
         self.fence_now(reason)
+
+    def _start(self, granted: Grant, sent: float) -> float:
+        """When the backend's promise started: the send time, or earlier if the grant says so."""
+        if granted.age is None:
+            return sent
+        return min(sent, self.clock.now() - max(0.0, granted.age))
 
     def _on_refused(self, exc: LeaseRefused, was_holding: bool) -> None:
         holder, generation = exc.holder, exc.generation
@@ -359,13 +365,13 @@ class LeaseKeeper:
                                 to_uuid=to_uuid)
             if granted.holder != self.holder or generation is None:
                 reason = f"failover claim of {to_uuid} answered for holder {granted.holder!r}"
-            elif self.clock.now() >= now + self.lifetime:
+            elif self.clock.now() >= self._start(granted, now) + self.lifetime:
                 reason = "the failover claim was answered after the deadline"
             else:
                 reason = ""
             if not reason:
                 self.generation = generation
-                self.deadline = max(now + self.lifetime, self.deadline or 0.0)
+                self.deadline = max(self._start(granted, now) + self.lifetime, self.deadline or 0.0)
                 self.consumer = to_uuid
                 self.held_by = self.holder
                 self.renewals += 1

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ftagent.errors import ConfigError
 from ftagent.lease.backends import BACKEND_KEYS, BACKENDS, DEFAULT_BACKEND, parse_backend_options
@@ -19,7 +19,7 @@ from ftagent.lease.backends import BACKEND_KEYS, BACKENDS, DEFAULT_BACKEND, pars
 if TYPE_CHECKING:
     from ftagent.config import Config
 
-__all__ = ["DEFAULT_STATUS_FILE", "MAX_TTL", "LeaseSettings", "parse_lease_settings"]
+__all__ = ["DEFAULT_STATUS_FILE", "MAX_TTL", "LeaseSettings", "parse_lease_settings", "sanlock_ttl"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,16 @@ _KEYS = {
     "enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units", "fence_signal",
     "fence_timeout", "status_file", "backend",
 } | {key for keys in BACKEND_KEYS.values() for key in keys}
+#: sanlock's limits: host ids 1..2000 (512-byte sectors, 1 MiB alignment), names up to 48 bytes.
+SANLOCK_MAX_HOST_ID = 2000
+SANLOCK_NAME_MAX = 48
+#: sanlock's fixed watchdog fire timeout, part of its host_dead bound (see ``sanlock_ttl``).
+SANLOCK_WATCHDOG_FIRE_TIMEOUT = 60.0
+
+
+def sanlock_ttl(io_timeout: float) -> float:
+    """sanlock's host_dead bound: renewal failure (8 x io_timeout) + the watchdog fire timeout (60 s)."""
+    return 8 * io_timeout + SANLOCK_WATCHDOG_FIRE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,10 @@ class LeaseSettings:
     backend: str = DEFAULT_BACKEND
     #: The backend's own keys, validated (:func:`ftagent.lease.backends.parse_backend_options`).
     backend_options: object | None = None
+    sanlock_path: Path | None = None
+    sanlock_lockspace: str = "ftagent"
+    sanlock_host_id: int | None = None
+    sanlock_io_timeout: int = 10
 
     @property
     def lifetime(self) -> float:
@@ -128,6 +142,15 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     else:
         raise err("enabled", f"invalid boolean {raw.get('enabled')!r} (use yes/no, true/false, 1/0)")
     defaults = LeaseSettings()
+    sanlock = _sanlock_settings(raw, backend, base, err)
+    if backend == "sanlock":
+        # sanlock's own timing (its host_dead bound) replaces [lease] ttl: renew_interval and margin
+        # are derived from it and checked against it.
+        host_dead = sanlock_ttl(sanlock["sanlock_io_timeout"])
+        if raw.get("ttl", "").strip():
+            logger.warning("%s: [lease] ttl is ignored by the sanlock backend (its host_dead bound is "
+                           "%g s for sanlock_io_timeout %d)", where, host_dead, sanlock["sanlock_io_timeout"])
+        raw = dict(raw, ttl=f"{host_dead:g}")
     renew, ttl, margin, derived = _timing(raw, defaults, err)
     fence_timeout = _number(raw, "fence_timeout", defaults.fence_timeout, err)
     note = f" ({derived})" if derived else ""
@@ -171,4 +194,48 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     return LeaseSettings(enabled=enabled, renew_interval=renew, ttl=ttl, margin=margin,
                          fence_command=command, fence_units=units, fence_signal=signal_text,
                          fence_timeout=fence_timeout, status_file=status, backend=backend,
-                         backend_options=options)
+                         backend_options=options, **sanlock)
+
+
+def _sanlock_settings(raw: Mapping[str, str], backend: str, base: Path | None,
+                      err: Callable[[str, str], ConfigError]) -> dict[str, Any]:
+    """The ``sanlock_*`` keys, validated when ``backend = sanlock`` (ignored otherwise)."""
+    out: dict[str, Any] = {}
+    if backend != "sanlock":
+        return out
+    path_raw = raw.get("sanlock_path", "").strip()
+    if path_raw:
+        path = Path(os.path.expandvars(os.path.expanduser(path_raw)))
+        out["sanlock_path"] = path if path.is_absolute() else (base or Path.cwd()) / path
+    elif backend == "sanlock":
+        raise err("sanlock_path", "the sanlock backend needs sanlock_path (the FT group's lease file or device)")
+    name = raw.get("sanlock_lockspace", "").strip()
+    if name:
+        if len(name.encode()) > SANLOCK_NAME_MAX or ":" in name:
+            raise err("sanlock_lockspace", f"invalid lockspace name {name!r}: at most {SANLOCK_NAME_MAX} bytes, "
+                                           "no ':'")
+        out["sanlock_lockspace"] = name
+    host_raw = raw.get("sanlock_host_id", "").strip()
+    if host_raw:
+        try:
+            host_id = int(host_raw)
+        except ValueError:
+            raise err("sanlock_host_id", f"invalid host id {host_raw!r}: an integer 1..{SANLOCK_MAX_HOST_ID}") from None
+        if not 1 <= host_id <= SANLOCK_MAX_HOST_ID:
+            raise err("sanlock_host_id", f"host id {host_id} out of range 1..{SANLOCK_MAX_HOST_ID}")
+        out["sanlock_host_id"] = host_id
+    elif backend == "sanlock":
+        raise err("sanlock_host_id", f"the sanlock backend needs sanlock_host_id (1..{SANLOCK_MAX_HOST_ID}, "
+                                     "different for each instance of the FT group)")
+    io_raw = raw.get("sanlock_io_timeout", "").strip()
+    if io_raw:
+        try:
+            io_timeout = int(io_raw)
+        except ValueError:
+            raise err("sanlock_io_timeout", f"invalid io timeout {io_raw!r}: whole seconds, 1..60") from None
+        if not 1 <= io_timeout <= 60:
+            raise err("sanlock_io_timeout", f"io timeout {io_timeout} out of range 1..60 seconds")
+        out["sanlock_io_timeout"] = io_timeout
+    else:
+        out["sanlock_io_timeout"] = LeaseSettings.sanlock_io_timeout
+    return out

@@ -111,7 +111,7 @@ def status_summary(settings: LeaseSettings, clock: Clock | None = None) -> dict[
                 "status_file": str(settings.status_file)}
     out = {key: data.get(key) for key in (
         "state", "observed", "generation", "holder", "held_by", "consumer", "renewals", "reason", "updated",
-        "enabled", "mode")}
+        "enabled", "mode", "backend", "ttl", "margin", "backend_timing")}
     out["status_file"] = str(settings.status_file)
     same_boot = data.get("boot_id") is not None and data.get("boot_id") == boot_id()
     deadline = data.get("deadline")

@@ -6,7 +6,6 @@ Each backend is one module here implementing :class:`ftagent.lease.backend.Lease
   /consumers/{uuid}/lease`` over the agent's mutual-TLS identity.  Generation = the server's
   counter; a failover (HTTP 308) is applied through the identity swapper, whose ``lease_claim`` hook
   calls :meth:`~ftagent.lease.backend.LeaseBackend.handover`.
-
 - ``etcd`` (:mod:`.etcd`): one key per FT group ``{prefix}/{org}/{virt.uuid}`` in an etcd v3
   cluster, over etcd's JSON gateway; grant = a transaction "create the key if absent, on a fresh
   etcd lease of ``ttl``", renew = keep-alive (refused when the key's create revision is not
@@ -14,18 +13,11 @@ Each backend is one module here implementing :class:`ftagent.lease.backend.Lease
   :class:`~ftagent.lease.backend.Grant` (only the consumer identity changes).  Generation = the key's
   create revision; ``ttl`` = the configured ttl.  It ignores ``consumer`` and takes the group's org
   and ``virt.uuid`` at construction.  Keys ``etcd_*``.
-
-Planned sibling (issue 15), and what the state machine needs from it:
-
-- ``sanlock`` (``sanlock.py``): a resource named by ``virt.uuid`` in a lockspace on shared storage;
-  grant = join the lockspace and acquire, renew = check that the resource is still ours at
-  ``generation`` (the daemon renews the lockspace itself), release = release, handover = as etcd.
-  Generation = the lease version (``lver``).  ``ttl`` is *read from the backend* (sanlock's host_dead
-  bound from ``io_timeout``) instead of ``[lease] ttl``: the state machine already takes its timing
-  from :attr:`~ftagent.lease.backend.LeaseBackend.ttl`, and the heartbeat must then warn when
-  ``margin`` cannot be met.  If a renewal's guarantee starts at the daemon's last lockspace renewal
-  rather than at the call's send time, :class:`~ftagent.lease.backend.Grant` grows an optional start
-  time the state machine uses instead of the send time.
+- ``sanlock`` (:mod:`.sanlock`): the group's resource (named by ``virt.uuid``) in a lockspace on a
+  shared lease file, through the local sanlock daemon; generation = the lease version ``lver``;
+  ``ttl`` = sanlock's host_dead bound for the lockspace's io timeout, counted from the daemon's last
+  renewal (:attr:`~ftagent.lease.backend.Grant.age`); the daemon's kill path signals the heartbeat
+  (SIGUSR1), which runs the fencing ladder.
 
 Adding one: a module here (standard library at import time, so ``ftagent status`` stays cheap), its
 name in :data:`BACKENDS`, its ``[lease]`` keys in :data:`BACKEND_KEYS` and a parser in
@@ -51,13 +43,15 @@ __all__ = ["BACKENDS", "BACKEND_KEYS", "DEFAULT_BACKEND", "FOLLOWS_IDENTITY", "o
            "parse_backend_options"]
 
 #: The values ``[lease] backend`` accepts.
-BACKENDS = ("server", "etcd")
+BACKENDS = ("server", "etcd", "sanlock")
 DEFAULT_BACKEND = "server"
 #: The ``[lease]`` keys each backend adds (kept in sync with the backends' own ``KEYS``).
 BACKEND_KEYS: dict[str, tuple[str, ...]] = {
     "server": (),
     "etcd": ("etcd_endpoints", "etcd_prefix", "etcd_ca_cert", "etcd_cert", "etcd_key", "etcd_username",
              "etcd_password"),
+    # Validated into LeaseSettings.sanlock_* by ftagent.lease.settings.
+    "sanlock": ("sanlock_path", "sanlock_lockspace", "sanlock_host_id", "sanlock_io_timeout"),
 }
 
 #: Backends whose lease is keyed on the consumer identity, so that a failover moves it to the
@@ -93,4 +87,8 @@ def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStor
         from ftagent.lease.backends.etcd import open_etcd_backend
 
         return open_etcd_backend(config, settings, identity)
+    if settings.backend == "sanlock":
+        from ftagent.lease.backends.sanlock import open_sanlock_backend
+
+        return open_sanlock_backend(config, settings)
     raise ConfigError(f"unknown lease backend {settings.backend!r}", section="lease", key="backend")
