@@ -1,7 +1,7 @@
 """The ``server`` lease backend: ftmock's lease API over the agent's mutual-TLS identity.
 
 ``POST /consumers/{uuid}/lease`` with ``{"holder", "generation", "ttl"}`` grants (no generation) or
-renews (the current one); ``DELETE /consumers/{uuid}/lease?holder=H`` releases; a 409 is
+renews (the current one); ``DELETE /consumers/{uuid}/lease?holder=H&generation=G`` releases; a 409 is
 :class:`~ftagent.lease.backend.LeaseRefused`.  Steady-state calls go through :class:`LightClient`; a
 failover answer (HTTP 308) is re-sent through the full :class:`~ftagent.connection.Connection`, whose
 identity swapper claims the successor's lease (:meth:`ServerBackend.handover`, via the state
@@ -167,6 +167,9 @@ class ServerBackend:
         # The body of the grant or renewal in flight: a failover's handover during it updates its
         # generation, because the connection retries that very body after swapping the identity.
         self._pending: dict[str, Any] | None = None
+        #: The generation last granted through this backend; a release names it (the server
+        #: releases only for the current holder and generation).
+        self.generation: int | None = None
 
     @property
     def ttl(self) -> float:
@@ -201,11 +204,16 @@ class ServerBackend:
     def _claim(self, consumer: str, body: dict[str, Any], timeout: float) -> Grant:
         self._pending = body
         try:
-            return _grant(self._call("POST", f"consumers/{consumer}/lease", body, "", timeout))
+            return self._granted(_grant(self._call("POST", f"consumers/{consumer}/lease", body, "", timeout)))
         except Conflict as exc:
             raise _refused(exc) from exc
         finally:
             self._pending = None
+
+    def _granted(self, granted: Grant) -> Grant:
+        if granted.generation is not None:
+            self.generation = granted.generation
+        return granted
 
     def grant(self, consumer: str, holder: str, timeout: float) -> Grant:
         return self._claim(consumer, {"holder": holder, "generation": None, "ttl": self._ttl}, timeout)
@@ -241,7 +249,7 @@ class ServerBackend:
             raise _refused(exc) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        granted = _grant(result)
+        granted = self._granted(_grant(result))
         if self._pending is not None and granted.generation is not None:
             self._pending["generation"] = granted.generation  # the connection retries with this body
         return granted
@@ -249,7 +257,9 @@ class ServerBackend:
     def release(self, consumer: str, holder: str, timeout: float) -> None:
         from urllib.parse import quote
 
-        self._call("DELETE", f"consumers/{consumer}/lease", None, f"?holder={quote(holder, safe='')}", timeout)
+        generation = "" if self.generation is None else str(self.generation)
+        self._call("DELETE", f"consumers/{consumer}/lease", None,
+                   f"?holder={quote(holder, safe='')}&generation={generation}", timeout)
 
     def close(self) -> None:
         if self.light is not None:
