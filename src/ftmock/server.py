@@ -125,10 +125,11 @@ class Handler(BaseHTTPRequestHandler):
         assert reader is not None
         reader.deadline, reader.arm = None, self.server.request_timeout
         started = reader.received
+        # What an error answer needs before the request line is parsed (parse_request resets them).
+        self.requestline, self.request_version, self.command = "", self.protocol_version, ""
         try:
             self.raw_requestline = self.rfile.readline(65537)
             if len(self.raw_requestline) > 65536:
-                self.requestline, self.request_version, self.command = "", "", ""
                 self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
                 return
             if not self.raw_requestline:
@@ -164,8 +165,10 @@ class Handler(BaseHTTPRequestHandler):
             phrase = HTTPStatus(code).phrase
         except ValueError:
             phrase = "Bad request"
-        if not hasattr(self, "command"):
+        if not getattr(self, "command", None):
             self.command = ""
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = self.protocol_version  # answer with a status line and headers
         self.log_error("code %d, message %s", code, message)
         self._answer_error(code, message or phrase)
 
@@ -173,7 +176,9 @@ class Handler(BaseHTTPRequestHandler):
         """One non-negative Content-Length, no Transfer-Encoding, one Authorization: else 400."""
         lengths = self.headers.get_all("Content-Length") or []
         problem = None
-        if len(lengths) > 1:
+        if self.request_version == "HTTP/0.9":
+            problem = "HTTP/0.9 requests are not supported"
+        elif len(lengths) > 1:
             problem = "More than one Content-Length header"
         elif self.headers.get_all("Transfer-Encoding"):
             problem = "Transfer-Encoding is not supported; send Content-Length"
@@ -183,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
             problem = "More than one Authorization header"
         if problem is None:
             return True
-        self._answer_error(400, problem)
+        self.send_error(400, problem)
         return False
 
     def log_message(self, format: str, *args: Any) -> None:
