@@ -85,39 +85,57 @@ class LightClient:
                 headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         import http.client
         import json
+        import socket
         import ssl
+        import time
+        from functools import partial
 
-        from ftagent.errors import TLSError
+        from ftagent.answer_limits import CHUNK, DeadlineHTTPResponse, answer_deadline, read_body
+        from ftagent.errors import BadAnswer, TLSError
 
         url = f"{self.base}/{path}"
         payload = None if body is None else json.dumps(body).encode()
-        all_headers = {"Accept": "application/json", "User-Agent": self.user_agent, **(headers or {})}
+        all_headers = {"Accept": "application/json", "User-Agent": self.user_agent, "Accept-Encoding": "identity",
+                       **(headers or {})}
         if payload is not None:
             all_headers["Content-Type"] = "application/json"
+        # The whole call, a reconnect included, ends by `until`: a renewal answered later than the
+        # caller's timeout (which stays inside the fencing margin) counts as failed, however it trickles.
+        until = time.monotonic() + timeout
         for attempt in (0, 1):
             reused = self._conn is not None
             try:
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout(f"no answer within {timeout:g} s")  # noqa: UP041 - TimeoutError only from 3.10
                 if self._conn is None:
                     if self.https:
                         self._conn = http.client.HTTPSConnection(self.host, self.port, context=self._context(),
-                                                                 timeout=timeout)
+                                                                 timeout=left)
                     else:
-                        self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-                self._conn.timeout = timeout
+                        self._conn = http.client.HTTPConnection(self.host, self.port, timeout=left)
+                    self._conn.response_class = DeadlineHTTPResponse
+                self._conn.timeout = left
                 if self._conn.sock is not None:
-                    self._conn.sock.settimeout(timeout)
-                self._conn.request(method, url, body=payload, headers=all_headers)
-                response = self._conn.getresponse()
-                data = response.read()
+                    self._conn.sock.settimeout(left)
+                with answer_deadline(left, until=until):
+                    self._conn.request(method, url, body=payload, headers=all_headers)
+                    response = self._conn.getresponse()
+                    if response.getheader("Content-Encoding", "identity").lower() != "identity":
+                        raise BadAnswer(f"{method} {path}: a compressed answer was not asked for; refused")
+                    data = read_body(iter(partial(response.read, CHUNK), b""), lambda: 0, what=f"{method} {path}")
                 status = response.status
                 if response.will_close:
                     self.close()
+            except BadAnswer:
+                self.close()
+                raise
             except ssl.SSLError as exc:
                 self.close()
                 raise TLSError(f"TLS error talking to {self.host}:{self.port}: {exc}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                stale = isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError)
+                stale = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
                 if attempt == 0 and reused and stale:
                     continue  # the server closed an idle keep-alive connection: one fresh try
                 raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
