@@ -274,7 +274,7 @@ def _json_or_none(response: requests.Response) -> Any:
         return None
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a body nested deeper than the parser goes
         return None
 
 
@@ -652,6 +652,8 @@ class Connection:
             return None
         try:
             return response.json()
+        except RecursionError:
+            raise BadAnswer(f"{method} {path}: the answer is nested too deeply to decode; refused") from None
         except ValueError:
             return response.text
 

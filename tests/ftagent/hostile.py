@@ -19,7 +19,7 @@ from pathlib import Path
 __all__ = ["HOSTILE_MODES", "hostile_server"]
 
 
-def _endless_chunked(conn: ssl.SSLSocket, stop: threading.Event) -> None:
+def _endless_chunked(conn: ssl.SSLSocket, stop: threading.Event, path: str) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
     chunk = b" " * 65536
     frame = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
@@ -35,13 +35,13 @@ def _bomb() -> bytes:
     return b"".join([comp.compress(b"[")] + [comp.compress(zeros) for _ in range(256)] + [comp.flush()])
 
 
-def _gzip_bomb(conn: ssl.SSLSocket, stop: threading.Event) -> None:
+def _gzip_bomb(conn: ssl.SSLSocket, stop: threading.Event, path: str) -> None:
     body = _bomb()
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body) + body)  # 256 MiB of zeros in 250 kB
 
 
-def _trickle(conn: ssl.SSLSocket, stop: threading.Event) -> None:
+def _trickle(conn: ssl.SSLSocket, stop: threading.Event, path: str) -> None:
     answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'
     for byte in answer:
         if stop.wait(0.4):
@@ -49,26 +49,48 @@ def _trickle(conn: ssl.SSLSocket, stop: threading.Event) -> None:
         conn.sendall(bytes([byte]))
 
 
-def _trickle_body(conn: ssl.SSLSocket, stop: threading.Event) -> None:
+def _trickle_body(conn: ssl.SSLSocket, stop: threading.Event, path: str) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[")
     while not stop.wait(0.4):
         conn.sendall(b" ")
 
 
-HOSTILE_MODES: dict[str, Callable[[ssl.SSLSocket, threading.Event], None]] = {
+def _json(conn: ssl.SSLSocket, status: int, body: bytes, extra: str = "") -> None:
+    conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                 f"{extra}\r\n".encode() + body)
+
+
+def _bad_serials(conn: ssl.SSLSocket, stop: threading.Event, path: str) -> None:
+    """A serial listing with one malformed entry among good ones; every other call succeeds empty."""
+    if path.split("?")[0].endswith("/certificates/serials"):
+        _json(conn, 200, b'[{"serial": {"serial": 1}}, {"serial": {"serial": "x-1"}}, {"id": 7}]')
+    else:
+        _json(conn, 200, b"{}")
+
+
+def _deep_308(conn: ssl.SSLSocket, stop: threading.Event, path: str) -> None:
+    """The failover answer, nested far deeper than a JSON parser recurses."""
+    _json(conn, 308, b'{"failover": ' + b"[" * 200000 + b"]" * 200000 + b"}",
+          "Location: /candlepin/consumers/elsewhere\r\n")
+
+
+HOSTILE_MODES: dict[str, Callable[[ssl.SSLSocket, threading.Event, str], None]] = {
     "endless": _endless_chunked,
     "gzip-bomb": _gzip_bomb,
     "trickle-headers": _trickle,
     "trickle-body": _trickle_body,
+    "bad-serials": _bad_serials,
+    "deep-308": _deep_308,
 }
 
 
-def _read_request(conn: ssl.SSLSocket) -> bool:
+def _read_request(conn: ssl.SSLSocket) -> str | None:
+    """The request's path (its body read and dropped), or None when the client closed."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
-            return False
+            return None
         data += chunk
     head = data.split(b"\r\n\r\n", 1)[0].lower()
     for line in head.split(b"\r\n"):
@@ -77,9 +99,9 @@ def _read_request(conn: ssl.SSLSocket) -> bool:
             while missing > 0:
                 chunk = conn.recv(min(missing, 65536))
                 if not chunk:
-                    return False
+                    return None
                 missing -= len(chunk)
-    return True
+    return head.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")
 
 
 @contextmanager
@@ -98,9 +120,9 @@ def hostile_server(ftmock_dir: Path, mode: str) -> Iterator[tuple[str, list[floa
     def serve_one(raw: socket.socket) -> None:
         try:
             with ctx.wrap_socket(raw, server_side=True) as conn:
-                while _read_request(conn):
+                while (path := _read_request(conn)) is not None:
                     served.append(time.monotonic())
-                    behave(conn, stop)
+                    behave(conn, stop, path)
         except (OSError, ssl.SSLError):
             pass
 

@@ -141,7 +141,7 @@ class LightClient:
                 raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
             try:
                 decoded = json.loads(data) if data else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 decoded = None
             return status, decoded
         raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}")  # pragma: no cover
