@@ -36,7 +36,6 @@ IDLE_TIMEOUT = 60.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
 # A body gets the request timeout plus one second per MiB: a slow but steady client still fits.
 BODY_BYTES_PER_SECOND = 1024 * 1024
-_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD")
 # socket.timeout is TimeoutError only from Python 3.10 on.
 _TIMEOUTS = (socket.timeout, TimeoutError)
 
@@ -138,10 +137,6 @@ class Handler(BaseHTTPRequestHandler):
             if not self.parse_request():
                 return
             if not self._check_framing():
-                return
-            if self.command not in _METHODS:
-                self.close_connection = True
-                self._send(Response(405, {"displayMessage": f"Method {self.command} not allowed"}))
                 return
             self._dispatch()
             self.wfile.flush()
