@@ -230,6 +230,8 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _send(self, response: Response) -> None:
+        # The reads left the socket with what remained of a request deadline; writing gets its own.
+        self.connection.settimeout(IDLE_TIMEOUT)
         if response.body is None:
             payload = b""
         elif isinstance(response.body, bytes):
