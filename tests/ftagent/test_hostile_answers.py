@@ -109,7 +109,7 @@ def test_checkin_lock_is_free_after_a_trickling_server(guest: Guest, ftmock_sess
 @pytest.mark.parametrize("mode", ["trickle-headers", "trickle-body", "endless", "gzip-bomb"])
 def test_light_renewal_gives_up_within_its_timeout(guest: Guest, ftmock_session: FtmockServer, mode: str) -> None:
     """The heartbeat's renewals: a call given 1 s (what is left before the fencing margin) ends by then."""
-    from ftagent.heartbeat import LightClient
+    from ftagent.lease.backends.server import LightClient
 
     with hostile_server(ftmock_session.data_dir, mode) as (url, _):
         client = LightClient(url, ca_cert=ftmock_session.ca_path, insecure=False,
