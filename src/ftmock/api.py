@@ -6,7 +6,6 @@ either happens entirely or leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sqlite3

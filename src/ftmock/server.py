@@ -148,7 +148,9 @@ class Handler(BaseHTTPRequestHandler):
     def _answer_error(self, status: int, message: str) -> None:
         self.close_connection = True
         try:
-            self._send(Response(status, {"displayMessage": message, "requestUuid": None}))
+            error = ApiError(message)
+            error.status = status
+            self._send(Response(status, error.body()))
         except (OSError, ValueError):
             pass
 

@@ -259,7 +259,7 @@ def test_principals_see_only_their_own(server: FtmockServer, tmp_path: Path) -> 
     org_a, org_b = new_org(server), new_org(server)
     admin = admin_client(server)
     checkin(server, org_a, REPORT1)  # FT consumers with no org yet
-    ft = [c for c in admin.get(f"/owners/{org_a}/consumers?type=system").json() if c["owner"] is None]
+    ft = [c for c in admin.get(f"/owners/{org_a}/consumers?type=system").json() if c.get("owner") is None]
     assert ft, "the report made FT consumers without an org"
     job = checkin(server, org_a, {"hypervisors": [hypervisor("hyp-x", [
         {"guestId": "vm-x", "state": 1, "attributes": ft_guest("X1", 0, ["X1"])["attributes"]}])]})
