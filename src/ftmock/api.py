@@ -338,9 +338,7 @@ class Api:
     def unattach_by_serial(self, ctx: Ctx, uuid: str, serial: str) -> Response:
         row = self._consumer(ctx, uuid)
         leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
-        if not serial.isdigit():
-            raise BadRequest("serial must be an integer")
-        subscriptions.remove_by_serial(ctx.tx, row, int(serial))
+        subscriptions.remove_by_serial(ctx.tx, row, int_text(serial, "serial", 0))
         return Response(204)
 
     def unattach_by_pool(self, ctx: Ctx, uuid: str, pool: str) -> Response:

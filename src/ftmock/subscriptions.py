@@ -446,7 +446,9 @@ def _cert_payload(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, product: sql
     }
     for attr, key in (("sockets", "sockets"), ("cores", "cores"), ("ram", "ram"), ("stacking_id", "stacking_id")):
         if attrs.get(attr):
-            subscription[key] = int(attrs[attr]) if attrs[attr].isdigit() else attrs[attr]
+            value = attrs[attr]
+            # A count is a number in the certificate; anything else (a huge or non-ASCII one) stays text.
+            subscription[key] = int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else value
     if attrs.get("support_level") or attrs.get("support_type"):
         subscription["service"] = {"level": attrs.get("support_level"), "type": attrs.get("support_type")}
     return {

@@ -146,8 +146,10 @@ def valid_body(rng: random.Random, method: str, template: str, world: World) -> 
     if template == "/owners":
         return {"key": f"fz{rng.randrange(10**9)}", "displayName": "F"}
     if template.endswith("/products"):
-        return {"id": f"P{rng.randrange(50)}", "name": "p", "attributes": {"virt_limit": rng.choice(["2", "unlimited"])},
-                "providedProducts": ["x"]}
+        counts = {key: rng.choice(["2", "²", "9" * 30, "x", ""]) for key in ("sockets", "cores", "ram")
+                  if rng.random() < 0.5}
+        return {"id": rng.choice(["FUZZ", f"P{rng.randrange(50)}"]), "name": "p",
+                "attributes": {"virt_limit": rng.choice(["2", "unlimited"]), **counts}, "providedProducts": ["x"]}
     if template.endswith("/pools"):
         return {"productId": "FUZZ", "quantity": rng.randrange(-1, 20)}
     if template.endswith("/activation_keys"):

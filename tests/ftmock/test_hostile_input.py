@@ -193,6 +193,13 @@ def test_hostile_json_bodies_are_400_on_every_json_route(server: FtmockServer, o
     assert admin.get(f"/consumers/{reg.uuid}/certificates?serials={10**30}").status_code == 400
     assert reg.client.put(f"/consumers/{reg.uuid}", json={},
                           headers={"X-Lease-Generation": str(10**30)}).status_code == 400
+    assert admin.delete(f"/consumers/{reg.uuid}/certificates/{2**64}").status_code == 400
+    # Counts in product attributes that are not plain numbers stay text in the certificate.
+    for sockets in ("²", "9" * 5000):
+        r = admin.post(f"/owners/{org}/products", json={"id": "HOSTILE", "name": "h", "attributes": {"sockets": sockets}})
+        assert r.status_code == 200, r.text
+        pool = admin.post(f"/owners/{org}/pools", json={"productId": "HOSTILE", "quantity": 5}).json()["id"]
+        assert admin.post(f"/consumers/{reg.uuid}/entitlements?pool={pool}").status_code == 200
 
 
 def test_certificate_from_the_ca_naming_no_consumer_is_401(server: FtmockServer, tmp_path: Path) -> None:
