@@ -96,7 +96,7 @@ def test_corrupt_holder_file_is_a_config_error(tmp_path: Path, ftmock_session: F
     assert holder.read_bytes() == content  # reported, not used or rewritten
     status = ftagent(guest.config, "status", "--json")
     no_crash(status)
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 3, status.stderr  # readable, and the lease is not held
     assert json.loads(status.stdout)["lease"]["holder"] is None
 
 
