@@ -1,8 +1,8 @@
 """A seeded fuzz run over every route of ftmock: never a 5xx, never a traceback, never a FAILED job.
 
-Requests are generated from the server's own route table, as every kind of caller (admin, a user
-without an org, consumers of this and another org over mutual TLS, anonymous, broken credentials),
-with real and hostile path values, query parameters, headers and bodies (valid bodies with one part
+Requests are generated from the server's own route table, as every kind of caller (admin, org admin
+and reporter users, a user without an org, consumers of this and another org over mutual TLS,
+anonymous, broken credentials), with real and hostile path values, query parameters, headers and bodies (valid bodies with one part
 mutated, random JSON, deep nesting, huge numbers, lone surrogates, other encodings, raw bytes), and
 a share of hand-broken HTTP framing over raw TLS sockets.
 
@@ -92,6 +92,8 @@ class World:
         self.principals = {
             "admin": ("basic", s.admin_auth),
             "org-less user": ("basic", (nobody, "pw")),
+            "org admin": ("basic", (f"orgadmin-{self.org}", "pw")),
+            "org reporter": ("basic", (f"reporter-{self.org}", "pw")),
             "consumer": ("cert", (self.consumers[0].cert_path, self.consumers[0].key_path)),
             "other consumer": ("cert", (self.stranger.cert_path, self.stranger.key_path)),
             "anonymous": ("none", None),
@@ -197,7 +199,7 @@ def fill(rng: random.Random, template: str, world: World) -> str:
         name = match.group(1)
         real = {"uuid": world.uuids + [c.uuid for c in world.consumers], "owner": [world.org, world.other_org],
                 "pool": [world.pool], "ent": world.ents or ["none"], "job": world.jobs,
-                "user": [f"nobody-{world.org}", "admin"]}.get(name, ["x"])
+                "user": [f"nobody-{world.org}", "admin", f"orgadmin-{world.org}", f"reporter-{world.org}"]}.get(name, ["x"])
         if rng.random() < 0.7:
             return rng.choice(real)
         return requests.utils.quote(hostile_string(rng).encode("utf-8", "surrogatepass"), safe="")
@@ -217,7 +219,7 @@ def query(rng: random.Random, world: World) -> dict[str, str]:
 
 
 # Callers that get past authentication are the ones that reach the handlers: weigh them up.
-WEIGHTS = {"admin": 8, "consumer": 5, "org-less user": 3, "other consumer": 3}
+WEIGHTS = {"admin": 6, "org admin": 4, "org reporter": 2, "consumer": 5, "org-less user": 3, "other consumer": 3}
 
 RAW_REQUESTS = [
     b"GET /candlepin/status HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
@@ -296,10 +298,12 @@ def run_fuzz(server: FtmockServer, tmp: Path) -> None:
     import sys
 
     code = ("import sys; from pathlib import Path; from ftmock.store import Database; "
-            "from ftmock.auth import set_password; db = Database(Path(sys.argv[1]) / 'ftmock.db'); "
-            "cm = db.transaction(); set_password(cm.__enter__(), sys.argv[2], 'pw', superadmin=False); "
+            "from ftmock.auth import create_user, set_password; db = Database(Path(sys.argv[1]) / 'ftmock.db'); "
+            "cm = db.transaction(); tx = cm.__enter__(); set_password(tx, sys.argv[2], 'pw', superadmin=False); "
+            "create_user(tx, 'orgadmin-' + sys.argv[3], 'pw', sys.argv[3], 'admin'); "
+            "create_user(tx, 'reporter-' + sys.argv[3], 'pw', sys.argv[3], 'reporter'); "
             "cm.__exit__(None, None, None); db.close()")
-    subprocess.run([sys.executable, "-c", code, str(server.data_dir), f"nobody-{world.org}"], check=True)
+    subprocess.run([sys.executable, "-c", code, str(server.data_dir), f"nobody-{world.org}", world.org], check=True)
     routes = route_templates(server)
     assert len(routes) >= 36, routes
     sess = sessions(server, world)
