@@ -317,10 +317,13 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, debug: bool) 
 
 
 def _locked(ctx: click.Context) -> Agent:
+    from ftagent.leftovers import clean_leftovers
+
     agent = _state(ctx).agent()
     lock = agent.lock()
     lock.acquire()
     ctx.call_on_close(lock.release)
+    clean_leftovers(agent.identity.directory, agent.entitlements.directory)
     return agent
 
 

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import socket
 import ssl
 import time
 import warnings
@@ -34,12 +35,16 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
 
 from ftagent import __version__
+from ftagent.answer_limits import CHUNK, AnswerTooLarge, DeadlineHTTPResponse, answer_deadline, read_body
 from ftagent.errors import (
+    BadAnswer,
     ConfigError,
     ConnectionFailed,
     FailoverError,
@@ -187,8 +192,37 @@ def _expired_ca(path: str | None) -> str | None:
     return None
 
 
+class _Session(requests.Session):
+    """A session that never looks at redirect targets: requests would read a 3xx body in full
+    (outside the answer limits) only to prepare a redirect that is never followed."""
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    response_class = DeadlineHTTPResponse
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    response_class = DeadlineHTTPResponse
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+# Pools whose connections read answers under ftagent.answer_limits (deadline, size on the wire).
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
 class _Adapter(HTTPAdapter):
-    """An HTTPAdapter that can verify with its own SSL context (CA directories)."""
+    """An HTTPAdapter that can verify with its own SSL context (CA directories) and whose
+    connections read answers under the limits of :mod:`ftagent.answer_limits`."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
         self._ssl_context = ssl_context
@@ -198,6 +232,12 @@ class _Adapter(HTTPAdapter):
         if self._ssl_context is not None:
             pool_kwargs["ssl_context"] = self._ssl_context
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
 
     def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
@@ -234,7 +274,7 @@ def _json_or_none(response: requests.Response) -> Any:
         return None
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a body nested deeper than the parser goes
         return None
 
 
@@ -289,7 +329,7 @@ class Connection:
         self._host = parts.hostname
         self._scheme = parts.scheme
 
-        session = requests.Session()
+        session = _Session()
         # No .netrc, no REQUESTS_CA_BUNDLE surprises: everything comes from our arguments.
         session.trust_env = False
         context: ssl.SSLContext | None = None
@@ -453,7 +493,9 @@ class Connection:
         started = time.monotonic()
         self.requests_sent += 1
         try:
-            with warnings.catch_warnings():
+            # Each answer (status line, headers, body) must be complete within `timeout`, and its body
+            # stay within the size and compression limits: a per-read timeout alone bounds nothing.
+            with warnings.catch_warnings(), answer_deadline(self.timeout):
                 if self.insecure:  # said once at construction, not on every request
                     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
                 response = self._session.request(
@@ -465,7 +507,11 @@ class Connection:
                     headers=dict(headers) if headers else None,
                     timeout=(self.timeout, self.timeout),
                     allow_redirects=False,
+                    stream=True,
                 )
+                self._read_answer(method, path, response)
+        except BadAnswer:
+            raise
         except requests.exceptions.SSLError as exc:
             raise TLSError(self._describe_tls(exc)) from exc
         except requests.exceptions.Timeout as exc:
@@ -473,10 +519,14 @@ class Connection:
                 f"timed out after {self.timeout:g} s talking to {self.url}"
             ) from exc
         except requests.exceptions.ConnectionError as exc:
+            if _find(exc, AnswerTooLarge) is not None:
+                raise BadAnswer(f"{method} {path}: {_find(exc, AnswerTooLarge)}; refused") from exc
             raise ConnectionFailed(self._describe_connection(exc)) from exc
         except requests.exceptions.RetryError as exc:
             raise ConnectionFailed(f"giving up on {self.url} after retries: {exc}") from exc
         except requests.exceptions.RequestException as exc:
+            if _find(exc, AnswerTooLarge) is not None:
+                raise BadAnswer(f"{method} {path}: {_find(exc, AnswerTooLarge)}; refused") from exc
             raise ConnectionFailed(f"request to {self.url} failed: {exc}") from exc
         except OSError as exc:
             # requests checks the CA and client certificate paths before connecting.
@@ -488,6 +538,29 @@ class Connection:
             "%s %s -> %s (%.0f ms)", method, path, response.status_code, (time.monotonic() - started) * 1000
         )
         return response
+
+    def _read_answer(self, method: str, path: str, response: requests.Response) -> None:
+        """Read a streamed answer's body under the limits; ``response.content`` is then set."""
+        raw = response.raw
+        try:
+            body = read_body(raw.stream(CHUNK, decode_content=True), raw.tell, what=f"{method} {path}")
+        except BadAnswer:
+            response.close()
+            raise
+        except AnswerTooLarge as exc:
+            response.close()
+            raise BadAnswer(f"{method} {path}: {exc}; refused") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            response.close()
+            if _find(exc, AnswerTooLarge) is not None:
+                raise BadAnswer(f"{method} {path}: {_find(exc, AnswerTooLarge)}; refused") from exc
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError) or _find(exc, TimeoutError) is not None \
+                    or _find(exc, socket.timeout) is not None:
+                raise ConnectionFailed(
+                    f"timed out after {self.timeout:g} s reading the answer from {self.url}") from exc
+            raise ConnectionFailed(f"the answer from {self.url} broke off: {exc}") from exc
+        response._content = body
+        response._content_consumed = True  # type: ignore[attr-defined]
 
     def _check(self, method: str, path: str, response: requests.Response) -> None:
         status = response.status_code
@@ -579,6 +652,8 @@ class Connection:
             return None
         try:
             return response.json()
+        except RecursionError:
+            raise BadAnswer(f"{method} {path}: the answer is nested too deeply to decode; refused") from None
         except ValueError:
             return response.text
 

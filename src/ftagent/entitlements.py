@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftagent.atomic import fsync_dir, remove_durably, write_atomic
-from ftagent.errors import RemoteError
+from ftagent.errors import BadAnswer, RemoteError
 
 if TYPE_CHECKING:
     from ftagent.connection import Connection
@@ -35,8 +35,8 @@ def serial_of(obj: Any) -> int | None:
         if isinstance(value, bool):
             return None
         if isinstance(value, int):
-            return value
-        if isinstance(value, str) and value.isdigit():
+            return value if value >= 0 else None
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
             return int(value)
         if isinstance(value, dict):
             value = value.get("serial", value.get("id"))
@@ -152,8 +152,11 @@ class EntitlementStore:
         server: set[int] = set()
         for item in listing:
             serial = serial_of(item)
-            if serial is not None:
-                server.add(serial)
+            if serial is None:
+                # Half a listing would delete certificates the consumer still holds: change nothing.
+                raise BadAnswer(f"the certificate serial listing holds a malformed entry ({str(item)[:80]!r}); "
+                                "local entitlement certificates left unchanged")
+            server.add(serial)
         local = self.serials()
         missing = server - local
         result = RefreshResult(kept=sorted(server & local))

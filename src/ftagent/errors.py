@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 __all__ = [
+    "BadAnswer",
     "BadRequest",
     "ConfigError",
     "Conflict",
@@ -110,6 +111,10 @@ class LockTimeout(FtagentError):
 
 class ConnectionFailed(FtagentError):
     """The server could not be reached: refused, unreachable, timed out, proxy failure."""
+
+
+class BadAnswer(ConnectionFailed):
+    """The server's answer was refused: too large, too slow as a whole, or a compression bomb."""
 
 
 class TLSError(ConnectionFailed):

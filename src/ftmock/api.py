@@ -6,7 +6,6 @@ either happens entirely or leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sqlite3
@@ -19,7 +18,7 @@ from .auth import ANONYMOUS, Principal, authenticate_basic
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
 from .store import Database, Tx, now_iso
-from .validate import req_dict
+from .validate import int_text, parse_json, req_dict
 
 __all__ = ["PREFIX", "Api", "Request", "Response"]
 
@@ -49,12 +48,7 @@ class Request:
         return next((v for k, v in self.headers.items() if k.lower() == lname), None)
 
     def json(self) -> Any:
-        if not self.body.strip():
-            return None
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"Malformed JSON in request body: {exc}") from None
+        return parse_json(self.body)
 
 
 @dataclass
@@ -148,7 +142,10 @@ class Api:
         if req.peer:
             subject = _peer_subject(req.peer)
             uuid = subject.get("commonName", "")
-            row = consumers.get_row(tx, uuid) if uuid else None
+            try:
+                row = consumers.get_row(tx, uuid) if uuid else None
+            except NotFound:
+                row = None
             if row is None:
                 raise Unauthorized("Client certificate names no consumer")
             serial = int(req.peer.get("serialNumber", "0"), 16)
@@ -178,7 +175,7 @@ class Api:
 
     def _require_owner_access(self, ctx: Ctx, owner: str) -> None:
         who = self._require_user(ctx)
-        if not who.superadmin and who.owner != owner:
+        if not who.owns(owner):
             raise Forbidden(f"User {who.name} has no access to organization {owner}")
         consumers.require_owner(ctx.tx, owner)
 
@@ -191,7 +188,7 @@ class Api:
             return ctx.consumer
         who = self._require_user(ctx)
         row = consumers.get_row(ctx.tx, uuid)
-        if not who.superadmin and row["owner"] != who.owner:
+        if not who.owns(row["owner"]):
             raise Forbidden(f"User {who.name} cannot access consumer {uuid}")
         return row
 
@@ -307,10 +304,7 @@ class Api:
         leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
         pool = ctx.req.query.get("pool")
         if pool:
-            try:
-                quantity = int(ctx.req.query.get("quantity", "1"))
-            except ValueError:
-                raise BadRequest("quantity must be an integer") from None
+            quantity = int_text(ctx.req.query.get("quantity", "1"), "quantity", 1, 1_000_000)
             result = [subscriptions.attach(ctx.tx, ctx.ca, row, pool, quantity)]
         else:
             result = subscriptions.auto_attach(ctx.tx, ctx.ca, row)
@@ -344,9 +338,7 @@ class Api:
     def unattach_by_serial(self, ctx: Ctx, uuid: str, serial: str) -> Response:
         row = self._consumer(ctx, uuid)
         leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
-        if not serial.isdigit():
-            raise BadRequest("serial must be an integer")
-        subscriptions.remove_by_serial(ctx.tx, row, int(serial))
+        subscriptions.remove_by_serial(ctx.tx, row, int_text(serial, "serial", 0))
         return Response(204)
 
     def unattach_by_pool(self, ctx: Ctx, uuid: str, pool: str) -> Response:
@@ -418,7 +410,8 @@ class Api:
         return Response(200, leases.claim(ctx.tx, row, ctx.req.json()))
 
     def release_lease(self, ctx: Ctx, uuid: str) -> Response:
-        leases.release(ctx.tx, self._consumer(ctx, uuid), ctx.req.query.get("holder"))
+        leases.release(ctx.tx, self._consumer(ctx, uuid), ctx.req.query.get("holder"),
+                       ctx.req.query.get("generation"), by_consumer=ctx.who.is_consumer)
         return Response(204)
 
     def lease_log(self, ctx: Ctx, uuid: str) -> Response:

@@ -13,7 +13,7 @@ from .api import PREFIX, Api, create_owner
 from .auth import set_password
 from .ca import CertificateAuthority, write_private
 from .hypervisors import JobRunner
-from .server import FtmockHTTPServer, make_tls_context
+from .server import DEFAULT_REQUEST_TIMEOUT, FtmockHTTPServer, make_tls_context
 from .store import Database
 
 __all__ = ["DEFAULT_ADMIN_PASSWORD", "FtmockApp", "open_database"]
@@ -41,14 +41,15 @@ class FtmockApp:
     """A running server; `serve()` blocks until `stop()` or SIGTERM/SIGINT."""
 
     def __init__(self, data_dir: Path, host: str, port: int, admin_password: str | None = None,
-                 honour_csr: bool = True) -> None:
+                 honour_csr: bool = True, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.data_dir = data_dir
         self.db = open_database(data_dir, admin_password)
         self.ca = CertificateAuthority.load_or_create(data_dir)
         cert, key = self.ca.server_certificate(data_dir, host)
         self.jobs = JobRunner(self.db, self.ca)
         self.api = Api(self.db, self.ca, self.jobs.enqueue, honour_csr=honour_csr)
-        self.httpd = FtmockHTTPServer((host, port), self.api, make_tls_context(cert, key, data_dir / "ca.pem"))
+        self.httpd = FtmockHTTPServer((host, port), self.api, make_tls_context(cert, key, data_dir / "ca.pem"),
+                                      request_timeout)
         bound_host, bound_port = str(self.httpd.server_address[0]), self.httpd.server_address[1]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"https://{shown}:{bound_port}{PREFIX}"

@@ -40,6 +40,12 @@ class Principal:
     def is_consumer(self) -> bool:
         return self.kind == "consumer"
 
+    def owns(self, owner: str | None) -> bool:
+        """Whether this principal may act on what belongs to ``owner``; an org-less one owns nothing."""
+        if self.superadmin:
+            return True
+        return self.owner is not None and owner is not None and self.owner == owner
+
 
 ANONYMOUS = Principal("anonymous")
 

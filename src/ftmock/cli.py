@@ -46,9 +46,12 @@ def cli(ctx: click.Context, data_dir: Path, debug: bool) -> None:
 @click.option("--no-csr", is_flag=True,
               help="Ignore the csr of registrations and regenerations, as stock Candlepin does: the server "
                    "generates every consumer key and returns it (idCert.key).")
+@click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="Seconds for a request's line and headers to arrive once begun, and for its body "
+                   "(plus one second per MiB); slower clients get 408 and are disconnected.")
 @click.pass_obj
 def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_password: str | None,
-          no_csr: bool) -> None:
+          no_csr: bool, request_timeout: float) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
 
@@ -56,7 +59,8 @@ def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_passwo
         data_dir = serve_data_dir.resolve()
     host, port = _parse_listen(listen)
     try:
-        app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr)
+        app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr,
+                        request_timeout=request_timeout)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     app.serve()

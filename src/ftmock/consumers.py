@@ -187,7 +187,7 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
         require_owner(tx, owner)
         key_rows = _activation_keys(tx, owner, activation_keys)
     elif principal.is_user:
-        if not principal.superadmin and principal.owner != owner:
+        if not principal.owns(owner):
             raise Forbidden(f"User {principal.name} cannot register systems in {owner}")
         require_owner(tx, owner)
     else:
@@ -308,8 +308,8 @@ def update(tx: Tx, row: sqlite3.Row, body: Any, checkin: bool = True) -> None:
             if key in current:
                 facts[key] = current[key]
         sets["facts"] = dumps(facts)
-        if row["instance_uuid"] is None and facts.get("virt.uuid"):
-            sets["guest_key"] = guest_key(facts["virt.uuid"])
+        # The lease group (guest key) stays what registration or a hypervisor report made it: a
+        # client that changes its virt.uuid fact later must not join another VM's group.
     if "installedProducts" in body:
         sets["installed_products"] = dumps(_product_list(body["installedProducts"]))
     if body.get("guestIds") is not None:

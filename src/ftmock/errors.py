@@ -13,6 +13,7 @@ __all__ = [
     "Gone",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
 ]
 
@@ -46,6 +47,10 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status = 404
+
+
+class RequestTimeout(ApiError):
+    status = 408
 
 
 class Conflict(ApiError):

@@ -24,7 +24,7 @@ from .errors import BadRequest, NotFound
 from .failover import FtEntry, reconcile_group
 from .guestids import guest_key
 from .store import Database, Tx, dumps, loads, now_iso
-from .validate import facts_map
+from .validate import facts_map, parse_json
 
 __all__ = ["HypervisorEntry", "JobRunner", "apply_report", "get_job", "heartbeat", "job_dto", "parse_report", "submit"]
 
@@ -47,6 +47,33 @@ class HypervisorEntry:
     guests: tuple[GuestEntry, ...]
 
 
+MAX_FT_ROLE = 64
+
+
+def _ft_attributes(attrs: dict[str, Any], where: str) -> None:
+    """The FT attributes must have the types the FT rules use; the rest of `attributes` is opaque."""
+    instance = attrs.get("instanceUUID")
+    if instance is not None and (not isinstance(instance, str) or len(instance) > 255):
+        raise BadRequest(f"{where}: attribute instanceUUID must be a string of at most 255 characters")
+    role = attrs.get("ftinfo.role")
+    if role is not None:
+        if isinstance(role, str) and role.strip().isascii() and role.strip().isdigit() and len(role.strip()) < 4:
+            role = int(role)
+        if not isinstance(role, int) or isinstance(role, bool) or not 0 <= role <= MAX_FT_ROLE:
+            raise BadRequest(f"{where}: attribute ftinfo.role must be an integer from 0 to {MAX_FT_ROLE}")
+    instances = attrs.get("ftinfo.instanceUUIDs")
+    if instances is None:
+        return
+    if isinstance(instances, str):
+        try:
+            parsed = json.loads(instances)
+        except (ValueError, RecursionError):
+            parsed = [part.strip() for part in instances.split(",") if part.strip()]
+        instances = parsed
+    if not isinstance(instances, list) or not all(isinstance(i, str) and len(i) <= 255 for i in instances):
+        raise BadRequest(f"{where}: attribute ftinfo.instanceUUIDs must be a list of instance UUID strings")
+
+
 def _parse_guest(item: Any, where: str) -> GuestEntry:
     if isinstance(item, str):
         item = {"guestId": item}
@@ -55,20 +82,19 @@ def _parse_guest(item: Any, where: str) -> GuestEntry:
     gid = item.get("guestId")
     if not isinstance(gid, str) or not gid.strip() or len(gid) > 255:
         raise BadRequest(f"{where}: guestId must be a non-empty string")
+    where = f"{where} (guest {gid})"
     state = item.get("state")
     if state is not None and (not isinstance(state, int) or isinstance(state, bool)):
         raise BadRequest(f"{where}: state must be an integer")
     attrs = item.get("attributes") or {}
     if not isinstance(attrs, dict):
         raise BadRequest(f"{where}: attributes must be an object")
+    _ft_attributes(attrs, where)
     return GuestEntry(gid, guest_key(gid), state, attrs)
 
 
 def parse_report(text: bytes) -> list[HypervisorEntry]:
-    try:
-        body = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Malformed JSON in hypervisor report: {exc}") from None
+    body = parse_json(text, "hypervisor report")
     if not isinstance(body, dict) or not isinstance(body.get("hypervisors"), list):
         raise BadRequest('A hypervisor report must be {"hypervisors": [...]}')
     out = []
@@ -81,9 +107,10 @@ def parse_report(text: bytes) -> list[HypervisorEntry]:
             hid = hid.get("hypervisorId")
         if not isinstance(hid, str) or not hid.strip() or len(hid) > 255:
             raise BadRequest(f"{where}: hypervisorId.hypervisorId must be a non-empty string")
+        where = f"{where} (hypervisor {hid.strip()})"
         name = item.get("name") or hid
-        if not isinstance(name, str):
-            raise BadRequest(f"{where}: name must be a string")
+        if not isinstance(name, str) or len(name) > 255:
+            raise BadRequest(f"{where}: name must be a string of at most 255 characters")
         guests = item.get("guestIds") or []
         if not isinstance(guests, list):
             raise BadRequest(f"{where}: guestIds must be a list")
@@ -100,7 +127,7 @@ def submit(tx: Tx, owner: str, reporter_id: str | None, raw: bytes) -> dict[str,
     job_id = f"hypervisor_update_{uuidlib.uuid4().hex}"
     now = now_iso()
     tx.execute("INSERT INTO jobs(id, owner, reporter_id, state, payload, created, updated) "
-               "VALUES(?,?,?,?,?,?,?)", (job_id, owner, reporter_id, "CREATED", raw.decode(), now, now))
+               "VALUES(?,?,?,?,?,?,?)", (job_id, owner, reporter_id, "CREATED", raw.decode("utf-8-sig"), now, now))
     if reporter_id:
         _seen(tx, owner, reporter_id)
     row = tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -5,6 +5,12 @@ the current holder hands it over by claiming the successor identity during a fai
 whose lease expired must acquire again (generation null) and gets a new generation, so a holder
 that slept past its TTL cannot renew its stale token. Releasing keeps the generation, so tokens
 never repeat. Every grant, renewal, handover and release is logged for the no-overlap proof.
+
+Who shares a lease is decided by the server alone: the group key comes from the `virt.uuid` fixed at
+registration (or from the FT facts hypervisor reports set), never from facts a client sends later.
+A release must name the current holder and its generation and come from the consumer that holds the
+lease (or a user of its org), so a member of the group cannot free someone else's lease; and a
+claim's ttl is bounded by :data:`MAX_TTL`.
 """
 
 from __future__ import annotations
@@ -17,13 +23,13 @@ from typing import Any
 
 from .errors import BadRequest, Conflict
 from .store import Tx
-from .validate import req_dict
+from .validate import int_text, req_dict
 
 __all__ = ["MAX_TTL", "check_generation", "claim", "current", "group_key_of", "lease_dto", "lease_log", "release"]
 
 log = logging.getLogger(__name__)
 
-MAX_TTL = 3600.0
+MAX_TTL = 300.0
 Clock = Callable[[], float]
 
 
@@ -62,7 +68,8 @@ def claim(tx: Tx, consumer: sqlite3.Row, body: Any, clock: Clock = time.time) ->
     if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
         raise BadRequest("generation must be an integer or null")
     ttl = body.get("ttl", 20)
-    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL:
+    if (not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or ttl != ttl
+            or not 1 <= ttl <= MAX_TTL):
         raise BadRequest(f"ttl must be a number of seconds between 1 and {MAX_TTL:g}")
     group = group_key_of(consumer)
     now = clock()
@@ -109,14 +116,28 @@ def claim(tx: Tx, consumer: sqlite3.Row, body: Any, clock: Clock = time.time) ->
     return dto
 
 
-def release(tx: Tx, consumer: sqlite3.Row, holder: str | None, clock: Clock = time.time) -> None:
+def release(tx: Tx, consumer: sqlite3.Row, holder: str | None, generation: str | None,
+            by_consumer: bool, clock: Clock = time.time) -> None:
+    """Release the group's lease: the caller names the holder and generation it believes current.
+
+    A consumer may release only a lease it holds itself (the lease's consumer); a user of the org
+    may release any, but still names holder and generation, so a stale release changes nothing.
+    """
+    if not holder:
+        raise BadRequest("holder is required to release a lease")
+    if generation is None:
+        raise BadRequest("generation is required to release a lease")
+    gen = int_text(generation, "generation")
     group = group_key_of(consumer)
     now = clock()
     lease = tx.one("SELECT * FROM leases WHERE group_key = ?", (group,))
     if lease is None or lease["expires"] <= now:
         return
-    if holder is not None and holder != lease["holder"]:
-        raise Conflict(f"The lease is held by {lease['holder']}, not {holder}.",
+    if holder != lease["holder"] or gen != lease["generation"]:
+        raise Conflict(f"The lease is held by {lease['holder']} with generation {lease['generation']}, "
+                       f"not {holder} with {gen}.", holder=lease["holder"], generation=lease["generation"])
+    if by_consumer and lease["consumer"] != consumer["uuid"]:
+        raise Conflict("Only the consumer holding the lease can release it.",
                        holder=lease["holder"], generation=lease["generation"])
     tx.execute("UPDATE leases SET expires = ? WHERE group_key = ?", (now, group))
     _log(tx, group, lease["holder"], lease["consumer"], lease["generation"], "release", now, now)
@@ -131,10 +152,7 @@ def check_generation(tx: Tx, consumer: sqlite3.Row, header: str | None, clock: C
     """Refuse a state change carrying a fencing token that is no longer current."""
     if header is None:
         return
-    try:
-        generation = int(header)
-    except ValueError:
-        raise BadRequest("X-Lease-Generation must be an integer") from None
+    generation = int_text(header, "X-Lease-Generation")
     lease = tx.one("SELECT * FROM leases WHERE group_key = ?", (group_key_of(consumer),))
     if lease is None or lease["generation"] != generation or lease["expires"] <= clock():
         raise Conflict(f"Lease generation {generation} is not current.",

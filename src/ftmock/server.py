@@ -1,32 +1,43 @@
-"""The HTTPS server: TLS 1.2+, optional client certificates, keep-alive, bounded bodies, clean stop.
+"""The HTTPS server: TLS 1.2+, optional client certificates, keep-alive, strict framing, clean stop.
 
 The standard library's threading HTTP server is enough here; what it lacks is done below: the TLS
 handshake runs in the connection's own thread (a slow client cannot stall `accept`), the peer
-certificate is read once per connection, and every answer carries a Content-Length so HTTP/1.1
-connections are reused.
+certificate is read once per connection, every answer carries a Content-Length so HTTP/1.1
+connections are reused, and framing is strict: one non-negative Content-Length, no
+Transfer-Encoding, one Authorization header, a request line and headers that arrive within
+`request_timeout` of their first byte and a body within its own deadline. Anything else is a 400
+(or 408) with a JSON body, and the connection is closed, so a request is never read two ways.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
 import ssl
 import threading
+import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .api import Api, Request, Response
-from .errors import ApiError, BadRequest, PayloadTooLarge
+from .errors import ApiError, BadRequest, PayloadTooLarge, RequestTimeout
 
-__all__ = ["FtmockHTTPServer", "make_tls_context"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "FtmockHTTPServer", "make_tls_context"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024 * 1024
 IDLE_TIMEOUT = 60.0
+DEFAULT_REQUEST_TIMEOUT = 10.0
+# A body gets the request timeout plus one second per MiB: a slow but steady client still fits.
+BODY_BYTES_PER_SECOND = 1024 * 1024
+# socket.timeout is TimeoutError only from Python 3.10 on.
+_TIMEOUTS = (socket.timeout, TimeoutError)
 
 
 def make_tls_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
@@ -39,17 +50,54 @@ def make_tls_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
     return ctx
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads under a deadline for a whole piece of a request, not only per read.
+
+    While idle (between requests) a read waits up to the idle timeout; the first bytes of a request
+    start the header deadline (``arm``), and the handler sets a body deadline once the headers are
+    in. A trickling client therefore cannot hold its thread longer than those deadlines.
+    """
+
+    def __init__(self, sock: socket.socket, idle: float) -> None:
+        super().__init__()
+        self.sock = sock
+        self.idle = idle
+        self.deadline: float | None = None
+        self.arm: float | None = None
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is None:
+            timeout = self.idle
+        else:
+            timeout = self.deadline - time.monotonic()
+            if timeout <= 0:
+                raise socket.timeout("request deadline passed")  # noqa: UP041 - TimeoutError only from 3.10
+        self.sock.settimeout(timeout)
+        n = self.sock.recv_into(buffer)
+        if n and self.deadline is None and self.arm is not None:
+            self.deadline = time.monotonic() + self.arm
+            self.arm = None
+        self.received += n
+        return n
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FtmockHTTPServer
     timeout = IDLE_TIMEOUT
     peer: dict[str, Any] | None = None
+    _reader: _DeadlineReader | None = None
 
     def setup(self) -> None:
         super().setup()
         conn = self.connection
         assert isinstance(conn, ssl.SSLSocket)
         try:
+            conn.settimeout(self.server.request_timeout)  # a dribbled handshake ends too
             conn.do_handshake()
             self.peer = conn.getpeercert() or None
         except (ssl.SSLError, OSError) as exc:
@@ -59,14 +107,86 @@ class Handler(BaseHTTPRequestHandler):
             self._handshake_failed = True
         else:
             self._handshake_failed = False
+            self._reader = _DeadlineReader(conn, IDLE_TIMEOUT)
+            self.rfile.close()
+            self.rfile = io.BufferedReader(self._reader)
 
     def handle(self) -> None:
         if getattr(self, "_handshake_failed", False):
             return
         try:
             super().handle()
-        except (ssl.SSLError, ConnectionError, TimeoutError):
+        except (ssl.SSLError, ConnectionError, *_TIMEOUTS):
             pass
+
+    def handle_one_request(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        reader.deadline, reader.arm = None, self.server.request_timeout
+        started = reader.received
+        # What an error answer needs before the request line is parsed (parse_request resets them).
+        self.requestline, self.request_version, self.command = "", self.protocol_version, ""
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            if not self._check_framing():
+                return
+            self._dispatch()
+            self.wfile.flush()
+        except _TIMEOUTS:
+            self.close_connection = True
+            if reader.received > started:  # a request had begun: say why it ends
+                self._answer_error(408, "Request not received in time")
+
+    def _answer_error(self, status: int, message: str) -> None:
+        self.close_connection = True
+        try:
+            error = ApiError(message)
+            error.status = status
+            self._send(Response(status, error.body()))
+        except (OSError, ValueError):
+            pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's errors (bad request line, version, headers) as JSON, and never a 5xx."""
+        if code >= 500:  # 501 unknown method, 505 HTTP version: the client's fault, so a 4xx
+            code = 405 if code == 501 else 400
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Bad request"
+        if not getattr(self, "command", None):
+            self.command = ""
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = self.protocol_version  # answer with a status line and headers
+        self.log_error("code %d, message %s", code, message)
+        self._answer_error(code, message or phrase)
+
+    def _check_framing(self) -> bool:
+        """One non-negative Content-Length, no Transfer-Encoding, one Authorization: else 400."""
+        lengths = self.headers.get_all("Content-Length") or []
+        problem = None
+        if self.request_version == "HTTP/0.9":
+            problem = "HTTP/0.9 requests are not supported"
+        elif len(lengths) > 1:
+            problem = "More than one Content-Length header"
+        elif self.headers.get_all("Transfer-Encoding"):
+            problem = "Transfer-Encoding is not supported; send Content-Length"
+        elif lengths and not (lengths[0].strip().isascii() and lengths[0].strip().isdigit()):
+            problem = "Invalid Content-Length"
+        elif len(self.headers.get_all("Authorization") or []) > 1:
+            problem = "More than one Authorization header"
+        if problem is None:
+            return True
+        self.send_error(400, problem)
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], format % args)
@@ -89,23 +209,31 @@ class Handler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            raise BadRequest("Chunked request bodies are not supported; send Content-Length")
         length_text = self.headers.get("Content-Length")
         if not length_text:
             return b""
-        try:
-            length = int(length_text)
-        except ValueError:
-            self.close_connection = True
-            raise BadRequest("Invalid Content-Length") from None
+        length = int(length_text)  # checked by _check_framing
         if length > MAX_BODY:
             self.close_connection = True
             raise PayloadTooLarge(f"Request body of {length} bytes is over the limit of {MAX_BODY}")
-        return self.rfile.read(length) if length else b""
+        if not length:
+            return b""
+        reader = self._reader
+        assert reader is not None
+        reader.deadline = time.monotonic() + self.server.request_timeout + length / BODY_BYTES_PER_SECOND
+        try:
+            body = self.rfile.read(length)
+        except _TIMEOUTS:
+            self.close_connection = True
+            raise RequestTimeout(f"Request body of {length} bytes not received in time") from None
+        if len(body) < length:
+            self.close_connection = True
+            raise BadRequest(f"Request body ended after {len(body)} of {length} bytes")
+        return body
 
     def _send(self, response: Response) -> None:
+        # The reads left the socket with what remained of a request deadline; writing gets its own.
+        self.connection.settimeout(IDLE_TIMEOUT)
         if response.body is None:
             payload = b""
         elif isinstance(response.body, bytes):
@@ -124,17 +252,17 @@ class Handler(BaseHTTPRequestHandler):
         if payload and self.command != "HEAD":
             self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
-
 
 class FtmockHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], api: Api, tls: ssl.SSLContext) -> None:
+    def __init__(self, address: tuple[str, int], api: Api, tls: ssl.SSLContext,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.api = api
         self.tls = tls
+        self.request_timeout = request_timeout
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, Handler)
         self._stopping = threading.Event()

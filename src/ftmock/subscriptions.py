@@ -18,7 +18,7 @@ from . import dto, entcert, shares
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound
 from .store import Tx, dumps, loads, now_iso
-from .validate import facts_map, req_dict, req_str, str_list
+from .validate import facts_map, int_text, req_dict, req_str, str_list
 
 __all__ = [
     "attach",
@@ -41,6 +41,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Bounds that keep every count (and a derived pool's quantity x virt_limit) inside SQLite's integers.
+MAX_QUANTITY = 1_000_000
+
 
 def _hex_id() -> str:
     return uuidlib.uuid4().hex
@@ -61,9 +64,8 @@ def create_product(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
     attrs = facts_map(attrs_in, "attributes")
     if "virt_limit" in attrs and attrs["virt_limit"] != "unlimited":
         try:
-            if int(attrs["virt_limit"]) < 0:
-                raise ValueError
-        except ValueError:
+            int_text(attrs["virt_limit"], "virt_limit", 0, MAX_QUANTITY)
+        except BadRequest:
             raise BadRequest("attribute virt_limit must be a non-negative integer or 'unlimited'") from None
     provided = str_list(_product_ids(body.get("providedProducts")), "providedProducts")
     content = _content_list(body.get("productContent"))
@@ -172,8 +174,8 @@ def create_pool(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
     pid = req_str(body, "productId", "productId")
     _product(tx, owner, pid)
     quantity = body.get("quantity", 1)
-    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < -1:
-        raise BadRequest("quantity must be an integer >= 0, or -1 for unlimited")
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or not -1 <= quantity <= MAX_QUANTITY:
+        raise BadRequest(f"quantity must be an integer from 0 to {MAX_QUANTITY}, or -1 for unlimited")
     now = dt.datetime.now(dt.UTC)
     start = _date(body.get("startDate"), "startDate", now - dt.timedelta(days=1))
     end = _date(body.get("endDate"), "endDate", now + dt.timedelta(days=365))
@@ -204,8 +206,9 @@ def create_activation_key(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
     for item in pools:
         pool_id = item.get("poolId") if isinstance(item, dict) else item
         quantity = item.get("quantity", 1) if isinstance(item, dict) else 1
-        if not isinstance(pool_id, str) or not isinstance(quantity, int):
-            raise BadRequest("pools entries need a poolId and an integer quantity")
+        if (not isinstance(pool_id, str) or not isinstance(quantity, int) or isinstance(quantity, bool)
+                or not 1 <= quantity <= MAX_QUANTITY):
+            raise BadRequest(f"pools entries need a poolId and an integer quantity from 1 to {MAX_QUANTITY}")
         pool = _pool(tx, pool_id)
         if pool["owner"] != owner:
             raise BadRequest(f"Pool {pool_id} belongs to another organization")
@@ -443,7 +446,9 @@ def _cert_payload(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, product: sql
     }
     for attr, key in (("sockets", "sockets"), ("cores", "cores"), ("ram", "ram"), ("stacking_id", "stacking_id")):
         if attrs.get(attr):
-            subscription[key] = int(attrs[attr]) if attrs[attr].isdigit() else attrs[attr]
+            value = attrs[attr]
+            # A count is a number in the certificate; anything else (a huge or non-ASCII one) stays text.
+            subscription[key] = int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else value
     if attrs.get("support_level") or attrs.get("support_type"):
         subscription["service"] = {"level": attrs.get("support_level"), "type": attrs.get("support_type")}
     return {
@@ -660,7 +665,7 @@ def parse_serials(value: str | None) -> list[int] | None:
     if not value:
         return None
     try:
-        return [int(s) for s in value.split(",") if s.strip()]
-    except ValueError:
+        return [int_text(s, "serials", 0) for s in value.split(",") if s.strip()]
+    except BadRequest:
         raise BadRequest("serials must be a comma-separated list of integers") from None
 

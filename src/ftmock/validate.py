@@ -2,13 +2,94 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from .errors import BadRequest
 
-__all__ = ["facts_map", "opt_str", "req_dict", "req_str", "str_list"]
+__all__ = ["INT64_MAX", "MAX_DEPTH", "facts_map", "int_text", "opt_str", "parse_json", "req_dict", "req_str",
+           "str_list"]
 
 MAX_STR = 4096
+MAX_DEPTH = 32
+INT64_MAX = 2**63 - 1
+
+
+def int_text(text: str, what: str, low: int = -INT64_MAX, high: int = INT64_MAX) -> int:
+    """An integer from a query parameter or header, within what SQLite (and reason) can hold."""
+    stripped = text.strip()
+    if not stripped or len(stripped) > 20 or not stripped.lstrip("+-").isascii() \
+            or not stripped.lstrip("+-").isdigit():
+        raise BadRequest(f"{what} must be an integer")
+    value = int(stripped)
+    if not low <= value <= high:
+        raise BadRequest(f"{what} must be between {low} and {high}")
+    return value
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19 or not -INT64_MAX <= int(text) <= INT64_MAX:
+        raise BadRequest(f"Integer {text[:24]}{'...' if len(text) > 24 else ''} is out of range (64 bits)")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"Number {text[:24]} is out of range")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not valid JSON")
+
+
+def _check_tree(value: Any, what: str) -> None:
+    """Depth and text checks, iteratively: bounded nesting, and strings that are valid Unicode."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, what)
+        elif isinstance(item, (list, dict)):
+            if depth > MAX_DEPTH:
+                raise BadRequest(f"{what} is nested more than {MAX_DEPTH} levels deep")
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    _check_text(key, what)
+                    stack.append((sub, depth + 1))
+            else:
+                stack.extend((sub, depth + 1) for sub in item)
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} holds a string that is not valid Unicode (a lone surrogate)") from None
+
+
+def parse_json(body: bytes, what: str = "request body") -> Any:
+    """Decode a JSON body strictly: UTF-8 only, no NaN/Infinity, 64-bit integers, bounded depth.
+
+    ``json.loads`` alone would guess UTF-16/32, accept lone surrogates and huge numbers and recurse
+    without limit; each of those later failed deep inside a handler or the database as a 500.
+    """
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} is not UTF-8 encoded JSON") from None
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON in {what}: {exc}") from None
+    _check_tree(value, what)
+    return value
 
 
 def req_dict(value: Any, what: str) -> dict[str, Any]:
@@ -45,11 +126,11 @@ def facts_map(value: Any, what: str = "facts") -> dict[str, str]:
         raise BadRequest(f"{what} must be a JSON object of strings")
     out: dict[str, str] = {}
     for key, item in value.items():
-        if len(key) > 255:
+        if not isinstance(key, str) or len(key) > 255:
             raise BadRequest(f"{what}: key longer than 255 characters")
         if isinstance(item, bool):
             out[key] = "true" if item else "false"
-        elif isinstance(item, str | int | float):
+        elif isinstance(item, (str, int, float)):
             text = str(item)
             if len(text) > 2 * MAX_STR:
                 raise BadRequest(f"{what}: value of {key!r} is too long")

@@ -31,7 +31,7 @@ def test_fleet_view_of_ft_groups_and_leases(server: FtmockServer, org: str, tmp_
     checkin(server, org, REPORT1)
     reg = register(server, tmp_path, org, name="ft-vm", facts={"virt.uuid": VM1})
     assert reg.client.post(f"/consumers/{reg.uuid}/lease",
-                           json={"holder": "vm-a", "generation": None, "ttl": 600}).status_code == 200
+                           json={"holder": "vm-a", "generation": None, "ttl": 300}).status_code == 200
     checkin(server, org, REPORT2)
 
     groups = fleet_json(server, "ftgroup", "list", "--org", org)
@@ -49,7 +49,7 @@ def test_fleet_view_of_ft_groups_and_leases(server: FtmockServer, org: str, tmp_
 
     leases = fleet_json(server, "lease", "list", "--org", org)
     assert [(x["holder"], x["generation"], x["valid"]) for x in leases] == [("vm-a", 1, True)]
-    assert leases[0]["expiresIn"] > 500
+    assert leases[0]["expiresIn"] > 200
 
     consumers = {c["uuid"]: c for c in fleet_json(server, "consumer", "list", "--org", org)}
     assert consumers[reg.uuid]["registered"] and not consumers[c["consumer"]]["registered"]

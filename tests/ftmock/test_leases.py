@@ -61,8 +61,11 @@ def test_grant_renew_conflict_expiry_and_log(server: FtmockServer, org: str, tmp
 def test_release_keeps_generation_and_frees_at_once(server: FtmockServer, org: str, tmp_path: Path) -> None:
     reg = register(server, tmp_path, org, name="rel", facts={"virt.uuid": "lease-vm-2"})
     gen = claim(reg.client, reg.uuid, "a", None, ttl=60).json()["generation"]
-    assert reg.client.delete(f"/consumers/{reg.uuid}/lease?holder=b").status_code == 409
-    assert reg.client.delete(f"/consumers/{reg.uuid}/lease?holder=a").status_code == 204
+    assert reg.client.delete(f"/consumers/{reg.uuid}/lease?holder=b&generation={gen}").status_code == 409
+    assert reg.client.delete(f"/consumers/{reg.uuid}/lease?holder=a&generation={gen - 1}").status_code == 409
+    for query in ("", "?holder=a", f"?generation={gen}", "?holder=a&generation=x"):
+        assert reg.client.delete(f"/consumers/{reg.uuid}/lease{query}").status_code == 400, query
+    assert reg.client.delete(f"/consumers/{reg.uuid}/lease?holder=a&generation={gen}").status_code == 204
     r = claim(reg.client, reg.uuid, "b", None, ttl=60)
     assert r.status_code == 200 and r.json()["generation"] == gen + 1
     assert no_overlap(admin_client(server).get(f"/consumers/{reg.uuid}/lease/log").json())
@@ -83,6 +86,7 @@ def test_stale_generation_refused_on_state_changes(server: FtmockServer, org: st
 def test_bad_lease_requests(server: FtmockServer, org: str, tmp_path: Path) -> None:
     reg = register(server, tmp_path, org, name="bad", facts={"virt.uuid": "lease-vm-4"})
     for body in ({"holder": ""}, {"holder": "a", "ttl": 0}, {"holder": "a", "ttl": "x"},
+                 {"holder": "a", "ttl": 3600}, {"holder": "a", "ttl": 301},
                  {"holder": "a", "generation": "1"}, [1]):
         r = reg.client.post(f"/consumers/{reg.uuid}/lease", json=body)
         assert r.status_code == 400, body
@@ -112,3 +116,37 @@ def test_failover_handover_and_zombie(server: FtmockServer, org: str, tmp_path: 
     log = admin_client(server).get(f"/consumers/{successor['to']}/lease/log").json()
     assert [e["event"] for e in log] == ["grant", "handover"]
     assert no_overlap(log)
+
+
+def test_a_consumer_cannot_join_another_vms_lease_group(server: FtmockServer, org: str, tmp_path: Path) -> None:
+    """Issue 10, item 1: the attack that fenced a victim (facts PUT, holder-less DELETE, one-hour claim)."""
+    victim = register(server, tmp_path, org, name="victim", facts={"virt.uuid": "victim-vm"})
+    gen = claim(victim.client, victim.uuid, "victim-holder", None, ttl=60).json()["generation"]
+    attacker = register(server, tmp_path, org, name="attacker", facts={"virt.uuid": "attacker-vm"})
+    # Claiming the victim's virt.uuid after registration changes the fact, not the lease group.
+    r = attacker.client.put(f"/consumers/{attacker.uuid}", json={"facts": {"virt.uuid": "victim-vm"}})
+    assert r.status_code == 204
+    assert attacker.client.delete(f"/consumers/{attacker.uuid}/lease").status_code == 400  # holder required
+    r = attacker.client.delete(f"/consumers/{attacker.uuid}/lease?holder=victim-holder&generation={gen}")
+    assert r.status_code == 204  # its own (empty) group: nothing released
+    assert claim(attacker.client, attacker.uuid, "x", None, ttl=3600).status_code == 400  # over the maximum
+    assert claim(attacker.client, attacker.uuid, "x", None, ttl=300).status_code == 200  # its own group
+    lease = victim.client.get(f"/consumers/{victim.uuid}/lease").json()
+    assert lease["holder"] == "victim-holder" and lease["generation"] == gen and lease["valid"]
+    assert claim(victim.client, victim.uuid, "victim-holder", gen).status_code == 200
+
+
+def test_only_the_holding_consumer_releases(server: FtmockServer, org: str, tmp_path: Path) -> None:
+    """Two consumers registered for one VM share a lease; the one not holding it cannot free it."""
+    first = register(server, tmp_path, org, name="first", facts={"virt.uuid": "shared-vm"})
+    second = register(server, tmp_path, org, name="second", facts={"virt.uuid": "shared-vm"})
+    gen = claim(first.client, first.uuid, "h1", None, ttl=60).json()["generation"]
+    lease = second.client.get(f"/consumers/{second.uuid}/lease").json()
+    assert lease["holder"] == "h1"
+    r = second.client.delete(f"/consumers/{second.uuid}/lease?holder=h1&generation={gen}")
+    assert r.status_code == 409
+    assert first.client.get(f"/consumers/{first.uuid}/lease").json()["valid"]
+    # A user of the org may release it, naming holder and generation.
+    r = admin_client(server).delete(f"/consumers/{second.uuid}/lease?holder=h1&generation={gen}")
+    assert r.status_code == 204
+    assert not first.client.get(f"/consumers/{first.uuid}/lease").json()["valid"]

@@ -24,7 +24,7 @@ __all__ = ["DEFAULT_STATUS_FILE", "MAX_TTL", "LeaseSettings", "parse_lease_setti
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATUS_FILE = Path("/var/lib/ftagent/lease.json")
-MAX_TTL = 3600.0
+MAX_TTL = 300.0  # the server refuses longer leases (ftmock.leases.MAX_TTL)
 
 _KEYS = {
     "enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units", "fence_signal",

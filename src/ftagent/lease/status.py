@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftagent.errors import FtagentError
 from ftagent.lease.clock import Clock, SystemClock, boot_id
 from ftagent.lease.states import LeaseState
 
 if TYPE_CHECKING:
     from ftagent.lease.settings import LeaseSettings
 
-__all__ = ["holder_path", "load_or_create_holder", "read_status", "status_summary", "write_status"]
+__all__ = ["holder_path", "load_or_create_holder", "read_holder", "read_status", "status_summary", "write_status"]
 
 
 def holder_path(status_file: Path) -> Path:
@@ -29,13 +30,45 @@ def holder_path(status_file: Path) -> Path:
         status_file.name + ".holder")
 
 
+MAX_HOLDER = 255  # what the server accepts
+
+
+def read_holder(path: Path) -> str | None:
+    """The holder id in ``path`` (``None`` if absent or empty); a corrupt file is a ConfigError."""
+    from ftagent.errors import ConfigError
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_HOLDER + 2)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the lease holder file {path}: {exc.strerror or exc}") from exc
+    problem = None
+    value = ""
+    if len(raw) > MAX_HOLDER + 1:
+        problem = f"longer than {MAX_HOLDER} bytes"
+    elif b"\0" in raw:
+        problem = "it holds a NUL byte"
+    else:
+        try:
+            value = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            problem = "it is not UTF-8 text"
+        else:
+            if not value.isprintable():
+                problem = "it holds control characters"
+    if problem is not None:
+        raise ConfigError(f"the lease holder file {path} is corrupt ({problem}); remove it to get a new holder id")
+    return value or None
+
+
 def load_or_create_holder(status_file: Path) -> str:
     """This instance's holder id, created once (race-free) and reused by every later run."""
     path = holder_path(status_file)
-    with contextlib.suppress(FileNotFoundError):
-        value = path.read_text().strip()
-        if value:
-            return value
+    value = read_holder(path)
+    if value:
+        return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = f"{socket.gethostname()[:64]}:{secrets.token_hex(8)}"
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
@@ -51,7 +84,7 @@ def load_or_create_holder(status_file: Path) -> str:
         os.link(tmp, path)  # fails if another run created it first: theirs wins
         fsync_dir(path.parent)
     except FileExistsError:
-        value = path.read_text().strip() or value
+        value = read_holder(path) or value
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -103,8 +136,8 @@ def status_summary(settings: LeaseSettings, clock: Clock | None = None) -> dict[
     """
     data = read_status(settings.status_file)
     holder: str | None = None
-    with contextlib.suppress(OSError):
-        holder = holder_path(settings.status_file).read_text().strip() or None
+    with contextlib.suppress(FtagentError):
+        holder = read_holder(holder_path(settings.status_file))
     if data is None:
         return {"state": LeaseState.DISABLED.value if not settings.enabled else None, "generation": None,
                 "holder": holder, "held_by": None, "running": False, "enabled": settings.enabled,

@@ -1,7 +1,7 @@
 """The ``server`` lease backend: ftmock's lease API over the agent's mutual-TLS identity.
 
 ``POST /consumers/{uuid}/lease`` with ``{"holder", "generation", "ttl"}`` grants (no generation) or
-renews (the current one); ``DELETE /consumers/{uuid}/lease?holder=H`` releases; a 409 is
+renews (the current one); ``DELETE /consumers/{uuid}/lease?holder=H&generation=G`` releases; a 409 is
 :class:`~ftagent.lease.backend.LeaseRefused`.  Steady-state calls go through :class:`LightClient`; a
 failover answer (HTTP 308) is re-sent through the full :class:`~ftagent.connection.Connection`, whose
 identity swapper claims the successor's lease (:meth:`ServerBackend.handover`, via the state
@@ -85,45 +85,63 @@ class LightClient:
                 headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         import http.client
         import json
+        import socket
         import ssl
+        import time
+        from functools import partial
 
-        from ftagent.errors import TLSError
+        from ftagent.answer_limits import CHUNK, DeadlineHTTPResponse, answer_deadline, read_body
+        from ftagent.errors import BadAnswer, TLSError
 
         url = f"{self.base}/{path}"
         payload = None if body is None else json.dumps(body).encode()
-        all_headers = {"Accept": "application/json", "User-Agent": self.user_agent, **(headers or {})}
+        all_headers = {"Accept": "application/json", "User-Agent": self.user_agent, "Accept-Encoding": "identity",
+                       **(headers or {})}
         if payload is not None:
             all_headers["Content-Type"] = "application/json"
+        # The whole call, a reconnect included, ends by `until`: a renewal answered later than the
+        # caller's timeout (which stays inside the fencing margin) counts as failed, however it trickles.
+        until = time.monotonic() + timeout
         for attempt in (0, 1):
             reused = self._conn is not None
             try:
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout(f"no answer within {timeout:g} s")  # noqa: UP041 - TimeoutError only from 3.10
                 if self._conn is None:
                     if self.https:
                         self._conn = http.client.HTTPSConnection(self.host, self.port, context=self._context(),
-                                                                 timeout=timeout)
+                                                                 timeout=left)
                     else:
-                        self._conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-                self._conn.timeout = timeout
+                        self._conn = http.client.HTTPConnection(self.host, self.port, timeout=left)
+                    self._conn.response_class = DeadlineHTTPResponse
+                self._conn.timeout = left
                 if self._conn.sock is not None:
-                    self._conn.sock.settimeout(timeout)
-                self._conn.request(method, url, body=payload, headers=all_headers)
-                response = self._conn.getresponse()
-                data = response.read()
+                    self._conn.sock.settimeout(left)
+                with answer_deadline(left, until=until):
+                    self._conn.request(method, url, body=payload, headers=all_headers)
+                    response = self._conn.getresponse()
+                    if response.getheader("Content-Encoding", "identity").lower() != "identity":
+                        raise BadAnswer(f"{method} {path}: a compressed answer was not asked for; refused")
+                    data = read_body(iter(partial(response.read, CHUNK), b""), lambda: 0, what=f"{method} {path}")
                 status = response.status
                 if response.will_close:
                     self.close()
+            except BadAnswer:
+                self.close()
+                raise
             except ssl.SSLError as exc:
                 self.close()
                 raise TLSError(f"TLS error talking to {self.host}:{self.port}: {exc}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                stale = isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError)
+                stale = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
                 if attempt == 0 and reused and stale:
                     continue  # the server closed an idle keep-alive connection: one fresh try
                 raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}: {exc or type(exc).__name__}") from exc
             try:
                 decoded = json.loads(data) if data else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 decoded = None
             return status, decoded
         raise ConnectionFailed(f"cannot talk to {self.host}:{self.port}")  # pragma: no cover
@@ -167,6 +185,9 @@ class ServerBackend:
         # The body of the grant or renewal in flight: a failover's handover during it updates its
         # generation, because the connection retries that very body after swapping the identity.
         self._pending: dict[str, Any] | None = None
+        #: The generation last granted through this backend; a release names it (the server
+        #: releases only for the current holder and generation).
+        self.generation: int | None = None
 
     @property
     def ttl(self) -> float:
@@ -201,11 +222,16 @@ class ServerBackend:
     def _claim(self, consumer: str, body: dict[str, Any], timeout: float) -> Grant:
         self._pending = body
         try:
-            return _grant(self._call("POST", f"consumers/{consumer}/lease", body, "", timeout))
+            return self._granted(_grant(self._call("POST", f"consumers/{consumer}/lease", body, "", timeout)))
         except Conflict as exc:
             raise _refused(exc) from exc
         finally:
             self._pending = None
+
+    def _granted(self, granted: Grant) -> Grant:
+        if granted.generation is not None:
+            self.generation = granted.generation
+        return granted
 
     def grant(self, consumer: str, holder: str, timeout: float) -> Grant:
         return self._claim(consumer, {"holder": holder, "generation": None, "ttl": self._ttl}, timeout)
@@ -241,7 +267,7 @@ class ServerBackend:
             raise _refused(exc) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        granted = _grant(result)
+        granted = self._granted(_grant(result))
         if self._pending is not None and granted.generation is not None:
             self._pending["generation"] = granted.generation  # the connection retries with this body
         return granted
@@ -249,7 +275,9 @@ class ServerBackend:
     def release(self, consumer: str, holder: str, timeout: float) -> None:
         from urllib.parse import quote
 
-        self._call("DELETE", f"consumers/{consumer}/lease", None, f"?holder={quote(holder, safe='')}", timeout)
+        generation = "" if self.generation is None else str(self.generation)
+        self._call("DELETE", f"consumers/{consumer}/lease", None,
+                   f"?holder={quote(holder, safe='')}&generation={generation}", timeout)
 
     def close(self) -> None:
         if self.light is not None:
