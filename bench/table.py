@@ -12,7 +12,7 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     print(f"\n{title}")
     print(line)
     for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
         if n == 0:
             print(line)
     print(line, flush=True)

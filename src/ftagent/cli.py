@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from ftagent import __version__
+from ftagent.clickcompat import Group
 from ftagent.errors import (
     BadRequest,
     ConfigError,
@@ -85,19 +86,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def exit_code_for(exc: BaseException) -> int:
     """The one mapping from errors to exit codes."""
-    if isinstance(exc, KeyboardInterrupt | click.exceptions.Abort):
+    if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
         return EXIT_INTERRUPTED
     if isinstance(exc, click.ClickException):
         return EXIT_USAGE
     if isinstance(exc, PermissionDenied):
         return EXIT_NOPERM
-    if isinstance(exc, NotRegistered | IdentityError):
+    if isinstance(exc, (NotRegistered, IdentityError)):
         return EXIT_NOT_REGISTERED
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG
     if isinstance(exc, (InvalidUsage, BadRequest, Unauthorized, Conflict, Forbidden, NotFound)):
         return EXIT_USAGE
-    if isinstance(exc, ConnectionFailed | RemoteError | FailoverError | LockTimeout):
+    if isinstance(exc, (ConnectionFailed, RemoteError, FailoverError, LockTimeout)):
         return EXIT_UNAVAILABLE
     return EXIT_INTERNAL
 
@@ -229,7 +230,7 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
-class FtagentGroup(click.Group):
+class FtagentGroup(Group):
     """A group whose ``main`` maps every error to the documented exit code."""
 
     def main(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import inspect
 import ipaddress
 import logging
 import math
@@ -30,7 +31,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -54,6 +55,9 @@ from ftagent.errors import (
     TLSError,
     error_for_status,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -220,6 +224,37 @@ class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
 _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
+_RETRY_ARGS = frozenset(inspect.signature(Retry.__init__).parameters)
+
+
+class _Retry(Retry):
+    """urllib3's ``Retry`` with a backoff cap and a ``Retry-After`` cap on every supported urllib3.
+
+    urllib3 2 takes ``backoff_max`` and (since 2.x) ``retry_after_max``; RHEL 9's urllib3 1.26 takes
+    neither (its backoff cap is a class-wide 120 s). Where an argument is missing, the cap is applied
+    here instead, so the behaviour is the same on both.
+    """
+
+    def __init__(self, *args: Any, backoff_max: float = 120.0, retry_after_max: int = 21600, **kw: Any) -> None:
+        for name, value in (("backoff_max", backoff_max), ("retry_after_max", retry_after_max)):
+            if name in _RETRY_ARGS:
+                kw[name] = value
+        super().__init__(*args, **kw)
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+
+    def new(self, **kw: Any) -> Self:
+        kw.setdefault("backoff_max", self.backoff_max)
+        kw.setdefault("retry_after_max", self.retry_after_max)
+        return super().new(**kw)
+
+    def get_backoff_time(self) -> float:
+        return min(super().get_backoff_time(), self.backoff_max)
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.retry_after_max)
+
+
 class _Adapter(HTTPAdapter):
     """An HTTPAdapter that can verify with its own SSL context (CA directories) and whose
     connections read answers under the limits of :mod:`ftagent.answer_limits`."""
@@ -238,6 +273,10 @@ class _Adapter(HTTPAdapter):
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         manager.pool_classes_by_scheme = dict(_POOLS)
         return manager
+
+
+        # types-requests annotates this only in releases for Python 3.10+ (the lint runs on 3.9).
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
 
     def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
@@ -350,7 +389,7 @@ class Connection:
             session.auth = (username, password or "")
         session.proxies = self._proxies(proxy, no_proxy)
         session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,
@@ -391,7 +430,7 @@ class Connection:
     def reload_identity(self) -> None:
         """Drop pooled TLS connections so the next request presents the (new) identity files."""
         self._closed_connections = self.connections_opened
-        self._adapter.close()
+        self._adapter.close()  # type: ignore[no-untyped-call,unused-ignore]  # as init_poolmanager
 
     @property
     def connections_opened(self) -> int:
@@ -449,7 +488,8 @@ class Connection:
         where = f"{self._host}"
         verify = _find(exc, ssl.SSLCertVerificationError)
         if isinstance(verify, ssl.SSLCertVerificationError):
-            detail = verify.verify_message or str(verify)
+            # urllib3 1.26 matches hostnames itself and raises this error without verify_message.
+            detail = getattr(verify, "verify_message", None) or str(verify)
             ca = self.ca_cert or "the system trust store"
             if "expired" in detail:
                 expired = _expired_ca(self.ca_cert)

@@ -171,7 +171,7 @@ def _stringify(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return str(value)
     return json.dumps(value, sort_keys=True)
 

@@ -191,7 +191,7 @@ class IdentitySwapper:
         record = {
             "from": checked.from_uuid,
             "to": checked.to_uuid,
-            "time": datetime.datetime.now(datetime.UTC).isoformat(),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
         name = checked.consumer.get("name")
         try:

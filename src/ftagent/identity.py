@@ -83,7 +83,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def validate_pair(

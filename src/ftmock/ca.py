@@ -92,7 +92,14 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def not_valid_after(cert: x509.Certificate) -> dt.datetime:
+    """The certificate's notAfter as an aware UTC datetime (``not_valid_after_utc`` is cryptography 42+)."""
+    if hasattr(cert, "not_valid_after_utc"):
+        return cert.not_valid_after_utc
+    return cert.not_valid_after.replace(tzinfo=dt.timezone.utc)
 
 
 class CertificateAuthority:
@@ -175,7 +182,7 @@ class CertificateAuthority:
             existing = x509.load_pem_x509_certificate(cert_path.read_bytes())
             try:
                 san = existing.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                if set(names) <= set(san) and existing.not_valid_after_utc > _now() + dt.timedelta(days=1):
+                if set(names) <= set(san) and not_valid_after(existing) > _now() + dt.timedelta(days=1):
                     return cert_path, key_path
             except x509.ExtensionNotFound:
                 pass
@@ -237,7 +244,7 @@ class CertificateAuthority:
             cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
             key_pem=key_pem,
             public_key_pem=public_key_pem(pub),
-            not_after=cert.not_valid_after_utc,
+            not_after=not_valid_after(cert),
         )
 
     def entitlement(self, entitlement_id: str, owner: str, serial: int, payload: dict[str, Any],
@@ -261,5 +268,5 @@ class CertificateAuthority:
         pem = entcert.pem_with_payload(cert.public_bytes(serialization.Encoding.PEM).decode(), compressed, signature)
         return IssuedCert(
             serial=serial, cert_pem=pem, key_pem=key_to_pem(key),
-            public_key_pem=public_key_pem(key.public_key()), not_after=cert.not_valid_after_utc,
+            public_key_pem=public_key_pem(key.public_key()), not_after=not_valid_after(cert),
         )

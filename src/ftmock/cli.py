@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from ftagent.clickcompat import Group
+
 __all__ = ["main"]
 
 DEFAULT_DATA_DIR = "ftmock-data"
@@ -24,22 +26,23 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR,
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(file_okay=False), default=DEFAULT_DATA_DIR,
               show_default=True, envvar="FTMOCK_DATA_DIR", help="Directory with the database, CA and keys.")
 @click.option("-d", "--debug", is_flag=True, help="Log debug messages.")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path, debug: bool) -> None:
+def cli(ctx: click.Context, data_dir: str, debug: bool) -> None:
     """ftmock: reference entitlement server (a Candlepin subset) with fault-tolerance support."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = data_dir.resolve()
+    # click 7's Path has no path_type=Path: convert here.
+    ctx.obj = Path(data_dir).resolve()
 
 
 @cli.command()
 @click.option("--listen", default="127.0.0.1:8443", show_default=True,
               help="Address to listen on, HOST:PORT; port 0 picks a free port.")
-@click.option("--data-dir", "serve_data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data-dir", "serve_data_dir", type=click.Path(file_okay=False), default=None,
               help="Directory with the database, CA and keys (same as the global option).")
 @click.option("--admin-password", envvar="FTMOCK_ADMIN_PASSWORD", default=None,
               help="Password of user 'admin' (default 'admin' on first start; env FTMOCK_ADMIN_PASSWORD).")
@@ -50,13 +53,13 @@ def cli(ctx: click.Context, data_dir: Path, debug: bool) -> None:
               help="Seconds for a request's line and headers to arrive once begun, and for its body "
                    "(plus one second per MiB); slower clients get 408 and are disconnected.")
 @click.pass_obj
-def serve(data_dir: Path, listen: str, serve_data_dir: Path | None, admin_password: str | None,
+def serve(data_dir: Path, listen: str, serve_data_dir: str | None, admin_password: str | None,
           no_csr: bool, request_timeout: float) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
 
     if serve_data_dir is not None:
-        data_dir = serve_data_dir.resolve()
+        data_dir = Path(serve_data_dir).resolve()
     host, port = _parse_listen(listen)
     try:
         app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr,

@@ -134,7 +134,7 @@ def _product_list(value: Any) -> list[dict[str, Any]]:
         raise BadRequest("installedProducts must be a list")
     out = []
     for item in value:
-        if not isinstance(item, dict) or not isinstance(item.get("productId"), str | int):
+        if not isinstance(item, dict) or not isinstance(item.get("productId"), (str, int)):
             raise BadRequest("installedProducts entries need a productId")
         entry = {"productId": str(item["productId"])}
         for key in ("productName", "version", "arch"):

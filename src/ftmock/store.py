@@ -161,7 +161,7 @@ CREATE INDEX IF NOT EXISTS shares_recipient ON shares(recipient);
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def dumps(value: Any) -> str:

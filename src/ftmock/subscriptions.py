@@ -165,7 +165,7 @@ def _date(value: Any, what: str, default: dt.datetime) -> str:
     except ValueError:
         raise BadRequest(f"{what} must be an ISO 8601 date") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.isoformat()
 
 
@@ -176,7 +176,7 @@ def create_pool(tx: Tx, owner: str, body: Any) -> dict[str, Any]:
     quantity = body.get("quantity", 1)
     if not isinstance(quantity, int) or isinstance(quantity, bool) or not -1 <= quantity <= MAX_QUANTITY:
         raise BadRequest(f"quantity must be an integer from 0 to {MAX_QUANTITY}, or -1 for unlimited")
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     start = _date(body.get("startDate"), "startDate", now - dt.timedelta(days=1))
     end = _date(body.get("endDate"), "endDate", now + dt.timedelta(days=365))
     if end <= start:
@@ -331,7 +331,7 @@ def _check_attachable(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, quantity
     """Why this consumer cannot attach this pool, or None when it can."""
     if pool["owner"] != consumer["owner"] and not _shared_to(tx, consumer, pool):
         return "the pool belongs to another organization"
-    now = dt.datetime.now(dt.UTC).isoformat()
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
     if not pool["start_date"] <= now < pool["end_date"]:
         return "the pool is not current"
     attrs = loads(pool["attributes"], {})

@@ -21,6 +21,8 @@ from typing import Any
 
 import click
 
+from ftagent.clickcompat import Group
+
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, FtreportError, PasswordError
@@ -98,7 +100,7 @@ def _config_error_json(exc: FtreportError) -> str:
     return dump_json({"ok": False, "config_error": error, "sources": {}, "servers": {}})
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "configs", multiple=True, metavar="FILE",
               help="Configuration file (repeatable); replaces /etc/ftreport.d/*.conf.")
 @click.option("-o", "--oneshot", "--one-shot", "oneshot", is_flag=True, help="Collect and send once, then exit.")

@@ -70,7 +70,7 @@ def ft_attributes(instance_uuid: str, vsphere_role: int, instance_uuids: Sequenc
     }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Guest:
     """One guest (one VM instance) on a hypervisor."""
 
@@ -85,7 +85,7 @@ class Guest:
         return {"guestId": self.guest_id, "state": self.state, "attributes": dict(self.attributes)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Hypervisor:
     """One hypervisor with its guests and facts."""
 

@@ -78,7 +78,7 @@ class RogueServer:
 
 
 def _sign(subject_cn: str, org: str, public_key: Any, issuer_cert: x509.Certificate | None, issuer_key: Any) -> str:
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     issuer = issuer_cert.subject if issuer_cert is not None else x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, "Rogue CA")])
     cert = (x509.CertificateBuilder()

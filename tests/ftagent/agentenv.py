@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import requests
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from ftagent.cli import cli
+from tests.clirunner import Runner
 from tests.conftest import ADMIN_PASSWORD, FtmockServer
 
 FTAGENT = str(Path(sys.executable).parent / "ftagent")
@@ -50,7 +51,7 @@ class Guest:
         return self.root / "ent"
 
     def run(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(cli, ["--config", str(self.conf), *args], input=input, env=env)
+        return Runner().invoke(cli, ["--config", str(self.conf), *args], input=input, env=env)
 
     def ok(self, *args: str, **kw: Any) -> Any:
         res = self.run(*args, "--json", **kw)

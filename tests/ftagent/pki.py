@@ -27,7 +27,7 @@ class LocalCA:
     serial: int = 100
 
     def __post_init__(self) -> None:
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.timezone.utc)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
         self.cert = (
             x509.CertificateBuilder()
@@ -58,7 +58,7 @@ class LocalCA:
         days: float = 365,
         start: dt.datetime | None = None,
     ) -> bytes:
-        now = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        now = start or dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
         self.serial += 1
         cert = (
             x509.CertificateBuilder()

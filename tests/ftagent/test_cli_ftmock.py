@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import trustme
-from click.testing import CliRunner
 
 from ftagent.cli import cli
 from ftagent.connection import Connection
 from ftagent.errors import Forbidden
 from ftagent.lock import FileLock
+from tests.clirunner import Runner
 from tests.conftest import ADMIN_PASSWORD, FtmockServer
 from tests.ftagent.agentenv import FTAGENT, Guest, make_guest, make_pool
 
@@ -232,7 +232,7 @@ def test_config_error_exit_78(guest: Guest) -> None:
     assert res.exit_code == 78
     bad = guest.root / "bad.conf"
     bad.write_text("[server]\ntimeout = never\n")
-    res = CliRunner().invoke(cli, ["--config", str(bad), "checkin"])
+    res = Runner().invoke(cli, ["--config", str(bad), "checkin"])
     assert res.exit_code == 78 and "[server] timeout" in res.stderr
 
 

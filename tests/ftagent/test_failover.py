@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import responses
-from click.testing import CliRunner
 
 from ftagent.agent import Agent
 from ftagent.cli import cli
 from ftagent.config import load_config
 from ftagent.errors import FailoverError
+from tests.clirunner import Runner
 from tests.ftagent.pki import LocalCA, key_pem, new_key
 
 URL = "https://cp.test:8443/candlepin"
@@ -119,7 +119,7 @@ def test_server_sent_key_replaces_the_local_key(guest: Guest) -> None:
 def _forgeries(g: Guest) -> dict[str, tuple[dict[str, Any], str]]:
     other_ca = LocalCA(name="evil CA")
     other_key = new_key()
-    old_start = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    old_start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
     malformed = g.failover_body()
     del malformed["failover"]["consumer"]
     return {
@@ -170,7 +170,7 @@ def test_lease_hook_refusal_changes_nothing(tmp_path: Path) -> None:
 def test_cli_checkin_then_identity_shows_failover(guest: Guest) -> None:
     responses.put(f"{URL}/consumers/old", status=308, json=guest.failover_body())
     mock_successor(responses.mock)
-    runner = CliRunner()
+    runner = Runner()
     res = runner.invoke(cli, ["--config", str(guest.conf), "checkin"])
     assert res.exit_code == 0, res.output
     assert "Failed over from old to new" in res.output
@@ -185,7 +185,7 @@ def test_cli_forged_failover_exit_69_with_clear_message(guest: Guest) -> None:
     responses.put(f"{URL}/consumers/old", status=308,
                   json=guest.failover_body(cert=other.issue("new", guest.key.public_key())))
     before = guest.snapshot()
-    res = CliRunner().invoke(cli, ["--config", str(guest.conf), "checkin"])
+    res = Runner().invoke(cli, ["--config", str(guest.conf), "checkin"])
     assert res.exit_code == 69
     assert "failover refused: the successor's certificate is not issued by the configured CA" in res.stderr
     assert guest.snapshot() == before

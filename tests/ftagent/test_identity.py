@@ -96,7 +96,7 @@ def test_missing_key_refused(tmp_path: Path, ca: LocalCA) -> None:
 
 def test_expired_identity_refused(tmp_path: Path, ca: LocalCA) -> None:
     store = IdentityStore(tmp_path / "id")
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
     key = new_key()
     cert = ca.issue("u1", key.public_key(), start=start, days=5)
     with pytest.raises(IdentityError, match="expired"):
@@ -105,7 +105,7 @@ def test_expired_identity_refused(tmp_path: Path, ca: LocalCA) -> None:
     key2 = new_key()
     cert2 = ca.issue("u2", key2.public_key(), days=1)
     store.save(cert2, key_pem(key2))
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
     for full in (False, True):
         with pytest.raises(IdentityError, match="expired on"):
             store.load(full=full, now=later)

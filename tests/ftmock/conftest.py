@@ -20,6 +20,11 @@ from tests.conftest import FtmockServer
 _counter = itertools.count()
 
 
+def public_key_der(cert: x509.Certificate) -> bytes:
+    """The certificate's SubjectPublicKeyInfo (public keys compare with == only from cryptography 38)."""
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def make_key_and_csr(cn: str = "ftagent") -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder()

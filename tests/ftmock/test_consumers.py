@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import Client, admin_client, make_key_and_csr, register
+from tests.ftmock.conftest import Client, admin_client, make_key_and_csr, public_key_der, register
 
 
 def _pub(pem: str) -> bytes:
@@ -159,7 +159,7 @@ def test_regenerate_identity_keeps_key_and_retires_old_cert(server: FtmockServer
     assert new["serial"]["serial"] != reg.dto["idCert"]["serial"]["serial"]
     old = x509.load_pem_x509_certificate(reg.dto["idCert"]["cert"].encode())
     cert = x509.load_pem_x509_certificate(new["cert"].encode())
-    assert cert.public_key() == old.public_key()
+    assert public_key_der(cert) == public_key_der(old)
     # The replaced certificate no longer authenticates.
     assert reg.client.get(f"/consumers/{reg.uuid}").status_code == 401
     Path(reg.cert_path).write_text(new["cert"])
@@ -170,7 +170,7 @@ def test_regenerate_identity_keeps_key_and_retires_old_cert(server: FtmockServer
     _, csr = make_key_and_csr()
     r = client.post(f"/consumers/{reg.uuid}", json={"csr": csr})
     assert r.status_code == 200
-    assert x509.load_pem_x509_certificate(r.json()["idCert"]["cert"].encode()).public_key() != old.public_key()
+    assert public_key_der(x509.load_pem_x509_certificate(r.json()["idCert"]["cert"].encode())) != public_key_der(old)
 
 
 def test_admin_lists_consumers_with_facts(server: FtmockServer, org: str, tmp_path: Path) -> None:

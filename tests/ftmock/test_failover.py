@@ -9,7 +9,15 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, product_and_pool, register
+from tests.ftmock.conftest import (
+    Client,
+    admin_client,
+    checkin,
+    hypervisor,
+    product_and_pool,
+    public_key_der,
+    register,
+)
 
 VM1 = "4a2f3e1c-0d9b-4e5f-8a7b-6c5d4e3f2a1b"
 
@@ -122,7 +130,7 @@ def test_design_use_case(server: FtmockServer, org: str, tmp_path: Path) -> None
     cert = x509.load_pem_x509_certificate(successor["idCert"]["cert"].encode())
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == consumer2
     old_cert = x509.load_pem_x509_certificate(reg.dto["idCert"]["cert"].encode())
-    assert cert.public_key() == old_cert.public_key()
+    assert public_key_der(cert) == public_key_der(old_cert)
     assert successor["facts"]["virt.uuid"] == VM1
     # Every request with the old identity, repeated, gets the same successor and never a 2xx.
     for method, path in (("GET", f"/consumers/{consumer1}/certificates"), ("PUT", f"/consumers/{consumer1}"),

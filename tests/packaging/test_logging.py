@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+
+from tests.clirunner import Runner
 
 BIN = Path(sys.executable).parent
 
@@ -92,7 +93,7 @@ def test_ftagent_logs_to_the_default_file_when_its_directory_exists(tmp_path: Pa
     logdir = tmp_path / "var-log-ftagent"
     logdir.mkdir()
     monkeypatch.setattr(cli, "DEFAULT_LOG_FILE", str(logdir / "ftagent.log"))
-    result = CliRunner().invoke(cli.cli, ["--config", str(_guest_config(tmp_path)), "facts", "--json"])
+    result = Runner().invoke(cli.cli, ["--config", str(_guest_config(tmp_path)), "facts", "--json"])
     assert result.exit_code == 0, result.output
     assert (logdir / "ftagent.log").exists()
 
@@ -103,7 +104,7 @@ def test_ftagent_without_the_log_directory_logs_nowhere_and_says_nothing(tmp_pat
     from ftagent import cli
 
     monkeypatch.setattr(cli, "DEFAULT_LOG_FILE", str(tmp_path / "absent" / "ftagent.log"))
-    result = CliRunner().invoke(cli.cli, ["--config", str(_guest_config(tmp_path)), "facts", "--json"])
+    result = Runner().invoke(cli.cli, ["--config", str(_guest_config(tmp_path)), "facts", "--json"])
     assert result.exit_code == 0, result.output
     assert "log file" not in result.output
     assert not (tmp_path / "absent").exists()
@@ -115,7 +116,7 @@ def test_ftagent_log_file_follows_logrotate(tmp_path: Path) -> None:
     from ftagent import cli
 
     log_file = tmp_path / "ftagent.log"
-    result = CliRunner().invoke(cli.cli, ["--config", str(_guest_config(tmp_path, log_file)), "facts", "--json"])
+    result = Runner().invoke(cli.cli, ["--config", str(_guest_config(tmp_path, log_file)), "facts", "--json"])
     assert result.exit_code == 0, result.output
     log = logging.getLogger("ftagent.rotation-test")
     log.warning("before rotation")

@@ -20,6 +20,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
 from tests.packaging.conftest import PACKAGING, ROOT
 
 SPEC = PACKAGING / "rpm" / "ftagent.spec"

@@ -221,7 +221,7 @@ def test_commented_defaults_in_shipped_ftagent_conf_are_the_code_defaults() -> N
             assert default is not None, f"#{key} = {value} looks like a default but {key} has none"
             if isinstance(default, bool):
                 assert (value == "yes") == default, key
-            elif isinstance(default, int | float):
+            elif isinstance(default, (int, float)):
                 assert float(value) == default, key
             else:
                 assert value == str(default), key

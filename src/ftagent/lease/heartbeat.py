@@ -197,7 +197,7 @@ class Heartbeat:
             return None, None
         state = data.get("observed") if data.get("state") == LeaseState.DISABLED else data.get("state")
         if (data.get("boot_id") == self.boot_id and self.boot_id is not None and state in ("HELD", "DEGRADED")
-                and isinstance(data.get("generation"), int) and isinstance(data.get("deadline"), int | float)
+                and isinstance(data.get("generation"), int) and isinstance(data.get("deadline"), (int, float))
                 and data.get("clock") == getattr(self.clock, "name", None)):
             return int(data["generation"]), float(data["deadline"])
         return None, None
@@ -211,7 +211,7 @@ class Heartbeat:
             "mode": self.mode,
             "boot_id": self.boot_id,
             "clock": getattr(self.clock, "name", None),
-            "updated": datetime.datetime.fromtimestamp(self.clock.wall(), datetime.UTC).isoformat(),
+            "updated": datetime.datetime.fromtimestamp(self.clock.wall(), datetime.timezone.utc).isoformat(),
             "backend": self.backend.name,
         })
         timing = getattr(self.backend, "timing", None)

@@ -9,8 +9,8 @@ from ftagent.errors import FailoverError
 __all__ = ["DONE", "HOLDING", "LeaseLost", "LeaseState"]
 
 
-class LeaseState(enum.StrEnum):
-    """The heartbeat's states."""
+class LeaseState(str, enum.Enum):
+    """The heartbeat's states (a ``str`` enum that prints as its value, like 3.11's ``StrEnum``)."""
 
     DISABLED = "DISABLED"
     ACQUIRING = "ACQUIRING"
@@ -23,6 +23,13 @@ class LeaseState(enum.StrEnum):
     #: Never entered by the heartbeat: ``ftagent status``'s verdict on a status file that claims
     #: the lease but is older than its deadline (no heartbeat renews it any more).
     STALE = "STALE"
+
+    def __str__(self) -> str:
+        return self.value
+
+    # Python 3.12 formats a mixed-in enum with Enum.__str__; keep f-strings printing the value.
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 HOLDING = frozenset({LeaseState.HELD, LeaseState.DEGRADED})

@@ -149,7 +149,7 @@ def status_summary(settings: LeaseSettings, clock: Clock | None = None) -> dict[
     same_boot = data.get("boot_id") is not None and data.get("boot_id") == boot_id()
     deadline = data.get("deadline")
     clk = clock or SystemClock()
-    if same_boot and isinstance(deadline, int | float):
+    if same_boot and isinstance(deadline, (int, float)):
         out["deadline_in"] = round(deadline - clk.now(), 3)
     else:
         out["deadline_in"] = None
