@@ -99,7 +99,7 @@ def _decompress(data: bytes) -> Any:
 
 def _validity(cert: x509.Certificate) -> tuple[str, str]:
     # The *_utc properties appeared in cryptography 42; RHEL 9 has 36, whose naive values are UTC.
-    utc = datetime.timezone.utc  # noqa: UP017 - datetime.timezone.utc is Python 3.11+
+    utc = datetime.timezone.utc
     start = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before.replace(tzinfo=utc)
     end = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=utc)
     return start.isoformat(), end.isoformat()

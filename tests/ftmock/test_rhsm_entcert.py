@@ -15,7 +15,7 @@ from rhsm.certificate2 import EntitlementCertificate
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import admin_client, register
 
-UTC = dt.timezone.utc  # noqa: UP017 - the code runs on Python 3.9 too
+UTC = dt.timezone.utc
 
 
 def _products(server: FtmockServer, org: str) -> str:
