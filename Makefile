@@ -9,9 +9,10 @@ PY := $(VENV)/bin/python
 BUILD := .build
 INSTALL_EXTRAS := .[test,vmware,libvirt,compat]
 
-# The matrix: interpreters from pyenv (scripts/find-python.sh falls back, with a warning).
-PYTHON_MIN ?= $(shell scripts/find-python.sh 3.9)
-PYTHON_NEWEST ?= $(shell scripts/find-python.sh 3.13)
+# The matrix: interpreters from pyenv, staged where every user can run them (some tests run the
+# programs as nobody); scripts/find-python.sh falls back, with a warning.
+PYTHON_MIN ?= $(shell scripts/find-python.sh 3.9 $(BUILD))
+PYTHON_NEWEST ?= $(shell scripts/find-python.sh 3.13 $(BUILD))
 VENV_MIN ?= .venv-py39
 VENV_NEWEST ?= .venv-py313
 VENV_LINT ?= .venv-lint
@@ -47,30 +48,29 @@ venv: $(PY)
 venv-test: $(PY)
 	$(PY) -m pip install -q -e '$(INSTALL_EXTRAS)'
 
-# Minimum leg: Python 3.9 with exactly the versions in $(CONSTRAINTS_MIN).
-$(VENV_MIN)/bin/python:
-	$(PYTHON_MIN) -m venv $(VENV_MIN)
-	$(VENV_MIN)/bin/python -m pip install -q --upgrade pip
+# A virtualenv $(1) made by the interpreter $(2), made anew when it was made by another one.
+define ensure_venv
+	@home=$$(sed -n 's/^home = //p' $(1)/pyvenv.cfg 2>/dev/null); \
+	if [ ! -x $(1)/bin/python ] || [ "$$home" != "$$(dirname $(2))" ]; then \
+		echo "$(2) -m venv $(1)"; rm -rf $(1) && $(2) -m venv $(1) && $(1)/bin/python -m pip install -q --upgrade pip; \
+	fi
+endef
 
-venv-min: $(VENV_MIN)/bin/python
+# Minimum leg: Python 3.9 with exactly the versions in $(CONSTRAINTS_MIN).
+venv-min:
+	$(call ensure_venv,$(VENV_MIN),$(PYTHON_MIN))
 	$(VENV_MIN)/bin/python -m pip install -q -c $(CONSTRAINTS_MIN) -e '$(INSTALL_EXTRAS)'
 
 # Newest leg: the newest Python with the newest release of everything.
-$(VENV_NEWEST)/bin/python:
-	$(PYTHON_NEWEST) -m venv $(VENV_NEWEST)
-	$(VENV_NEWEST)/bin/python -m pip install -q --upgrade pip
-
-venv-newest: $(VENV_NEWEST)/bin/python
+venv-newest:
+	$(call ensure_venv,$(VENV_NEWEST),$(PYTHON_NEWEST))
 	$(VENV_NEWEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '$(INSTALL_EXTRAS)'
 
 # Lint once, on Python 3.9 so that mypy checks against 3.9's standard library, with the newest
 # typed releases that still install there (click 7, the minimum, has no type hints; click 8.2+
 # no longer parses for a 3.9 target).
-$(VENV_LINT)/bin/python:
-	$(PYTHON_MIN) -m venv $(VENV_LINT)
-	$(VENV_LINT)/bin/python -m pip install -q --upgrade pip
-
-venv-lint: $(VENV_LINT)/bin/python
+venv-lint:
+	$(call ensure_venv,$(VENV_LINT),$(PYTHON_MIN))
 	$(VENV_LINT)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[lint]'
 
 # Debian's python3-sanlock binding (and only it) in the venv: a link listed in a .pth file.

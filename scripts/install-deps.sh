@@ -15,7 +15,8 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
 fi
 all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-govmomi-dev
           rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl etcd-server
-          sanlock python3-sanlock)
+          sanlock python3-sanlock
+          patchelf)  # patchelf: scripts/find-python.sh stages the test matrix's interpreters
 
 pkgs=("${base_pkgs[@]}")
 [ "$level" = all ] && pkgs+=("${all_pkgs[@]}")
