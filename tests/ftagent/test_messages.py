@@ -114,6 +114,12 @@ def test_expired_ca_is_named(guest: Guest, tmp_path: Path) -> None:
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(days=30)).not_valid_after(now - datetime.timedelta(days=1))
                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               # Python 3.13 verifies strictly (VERIFY_X509_STRICT): a CA without key usage would be
+               # refused for that before its expiry is looked at. The same extensions as ftmock's CA.
+               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                .sign(key, hashes.SHA256()))
     ca = tmp_path / "expired-ca.pem"
     ca.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
