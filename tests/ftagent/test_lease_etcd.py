@@ -315,7 +315,7 @@ class StallingProxy:
                 continue
             try:
                 data = src.recv(65536)
-            except socket.timeout:  # noqa: UP041 - not TimeoutError on Python 3.9
+            except socket.timeout:
                 continue
             except OSError:
                 break
