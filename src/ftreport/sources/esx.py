@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import importlib
 import logging
+import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ElementTree
@@ -389,7 +390,7 @@ class EsxSource:
             return self._fault_error(fault, getattr(exc, "msg", None) or "", doing)
         if isinstance(exc, ConnectionRefusedError):
             return SourceError(self.name, f"cannot connect to {self.address}: connection refused")
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, (TimeoutError, socket.timeout)):  # one class only from Python 3.10
             return SourceError(self.name, f"{doing} at {self.address} timed out")
         if isinstance(exc, OSError):
             return SourceError(self.name, f"{doing} at {self.address} failed: {exc.strerror or exc}")
