@@ -72,7 +72,7 @@ def answer_deadline(seconds: float, *, until: float | None = None) -> Iterator[N
 def _left(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise socket.timeout("the answer did not arrive before the call's deadline")  # noqa: UP041 - TimeoutError only from 3.10
+        raise socket.timeout("the answer did not arrive before the call's deadline")
     return left
 
 

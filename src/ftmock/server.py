@@ -75,7 +75,7 @@ class _DeadlineReader(io.RawIOBase):
         else:
             timeout = self.deadline - time.monotonic()
             if timeout <= 0:
-                raise socket.timeout("request deadline passed")  # noqa: UP041 - TimeoutError only from 3.10
+                raise socket.timeout("request deadline passed")
         self.sock.settimeout(timeout)
         n = self.sock.recv_into(buffer)
         if n and self.deadline is None and self.arm is not None:

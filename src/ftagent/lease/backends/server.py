@@ -107,7 +107,7 @@ class LightClient:
             try:
                 left = until - time.monotonic()
                 if left <= 0:
-                    raise socket.timeout(f"no answer within {timeout:g} s")  # noqa: UP041 - TimeoutError only from 3.10
+                    raise socket.timeout(f"no answer within {timeout:g} s")
                 if self._conn is None:
                     if self.https:
                         self._conn = http.client.HTTPSConnection(self.host, self.port, context=self._context(),
