@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import importlib
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -136,6 +137,16 @@ def _negotiate_version(host: str, port: int, path: str, ssl_context: ssl.SSLCont
         if support.versionIdMap.get(version) in offered:
             return str(version)
     return None
+
+
+def _session_id(stub: Any) -> str:
+    """The vCenter session of pyvmomi's SOAP stub: ``GetSessionId`` (pyvmomi 8.0.1+), else the
+    session cookie that older releases (8.0.0.1, the minimum) keep as the raw Set-Cookie value."""
+    get = getattr(stub, "GetSessionId", None)
+    if get is not None:
+        return str(get() or "")
+    m = re.search(r'vmware_soap_session="?([^";]+)', getattr(stub, "cookie", "") or "")
+    return m.group(1) if m else ""
 
 
 def _pyvmomi() -> tuple[Any, Any]:
@@ -450,7 +461,7 @@ class EsxSource:
         stub = si._GetStub()  # public per pyVmomi ("officially supported")
         ssl_context = None if self._scheme == "http" else self._ctx
         return VimSoapClient(host=self._host, port=self._port, path=self._path, ssl_context=ssl_context,
-                             timeout=self._config.timeout, session_id=stub.GetSessionId() or "",
+                             timeout=self._config.timeout, session_id=_session_id(stub),
                              soap_action=stub.versionId)
 
     def _report_counts(self, inventory: Inventory) -> None:
