@@ -304,7 +304,18 @@ def _sandbox_script(svc: configparser.SectionProxy, hook: Path, inner: str) -> s
     for d in runtime:
         lines += [f"mkdir -p -m {mode} {d}", f"mount --bind {d} {d}"]
     if svc.get("PrivateTmp") == "yes":
+        # The private /tmp hides what lies in the host's /tmp. An installed ftagent never does, but a
+        # checkout (with its virtualenv and interpreter) may: such a tree is bound back, read-only.
+        trees = sorted({str(t) for t in (PACKAGING.resolve().parent, Path(sys.prefix).resolve(),
+                                         Path(sys.base_prefix).resolve())
+                        if str(t).startswith(("/tmp/", "/var/tmp/"))})
+        if trees:
+            lines += ["mkdir -p /run/.host-tmp /run/.host-var-tmp", "mount --bind /tmp /run/.host-tmp",
+                      "mount --bind /var/tmp /run/.host-var-tmp"]
         lines += ["mount -t tmpfs tmpfs /tmp", "mount -t tmpfs tmpfs /var/tmp"]
+        for tree in trees:
+            host = tree.replace("/var/tmp/", "/run/.host-var-tmp/", 1).replace("/tmp/", "/run/.host-tmp/", 1)
+            lines += [f"mkdir -p {tree}", f"mount --bind {host} {tree}"]
     keep = " ".join(runtime + (["/tmp", "/var/tmp"] if svc.get("PrivateTmp") == "yes" else []))
     # strict: every other mount read-only, /proc, /sys and /dev excepted (handled by other settings)
     lines.append(
