@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import admin_client
@@ -28,6 +31,23 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+_vm_numbers = itertools.count()
+
+
+def unique_vm(prefix: str) -> str:
+    """A virt.uuid no other test of this run (or of a run beside it) uses."""
+    return f"{prefix}-vm-{os.getpid()}-{next(_vm_numbers)}"
+
+
+@pytest.fixture
+def guests() -> Iterator[list[Guest]]:
+    """Guests a test starts; their processes are killed when it ends, whatever happened."""
+    made: list[Guest] = []
+    yield made
+    for g in made:
+        g.kill_all()
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str = "condition", step: float = 0.05) -> Any:

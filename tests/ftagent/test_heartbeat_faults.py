@@ -12,30 +12,27 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftagent.heartbeat_kit import Guest, assert_no_overlap, clone_guest, make_guest, wait_for, with_signal
+from tests.ftagent.heartbeat_kit import (
+    Guest,
+    assert_no_overlap,
+    clone_guest,
+    make_guest,
+    unique_vm,
+    wait_for,
+    with_signal,
+)
 from tests.ftmock.conftest import Client, checkin, new_org
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
 
-_n = iter(range(10_000))
-
-
-@pytest.fixture
-def guests() -> Iterator[list[Guest]]:
-    made: list[Guest] = []
-    yield made
-    for g in made:
-        g.kill_all()
-
 
 def vm() -> str:
-    return f"lease-vm-{os.getpid()}-{next(_n)}"
+    return unique_vm("lease")
 
 
 def test_steady_state_then_release_hands_over_at_once(ftmock_session: FtmockServer, tmp_path: Path,

@@ -10,29 +10,16 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import FtmockServer
 from tests.ftagent.agentenv import FTAGENT
-from tests.ftagent.heartbeat_kit import Guest, make_guest, wait_for, with_signal
+from tests.ftagent.heartbeat_kit import Guest, make_guest, unique_vm, wait_for, with_signal
 from tests.ftmock.conftest import new_org
-
-_n = iter(range(10_000))
-
-
-@pytest.fixture
-def guests() -> Iterator[list[Guest]]:
-    made: list[Guest] = []
-    yield made
-    for g in made:
-        g.kill_all()
 
 
 def vm() -> str:
-    return f"ops-vm-{os.getpid()}-{next(_n)}"
+    return unique_vm("ops")
 
 
 def ftagent(g: Guest, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ that fenced must have fenced before etcd deleted its key (before anybody else co
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import threading
@@ -23,13 +22,10 @@ import pytest
 
 from tests.conftest import FtmockServer
 from tests.ftagent.etcd_cluster import EtcdCluster, Event, KeyWatch, b64, free_ports, unb64
-from tests.ftagent.heartbeat_kit import Guest, clone_guest, make_guest, wait_for, with_signal
+from tests.ftagent.heartbeat_kit import Guest, clone_guest, make_guest, unique_vm, wait_for, with_signal
 from tests.ftmock.conftest import new_org
 
 PREFIX = "/ftagent-test/leases"
-_n = iter(range(10_000))
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     c = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
@@ -46,16 +42,8 @@ def etcd(cluster: EtcdCluster) -> Iterator[EtcdCluster]:
     cluster.heal()
 
 
-@pytest.fixture
-def guests() -> Iterator[list[Guest]]:
-    made: list[Guest] = []
-    yield made
-    for g in made:
-        g.kill_all()
-
-
 def vm() -> str:
-    return f"etcd-vm-{os.getpid()}-{next(_n)}"
+    return unique_vm("etcd")
 
 
 def etcd_guest(server: FtmockServer, root: Path, endpoints: str, **lease: str) -> Guest:

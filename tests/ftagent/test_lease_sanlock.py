@@ -19,18 +19,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftagent.heartbeat_kit import wait_for
+from tests.ftagent.heartbeat_kit import unique_vm, wait_for
 from tests.ftagent.sanlock_kit import SanlockSite, boottime, require_binding
 from tests.ftmock.conftest import new_org
 
 require_binding()
 
-_n = iter(range(10_000))
-
-
 @pytest.fixture
 def site(ftmock_session: FtmockServer, tmp_path: Path) -> Iterator[SanlockSite]:
-    made = SanlockSite(ftmock_session, tmp_path, new_org(ftmock_session), f"sl-vm-{os.getpid()}-{next(_n)}")
+    made = SanlockSite(ftmock_session, tmp_path, new_org(ftmock_session), unique_vm("sl"))
     try:
         made.start_daemons()
         made.init()
