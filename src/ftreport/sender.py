@@ -33,7 +33,6 @@ __all__ = [
     "Destination",
     "SentRecord",
     "default_connection_factory",
-    "encode_body",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,11 +61,6 @@ def default_connection_factory(server: ServerConfig, timeout: float) -> Connecti
                       username=server.username, password=server.password, insecure=server.insecure,
                       timeout=timeout, proxy=server.proxy, no_proxy=server.no_proxy, retries=2,
                       max_retry_after=5.0, ca_cert_setting="rhsm_ca_cert")
-
-
-def encode_body(body: Mapping[str, Any]) -> bytes:
-    """The exact bytes sent (and printed by --print)."""
-    return json.dumps(body, separators=(", ", ": ")).encode()
 
 
 class SentRecord:

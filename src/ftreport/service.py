@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .config import Config, ServerConfig, SourceConfig
+from .encoding import EncodedReport, ReportEncoder
 from .errors import ConfigError, FtreportError, SendError, SourceError
 from .logfiles import source_context
 from .metrics import ReportMetrics
-from .model import Hypervisor, body_hash, merge_hypervisors, report_body
+from .model import Hypervisor, merge_hypervisors
 from .notify import Notifier
 from .progress import Progress
-from .sender import ConnectionFactory, Destination, default_connection_factory, encode_body
+from .sender import ConnectionFactory, Destination, default_connection_factory
 from .sources import ProgressCallback, Snapshot, Source, create_source, no_progress
 
 __all__ = [
@@ -56,6 +58,7 @@ class _SourceState:
     snapshot: Snapshot | None = None
     error: str | None = None
     updated: float = 0.0
+    first: float | None = None  # when its first snapshot arrived
 
 
 class Inventory:
@@ -77,6 +80,8 @@ class Inventory:
             state.snapshot = snapshot
             state.error = None
             state.updated = time.monotonic()
+            if state.first is None:
+                state.first = state.updated
             if changed:
                 self.version += 1
                 self._cond.notify_all()
@@ -112,19 +117,27 @@ class Inventory:
         with self._cond:
             self._cond.notify_all()
 
-    def gather(self, names: Sequence[str]) -> tuple[list[Snapshot], bool]:
-        """(snapshots of these sources, whether every one of them has reported or failed)."""
+    def gather(self, names: Sequence[str], wait: float = math.inf) -> tuple[list[Snapshot], list[str]]:
+        """(snapshots of these sources, the sources still collecting for the first time).
+
+        While some are still collecting, the list of snapshots is empty, unless the first snapshot
+        of these sources arrived ``wait`` seconds ago or more: one slow vCenter then no longer
+        holds back the others' report (the server keeps hypervisors a report leaves out)."""
         with self._cond:
             snaps = []
-            settled = True
+            pending = []
+            first = math.inf
             for name in names:
                 state = self._states.get(name)
                 if state is None:
-                    settled = False
+                    pending.append(name)
                     continue
                 if state.snapshot is not None:
                     snaps.append(state.snapshot)
-            return snaps, settled
+                    first = min(first, state.first or math.inf)
+            if pending and time.monotonic() - first < wait:
+                snaps = []
+            return snaps, pending
 
     def describe(self) -> dict[str, dict[str, Any]]:
         with self._cond:
@@ -334,10 +347,9 @@ def _deliver_once(config: Config, groups: dict[str, tuple[ServerConfig, list[str
         if not snapshots:
             log.error("no source could be collected; nothing to print")
             return 1
-        body = report_body(merge_hypervisors(snapshots[c.name] for c in config.sources if c.name in snapshots))
-        snapshots.clear()  # only the body is needed now: never hold snapshots, body and JSON text at once
-        data = encode_body(body)
-        del body
+        data = ReportEncoder(keep=False).encode(
+            merge_hypervisors(snapshots[c.name] for c in config.sources if c.name in snapshots), digest=False).data
+        snapshots.clear()  # only the text is needed now
         buffer = getattr(print_to, "buffer", None)
         if buffer is not None:  # the bytes as they are, without a decoded copy
             print_to.flush()
@@ -357,21 +369,19 @@ def _deliver_once(config: Config, groups: dict[str, tuple[ServerConfig, list[str
         dest = Destination(server, reporter_id=config.global_.reporter_id, state_dir=config.global_.state_dir,
                            connection_factory=connection_factory, job_timeout=config.global_.job_timeout)
         try:
-            body = report_body(merge_hypervisors(snaps))
-            digest = body_hash(body)
-            hvs, guests = len(body["hypervisors"]), sum(len(h["guestIds"]) for h in body["hypervisors"])
+            report = ReportEncoder(keep=False).encode(merge_hypervisors(snaps))
             counts = {n: _counts(snapshots[n]) for n in names if n in snapshots}
-            if digest == dest.record.get():
+            if report.digest == dest.record.get():
                 dest.heartbeat()
                 metrics.delivered(counts, None, 0)
                 log.info("report for %s unchanged since last accepted; sent a heartbeat instead", dest.label)
                 continue
             started = time.monotonic()
-            result = dest.check_in(encode_body(body))
-            dest.record.set(digest)
+            result = dest.check_in(report.data)
+            dest.record.set(report.digest)
             metrics.delivered(counts, time.monotonic() - started, _failovers(result))
-            log.info("report accepted by %s: %d hypervisors, %d guests (%s)", dest.label, hvs, guests,
-                     _describe_result(result))
+            log.info("report accepted by %s: %d hypervisors, %d guests (%s)", dest.label, report.hypervisors,
+                     report.guests, _describe_result(result))
             log_failovers(result, dest.label)
         except SendError as exc:
             log.error("%s", exc)
@@ -432,10 +442,12 @@ class _DestinationState:
     backoff: float = 0.0
     last_contact: float = field(default_factory=time.monotonic)
     failing: bool = False
-    # The snapshots the last digest was computed from (the very objects) and that digest: the loop
-    # wakes every half second, and hashing a 45,000-guest report each time would eat the CPU the
-    # sources need to see the next change.
-    hashed: tuple[list[Snapshot], str] | None = None
+    # The snapshots the last report was encoded from (the very objects) and that report: the loop
+    # wakes every half second, and even comparing a 45,000-guest inventory each time would eat the
+    # CPU the sources need to see the next change. The encoder re-encodes only changed hypervisors.
+    encoded: tuple[list[Snapshot], EncodedReport] | None = None
+    encoder: ReportEncoder = field(default_factory=ReportEncoder)
+    pending: list[str] = field(default_factory=list)  # sources left out of the last report
 
 
 class Reporter:
@@ -553,30 +565,31 @@ class Reporter:
         now = self._clock()
         if now < state.next_attempt:
             return
-        snaps, settled = self.inventory.gather(state.sources)
-        if not settled or not snaps:
+        snaps, pending = self.inventory.gather(state.sources, self.config.global_.first_report_wait)
+        if not snaps:
             return  # wait until every source has reported or failed once; never send an empty report
+        if pending != state.pending:
+            state.pending = pending
+            if pending:
+                log.warning("%s: reporting without %s, still collecting after %g s (first_report_wait); "
+                            "they follow when they are done", state.destination.label, ", ".join(pending),
+                            self.config.global_.first_report_wait)
         dest = state.destination
-        body: dict[str, Any] | None = None
-        cached = state.hashed
+        cached = state.encoded
         if cached is not None and [id(s) for s in cached[0]] == [id(s) for s in snaps]:
-            digest = cached[1]
+            report = cached[1]
         else:
-            body = report_body(merge_hypervisors(snaps))
-            digest = body_hash(body)
-            state.hashed = (snaps, digest)
+            report = state.encoder.encode(merge_hypervisors(snaps))
+            state.encoded = (snaps, report)
         try:
-            if digest != dest.record.get():
-                if body is None:  # unchanged since hashed, but not sent yet (a retry)
-                    body = report_body(merge_hypervisors(snaps))
-                hvs, guests = len(body["hypervisors"]), sum(len(h["guestIds"]) for h in body["hypervisors"])
+            if report.digest != dest.record.get():
                 started = self._clock()
-                result = dest.check_in(encode_body(body))
-                dest.record.set(digest)
+                result = dest.check_in(report.data)
+                dest.record.set(report.digest)
                 took = self._clock() - started
                 self.metrics.delivered(self.inventory.counts(state.sources), took, _failovers(result))
-                log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label, hvs,
-                         guests, _describe_result(result), took)
+                log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label,
+                         report.hypervisors, report.guests, _describe_result(result), took)
                 log_failovers(result, dest.label)
             elif now - state.last_contact >= self.config.global_.interval:
                 dest.heartbeat()

@@ -158,16 +158,16 @@ def test_idle_daemon_does_not_rebuild_the_report(tmp_path: Path, isolated_env: d
     """The delivery loop wakes every half second; with 45,000 guests, building and hashing the
     report each time took the CPU the sources needed to notice the next failover. It is built
     again only when a source published a new snapshot (or a send is retried)."""
-    import ftreport.service as service
+    from ftreport.encoding import ReportEncoder
 
     built: list[float] = []
-    real = service.report_body
+    real = ReportEncoder.encode
 
-    def counting(hypervisors: Any) -> dict[str, Any]:
+    def counting(self: ReportEncoder, hypervisors: Any, **kwargs: Any) -> Any:
         built.append(time.monotonic())
-        return real(hypervisors)
+        return real(self, hypervisors, **kwargs)
 
-    monkeypatch.setattr(service, "report_body", counting)
+    monkeypatch.setattr(ReportEncoder, "encode", counting)
     data = tmp_path / "fake.json"
     data.write_text(json.dumps(examples.REPORT_1))
     recorder = Recorder()
@@ -182,6 +182,81 @@ def test_idle_daemon_does_not_rebuild_the_report(tmp_path: Path, isolated_env: d
         _write(data, examples.REPORT_2)
         recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
         assert len(built) == before + 1
+    finally:
+        rep.stop()
+        thread.join(timeout=10)
+
+
+def test_a_slow_source_does_not_hold_back_the_others_first_report(tmp_path: Path,
+                                                                 isolated_env: dict[str, str]) -> None:
+    """Two vCenters for one organization, one of them still busy with its first collection: after
+    first_report_wait the other's hypervisors are reported alone, and both once the slow one is done."""
+    from ftreport.sources import create_source
+
+    fast_data, slow_data = tmp_path / "fast.json", tmp_path / "slow.json"
+    fast_data.write_text(json.dumps(examples.REPORT_1))
+    slow = json.loads(json.dumps(examples.REPORT_1))
+    for hv in slow["hypervisors"]:
+        hv["hypervisorId"]["hypervisorId"] = "slow-" + hv["hypervisorId"]["hypervisorId"]
+    slow_data.write_text(json.dumps(slow))
+    dest = {"type": "fake", "owner": "org1", "rhsm_hostname": URL, "rhsm_username": "admin", "rhsm_password": "pw"}
+    conf = write_config(tmp_path / "two.conf", {
+        "global": {"state_dir": tmp_path / "state", "reporter_id": "rep-1", "settle": 0.05,
+                   "first_report_wait": 0.5},
+        "fast": {**dest, "file": fast_data}, "slow": {**dest, "file": slow_data}})
+    release = threading.Event()
+
+    def factory(cfg: Any, *, progress: Any) -> Any:
+        source = create_source(cfg, progress=progress)
+        if cfg.name == "slow":
+            real = source.watch
+
+            def watch(stop: threading.Event) -> Any:
+                release.wait(30)  # a vCenter still answering its first retrieval
+                return real(stop)
+
+            source.watch = watch
+        return source
+
+    recorder = Recorder()
+    rep = Reporter(load_config([str(conf)]), factory=factory, connection_factory=recorder.factory)
+    thread = threading.Thread(target=rep.run, daemon=True)
+    thread.start()
+    try:
+        first = recorder.wait_for(lambda b: True)
+        ids = [hv["hypervisorId"]["hypervisorId"] for hv in first["hypervisors"]]
+        assert ids and not any(i.startswith("slow-") for i in ids)
+        assert len(recorder.bodies) == 1
+        release.set()
+        both = recorder.wait_for(lambda b: len(b["hypervisors"]) == 2 * len(ids))
+        assert sum(hv["hypervisorId"]["hypervisorId"].startswith("slow-") for hv in both["hypervisors"]) == len(ids)
+    finally:
+        release.set()
+        rep.stop()
+        thread.join(timeout=10)
+
+
+def test_the_first_report_waits_for_every_source_within_first_report_wait(tmp_path: Path,
+                                                                         isolated_env: dict[str, str]) -> None:
+    """With the default wait, two sources starting together give one first report with both."""
+    datas = []
+    for name in ("a", "b"):
+        body = json.loads(json.dumps(examples.REPORT_1))
+        for hv in body["hypervisors"]:
+            hv["hypervisorId"]["hypervisorId"] = f"{name}-" + hv["hypervisorId"]["hypervisorId"]
+        (tmp_path / f"{name}.json").write_text(json.dumps(body))
+        datas.append(len(body["hypervisors"]))
+    dest = {"type": "fake", "owner": "org1", "rhsm_hostname": URL, "rhsm_username": "admin", "rhsm_password": "pw"}
+    conf = write_config(tmp_path / "two.conf", {
+        "global": {"state_dir": tmp_path / "state", "reporter_id": "rep-1", "settle": 0.05},
+        "a": {**dest, "file": tmp_path / "a.json"}, "b": {**dest, "file": tmp_path / "b.json"}})
+    recorder = Recorder()
+    rep = Reporter(load_config([str(conf)]), connection_factory=recorder.factory)
+    thread = threading.Thread(target=rep.run, daemon=True)
+    thread.start()
+    try:
+        recorder.wait_for(lambda b: True)
+        assert len(recorder.bodies[0]["hypervisors"]) == sum(datas)
     finally:
         rep.stop()
         thread.join(timeout=10)

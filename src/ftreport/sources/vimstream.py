@@ -62,6 +62,7 @@ _T_TRUNCATED = _VIM + "truncated"
 _T_RETURNVAL = _VIM + "returnval"
 _T_FILTER_SET = _VIM + "filterSet"
 _T_FAULT = _SOAP + "Fault"
+_T_BODY = _SOAP + "Body"
 
 _INTEGERS = frozenset(("int", "short", "long", "byte", "unsignedInt", "unsignedShort", "unsignedLong",
                        "unsignedByte", "integer"))
@@ -131,6 +132,20 @@ def _fault(elem: ET.Element) -> VimFault:
     return VimFault(name, message)
 
 
+def _parts(elem: ET.Element) -> tuple[str | None, str | None, ET.Element | None]:
+    """(name, op, val) of a ``propSet`` or ``changeSet`` element (op: changeSet only)."""
+    name = op = val = None
+    for part in elem:
+        tag = part.tag
+        if tag == _T_NAME:
+            name = part.text
+        elif tag == _T_VAL:
+            val = part
+        elif tag == _T_OP:
+            op = part.text
+    return name, op, val
+
+
 @dataclass
 class RetrievePage:
     """What one RetrievePropertiesEx / ContinueRetrievePropertiesEx page said besides its objects."""
@@ -150,13 +165,18 @@ class UpdatePage:
 
 
 class _Decoder:
-    """Folds one SOAP response, fed in chunks, into ``records``."""
+    """Folds one SOAP response, fed in chunks, into ``records``.
+
+    Only end events are asked for: a finished ``objects``/``objectSet`` element has all its
+    children, is folded and then emptied. Start events would double the Python-level work for
+    nothing (the parser, in C, is most of what remains). The emptied shells stay in their parent
+    until it ends, which bounds them to one page (``maxObjects``/``maxObjectUpdates``).
+    """
 
     def __init__(self, records: Records, touched: set[str] | None = None) -> None:
         self.records = records
         self.touched = touched
-        self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
-        self._container: ET.Element | None = None
+        self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
         self.fault: VimFault | None = None
         self.retrieve = RetrievePage()
         self.update = UpdatePage()
@@ -172,24 +192,18 @@ class _Decoder:
 
     def _drain(self) -> None:
         records = self.records
-        # Only start and end events are asked for: every item is an Element.
+        # Only end events are asked for: every item is an Element.
         events: Iterator[tuple[str, ET.Element]] = self._parser.read_events()  # type: ignore[assignment]
-        for event, elem in events:
+        for _event, elem in events:
             tag = elem.tag
-            if event == "start":
-                if tag in (_T_RETURNVAL, _T_FILTER_SET):
-                    self._container = elem  # its finished children are dropped as they are folded
-                elif tag == _SOAP + "Body":
-                    self._seen_body = True
-                continue
             if tag == _T_OBJECTS:
                 self._fold_object_content(elem, records)
                 self.retrieve.objects += 1
-                self._drop(elem)
+                elem.clear()
             elif tag == _T_OBJECT_SET:
                 self._fold_object_update(elem, records, self.touched)
                 self.update.updates += 1
-                self._drop(elem)
+                elem.clear()
             elif tag == _T_TOKEN:
                 self.retrieve.token = elem.text or None
             elif tag == _T_VERSION:
@@ -198,59 +212,68 @@ class _Decoder:
                 self.update.truncated = elem.text in ("true", "1")
             elif tag == _T_RETURNVAL:
                 self.update.received = True
+                elem.clear()
+            elif tag == _T_FILTER_SET:
+                elem.clear()
             elif tag == _T_FAULT:
                 self.fault = _fault(elem)
-
-    def _drop(self, elem: ET.Element) -> None:
-        container = self._container
-        if container is not None:
-            container.clear()  # only the just-folded child is in it (earlier ones are gone already)
-        else:
-            elem.clear()
+            elif tag == _T_BODY:
+                self._seen_body = True
 
     @staticmethod
     def _fold_object_content(elem: ET.Element, records: Records) -> None:
-        obj = elem.find(_T_OBJ)
-        if obj is None:
+        obj = None
+        props: dict[str, Any] = {}
+        for child in elem:  # obj, then propSet* (in the WSDL's order, not relied upon)
+            tag = child.tag
+            if tag == _T_PROP_SET:
+                name, _op, val = _parts(child)
+                if name is not None:
+                    props[name] = None if val is None else _value(val)
+            elif tag == _T_OBJ:
+                obj = child
+        table = None if obj is None else records.get(obj.get("type") or "")
+        if table is None or obj is None:
             return
-        table = records.get(obj.get("type") or "")
-        if table is None:
-            return
-        props = table.get(obj.text or "")
-        if props is None:
-            props = table[obj.text or ""] = {}
-        for prop in elem.iterfind(_T_PROP_SET):
-            name = prop.findtext(_T_NAME)
-            val = prop.find(_T_VAL)
-            if name is not None:
-                props[name] = None if val is None else _value(val)
+        moid = obj.text or ""
+        known = table.get(moid)
+        if known is None:
+            table[moid] = props
+        else:
+            known.update(props)
 
     @staticmethod
     def _fold_object_update(elem: ET.Element, records: Records, touched: set[str] | None) -> None:
-        obj = elem.find(_T_OBJ)
-        if obj is None:
-            return
-        table = records.get(obj.get("type") or "")
-        if table is None:
+        obj = kind = None
+        changes = []
+        for child in elem:  # kind, obj, changeSet* (in the WSDL's order, not relied upon)
+            tag = child.tag
+            if tag == _T_CHANGE_SET:
+                changes.append(child)
+            elif tag == _T_OBJ:
+                obj = child
+            elif tag == _T_KIND:
+                kind = child.text
+        table = None if obj is None else records.get(obj.get("type") or "")
+        if table is None or obj is None:
             return
         moid = obj.text or ""
         if touched is not None:
             touched.add(moid)
-        if elem.findtext(_T_KIND) == "leave":
+        if kind == "leave":
             table.pop(moid, None)
             return
         props = table.get(moid)
         if props is None:
             props = table[moid] = {}
-        for change in elem.iterfind(_T_CHANGE_SET):
-            name = change.findtext(_T_NAME)
+        for change in changes:
+            name, op, val = _parts(change)
             if name is None:
                 continue
-            if change.findtext(_T_OP) in ("remove", "indirectRemove"):
+            if op in ("remove", "indirectRemove"):
                 props.pop(name, None)
-                continue
-            val = change.find(_T_VAL)
-            props[name] = None if val is None else _value(val)
+            else:
+                props[name] = None if val is None else _value(val)
 
     def close(self) -> None:
         try:
