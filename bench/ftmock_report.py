@@ -1,0 +1,99 @@
+"""ftmock: a 45,000-guest / 200-hypervisor check-in as ftreport sends it, after an FT failover.
+
+ftreport sends the full report on every change, so the case that matters is a huge report of which
+little changed. Timed from the POST to the job FINISHED, on a real `ftmock serve` over mutual TLS:
+the first report (all created), the identical report again, and the report after one FT group
+failed over (its primary gone from its hypervisor, the backup reported as role 0, a new backup
+instance on a third hypervisor). Target: the failover report in at most 0.3 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.ftmock_server import checkin
+from bench.table import print_table
+from tests.conftest import FtmockServer
+
+HOSTS = int(os.environ.get("BENCH_FTMOCK_HOSTS", "200"))
+GUESTS_PER_HOST = int(os.environ.get("BENCH_FTMOCK_GUESTS", "225"))
+FT_PAIRS = 10
+ROUNDS = int(os.environ.get("BENCH_FTMOCK_ROUNDS", "3"))
+
+
+def _vm(n: int) -> str:
+    return f"{n:08x}-7a3c-4d2e-9f10-{n:012x}"
+
+
+def _instance(pair: int, generation: int) -> str:
+    return f"{pair:08x}-1f7e-4c1a-8b2d-{generation:012x}"
+
+
+def _ft_guest(pair: int, generation: int, role: int, generations: tuple[int, int]) -> dict[str, Any]:
+    return {"guestId": _vm(10_000_000 + pair), "state": 1, "attributes": {
+        "virtWhoType": "esx", "active": 1, "instanceUUID": _instance(pair, generation),
+        "ftinfo.role": str(role), "ftinfo.instanceUUIDs": [_instance(pair, g) for g in generations]}}
+
+
+def build_report(failed_over: int = 0) -> dict[str, Any]:
+    """The full report. FT pair p runs its primary on host 2p and its backup on host 2p+1; after
+    `failed_over` failovers of pair 0 its primary runs on host k, its backup on host k+1."""
+    hosts: list[list[dict[str, Any]]] = [[] for _ in range(HOSTS)]
+    for h in range(HOSTS):
+        hosts[h] = [{"guestId": _vm(h * GUESTS_PER_HOST + g), "state": 1,
+                     "attributes": {"virtWhoType": "esx", "active": 1}} for g in range(GUESTS_PER_HOST)]
+    for pair in range(FT_PAIRS):
+        gen = failed_over if pair == 0 else 0
+        where = (2 * pair + gen) % HOSTS
+        pair_gens = (gen, gen + 1)
+        hosts[where].append(_ft_guest(pair, gen, 0, pair_gens))
+        hosts[(where + 1) % HOSTS].append(_ft_guest(pair, gen + 1, 1, pair_gens))
+    return {"hypervisors": [
+        {"hypervisorId": {"hypervisorId": f"host-{h}"}, "name": f"esx{h}.example.com", "guestIds": guests,
+         "facts": {"cpu.cpu_socket(s)": "2", "hypervisor.type": "VMware ESXi", "hypervisor.version": "8.0.2"}}
+        for h, guests in enumerate(hosts)]}
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def main() -> None:
+    import requests
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "ftmock"
+        data.mkdir()
+        server = FtmockServer(data_dir=data)
+        server.start()
+        try:
+            s = requests.Session()
+            s.auth = server.admin_auth
+            first = json.dumps(build_report(0)).encode()
+            guests = first.count(b'"guestId"')
+            rows = []
+            c, j = checkin(server, s, first)
+            rows.append(["first report (all created)", "1", f"{c:.2f}", f"{j:.2f}", "-"])
+            same = [checkin(server, s, first) for _ in range(ROUNDS)]
+            rows.append(["identical report (all unchanged)", str(ROUNDS), f"{median([x[0] for x in same]):.2f}",
+                         f"{median([x[1] for x in same]):.2f}", "-"])
+            failovers = []
+            for k in range(1, ROUNDS + 1):
+                body = json.dumps(build_report(k)).encode()
+                failovers.append(checkin(server, s, body))
+            rows.append(["one FT group failed over (3 hypervisors changed)", str(ROUNDS),
+                         f"{median([x[0] for x in failovers]):.2f}", f"{median([x[1] for x in failovers]):.2f}",
+                         "<= 0.3 s"])
+            print_table(f"ftmock report apply: {HOSTS} hypervisors, {guests} guests ({FT_PAIRS} FT pairs), "
+                        f"{len(first) / 1e6:.1f} MB, over mutual TLS",
+                        ["report", "runs", "POST->FINISHED s (median)", "server job s", "target"], rows)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
