@@ -148,7 +148,7 @@ def _check_guests(guests: list[Any], where: str) -> tuple[int, ...]:
             gid, state, attrs = item.get("guestId"), item.get("state"), item.get("attributes")
             if (type(gid) is str and 0 < len(gid) <= 255 and gid.strip() and (state is None or type(state) is int)
                     and (not attrs or (type(attrs) is dict and _FT_KEYS.isdisjoint(attrs)
-                                       and all(type(v) in _FLAT for v in attrs.values())))):
+                                       and _FLAT.issuperset(map(type, attrs.values()))))):
                 continue
         _parse_guest(item, f"{where}.guestIds[{j}]")
         check_nesting(item, WHAT, _GUEST_DEPTH)
