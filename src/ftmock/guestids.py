@@ -20,9 +20,9 @@ def guest_key(guest_id: str) -> str:
     if _CANONICAL.match(text):
         # The common spelling, swapped by slicing: a report of tens of thousands of guests would
         # otherwise spend most of its time building UUID objects.
-        swapped = (f"{text[6:8]}{text[4:6]}{text[2:4]}{text[0:2]}-{text[11:13]}{text[9:11]}-"
+        flipped = (f"{text[6:8]}{text[4:6]}{text[2:4]}{text[0:2]}-{text[11:13]}{text[9:11]}-"
                    f"{text[16:18]}{text[14:16]}{text[18:]}")
-        return min(text, swapped)
+        return min(text, flipped)
     try:
         value = uuid.UUID(text)
     except ValueError:
