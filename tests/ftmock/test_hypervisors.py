@@ -206,3 +206,30 @@ def test_report_parsing_fast_path_keeps_every_check(server: FtmockServer, org: s
     stored = _guests(server, org, "fast-1")
     assert stored["ok-1"]["deep"] == nested(26) and stored["ok-1"]["big"] == 9223372036854775807
     assert stored["ok-1"]["emoji"] == "\U0001f600" and stored["bare-id"] == {} and stored["g-extra"] == {}
+
+
+def test_a_burst_of_reports_is_applied_in_order(server: FtmockServer, org: str) -> None:
+    """Reports sent faster than they are applied: a few wait parsed, the rest as their stored
+    payload; either way each is compared with the one before it."""
+    admin = admin_client(server)
+    reports = [{"hypervisors": [hypervisor("burst-1", [f"b-{n}", "b-common"]), hypervisor("burst-2", ["b-fixed"])]}
+               for n in range(8)]
+    reports.insert(4, reports[3])  # the same report twice in a row: its second job changes nothing
+    jobs = []
+    for report in reports:
+        r = admin.post(f"/hypervisors/{org}?reporter_id=burst", data=json.dumps(report),
+                       headers={"Content-Type": "text/plain"})
+        assert r.status_code == 200, r.text
+        jobs.append(r.json()["id"])
+    results = []
+    deadline = time.monotonic() + 60
+    for job_id in jobs:
+        while (job := admin.get(f"/jobs/{job_id}").json())["state"] not in ("FINISHED", "FAILED"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.02)
+        assert job["state"] == "FINISHED", job
+        results.append(_kinds(job))
+    expected = [{"created": ["burst-1", "burst-2"]}] + [{"updated": ["burst-1"], "unchanged": ["burst-2"]}] * 8
+    expected[4] = {"unchanged": ["burst-1", "burst-2"]}
+    assert results == expected
+    assert set(_guests(server, org, "burst-1")) == {"b-7", "b-common"}
