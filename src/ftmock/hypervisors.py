@@ -5,6 +5,11 @@ with the job, and applied by one worker thread in a single transaction, so a rep
 or not at all. Rules for odd reports: a hypervisor that appears twice in one report is applied once
 (the first entry) and the duplicate is listed in `failedUpdate`; hypervisors a report leaves out keep
 their guests (reports may be partial, one per reporter).
+
+Reporters send their full report on every change, so a report of tens of thousands of guests is
+mostly what the last one said. It is parsed once (the worker gets the parsed form with the job),
+and each hypervisor consumer stores the digest of the guest list its guest rows were made from: a
+hypervisor whose reported list has that digest again has its rows left as they are, uncompared.
 """
 
 from __future__ import annotations
