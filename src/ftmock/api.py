@@ -88,11 +88,12 @@ def _peer_subject(peer: dict[str, Any]) -> dict[str, str]:
 
 class Api:
     def __init__(self, db: Database, ca: CertificateAuthority,
-                 enqueue_job: Callable[[str], None] | None = None, honour_csr: bool = True) -> None:
+                 enqueue_job: Callable[[str, list[hypervisors.HypervisorEntry]], None] | None = None,
+                 honour_csr: bool = True) -> None:
         self.db = db
         self.ca = ca
         self.honour_csr = honour_csr
-        self.enqueue_job = enqueue_job or (lambda _job: None)
+        self.enqueue_job = enqueue_job or (lambda _job, _entries: None)
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.route_table: list[tuple[str, str, bool]] = []  # (method, pattern, is an FT addition)
         self._register_routes()
@@ -535,9 +536,10 @@ class Api:
 
     def hypervisor_checkin(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
-        job = hypervisors.submit(ctx.tx, owner, ctx.req.query.get("reporter_id"), ctx.req.body)
+        job, entries = hypervisors.submit(ctx.tx, owner, ctx.req.query.get("reporter_id"), ctx.req.body)
         dto.record_principal(ctx.tx, job["id"], ctx.who.name)
-        return Response(200, dto.job(ctx.tx, job), after_commit=lambda: self.enqueue_job(job["id"]))
+        # The parsed report goes to the job runner with the job: it is not parsed a second time.
+        return Response(200, dto.job(ctx.tx, job), after_commit=lambda: self.enqueue_job(job["id"], entries))
 
     def hypervisor_heartbeat(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)

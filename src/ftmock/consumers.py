@@ -117,6 +117,8 @@ def _set_guest_ids(tx: Tx, row: sqlite3.Row, value: Any) -> None:
         raise BadRequest("guestIds must be a list")
     now = now_iso()
     tx.execute("DELETE FROM guests WHERE hypervisor = ?", (row["uuid"],))
+    # The rows no longer come from the last report: its next one is compared row by row.
+    tx.execute("UPDATE consumers SET guests_digest = NULL WHERE uuid = ?", (row["uuid"],))
     for item in value:
         gid = item.get("guestId") if isinstance(item, dict) else item
         if not isinstance(gid, str) or not gid.strip() or len(gid) > 255:

@@ -5,10 +5,16 @@ with the job, and applied by one worker thread in a single transaction, so a rep
 or not at all. Rules for odd reports: a hypervisor that appears twice in one report is applied once
 (the first entry) and the duplicate is listed in `failedUpdate`; hypervisors a report leaves out keep
 their guests (reports may be partial, one per reporter).
+
+Reporters send their full report on every change, so a report of tens of thousands of guests is
+mostly what the last one said. It is parsed once (the worker gets the parsed form with the job),
+and each hypervisor consumer stores the digest of the guest list its guest rows were made from: a
+hypervisor whose reported list has that digest again has its rows left as they are, uncompared.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -16,6 +22,7 @@ import threading
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .ca import CertificateAuthority
@@ -24,7 +31,7 @@ from .errors import BadRequest, NotFound
 from .failover import FtEntry, reconcile_group
 from .guestids import guest_key
 from .store import Database, Tx, dumps, loads, now_iso
-from .validate import facts_map, parse_json
+from .validate import check_nesting, facts_map, parse_json
 
 __all__ = ["HypervisorEntry", "JobRunner", "apply_report", "get_job", "heartbeat", "job_dto", "parse_report", "submit"]
 
@@ -39,12 +46,37 @@ class GuestEntry:
     attributes: dict[str, Any]
 
 
+# Bumped when what a digest covers, or how guest rows are derived from it, changes: a stored digest
+# of an older kind then never matches, and the guest list is compared row by row once.
+_DIGEST_KIND = "1:"
+
+
 @dataclass(frozen=True)
 class HypervisorEntry:
+    """One hypervisor of a report, validated; its guests are turned into rows only when needed."""
+
     hypervisor_id: str
     name: str
     facts: dict[str, str]
-    guests: tuple[GuestEntry, ...]
+    reported_guests: tuple[Any, ...]  # as reported: guest objects or bare guest ids
+    ft_indexes: tuple[int, ...] = ()  # the reported guests that carry FT attributes
+
+    @cached_property
+    def guests(self) -> tuple[GuestEntry, ...]:
+        return tuple(_guest_entry(g) for g in self.reported_guests)
+
+    @property
+    def ft_guests(self) -> list[GuestEntry]:
+        return [_guest_entry(self.reported_guests[i]) for i in self.ft_indexes]
+
+    @cached_property
+    def guests_digest(self) -> str:
+        """A fingerprint of the guest list as reported: equal digests mean equal guest rows.
+
+        ``repr`` of decoded JSON tells every value apart (1, 1.0, True and "1" differ); a list that
+        differs only in order or spelling gets another digest, which costs a comparison, never a
+        missed change."""
+        return _DIGEST_KIND + hashlib.sha256(repr(self.reported_guests).encode()).hexdigest()
 
 
 MAX_FT_ROLE = 64
@@ -93,15 +125,68 @@ def _parse_guest(item: Any, where: str) -> GuestEntry:
     return GuestEntry(gid, guest_key(gid), state, attrs)
 
 
+def _guest_entry(item: Any) -> GuestEntry:
+    """The row-to-be of a guest that `_check_guests` accepted."""
+    if isinstance(item, str):
+        return GuestEntry(item, guest_key(item), None, {})
+    gid = item["guestId"]
+    return GuestEntry(gid, guest_key(gid), item.get("state"), item.get("attributes") or {})
+
+
+WHAT = "hypervisor report"
+_GUEST_KEYS = frozenset(("guestId", "state", "attributes"))
+_FT_KEYS = frozenset(("instanceUUID", "ftinfo.role", "ftinfo.instanceUUIDs"))
+_FLAT = frozenset((str, int, float, bool, type(None)))
+# Depth of a guest object in a report: {"hypervisors": [{"guestIds": [{...}]}]}.
+_GUEST_DEPTH = 5
+
+
+def _check_guests(guests: list[Any], where: str) -> tuple[int, ...]:
+    """Check a hypervisor's guest list; the indexes of its guests with FT attributes.
+
+    Reports hold tens of thousands of guests, nearly all a guest id, a state and a few flat
+    attributes: those are accepted by the inline test; anything else (and every FT guest) goes
+    through `_parse_guest`, which names the fault, and the nesting bound."""
+    ft = []
+    for j, item in enumerate(guests):
+        if type(item) is dict and item.keys() <= _GUEST_KEYS:
+            gid, state, attrs = item.get("guestId"), item.get("state"), item.get("attributes")
+            if (type(gid) is str and 0 < len(gid) <= 255 and gid.strip() and (state is None or type(state) is int)
+                    and (not attrs or (type(attrs) is dict and _FT_KEYS.isdisjoint(attrs)
+                                       and _FLAT.issuperset(map(type, attrs.values()))))):
+                continue
+        _parse_guest(item, f"{where}.guestIds[{j}]")
+        check_nesting(item, WHAT, _GUEST_DEPTH)
+        if isinstance(item, dict) and isinstance(item.get("attributes"), dict) \
+                and not _FT_KEYS.isdisjoint(item["attributes"]):
+            ft.append(j)
+    return tuple(ft)
+
+
 def parse_report(text: bytes) -> list[HypervisorEntry]:
-    body = parse_json(text, "hypervisor report")
+    body = parse_json(text, WHAT, nesting=False)
+    try:
+        return _parse_hypervisors(body)
+    except BadRequest:
+        # The whole document's nesting is judged first, as when it was walked before being read.
+        check_nesting(body, WHAT)
+        raise
+
+
+def _parse_hypervisors(body: Any) -> list[HypervisorEntry]:
     if not isinstance(body, dict) or not isinstance(body.get("hypervisors"), list):
         raise BadRequest('A hypervisor report must be {"hypervisors": [...]}')
+    for key, value in body.items():
+        if key != "hypervisors":
+            check_nesting(value, WHAT, 2)
     out = []
     for i, item in enumerate(body["hypervisors"]):
         where = f"hypervisors[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object")
+        for key, value in item.items():
+            if key != "guestIds":
+                check_nesting(value, WHAT, 4)
         hid = item.get("hypervisorId")
         if isinstance(hid, dict):
             hid = hid.get("hypervisorId")
@@ -114,16 +199,15 @@ def parse_report(text: bytes) -> list[HypervisorEntry]:
         guests = item.get("guestIds") or []
         if not isinstance(guests, list):
             raise BadRequest(f"{where}: guestIds must be a list")
-        out.append(HypervisorEntry(
-            hid.strip(), name, facts_map(item.get("facts"), f"{where}.facts"),
-            tuple(_parse_guest(g, f"{where}.guestIds[{j}]") for j, g in enumerate(guests)),
-        ))
+        facts = facts_map(item.get("facts"), f"{where}.facts")
+        out.append(HypervisorEntry(hid.strip(), name, facts, tuple(guests), _check_guests(guests, where)))
     return out
 
 
-def submit(tx: Tx, owner: str, reporter_id: str | None, raw: bytes) -> dict[str, Any]:
+def submit(tx: Tx, owner: str, reporter_id: str | None, raw: bytes) -> tuple[dict[str, Any], list[HypervisorEntry]]:
+    """Accept a report as a job: the job as the client sees it, and the report as the job applies it."""
     require_owner(tx, owner)
-    parse_report(raw)  # reject bad input now, while the client waits
+    entries = parse_report(raw)  # reject bad input now, while the client waits
     job_id = f"hypervisor_update_{uuidlib.uuid4().hex}"
     now = now_iso()
     tx.execute("INSERT INTO jobs(id, owner, reporter_id, state, payload, created, updated) "
@@ -132,7 +216,7 @@ def submit(tx: Tx, owner: str, reporter_id: str | None, raw: bytes) -> dict[str,
         _seen(tx, owner, reporter_id)
     row = tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
     assert row is not None
-    return job_dto(row)
+    return job_dto(row), entries
 
 
 def _seen(tx: Tx, owner: str, reporter_id: str) -> None:
@@ -177,11 +261,6 @@ def get_job(tx: Tx, job_id: str) -> dict[str, Any]:
     return job_dto(row)
 
 
-def _brief(row: Any) -> dict[str, Any]:
-    return {"uuid": row["uuid"], "name": row["name"], "owner": {"key": row["owner"]},
-            "hypervisorId": {"hypervisorId": row["hypervisor_id"]}}
-
-
 def apply_report(tx: Tx, ca: CertificateAuthority, owner: str, reporter_id: str | None,
                  entries: list[HypervisorEntry]) -> dict[str, Any]:
     result: dict[str, list[Any]] = {"created": [], "updated": [], "unchanged": [], "failedUpdate": []}
@@ -192,6 +271,9 @@ def apply_report(tx: Tx, ca: CertificateAuthority, owner: str, reporter_id: str 
     previous_hosts = {r["instance_key"]: r["hypervisor"] for r in tx.all(
         "SELECT g.instance_key, g.hypervisor FROM guests g JOIN consumers c ON c.uuid = g.hypervisor "
         "WHERE c.owner = ? AND g.instance_key != ''", (owner,))}
+    known = {r["hypervisor_id"]: r for r in tx.all(
+        "SELECT uuid, name, facts, hypervisor_id, guests_digest FROM consumers "
+        "WHERE owner = ? AND hypervisor_id IS NOT NULL", (owner,))}
     for entry in entries:
         hid = entry.hypervisor_id.lower()
         if hid in seen:
@@ -199,28 +281,30 @@ def apply_report(tx: Tx, ca: CertificateAuthority, owner: str, reporter_id: str 
                                            "reason": "hypervisor appears more than once in the report"})
             continue
         seen.add(hid)
-        row = tx.one("SELECT * FROM consumers WHERE owner = ? AND hypervisor_id = ?", (owner, hid))
+        row = known.get(hid)
         if row is None:
             uuid = str(uuidlib.uuid4())
             tx.execute(
                 "INSERT INTO consumers(uuid, name, owner, type, facts, created, updated, last_checkin, "
-                "hypervisor_id, reporter_id) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                (uuid, entry.name, owner, "hypervisor", dumps(entry.facts), now, now, now, hid, reporter_id),
+                "hypervisor_id, reporter_id, guests_digest) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                (uuid, entry.name, owner, "hypervisor", dumps(entry.facts), now, now, now, hid, reporter_id,
+                 entry.guests_digest),
             )
+            _replace_guests(tx, uuid, entry.guests, now)
             kind = "created"
         else:
             uuid = row["uuid"]
             changed = row["name"] != entry.name or loads(row["facts"], {}) != entry.facts
-            tx.execute("UPDATE consumers SET name=?, facts=?, last_checkin=?, reporter_id=? WHERE uuid=?",
-                       (entry.name, dumps(entry.facts), now, reporter_id, uuid))
+            # The digest of the list the stored rows were made from: when it matches, so do the rows.
+            if row["guests_digest"] != entry.guests_digest and _replace_guests(tx, uuid, entry.guests, now):
+                changed = True
+            tx.execute("UPDATE consumers SET name=?, facts=?, last_checkin=?, reporter_id=?, guests_digest=?, "
+                       "updated=CASE WHEN ? THEN ? ELSE updated END WHERE uuid=?",
+                       (entry.name, dumps(entry.facts), now, reporter_id, entry.guests_digest, changed, now, uuid))
             kind = "updated" if changed else "unchanged"
-        if _replace_guests(tx, uuid, entry.guests, now) and kind == "unchanged":
-            kind = "updated"
-        if kind != "unchanged":
-            tx.execute("UPDATE consumers SET updated=? WHERE uuid=?", (now, uuid))
-        hyp = tx.one("SELECT * FROM consumers WHERE uuid = ?", (uuid,))
-        result[kind].append(_brief(hyp))
-        for guest in entry.guests:
+        result[kind].append({"uuid": uuid, "name": entry.name, "owner": {"key": owner},
+                             "hypervisorId": {"hypervisorId": hid}})
+        for guest in entry.ft_guests:
             ft_entry = _ft_entry(uuid, guest)
             if ft_entry is not None:
                 ft.setdefault(ft_entry.guest_key, []).append(ft_entry)
@@ -315,25 +399,39 @@ def _replace_guests(tx: Tx, hypervisor: str, guests: tuple[GuestEntry, ...], now
 
 
 class JobRunner:
-    """One worker thread applying queued check-ins in order; jobs left over by a stop are resumed."""
+    """One worker thread applying queued check-ins in order; jobs left over by a stop are resumed.
+
+    A report accepted by this process is handed over already parsed; one resumed after a restart
+    is parsed again from the payload stored with its job, which stays there until the job is
+    FINISHED. A parsed report of 45,000 guests takes about 25 MB, so only a few wait parsed: the
+    others of a burst wait as their stored payload, as resumed ones do."""
+
+    MAX_PARSED_WAITING = 2
 
     def __init__(self, db: Database, ca: CertificateAuthority,
                  on_done: Callable[[str], None] | None = None) -> None:
         self.db = db
         self.ca = ca
         self.on_done = on_done
-        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.queue: queue.Queue[tuple[str, list[HypervisorEntry] | None] | None] = queue.Queue()
+        self._parsed_waiting = 0
+        self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="ftmock-jobs", daemon=True)
 
     def start(self) -> None:
         with self.db.transaction() as tx:
             pending = tx.all("SELECT id FROM jobs WHERE state IN ('CREATED', 'RUNNING') ORDER BY created")
         for row in pending:
-            self.queue.put(row["id"])
+            self.queue.put((row["id"], None))
         self.thread.start()
 
-    def enqueue(self, job_id: str) -> None:
-        self.queue.put(job_id)
+    def enqueue(self, job_id: str, entries: list[HypervisorEntry] | None = None) -> None:
+        with self._lock:
+            if entries is not None and self._parsed_waiting >= self.MAX_PARSED_WAITING:
+                entries = None
+            if entries is not None:
+                self._parsed_waiting += 1
+        self.queue.put((job_id, entries))
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -341,23 +439,28 @@ class JobRunner:
 
     def _run(self) -> None:
         while True:
-            job_id = self.queue.get()
-            if job_id is None:
+            item = self.queue.get()
+            if item is None:
                 return
+            if item[1] is not None:
+                with self._lock:
+                    self._parsed_waiting -= 1
             try:
-                self._process(job_id)
+                self._process(*item)
             except Exception:
-                log.exception("job %s could not be recorded", job_id)
+                log.exception("job %s could not be recorded", item[0])
 
-    def _process(self, job_id: str) -> None:
+    def _process(self, job_id: str, entries: list[HypervisorEntry] | None = None) -> None:
         with self.db.transaction() as tx:
-            row = tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            row = tx.one("SELECT owner, reporter_id, state FROM jobs WHERE id = ?", (job_id,))
             if row is None or row["state"] not in ("CREATED", "RUNNING"):
                 return
             tx.execute("UPDATE jobs SET state='RUNNING', updated=? WHERE id=?", (now_iso(), job_id))
         try:
             with self.db.transaction() as tx:
-                entries = parse_report(row["payload"].encode())
+                if entries is None:
+                    payload = tx.one("SELECT payload FROM jobs WHERE id = ?", (job_id,))
+                    entries = parse_report(payload["payload"].encode() if payload else b"")
                 result = apply_report(tx, self.ca, row["owner"], row["reporter_id"], entries)
                 tx.execute("UPDATE jobs SET state='FINISHED', result=?, payload=NULL, updated=? WHERE id=?",
                            (dumps(result), now_iso(), job_id))

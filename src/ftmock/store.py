@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS consumers(
     ft_role INTEGER,
     failed_over_to TEXT,
     failed_over_at TEXT,
-    reported_owner TEXT
+    reported_owner TEXT,
+    guests_digest TEXT
 );
 CREATE INDEX IF NOT EXISTS consumers_owner ON consumers(owner);
 CREATE UNIQUE INDEX IF NOT EXISTS consumers_hypervisor ON consumers(owner, hypervisor_id);
@@ -211,7 +212,8 @@ class Database:
 
 
 # Columns added after the first release: a database created earlier gains them on open.
-_ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT 'admin'")]}
+_ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT 'admin'")],
+                  "consumers": [("guests_digest", "TEXT")]}
 
 
 def _add_missing_columns(tx: Tx) -> None:

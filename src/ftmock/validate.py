@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import BadRequest
 
-__all__ = ["INT64_MAX", "MAX_DEPTH", "facts_map", "int_text", "opt_str", "parse_json", "req_dict", "req_str",
-           "str_list"]
+__all__ = ["INT64_MAX", "MAX_DEPTH", "check_nesting", "facts_map", "int_text", "opt_str", "parse_json", "req_dict",
+           "req_str", "str_list"]
 
 MAX_STR = 4096
 MAX_DEPTH = 32
@@ -45,19 +46,27 @@ def _json_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON")
 
 
-def _check_tree(value: Any, what: str) -> None:
+# Every ASCII digit becomes "0" and every other byte a space: a run of 19 digits shows as "0" * 19.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+# The only way a lone surrogate gets into a string decoded from valid UTF-8: a \uD800-\uDFFF escape.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_tree(value: Any, what: str, texts: bool = True, depth: int = 1) -> None:
     """Depth and text checks, iteratively: bounded nesting, and strings that are valid Unicode."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, depth)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            _check_text(item, what)
+            if texts:
+                _check_text(item, what)
         elif isinstance(item, (list, dict)):
             if depth > MAX_DEPTH:
                 raise BadRequest(f"{what} is nested more than {MAX_DEPTH} levels deep")
             if isinstance(item, dict):
                 for key, sub in item.items():
-                    _check_text(key, what)
+                    if texts:
+                        _check_text(key, what)
                     stack.append((sub, depth + 1))
             else:
                 stack.extend((sub, depth + 1) for sub in item)
@@ -70,11 +79,19 @@ def _check_text(text: str, what: str) -> None:
         raise BadRequest(f"{what} holds a string that is not valid Unicode (a lone surrogate)") from None
 
 
-def parse_json(body: bytes, what: str = "request body") -> Any:
+def check_nesting(value: Any, what: str, depth: int = 1) -> None:
+    """The nesting bound of `parse_json` for a part of a document found at `depth` (the top is 1)."""
+    _check_tree(value, what, texts=False, depth=depth)
+
+
+def parse_json(body: bytes, what: str = "request body", nesting: bool = True) -> Any:
     """Decode a JSON body strictly: UTF-8 only, no NaN/Infinity, 64-bit integers, bounded depth.
 
     ``json.loads`` alone would guess UTF-16/32, accept lone surrogates and huge numbers and recurse
     without limit; each of those later failed deep inside a handler or the database as a 500.
+
+    A caller that walks the whole document anyway may pass ``nesting=False`` and bound the depth
+    itself (`check_nesting`); the text checks are still made here.
     """
     try:
         text = body.decode("utf-8-sig")
@@ -82,13 +99,19 @@ def parse_json(body: bytes, what: str = "request body") -> Any:
         raise BadRequest(f"{what} is not UTF-8 encoded JSON") from None
     if not text.strip():
         return None
+    # Checking every integer costs a Python call per number; only a run of 19 digits or more can
+    # be an integer beyond 64 bits (or one slow to convert), so without one the check is skipped.
+    long_numbers = b"0" * 19 in body.translate(_DIGITS_ONLY)
     try:
-        value = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+        value = json.loads(text, parse_int=_json_int if long_numbers else None, parse_float=_json_float,
+                           parse_constant=_json_constant)
     except RecursionError:
         raise BadRequest(f"{what} is nested too deeply") from None
     except ValueError as exc:
         raise BadRequest(f"Malformed JSON in {what}: {exc}") from None
-    _check_tree(value, what)
+    texts = _SURROGATE_ESCAPE.search(text) is not None
+    if texts or nesting:
+        _check_tree(value, what, texts=texts)
     return value
 
 

@@ -6,10 +6,20 @@ import json
 import signal
 import socket
 import ssl
+import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import Client, admin_client, make_key_and_csr, product_and_pool, register
+from tests.ftmock.conftest import (
+    Client,
+    admin_client,
+    checkin,
+    hypervisor,
+    make_key_and_csr,
+    product_and_pool,
+    register,
+)
 
 
 def test_state_survives_restart(ftmock: FtmockServer, tmp_path: Path) -> None:
@@ -152,6 +162,82 @@ def test_job_left_by_a_stop_is_resumed_at_start(ftmock: FtmockServer) -> None:
         assert time.monotonic() < deadline, job
         time.sleep(0.05)
     assert [h["name"] for h in job["resultData"]["created"]] == ["resumed-host"]
+
+
+def _wait_job(server: FtmockServer, job_id: str) -> dict[str, Any]:
+    admin = admin_client(server)
+    deadline = time.monotonic() + 10
+    while (job := admin.get(f"/jobs/{job_id}").json())["state"] not in ("FINISHED", "FAILED"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return dict(job)
+
+
+def _stored_guests(server: FtmockServer) -> dict[str, dict[str, Any]]:
+    hyps = admin_client(server).get("/owners/admin/consumers?type=hypervisor").json()
+    return {h["name"]: {g["guestId"]: g["attributes"] for g in h["guestIds"]} for h in hyps}
+
+
+def test_job_resumed_after_a_kill_sees_a_change_of_state(ftmock: FtmockServer) -> None:
+    """A resumed job is parsed from its stored payload and compared with what the last report stored:
+    a guest whose state alone changed makes its hypervisor updated."""
+    import sqlite3
+
+    def report(state: int) -> dict[str, Any]:
+        return {"hypervisors": [hypervisor("kept-host", ["k-1", "k-2"]),
+                                hypervisor("moved-host", [{"guestId": "m-1", "state": state, "attributes": {}}])]}
+
+    first = checkin(ftmock, "admin", report(1))
+    assert sorted(h["name"] for h in first["resultData"]["created"]) == ["kept-host", "moved-host"]
+    ftmock.stop(signal.SIGKILL)
+    db = sqlite3.connect(ftmock.data_dir / "ftmock.db")
+    with db:
+        db.execute("INSERT INTO jobs(id, owner, reporter_id, state, payload, created, updated) "
+                   "VALUES('hypervisor_update_pending', 'admin', 'rep1', 'CREATED', ?, '2026-01-01', '2026-01-01')",
+                   (json.dumps(report(5)),))
+    db.close()
+    ftmock.start()
+    job = _wait_job(ftmock, "hypervisor_update_pending")
+    assert job["state"] == "FINISHED"
+    assert [h["name"] for h in job["resultData"]["updated"]] == ["moved-host"]
+    assert [h["name"] for h in job["resultData"]["unchanged"]] == ["kept-host"]
+    again = checkin(ftmock, "admin", report(5))
+    assert sorted(h["name"] for h in again["resultData"]["unchanged"]) == ["kept-host", "moved-host"]
+    assert _stored_guests(ftmock) == {"kept-host": {"k-1": {}, "k-2": {}}, "moved-host": {"m-1": {}}}
+
+
+def test_data_dir_from_before_guest_list_digests_is_migrated(ftmock: FtmockServer) -> None:
+    """A database whose consumers have no guests_digest column gains it; the first report after that
+    is compared row by row (nothing changed: unchanged), and later changes are seen."""
+    import sqlite3
+
+    report = {"hypervisors": [hypervisor("old-host", ["o-1", "o-2"])]}
+    checkin(ftmock, "admin", report)
+    ftmock.stop()
+    db = sqlite3.connect(ftmock.data_dir / "ftmock.db", isolation_level=None)
+    # The consumers table as it was before the column existed (DROP COLUMN needs SQLite 3.35).
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'consumers'").fetchone()[0]
+    columns = [r[1] for r in db.execute("PRAGMA table_info(consumers)") if r[1] != "guests_digest"]
+    old_sql = sql.replace(",\n    guests_digest TEXT", "")
+    assert old_sql != sql
+    db.executescript(f"""
+        PRAGMA foreign_keys=OFF;
+        BEGIN;
+        {old_sql.replace("consumers(", "consumers_old(", 1)};
+        INSERT INTO consumers_old SELECT {", ".join(columns)} FROM consumers;
+        DROP TABLE consumers;
+        ALTER TABLE consumers_old RENAME TO consumers;
+        COMMIT;
+    """)
+    assert "guests_digest" not in [r[1] for r in db.execute("PRAGMA table_info(consumers)")]
+    db.close()
+    ftmock.start()
+    assert [h["name"] for h in checkin(ftmock, "admin", report)["resultData"]["unchanged"]] == ["old-host"]
+    assert _stored_guests(ftmock) == {"old-host": {"o-1": {}, "o-2": {}}}
+    changed = {"hypervisors": [hypervisor("old-host", ["o-1"])]}
+    assert [h["name"] for h in checkin(ftmock, "admin", changed)["resultData"]["updated"]] == ["old-host"]
+    assert [h["name"] for h in checkin(ftmock, "admin", changed)["resultData"]["unchanged"]] == ["old-host"]
+    assert _stored_guests(ftmock) == {"old-host": {"o-1": {}}}
 
 
 def test_listens_on_ipv6_loopback(tmp_path: Path) -> None:
