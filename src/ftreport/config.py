@@ -51,7 +51,7 @@ _SPECIAL = ("global", "defaults", "system_environment")
 _GLOBAL_KEYS = {
     "interval", "debug", "oneshot", "print", "print_", "reporter_id", "log_per_config", "log_dir",
     "log_file", "configs", "state_dir", "key_file", "max_backoff", "job_timeout", "settle", "first_report_wait",
-    "virtwho_key_file", "background", "metrics_file",
+    "processes", "virtwho_key_file", "background", "metrics_file",
 }
 _SOURCE_KEYS = {
     "type", "server", "username", "password", "encrypted_password", "owner", "env", "hypervisor_id",
@@ -107,6 +107,7 @@ class GlobalConfig:
     job_timeout: float = 120.0
     settle: float = 0.3
     first_report_wait: float = 10.0
+    processes: int = 0  # one-shot collection; 0: automatic
     virtwho_key_file: Path = VIRTWHO_KEY_FILE
     log_dir: Path | None = None
     log_file: str | None = None
@@ -371,6 +372,7 @@ def _global(sec: _Section) -> GlobalConfig:
         job_timeout=sec.number("job_timeout", defaults.job_timeout, minimum=1),
         settle=sec.number("settle", defaults.settle, minimum=0),
         first_report_wait=sec.number("first_report_wait", defaults.first_report_wait, minimum=0),
+        processes=int(sec.number("processes", defaults.processes, minimum=0, integer=True)),
         virtwho_key_file=Path(vw_key) if vw_key else defaults.virtwho_key_file,
         log_dir=Path(log_dir) if log_dir else None,
         log_file=sec.get("log_file") or None,

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from .config import Config, ServerConfig, SourceConfig
 from .encoding import EncodedReport, ReportEncoder
 from .errors import ConfigError, FtreportError, SendError, SourceError
+from .forked import ProgressSink, collect_forked, usable_cpus
 from .logfiles import source_context
 from .metrics import ReportMetrics
 from .model import Hypervisor, merge_hypervisors
@@ -211,7 +212,7 @@ class SourceWorker(threading.Thread):
 
 
 def _make_sources(configs: Sequence[SourceConfig], factory: SourceFactory,
-                  progress: Progress | None) -> tuple[list[Source], dict[str, str]]:
+                  progress: ProgressSink | None) -> tuple[list[Source], dict[str, str]]:
     sources: list[Source] = []
     errors: dict[str, str] = {}
     for cfg in configs:
@@ -225,8 +226,24 @@ def _make_sources(configs: Sequence[SourceConfig], factory: SourceFactory,
 
 
 def collect_all(configs: Sequence[SourceConfig], *, factory: SourceFactory = create_source,
-                progress: Progress | None = None) -> tuple[dict[str, Snapshot], dict[str, str]]:
-    """Collect every source once, concurrently. Returns (snapshots, errors) by source name."""
+                progress: ProgressSink | None = None,
+                processes: int = 0) -> tuple[dict[str, Snapshot], dict[str, str]]:
+    """Collect every source once, concurrently. Returns (snapshots, errors) by source name.
+
+    ``processes``: how many processes share the work (0: one per usable CPU, up to one per esx
+    source, when there are two esx sources or more; esx sources are the ones that cost CPU)."""
+    if processes <= 0:
+        esx = sum(1 for cfg in configs if cfg.type == "esx")
+        processes = min(usable_cpus(), esx) if esx > 1 else 1
+    processes = max(1, min(processes, len(configs)))
+    if processes == 1:
+        return _collect_threads(configs, factory, progress)
+    return collect_forked(configs, processes, lambda group, sink: _collect_threads(group, factory, sink), progress)
+
+
+def _collect_threads(configs: Sequence[SourceConfig], factory: SourceFactory,
+                     progress: ProgressSink | None) -> tuple[dict[str, Snapshot], dict[str, str]]:
+    """Collect sources once, each in a thread of this process."""
     sources, errors = _make_sources(configs, factory, progress)
     results: dict[str, Snapshot] = {}
     lock = threading.Lock()
@@ -328,7 +345,8 @@ def run_oneshot(config: Config, *, print_to: TextIO | None = None,
     if not config.sources:
         raise ConfigError("no sources configured", file=", ".join(config.files) or None)
     groups = {} if print_to is not None else _group_destinations(config.sources)
-    snapshots, errors = collect_all(config.sources, factory=factory, progress=progress)
+    snapshots, errors = collect_all(config.sources, factory=factory, progress=progress,
+                                    processes=config.global_.processes)
     metrics = ReportMetrics(None if print_to is not None else config.global_.metrics_file)
     for name in snapshots:
         metrics.collected(name)
