@@ -140,15 +140,21 @@ def collect_forked(configs: Sequence[SourceConfig], processes: int, collect: Col
     """Collect ``configs`` with ``collect`` in ``processes`` processes (this one included)."""
     groups = [list(configs[i::processes]) for i in range(processes)]
     context = multiprocessing.get_context("fork")
-    workers = []
+    forked = []
+    # Every worker is forked before any thread is started here: forking a process that runs
+    # threads can copy a lock some thread holds, and deadlock the child.
     for n, group in enumerate(groups[1:], 1):
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=_worker, args=(group, collect, writer, progress is not None),
                                   name=f"ftreport-collect-{n}", daemon=True)
         process.start()
         writer.close()  # the worker's copy stays open: EOF here means the worker is gone
+        forked.append((group, process, reader))
+    workers = []
+    for group, process, reader in forked:
         results: list[Results] = []
-        thread = threading.Thread(target=_relay, args=(reader, progress, results), name=f"relay-{n}", daemon=True)
+        thread = threading.Thread(target=_relay, args=(reader, progress, results), name=f"relay-{process.name}",
+                                  daemon=True)
         thread.start()
         workers.append((group, process, thread, results))
     log.debug("collecting %d sources in %d processes", len(configs), processes)
