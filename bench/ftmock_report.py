@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from bench.ftmock_server import checkin
 from bench.table import print_table
 from tests.conftest import FtmockServer
 
@@ -66,22 +65,6 @@ def build_report(failed_over: int = 0) -> dict[str, Any]:
 
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
-
-
-def checkin(server: FtmockServer, s: requests.Session, body: bytes) -> tuple[float, float, dict[str, Any]]:
-    """Seconds from sending to FINISHED as the client sees it, the job's own time, and its result."""
-    start = time.monotonic()
-    r = s.post(f"{server.url}/hypervisors/admin?reporter_id=bench", data=body, verify=str(server.ca_path),
-               headers={"Content-Type": "text/plain"}, timeout=120)
-    r.raise_for_status()
-    job = r.json()
-    while job["state"] not in ("FINISHED", "FAILED"):
-        time.sleep(0.01)
-        job = s.get(f"{server.url}/jobs/{job['id']}", verify=str(server.ca_path), timeout=60).json()
-    elapsed = time.monotonic() - start
-    assert job["state"] == "FINISHED", job
-    job_s = (datetime.fromisoformat(job["updated"]) - datetime.fromisoformat(job["created"])).total_seconds()
-    return elapsed, job_s, job["resultData"]
 
 
 def _counts(result: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 from cryptography import x509
@@ -40,8 +42,8 @@ def _report() -> bytes:
     return json.dumps({"hypervisors": hyps}).encode()
 
 
-def checkin(server: FtmockServer, s: requests.Session, body: bytes) -> tuple[float, float]:
-    """Seconds from sending to FINISHED as the client sees it, and the server's own job time."""
+def checkin(server: FtmockServer, s: requests.Session, body: bytes) -> tuple[float, float, dict[str, Any]]:
+    """Seconds from sending to FINISHED as the client sees it, the job's own time, and its result."""
     start = time.monotonic()
     r = s.post(f"{server.url}/hypervisors/admin?reporter_id=bench", data=body, verify=str(server.ca_path),
                headers={"Content-Type": "text/plain"}, timeout=120)
@@ -52,10 +54,8 @@ def checkin(server: FtmockServer, s: requests.Session, body: bytes) -> tuple[flo
         job = s.get(f"{server.url}/jobs/{job['id']}", verify=str(server.ca_path), timeout=60).json()
     elapsed = time.monotonic() - start
     assert job["state"] == "FINISHED", job
-    from datetime import datetime
-
-    server_s = (datetime.fromisoformat(job["updated"]) - datetime.fromisoformat(job["created"])).total_seconds()
-    return elapsed, server_s
+    job_s = (datetime.fromisoformat(job["updated"]) - datetime.fromisoformat(job["created"])).total_seconds()
+    return elapsed, job_s, job["resultData"]
 
 
 def register_one(server: FtmockServer, s: requests.Session, n: int) -> float:
