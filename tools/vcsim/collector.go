@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -41,8 +42,7 @@ import (
 )
 
 // pendingCheck: every this many updates queued for a collector nobody drains, check that its
-// session still exists. A session that expired or was terminated (rather than logged out,
-// which unregisters the collector) would otherwise keep collecting updates forever.
+// session still exists (see feed).
 const pendingCheck = 20000
 
 type objectSet = map[types.ManagedObjectReference]struct{}
@@ -53,7 +53,7 @@ type incrementalCollector struct {
 	mu      sync.Mutex
 	pending []types.ObjectUpdate // changes since the last WaitForUpdatesEx batch, in order
 	cancel  context.CancelFunc
-	owner   *simulator.Session
+	feed    *feed // set by the first WaitForUpdatesEx
 	// reported holds, per filter, the objects the client has been sent (govmomi keeps the
 	// same in PropertyFilter.refs, which it updates only in its own WaitForUpdatesEx).
 	reported map[types.ManagedObjectReference]objectSet
@@ -83,38 +83,92 @@ func (pc *incrementalCollector) CancelWaitForUpdates(_ *types.CancelWaitForUpdat
 
 func (pc *incrementalCollector) DestroyPropertyCollector(ctx *simulator.Context, c *types.DestroyPropertyCollector) soap.HasFault {
 	pc.CancelWaitForUpdates(nil)
-	res := pc.PropertyCollector.DestroyPropertyCollector(ctx, c) // also unregisters the handler
 	pc.mu.Lock()
-	pc.pending = nil
+	f := pc.feed
 	pc.mu.Unlock()
-	return res
-}
-
-// PutObject, UpdateObject and RemoveObject receive every inventory change once the collector
-// is registered with the registry (simulator.RegisterObject).
-func (pc *incrementalCollector) PutObject(o mo.Reference) {
-	pc.queue(types.ObjectUpdate{Obj: o.Reference(), Kind: types.ObjectUpdateKindEnter})
-}
-
-func (pc *incrementalCollector) UpdateObject(o mo.Reference, changes []types.PropertyChange) {
-	pc.queue(types.ObjectUpdate{Obj: o.Reference(), Kind: types.ObjectUpdateKindModify, ChangeSet: changes})
-}
-
-func (pc *incrementalCollector) RemoveObject(ref types.ManagedObjectReference) {
-	pc.queue(types.ObjectUpdate{Obj: ref, Kind: types.ObjectUpdateKindLeave})
-}
-
-func (pc *incrementalCollector) queue(u types.ObjectUpdate) {
-	pc.mu.Lock()
-	pc.pending = append(pc.pending, u)
-	n, owner := len(pc.pending), pc.owner
-	pc.mu.Unlock()
-	if n%pendingCheck == 0 && owner != nil && !sessionAlive(owner) {
-		simulator.Map.RemoveHandler(pc)
-		pc.mu.Lock()
-		pc.pending = nil
-		pc.mu.Unlock()
+	if f != nil {
+		f.stop()
 	}
+	return pc.PropertyCollector.DestroyPropertyCollector(ctx, c)
+}
+
+// feed passes the registry's change notifications (simulator.RegisterObject) to one
+// collector. It is registered instead of the collector because the registry keys handlers by
+// reference, and every session's instance of the root PropertyCollector has the same one: with
+// govmomi's collectors, only the session that waited last got updates from the root collector.
+//
+// Logging out unregisters a session's collectors, but a session that expires or is terminated
+// leaves its collectors registered, queueing updates nobody reads. So feeds of ended sessions
+// are dropped whenever a client starts watching, and when one's queue grows long.
+type feed struct {
+	pc    *incrementalCollector
+	ref   types.ManagedObjectReference
+	owner *simulator.Session
+}
+
+var feeds = struct {
+	sync.Mutex
+	all map[*feed]bool
+}{all: map[*feed]bool{}}
+
+func (f *feed) Reference() types.ManagedObjectReference { return f.ref }
+
+func (f *feed) PutObject(o mo.Reference) {
+	f.queue(types.ObjectUpdate{Obj: o.Reference(), Kind: types.ObjectUpdateKindEnter})
+}
+
+func (f *feed) UpdateObject(o mo.Reference, changes []types.PropertyChange) {
+	f.queue(types.ObjectUpdate{Obj: o.Reference(), Kind: types.ObjectUpdateKindModify, ChangeSet: changes})
+}
+
+func (f *feed) RemoveObject(ref types.ManagedObjectReference) {
+	f.queue(types.ObjectUpdate{Obj: ref, Kind: types.ObjectUpdateKindLeave})
+}
+
+func (f *feed) queue(u types.ObjectUpdate) {
+	f.pc.mu.Lock()
+	f.pc.pending = append(f.pc.pending, u)
+	n := len(f.pc.pending)
+	f.pc.mu.Unlock()
+	if n%pendingCheck == 0 && !sessionAlive(f.owner) {
+		f.stop()
+	}
+}
+
+func (f *feed) stop() {
+	simulator.Map.RemoveHandler(f)
+	feeds.Lock()
+	delete(feeds.all, f)
+	feeds.Unlock()
+	f.pc.mu.Lock()
+	f.pc.pending = nil
+	f.pc.mu.Unlock()
+}
+
+// watch registers the collector's feed (once) and drops the feeds of ended sessions.
+func (pc *incrementalCollector) watch(ctx *simulator.Context) {
+	feeds.Lock()
+	var ended []*feed
+	for f := range feeds.all {
+		if !sessionAlive(f.owner) {
+			ended = append(ended, f)
+		}
+	}
+	feeds.Unlock()
+	for _, f := range ended {
+		f.stop()
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.feed != nil {
+		return
+	}
+	pc.feed = &feed{pc: pc, owner: ctx.Session,
+		ref: types.ManagedObjectReference{Type: "ftvcsimFeed", Value: uuid.New().String()}}
+	feeds.Lock()
+	feeds.all[pc.feed] = true
+	feeds.Unlock()
+	simulator.Map.AddHandler(pc.feed)
 }
 
 func sessionAlive(s *simulator.Session) bool {
@@ -160,7 +214,6 @@ func (pc *incrementalCollector) WaitForUpdatesEx(ctx *simulator.Context, r *type
 	defer cancel()
 	pc.mu.Lock()
 	pc.cancel = cancel
-	pc.owner = ctx.Session
 	pc.mu.Unlock()
 
 	set := &types.UpdateSet{Version: r.Version}
@@ -173,7 +226,7 @@ func (pc *incrementalCollector) WaitForUpdatesEx(ctx *simulator.Context, r *type
 
 	if r.Version == "" {
 		// Registered before collecting, so that no change made meanwhile is lost.
-		ctx.Map.AddHandler(pc)
+		pc.watch(ctx)
 		if fault := pc.enter(ctx, set); fault != nil {
 			return fail(fault)
 		}
