@@ -12,9 +12,12 @@ package main
 //   - a Modify of an object the filter already reported is answered from its own ChangeSet,
 //     matched against the filter's PropertySpecs exactly as govmomi's PropertyFilter.apply
 //     does (same names, values, and parent-path rewriting);
-//   - objects the filter has not reported yet are found with one traversal of the filter's
-//     ObjectSpecs that reads no property (once per batch of updates, not once per update), and
-//     only those new objects are collected;
+//   - objects the filter has not reported yet are looked for only when the batch creates an
+//     object or changes a property the filter traverses, with one traversal of its ObjectSpecs
+//     that reads no property, and only those new objects are collected. (An object that
+//     becomes reachable without any announced change -- govmomi moves some references
+//     silently -- is found at the next such batch; govmomi's found it at the next change of
+//     anything.)
 //   - Leave updates of reported objects pass through.
 //
 // The update contents are those govmomi's collector would send; govmomi 0.24.2 ignores
@@ -266,36 +269,32 @@ func (pc *incrementalCollector) WaitForUpdatesEx(ctx *simulator.Context, r *type
 }
 
 // changes turns queued updates into the update set, in the order govmomi's collector does:
-// per filter, its new objects (Enter) first, then the updates that concern it.
+// new objects (Enter) of every filter first, then per filter the updates that concern it.
 func (pc *incrementalCollector) changes(ctx *simulator.Context, updates []types.ObjectUpdate, set *types.UpdateSet) types.BaseMethodFault {
-	entered := false
+	if pc.mayReachNew(ctx, updates) {
+		if fault := pc.enter(ctx, set); fault != nil {
+			return fault
+		}
+	}
 	for _, ref := range pc.Filter {
 		filter, ok := ctx.Session.Get(ref).(*simulator.PropertyFilter)
 		if !ok {
 			continue
 		}
+		seen := pc.reported[ref] // read only: a filter not collected yet has none
 		fu := types.PropertyFilterUpdate{Filter: ref}
 		for _, u := range updates {
+			if _, known := seen[u.Obj]; !known {
+				continue
+			}
 			switch u.Kind {
-			case types.ObjectUpdateKindEnter, types.ObjectUpdateKindModify:
-				// Any creation or change may make objects reachable (govmomi re-collects here);
-				// the inventory is the same for the whole batch, so one look is enough.
-				if !entered {
-					entered = true
-					if fault := pc.enter(ctx, set); fault != nil {
-						return fault
-					}
-				}
-				if _, known := pc.seen(ref)[u.Obj]; known && u.Kind == types.ObjectUpdateKindModify {
-					if cs := matching(ctx, filter, u.Obj, u.ChangeSet); len(cs) != 0 {
-						fu.ObjectSet = append(fu.ObjectSet, types.ObjectUpdate{Obj: u.Obj, Kind: u.Kind, ChangeSet: cs})
-					}
+			case types.ObjectUpdateKindModify:
+				if cs := matching(ctx, filter, u.Obj, u.ChangeSet); len(cs) != 0 {
+					fu.ObjectSet = append(fu.ObjectSet, types.ObjectUpdate{Obj: u.Obj, Kind: u.Kind, ChangeSet: cs})
 				}
 			case types.ObjectUpdateKindLeave:
-				if _, known := pc.seen(ref)[u.Obj]; known {
-					delete(pc.seen(ref), u.Obj)
-					fu.ObjectSet = append(fu.ObjectSet, u)
-				}
+				delete(seen, u.Obj)
+				fu.ObjectSet = append(fu.ObjectSet, u)
 			}
 		}
 		if len(fu.ObjectSet) != 0 {
@@ -313,6 +312,55 @@ func (pc *incrementalCollector) changes(ctx *simulator.Context, updates []types.
 		}
 	}
 	return nil
+}
+
+// mayReachNew tells whether a batch can have made objects reachable that a filter has not
+// reported. govmomi re-collects every filter for each Enter or Modify to find them; but only a
+// creation, a change of a property the filters traverse (a ContainerView's "view", a folder's
+// "childEntity"...), or a filter not collected yet can bring any. So the look is taken only
+// then, and once for the whole batch (the inventory is the same for all of it).
+func (pc *incrementalCollector) mayReachNew(ctx *simulator.Context, updates []types.ObjectUpdate) bool {
+	uncollected := false
+	var paths []string
+	for _, ref := range pc.Filter {
+		if _, collected := pc.reported[ref]; !collected {
+			uncollected = true
+		}
+		if filter, ok := ctx.Session.Get(ref).(*simulator.PropertyFilter); ok {
+			for _, o := range filter.Spec.ObjectSet {
+				paths = traversed(o.SelectSet, paths)
+			}
+		}
+	}
+	for _, u := range updates {
+		switch u.Kind {
+		case types.ObjectUpdateKindEnter:
+			return true
+		case types.ObjectUpdateKindModify:
+			if uncollected {
+				return true
+			}
+			for _, c := range u.ChangeSet {
+				for _, p := range paths {
+					if strings.HasPrefix(c.Name, p) || strings.HasPrefix(p, c.Name) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// traversed appends the paths of every TraversalSpec in specs (named SelectionSpecs refer to
+// TraversalSpecs defined elsewhere in the same tree).
+func traversed(specs []types.BaseSelectionSpec, paths []string) []string {
+	for _, s := range specs {
+		if ts, ok := s.(*types.TraversalSpec); ok {
+			paths = traversed(ts.SelectSet, append(paths, ts.Path))
+		}
+	}
+	return paths
 }
 
 func (pc *incrementalCollector) seen(filter types.ManagedObjectReference) objectSet {
