@@ -13,6 +13,7 @@ reported once, as that path with the object's whole current value.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
-from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from ftreport.sources.esx import CLUSTER_PROPERTIES, HOST_PROPERTIES, VM_PROPERTIES
@@ -107,6 +107,15 @@ def content(vcsim: Vcsim) -> Iterator[Any]:
     Disconnect(si)
 
 
+def _finish(task: Any) -> None:
+    """Waits for a task (pyVim.task.WaitForTask of pyvmomi 8.0.0.1 raises AttributeError here)."""
+    deadline = time.monotonic() + 30
+    while task.info.state not in ("success", "error"):
+        assert time.monotonic() < deadline, "task never ends"
+        time.sleep(0.05)
+    assert task.info.state == "success", task.info.error
+
+
 def _has(*keys: tuple[str, str]) -> Callable[[dict[tuple[str, str], Seen]], bool]:
     return lambda got: all(k in got for k in keys)
 
@@ -165,7 +174,7 @@ def test_waiting_client_sees_each_change_with_watched_properties_only(vcsim: Vcs
     # A VM created (a clone) enters both filters with every watched path; a destroyed one leaves.
     obj = next(o for o in content.viewManager.CreateContainerView(
         content.rootFolder, [vim.VirtualMachine], True).view if o._moId == vm["moref"])
-    WaitForTask(obj.CloneVM_Task(folder=obj.parent, name="clone-of-" + vm["name"],
+    _finish(obj.CloneVM_Task(folder=obj.parent, name="clone-of-" + vm["name"],
                                  spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec())))
     clone = next(o for o in content.viewManager.CreateContainerView(
         content.rootFolder, [vim.VirtualMachine], True).view if o.name == "clone-of-" + vm["name"])
@@ -179,7 +188,7 @@ def test_waiting_client_sees_each_change_with_watched_properties_only(vcsim: Vcs
     assert leaf.changes["config.ftInfo.role"] is None  # not an FT VM: an empty value, still listed
     assert got[("parent", clone._moId)].changes["name"] == clone.name
 
-    WaitForTask(obj.Destroy_Task())
+    _finish(obj.Destroy_Task())
     got = watch.until(_has(("leaf", vm["moref"]), ("parent", vm["moref"])))
     assert sorted(got) == [("leaf", vm["moref"]), ("parent", vm["moref"])]
     assert got[("leaf", vm["moref"])].kinds == got[("parent", vm["moref"])].kinds == ["leave"]
