@@ -100,9 +100,9 @@ func (pc *incrementalCollector) DestroyPropertyCollector(ctx *simulator.Context,
 // reference, and every session's instance of the root PropertyCollector has the same one: with
 // govmomi's collectors, only the session that waited last got updates from the root collector.
 //
-// Logging out unregisters a session's collectors, but a session that expires or is terminated
-// leaves its collectors registered, queueing updates nobody reads. So feeds of ended sessions
-// are dropped whenever a client starts watching, and when one's queue grows long.
+// A session that ends (logout, expiry, termination) without destroying its collectors would
+// leave their feeds registered, queueing updates nobody reads. So feeds of ended sessions are
+// dropped whenever a client starts watching, and when one's queue grows long.
 type feed struct {
 	pc    *incrementalCollector
 	ref   types.ManagedObjectReference
@@ -133,7 +133,7 @@ func (f *feed) queue(u types.ObjectUpdate) {
 	f.pc.pending = append(f.pc.pending, u)
 	n := len(f.pc.pending)
 	f.pc.mu.Unlock()
-	if n%pendingCheck == 0 && !sessionAlive(f.owner) {
+	if n%pendingCheck == 0 && !sessionKeys(f.owner)[f.owner.Key] {
 		f.stop()
 	}
 }
@@ -150,10 +150,11 @@ func (f *feed) stop() {
 
 // watch registers the collector's feed (once) and drops the feeds of ended sessions.
 func (pc *incrementalCollector) watch(ctx *simulator.Context) {
+	live := sessionKeys(ctx.Session)
 	feeds.Lock()
 	var ended []*feed
 	for f := range feeds.all {
-		if !sessionAlive(f.owner) {
+		if !live[f.owner.Key] {
 			ended = append(ended, f)
 		}
 	}
@@ -174,16 +175,16 @@ func (pc *incrementalCollector) watch(ctx *simulator.Context) {
 	simulator.Map.AddHandler(pc.feed)
 }
 
-func sessionAlive(s *simulator.Session) bool {
-	// A session's view of the SessionManager lists every current session.
+// sessionKeys returns the keys of the current sessions, as listed by a session's view of the
+// SessionManager (any session's, even an ended one's).
+func sessionKeys(s *simulator.Session) map[string]bool {
+	keys := map[string]bool{}
 	if sm, ok := s.Get(simulator.Map.SessionManager().Self).(*simulator.SessionManager); ok {
 		for _, us := range sm.SessionList {
-			if us.Key == s.Key {
-				return true
-			}
+			keys[us.Key] = true
 		}
 	}
-	return false
+	return keys
 }
 
 // WaitForUpdates is deprecated but pyvmomi still offers it; govmomi's would call its own
