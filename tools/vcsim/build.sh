@@ -3,7 +3,7 @@
 #   tools/vcsim/build.sh OUT     (default .build/ftvcsim)
 # Quick and idempotent: OUT is rebuilt only when the sources changed. "Changed" is decided by
 # content, not modification times (a checkout, copy or clock skew can leave a stale OUT newer
-# than main.go): OUT.stamp records a SHA-256 of main.go and this script, and of the govmomi
+# than its sources): OUT.stamp records a SHA-256 of the Go sources and this script, and of the govmomi
 # package version when dpkg knows it; OUT is reused only while its stamp matches.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,7 +13,7 @@ out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
 stamp="$out.stamp"
 want=$( {
-    sha256sum "$here/main.go" "$here/build.sh" | cut -d' ' -f1
+    sha256sum "$here"/*.go "$here/build.sh" | cut -d' ' -f1
     dpkg-query -W -f='${Version}\n' golang-github-vmware-govmomi-dev 2>/dev/null || true
 } | sha256sum | cut -d' ' -f1)
 if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -32,7 +32,7 @@ export GO111MODULE=off GOPATH="$gopath" GOFLAGS=
 # Keep Go's build cache next to the output so a missing or read-only $HOME does not matter.
 export GOCACHE=${GOCACHE:-$(dirname "$out")/go-cache}
 cd "$here"
-go build -trimpath -o "$out.tmp" main.go
+go build -trimpath -o "$out.tmp" .
 rm -f "$stamp"
 mv -f "$out.tmp" "$out"
 echo "$want" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
