@@ -231,10 +231,13 @@ def collect_all(configs: Sequence[SourceConfig], *, factory: SourceFactory = cre
     """Collect every source once, concurrently. Returns (snapshots, errors) by source name.
 
     ``processes``: how many processes share the work (0: one per usable CPU, up to one per esx
-    source, when there are two esx sources or more; esx sources are the ones that cost CPU)."""
+    source, when there are two esx sources or more, esx sources being the ones that cost CPU; and
+    only while this process runs no other thread: forking a threaded process can deadlock the
+    child, so a program that imports ftreport and runs threads gets threads unless it asks)."""
     if processes <= 0:
         esx = sum(1 for cfg in configs if cfg.type == "esx")
-        processes = min(usable_cpus(), esx) if esx > 1 else 1
+        alone = threading.active_count() == 1
+        processes = min(usable_cpus(), esx) if esx > 1 and alone else 1
     processes = max(1, min(processes, len(configs)))
     if processes == 1:
         return _collect_threads(configs, factory, progress)

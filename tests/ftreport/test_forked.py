@@ -90,9 +90,53 @@ def test_a_worker_that_dies_fails_only_its_sources(vcsim_session: Vcsim) -> None
     assert "ended without a result (exit code 3)" in errors["vc1"]
 
 
+_NOTING = """
+import os, sys
+from ftreport.config import SourceConfig
+from ftreport.service import collect_all
+from ftreport.sources.esx import EsxSource
+url, ca, user, password, seen, count = sys.argv[1:7]
+class Noting(EsxSource):
+    def collect(self):
+        with open(seen, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        return super().collect()
+configs = [SourceConfig(name=f"vc{i}", type="esx", file="t", server=url, username=user, password=password,
+                        ca_cert=ca) for i in range(int(count))]
+snapshots, errors = collect_all(configs, factory=lambda cfg, progress: Noting(cfg, progress=progress))
+assert len(snapshots) == int(count) and not errors, errors
+print(os.getpid())
+"""
+
+
 def test_automatic_processes_follow_the_cpus_and_the_esx_sources(vcsim_session: Vcsim, tmp_path: Path) -> None:
-    """By default: one process per usable CPU, up to one per esx source; one esx source never forks."""
+    """By default: one process per usable CPU, up to one per esx source; one esx source never
+    forks. Run in a fresh interpreter: this test process runs other threads."""
+    import subprocess
+    import sys
+
     seen = tmp_path / "pids"
+
+    def pids(count: int) -> tuple[int, set[int]]:
+        seen.write_text("")
+        out = subprocess.run([sys.executable, "-c", _NOTING, vcsim_session.url, str(vcsim_session.tls.ca_path),
+                              VCSIM_USER, VCSIM_PASSWORD, str(seen), str(count)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout), {int(line) for line in seen.read_text().split()}
+
+    parent, used = pids(1)
+    assert used == {parent}
+    parent, used = pids(2)
+    assert parent in used
+    assert len(used) == min(2, usable_cpus())
+
+
+def test_a_threaded_caller_gets_threads_unless_it_asks(vcsim_session: Vcsim, tmp_path: Path) -> None:
+    """Forking a process that runs threads can deadlock the child: automatic never does it."""
+    parent = os.getpid()
+    seen = tmp_path / "pids"
+    seen.write_text("")
 
     class Noting(EsxSource):
         def collect(self) -> Any:
@@ -100,14 +144,13 @@ def test_automatic_processes_follow_the_cpus_and_the_esx_sources(vcsim_session: 
                 f.write(f"{os.getpid()}\n")
             return super().collect()
 
-    def pids(count: int) -> set[int]:
-        seen.write_text("")
-        snapshots, errors = collect_all(_configs(vcsim_session, count),
+    done = threading.Event()
+    other = threading.Thread(target=done.wait, daemon=True)  # the caller's own thread
+    other.start()
+    try:
+        snapshots, errors = collect_all(_configs(vcsim_session, 2),
                                         factory=lambda cfg, progress: Noting(cfg, progress=progress))
-        assert len(snapshots) == count and not errors
-        return {int(line) for line in seen.read_text().split()}
-
-    assert pids(1) == {os.getpid()}
-    both = pids(2)
-    assert os.getpid() in both
-    assert len(both) == min(2, usable_cpus())
+    finally:
+        done.set()
+    assert len(snapshots) == 2 and not errors
+    assert {int(line) for line in seen.read_text().split()} == {parent}
