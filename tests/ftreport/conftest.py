@@ -337,3 +337,23 @@ def ft_guests(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                                               "instances": attrs["ftinfo.instanceUUIDs"],
                                               "guestId": g["guestId"], "state": g["state"]}
     return out
+
+
+def held_back_factory(name: str, release: threading.Event) -> Callable[..., Any]:
+    """A source factory whose source ``name`` starts watching only once ``release`` is set (a
+    vCenter still busy with its first retrieval); the others start at once."""
+    from ftreport.sources import create_source
+
+    def factory(cfg: Any, *, progress: Any) -> Any:
+        source = create_source(cfg, progress=progress)
+        if cfg.name == name:
+            real = source.watch
+
+            def watch(stop: threading.Event) -> Any:
+                release.wait(60)
+                return real(stop)
+
+            source.watch = watch
+        return source
+
+    return factory

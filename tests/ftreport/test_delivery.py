@@ -21,7 +21,7 @@ from ftreport.errors import SendError
 from ftreport.sender import Destination
 from ftreport.service import Reporter, run_oneshot
 
-from .conftest import Recorder, ft_guests, write_config
+from .conftest import Recorder, ft_guests, held_back_factory, write_config
 
 URL = "https://cp.test:8443/candlepin"
 
@@ -191,8 +191,6 @@ def test_a_slow_source_does_not_hold_back_the_others_first_report(tmp_path: Path
                                                                  isolated_env: dict[str, str]) -> None:
     """Two vCenters for one organization, one of them still busy with its first collection: after
     first_report_wait the other's hypervisors are reported alone, and both once the slow one is done."""
-    from ftreport.sources import create_source
-
     fast_data, slow_data = tmp_path / "fast.json", tmp_path / "slow.json"
     fast_data.write_text(json.dumps(examples.REPORT_1))
     slow = json.loads(json.dumps(examples.REPORT_1))
@@ -205,18 +203,7 @@ def test_a_slow_source_does_not_hold_back_the_others_first_report(tmp_path: Path
                    "first_report_wait": 0.5},
         "fast": {**dest, "file": fast_data}, "slow": {**dest, "file": slow_data}})
     release = threading.Event()
-
-    def factory(cfg: Any, *, progress: Any) -> Any:
-        source = create_source(cfg, progress=progress)
-        if cfg.name == "slow":
-            real = source.watch
-
-            def watch(stop: threading.Event) -> Any:
-                release.wait(30)  # a vCenter still answering its first retrieval
-                return real(stop)
-
-            source.watch = watch
-        return source
+    factory = held_back_factory("slow", release)
 
     recorder = Recorder()
     rep = Reporter(load_config([str(conf)]), factory=factory, connection_factory=recorder.factory)

@@ -17,7 +17,7 @@ import requests
 from ftreport import examples
 from tests.conftest import FtmockServer
 
-from .conftest import Daemon, Vcsim, esx_section, run_ftreport, write_config
+from .conftest import Daemon, Vcsim, esx_section, held_back_factory, run_ftreport, write_config
 
 
 def new_org(server: FtmockServer) -> str:
@@ -200,3 +200,45 @@ def test_status_says_what_works(vcsim_session: Vcsim, ftmock_session: FtmockServ
     assert "source vcenter (esx): OK, 7 hypervisors, 12 guests" in out.stdout
     assert "source badvc (esx): FAILED: badvc: login to" in out.stdout
     assert f"server {label}: OK" in out.stdout
+
+
+def test_a_slow_source_is_reported_later_and_the_others_stay(
+        ftmock_session: FtmockServer, tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    """first_report_wait against the real server: the fast source's hypervisors are checked in while
+    the slow one still collects; its own follow, and the first ones keep their guests."""
+    import threading
+
+    from ftreport.config import load_config
+    from ftreport.service import Reporter
+
+    org = new_org(ftmock_session)
+    fast, slow = tmp_path / "fast.json", tmp_path / "slow.json"
+    fast.write_text(json.dumps(examples.REPORT_1))
+    slow.write_text(json.dumps({"hypervisors": [
+        {"hypervisorId": {"hypervisorId": "slow-esx-1"}, "name": "slow-esx-1.example.com", "facts": {},
+         "guestIds": [{"guestId": str(uuid.uuid4()), "state": 1, "attributes": {"virtWhoType": "esx", "active": 1}}]}]}))
+    conf = write_config(tmp_path / "f.conf", {
+        "global": {"state_dir": tmp_path / "state", "settle": 0.05, "first_report_wait": 0.5},
+        "fast": {"type": "fake", "file": fast, **server_section(ftmock_session, org)},
+        "slow": {"type": "fake", "file": slow, **server_section(ftmock_session, org)}})
+    release = threading.Event()
+    factory = held_back_factory("slow", release)
+
+    def hypervisors() -> dict[str, int]:
+        return {c["hypervisorId"]["hypervisorId"]: len(c.get("guestIds") or [])
+                for c in consumers(ftmock_session, org, "hypervisor")}
+
+    rep = Reporter(load_config([str(conf)]), factory=factory)
+    thread = threading.Thread(target=rep.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: bool(hypervisors()), 30, "the fast source's report")
+        first = hypervisors()
+        assert set(first) == {examples.HYPERVISOR_A, examples.HYPERVISOR_B} and all(first.values())
+        release.set()
+        wait_until(lambda: "slow-esx-1" in hypervisors(), 30, "the slow source's report")
+        assert hypervisors() == {**first, "slow-esx-1": 1}
+    finally:
+        release.set()
+        rep.stop()
+        thread.join(timeout=20)
