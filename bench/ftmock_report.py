@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from bench.ftmock_server import checkin
+from bench.ftmock_server import checkin, running_ftmock
 from bench.table import print_table
-from tests.conftest import FtmockServer
 
 HOSTS = int(os.environ.get("FTBENCH_REPORT_HOSTS", "200"))
 GUESTS_PER_HOST = int(os.environ.get("FTBENCH_REPORT_GUESTS", "225"))
@@ -77,29 +74,22 @@ def _row(what: str, runs: list[tuple[float, float, dict[str, Any]]], target: str
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "ftmock"
-        data.mkdir()
-        server = FtmockServer(data_dir=data)
-        server.start()
-        try:
-            s = requests.Session()
-            s.auth = server.admin_auth
-            first = json.dumps(build_report(0)).encode()
-            guests = first.count(b'"guestId"')
-            created = [checkin(server, s, first)]
-            same = [checkin(server, s, first) for _ in range(ROUNDS)]
-            failovers = [checkin(server, s, json.dumps(build_report(k)).encode()) for k in range(1, ROUNDS + 1)]
-            assert all(len(r[2].get("failovers", [])) == 1 for r in failovers), failovers[-1][2]
-            print_table(f"ftmock hypervisor report: {HOSTS} hypervisors, {guests} guests ({FT_PAIRS} FT pairs), "
-                        f"{len(first) / 1e6:.1f} MB, over HTTPS",
-                        ["report", "runs", "POST -> FINISHED s (median)", "job created -> finished s", "result",
-                         "target"],
-                        [_row("first report", created, "-"),
-                         _row("identical report", same, "-"),
-                         _row("one FT group failed over", failovers, "<= 0.3 s")])
-        finally:
-            server.stop()
+    with running_ftmock() as server:
+        s = requests.Session()
+        s.auth = server.admin_auth
+        first = json.dumps(build_report(0)).encode()
+        guests = first.count(b'"guestId"')
+        created = [checkin(server, s, first)]
+        same = [checkin(server, s, first) for _ in range(ROUNDS)]
+        failovers = [checkin(server, s, json.dumps(build_report(k)).encode()) for k in range(1, ROUNDS + 1)]
+        assert all(len(r[2].get("failovers", [])) == 1 for r in failovers), failovers[-1][2]
+        print_table(f"ftmock hypervisor report: {HOSTS} hypervisors, {guests} guests ({FT_PAIRS} FT pairs), "
+                    f"{len(first) / 1e6:.1f} MB, over HTTPS",
+                    ["report", "runs", "POST -> FINISHED s (median)", "job created -> finished s", "result",
+                     "target"],
+                    [_row("first report", created, "-"),
+                     _row("identical report", same, "-"),
+                     _row("one FT group failed over", failovers, "<= 0.3 s")])
 
 
 if __name__ == "__main__":

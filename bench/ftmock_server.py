@@ -9,7 +9,9 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,37 +74,44 @@ def register_one(server: FtmockServer, s: requests.Session, n: int) -> float:
     return time.monotonic() - start
 
 
-def main() -> None:
+@contextmanager
+def running_ftmock() -> Iterator[FtmockServer]:
+    """An ftmock server on a fresh data directory, for the length of a benchmark."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "ftmock"
         data.mkdir()
         server = FtmockServer(data_dir=data)
         server.start()
         try:
-            s = _session(server)
-            body = _report()
-            rows = []
-            first = checkin(server, s, body)
-            rows.append(["first check-in (all created)", f"{first[0]:.2f}", f"{first[1]:.2f}", "< 2 s"])
-            again = checkin(server, s, body)
-            rows.append(["same report again (unchanged)", f"{again[0]:.2f}", f"{again[1]:.2f}", "< 2 s"])
-            print_table(f"ftmock check-in: {HOSTS} hypervisors, {HOSTS * GUESTS_PER_HOST} guests, "
-                        f"{len(body) / 1e6:.1f} MB", ["run", "client s", "server job s", "target"], rows)
-
-            start = time.monotonic()
-            per = [register_one(server, s, n) for n in range(REGISTRATIONS)]
-            sequential = time.monotonic() - start
-            start = time.monotonic()
-            with ThreadPoolExecutor(4) as pool:
-                list(pool.map(lambda n: register_one(server, _session(server), 10_000 + n), range(REGISTRATIONS)))
-            parallel = time.monotonic() - start
-            print_table(f"ftmock registrations with CSR (EC P-256), {REGISTRATIONS} each",
-                        ["mode", "total s", "median ms", "target"],
-                        [["sequential, one connection", f"{sequential:.2f}",
-                          f"{statistics.median(per) * 1000:.1f}", "< 10 s"],
-                         ["4 clients in parallel", f"{parallel:.2f}", "-", "< 10 s"]])
+            yield server
         finally:
             server.stop()
+
+
+def main() -> None:
+    with running_ftmock() as server:
+        s = _session(server)
+        body = _report()
+        rows = []
+        first = checkin(server, s, body)
+        rows.append(["first check-in (all created)", f"{first[0]:.2f}", f"{first[1]:.2f}", "< 2 s"])
+        again = checkin(server, s, body)
+        rows.append(["same report again (unchanged)", f"{again[0]:.2f}", f"{again[1]:.2f}", "< 2 s"])
+        print_table(f"ftmock check-in: {HOSTS} hypervisors, {HOSTS * GUESTS_PER_HOST} guests, "
+                    f"{len(body) / 1e6:.1f} MB", ["run", "client s", "server job s", "target"], rows)
+
+        start = time.monotonic()
+        per = [register_one(server, s, n) for n in range(REGISTRATIONS)]
+        sequential = time.monotonic() - start
+        start = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n: register_one(server, _session(server), 10_000 + n), range(REGISTRATIONS)))
+        parallel = time.monotonic() - start
+        print_table(f"ftmock registrations with CSR (EC P-256), {REGISTRATIONS} each",
+                    ["mode", "total s", "median ms", "target"],
+                    [["sequential, one connection", f"{sequential:.2f}",
+                      f"{statistics.median(per) * 1000:.1f}", "< 10 s"],
+                     ["4 clients in parallel", f"{parallel:.2f}", "-", "< 10 s"]])
 
 
 if __name__ == "__main__":
