@@ -26,7 +26,7 @@ from typing import Any, Optional, Protocol
 from .config import SourceConfig
 from .sources import ProgressCallback, Snapshot
 
-__all__ = ["ProgressSink", "collect_forked", "usable_cpus"]
+__all__ = ["Collect", "Deliver", "ProgressSink", "collect_forked", "usable_cpus"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ class ProgressSink(Protocol):
     def stop(self) -> None: ...
 
 
-Collect = Callable[[Sequence[SourceConfig], Optional[ProgressSink]], Results]
+#: Hands over one source's snapshot as soon as it is collected (instead of in the results).
+Deliver = Callable[[str, Snapshot], None]
+
+Collect = Callable[[Sequence[SourceConfig], Optional[ProgressSink], Optional[Deliver]], Results]
 
 
 def usable_cpus() -> int:
@@ -103,9 +106,14 @@ def _worker(group: Sequence[SourceConfig], collect: Collect, writer: Connection,
         with lock:
             writer.send_bytes(data)
 
+    def deliver(name: str, snapshot: Snapshot) -> None:
+        # Each snapshot is sent when its source is done: the parent loads it while the other
+        # sources are still being collected, not all of them at the end.
+        send(("snapshot", name, snapshot))
+
     try:
         try:
-            results = collect(group, _PipeProgress(send) if relay else None)
+            results = collect(group, _PipeProgress(send) if relay else None, deliver)
         except BaseException as exc:  # report, rather than lose, the sources of a failing worker
             log.exception("collection worker failed")
             results = ({}, {cfg.name: f"{cfg.name}: {type(exc).__name__}: {exc}" for cfg in group})
@@ -115,11 +123,15 @@ def _worker(group: Sequence[SourceConfig], collect: Collect, writer: Connection,
 
 
 def _relay(reader: Connection, progress: ProgressSink | None, into: list[Results]) -> None:
+    snapshots: dict[str, Snapshot] = {}
     try:
         while True:
             kind, *rest = pickle.loads(reader.recv_bytes())  # noqa: S301 - from our own forked worker
+            if kind == "snapshot":
+                snapshots[rest[0]] = rest[1]
+                continue
             if kind == "done":
-                into.append((rest[0], rest[1]))
+                into.append(({**snapshots, **rest[0]}, rest[1]))
                 return
             if progress is None:
                 continue
@@ -158,7 +170,7 @@ def collect_forked(configs: Sequence[SourceConfig], processes: int, collect: Col
         thread.start()
         workers.append((group, process, thread, results))
     log.debug("collecting %d sources in %d processes", len(configs), processes)
-    snapshots, errors = collect(groups[0], progress)
+    snapshots, errors = collect(groups[0], progress, None)
     for group, process, thread, results in workers:
         thread.join()
         process.join()

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from .config import Config, ServerConfig, SourceConfig
 from .encoding import EncodedReport, ReportEncoder
 from .errors import ConfigError, FtreportError, SendError, SourceError
-from .forked import ProgressSink, collect_forked, usable_cpus
+from .forked import Deliver, ProgressSink, collect_forked, usable_cpus
 from .logfiles import source_context
 from .metrics import ReportMetrics
 from .model import Hypervisor, merge_hypervisors
@@ -241,12 +241,14 @@ def collect_all(configs: Sequence[SourceConfig], *, factory: SourceFactory = cre
     processes = max(1, min(processes, len(configs)))
     if processes == 1:
         return _collect_threads(configs, factory, progress)
-    return collect_forked(configs, processes, lambda group, sink: _collect_threads(group, factory, sink), progress)
+    return collect_forked(configs, processes,
+                          lambda group, sink, deliver: _collect_threads(group, factory, sink, deliver), progress)
 
 
-def _collect_threads(configs: Sequence[SourceConfig], factory: SourceFactory,
-                     progress: ProgressSink | None) -> tuple[dict[str, Snapshot], dict[str, str]]:
-    """Collect sources once, each in a thread of this process."""
+def _collect_threads(configs: Sequence[SourceConfig], factory: SourceFactory, progress: ProgressSink | None,
+                     deliver: Deliver | None = None) -> tuple[dict[str, Snapshot], dict[str, str]]:
+    """Collect sources once, each in a thread of this process (``deliver``: hand each snapshot
+    over when it is done, instead of returning it)."""
     sources, errors = _make_sources(configs, factory, progress)
     results: dict[str, Snapshot] = {}
     lock = threading.Lock()
@@ -275,6 +277,9 @@ def _collect_threads(configs: Sequence[SourceConfig], factory: SourceFactory,
         log.info("%s: %d hypervisors, %d guests (%.2f s)", source.name, hvs, guests, time.monotonic() - started)
         if progress:
             progress.finish(source.name, f"{hvs} hypervisors, {guests} guests")
+        if deliver is not None:
+            deliver(source.name, snap)
+            return
         with lock:
             results[source.name] = snap
 

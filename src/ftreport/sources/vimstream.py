@@ -25,9 +25,11 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from sys import intern
 from typing import Any
 from xml.sax.saxutils import escape
+
+from .vimrecords import Change, Records, apply_update, is_array, item_type, scalar, store_object
+from .vimscan import RegularShapeScanner
 
 __all__ = [
     "CHUNK_SIZE",
@@ -64,15 +66,6 @@ _T_FILTER_SET = _VIM + "filterSet"
 _T_FAULT = _SOAP + "Fault"
 _T_BODY = _SOAP + "Body"
 
-_INTEGERS = frozenset(("int", "short", "long", "byte", "unsignedInt", "unsignedShort", "unsignedLong",
-                       "unsignedByte", "integer"))
-_FLOATS = frozenset(("float", "double", "decimal"))
-_XSD_TEXT = frozenset(("string", "dateTime", "base64Binary", "anyURI"))
-
-#: moId -> {property path: value}, by managed object type ("VirtualMachine", ...).
-Records = dict[str, dict[str, dict[str, Any]]]
-
-
 class VimFault(Exception):
     """A SOAP fault from vCenter: ``fault`` is the vSphere fault type (``NotAuthenticated``...)."""
 
@@ -86,37 +79,12 @@ class VimProtocolError(Exception):
     """A response that is not the SOAP document the call promises (HTML error page, cut short...)."""
 
 
-def _scalar(text: str | None, xsi_type: str | None) -> Any:
-    if xsi_type is None:
-        return text or ""
-    local = xsi_type.rpartition(":")[2]
-    if local in _INTEGERS:
-        return int(text or 0)
-    if local == "boolean":
-        return text in ("true", "1")
-    if local in _FLOATS:
-        return float(text or 0)
-    if text is None:
-        return ""
-    if local in _XSD_TEXT:
-        return text
-    # Enumerations and ManagedObjectReferences repeat across objects ("poweredOn", "host-12"):
-    # one shared string each instead of one per object.
-    return intern(text)
-
-
 def _value(val: ET.Element) -> Any:
     xsi_type = val.get(_XSI_TYPE)
-    if xsi_type is not None and xsi_type.rpartition(":")[2].startswith("ArrayOf"):
+    if is_array(xsi_type):
         # ArrayOfString, ArrayOfInt, ArrayOfManagedObjectReference...: one child per item.
-        return [_scalar(item.text, item.get(_XSI_TYPE) or _item_type(item.tag)) for item in val]
-    return _scalar(val.text, xsi_type)
-
-
-def _item_type(tag: str) -> str | None:
-    # Array items carry their type in the element name (<int>, <string>, <ManagedObjectReference>).
-    local = tag.rpartition("}")[2]
-    return local if local in _INTEGERS or local in _FLOATS or local == "boolean" else None
+        return [scalar(item.text, item.get(_XSI_TYPE) or item_type(item.tag.rpartition("}")[2])) for item in val]
+    return scalar(val.text, xsi_type)
 
 
 def _fault(elem: ET.Element) -> VimFault:
@@ -152,6 +120,7 @@ class RetrievePage:
 
     objects: int = 0
     token: str | None = None
+    scanned: int = 0  # of the objects, those the scanner of the regular shape folded
 
 
 @dataclass
@@ -162,33 +131,42 @@ class UpdatePage:
     version: str = ""
     truncated: bool = False
     updates: int = 0
+    scanned: int = 0  # of the updates, those the scanner of the regular shape folded
 
 
 class _Decoder:
     """Folds one SOAP response, fed in chunks, into ``records``.
 
-    Only end events are asked for: a finished ``objects``/``objectSet`` element has all its
-    children, is folded and then emptied. Start events would double the Python-level work for
-    nothing (the parser, in C, is most of what remains). The emptied shells stay in their parent
-    until it ends, which bounds them to one page (``maxObjects``/``maxObjectUpdates``).
+    The chunks go through the scanner of the regular shape first (``vimscan``): what it folds,
+    the parser never sees. The rest is parsed with only end events asked for: a finished
+    ``objects``/``objectSet`` element has all its children, is folded and then emptied. Start
+    events would double the Python-level work for nothing. The emptied shells stay in their
+    parent until it ends, which bounds them to one page (``maxObjects``/``maxObjectUpdates``).
     """
 
-    def __init__(self, records: Records, touched: set[str] | None = None) -> None:
+    def __init__(self, records: Records, touched: set[str] | None = None, *, scan: bool = True) -> None:
         self.records = records
         self.touched = touched
         self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+        self.scanner = RegularShapeScanner(records, touched) if scan else None
         self.fault: VimFault | None = None
         self.retrieve = RetrievePage()
         self.update = UpdatePage()
         self._seen_body = False
 
     def feed(self, data: bytes) -> None:
-        parser = self._parser
+        if self.scanner is not None:
+            data = self.scanner.feed(data)
+            if not data:
+                return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         try:
-            parser.feed(data)
+            self._parser.feed(data)
+            self._drain()  # the pull parser keeps a syntax error to raise it from here
         except ET.ParseError as exc:
             raise VimProtocolError(f"malformed SOAP response: {exc}") from exc
-        self._drain()
 
     def _drain(self) -> None:
         records = self.records
@@ -232,74 +210,62 @@ class _Decoder:
                     props[name] = None if val is None else _value(val)
             elif tag == _T_OBJ:
                 obj = child
-        table = None if obj is None else records.get(obj.get("type") or "")
-        if table is None or obj is None:
-            return
-        moid = obj.text or ""
-        known = table.get(moid)
-        if known is None:
-            table[moid] = props
-        else:
-            known.update(props)
+        if obj is not None:
+            store_object(records, obj.get("type") or "", obj.text or "", props)
 
     @staticmethod
     def _fold_object_update(elem: ET.Element, records: Records, touched: set[str] | None) -> None:
         obj = kind = None
-        changes = []
+        changes: list[Change] = []
         for child in elem:  # kind, obj, changeSet* (in the WSDL's order, not relied upon)
             tag = child.tag
             if tag == _T_CHANGE_SET:
-                changes.append(child)
+                name, op, val = _parts(child)
+                if name is not None:
+                    changes.append((name, op, None if val is None else _value(val)))
             elif tag == _T_OBJ:
                 obj = child
             elif tag == _T_KIND:
                 kind = child.text
-        table = None if obj is None else records.get(obj.get("type") or "")
-        if table is None or obj is None:
-            return
-        moid = obj.text or ""
-        if touched is not None:
-            touched.add(moid)
-        if kind == "leave":
-            table.pop(moid, None)
-            return
-        props = table.get(moid)
-        if props is None:
-            props = table[moid] = {}
-        for change in changes:
-            name, op, val = _parts(change)
-            if name is None:
-                continue
-            if op in ("remove", "indirectRemove"):
-                props.pop(name, None)
-            else:
-                props[name] = None if val is None else _value(val)
+        if obj is not None:
+            apply_update(records, touched, obj.get("type") or "", obj.text or "", kind, changes)
 
     def close(self) -> None:
+        if self.scanner is not None:
+            rest = self.scanner.flush()
+            if rest:
+                self._parse(rest)
+            self.retrieve.objects += self.scanner.objects
+            self.retrieve.scanned = self.scanner.objects
+            self.update.updates += self.scanner.updates
+            self.update.scanned = self.scanner.updates
         try:
             self._parser.close()
+            self._drain()
         except ET.ParseError as exc:
             raise VimProtocolError(f"SOAP response cut short or malformed: {exc}") from exc
-        self._drain()
         if self.fault is not None:
             raise self.fault
         if not self._seen_body:
             raise VimProtocolError("not a SOAP response")
 
 
-def decode_retrieve(chunks: Iterable[bytes], records: Records) -> RetrievePage:
-    """Fold a (Continue)RetrievePropertiesEx response into ``records``; raises VimFault on a fault."""
-    decoder = _Decoder(records)
+def decode_retrieve(chunks: Iterable[bytes], records: Records, *, scan: bool = True) -> RetrievePage:
+    """Fold a (Continue)RetrievePropertiesEx response into ``records``; raises VimFault on a fault.
+
+    ``scan=False``: the XML parser reads all of it, without the scanner of the regular shape."""
+    decoder = _Decoder(records, scan=scan)
     for chunk in chunks:
         decoder.feed(chunk)
     decoder.close()
     return decoder.retrieve
 
 
-def decode_updates(chunks: Iterable[bytes], records: Records, touched: set[str] | None = None) -> UpdatePage:
+def decode_updates(chunks: Iterable[bytes], records: Records, touched: set[str] | None = None, *,
+                   scan: bool = True) -> UpdatePage:
     """Fold a WaitForUpdatesEx response (an UpdateSet, or none) into ``records``; the moIds of the
-    objects it changed are added to ``touched`` when given."""
-    decoder = _Decoder(records, touched)
+    objects it changed are added to ``touched`` when given. ``scan`` as for :func:`decode_retrieve`."""
+    decoder = _Decoder(records, touched, scan=scan)
     for chunk in chunks:
         decoder.feed(chunk)
     decoder.close()
