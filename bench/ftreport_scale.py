@@ -6,8 +6,10 @@ Simulators of 10 clusters x 20 hosts with 100, 1,000 and 4,500 VMs per cluster (
 - bare pyvmomi: login + ``RetrievePropertiesEx`` of the VM properties, nothing else (the reference);
 - ``ftreport -o -p`` with the streaming decoder (the default) and with ``decoder = pyvmomi``;
 
-then ten 4,500-VM simulators collected at once against one of them alone, and the time from an FT
-failover in the 45,000-VM simulator to the report accepted by ftmock (daemon mode, stream decoder).
+then ten 4,500-VM simulators collected at once against one of them alone (and ten stand-ins that
+replay one simulator's recorded answers), the CPU to decode one such answer with the XML parser
+alone and with the scanner of the regular shape in front of it, and the time from an FT failover
+in the 45,000-VM simulator to the report accepted by ftmock (daemon mode, stream decoder).
 
 Goals: 10,000 VMs <= 1.3 s and <= 50 MiB; 45,000 VMs <= 5 s and <= 100 MiB; ten vCenters at once
 <= 1.5x one; failover on 45,000 VMs <= 1 s. FTBENCH_ROUNDS (default 3) sets the rounds,
@@ -34,7 +36,7 @@ from bench._vimreplay import Recording
 from bench.ftreport_esx import BARE, _new_org
 from bench.table import print_table
 from ftreport.sources.esx import PROPERTIES
-from ftreport.sources.vimstream import filter_spec_xml
+from ftreport.sources.vimstream import decode_retrieve, filter_spec_xml
 from tests.conftest import FtmockServer
 from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim
 
@@ -272,6 +274,7 @@ def _replayed(work: Path, env: dict[str, str], sim: Vcsim) -> list[list[object]]
         recording.stop()
     recorded = work / "answers.pickle"
     recording.save(recorded)
+    _DECODE_ROWS[:] = _decode_cpu(max((a.body for a in recording.answers.values()), key=len))
     slowest = max(a.seconds for a in recording.answers.values())
     server = subprocess.Popen([sys.executable, "-m", "bench._vimreplay", "serve", str(recorded),
                                str(sim.tls.cert_path), str(sim.tls.key_path), str(SOURCES)],
@@ -301,6 +304,28 @@ def _replayed(work: Path, env: dict[str, str], sim: Vcsim) -> list[list[object]]
          _mib(statistics.median(r for _, r in runs[many])), f"{together / single:.2f}x",
          "servers that cost no CPU: the reporter's own share"],
     ]
+
+
+_DECODE_ROWS: list[list[object]] = []
+
+
+def _decode_cpu(answer: bytes, runs: int = 9) -> list[list[object]]:
+    """CPU to fold one recorded RetrievePropertiesEx answer into fresh records: the XML parser
+    alone, and the scanner of the regular shape in front of it (in 16 KiB chunks, as TLS gives them)."""
+    chunks = [answer[i:i + 16384] for i in range(0, len(answer), 16384)]
+    rows: list[list[object]] = []
+    for scan, label in ((False, "XML parser alone"), (True, "scanner of the regular shape, then the parser")):
+        times, scanned, objects = [], 0, 0
+        for _ in range(runs):
+            records: dict[str, dict[str, dict[str, object]]] = {"VirtualMachine": {}, "HostSystem": {},
+                                                                "ClusterComputeResource": {}}
+            started = time.thread_time()
+            page = decode_retrieve(chunks, records, scan=scan)
+            times.append(time.thread_time() - started)
+            scanned, objects = page.scanned, page.objects
+        rows.append([label, f"{len(answer) / 1e6:.2f} MB", f"{objects:,}", f"{scanned:,}",
+                     f"{statistics.median(times) * 1000:.0f}"])
+    return rows
 
 
 def _log_time(line: str) -> float:
@@ -413,6 +438,8 @@ def main() -> None:
         concurrent = _concurrent(work, env, tls)
         print_table(f"{SOURCES} vCenters collected at once (`ftreport -o -p`, median of {ROUNDS} paired rounds)",
                     ["sources", "wall s", "peak RSS MiB", "vs one", "note"], concurrent)
+        print_table(f"Decoding one simulator answer of {VMS_PER_SOURCE:,} VMs (CPU, median of 9)",
+                    ["decoder", "answer", "objects", "of them scanned", "CPU ms"], _DECODE_ROWS)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ module sends ``RetrievePropertiesEx``, ``ContinueRetrievePropertiesEx`` and ``Wa
 itself and folds the response, as it arrives from the socket in chunks, straight into the
 per-object records of an inventory (moId -> {property path: value}), one ``<objects>`` /
 ``<objectSet>`` element at a time; neither the document nor a decoded object graph is ever held.
-
-Values are decoded as pyvmomi would decode them for the leaf paths ftreport asks for: strings and
-enumerations as ``str``, ``xsd:int``/``short``/``long``/``byte`` as ``int``, ``xsd:boolean`` as
-``bool``, ``ManagedObjectReference`` as its moId, ``ArrayOf*`` as a list, and a change without a
-value (an unset property) as ``None``.
+The chunks go through the scanner of the regular shape (``vimscan``) first; what it does not
+fold goes, in order, to ElementTree's pull parser. Values are decoded as pyvmomi would decode
+them (``vimrecords``).
 
 SOAP faults become :class:`VimFault` carrying the fault's vSphere type name (``NotAuthenticated``,
 ``InvalidLogin``, ``RequestCanceled``...) so callers map them as they map pyvmomi's exceptions.
