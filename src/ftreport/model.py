@@ -104,23 +104,29 @@ class Hypervisor:
 
 
 def merge_hypervisors(groups: Iterable[Iterable[Hypervisor]]) -> list[Hypervisor]:
-    """Merge hypervisor lists from several sources; a hypervisor seen twice gets the union of guests."""
-    merged: dict[str, Hypervisor] = {}
+    """Merge hypervisor lists from several sources; a hypervisor seen twice gets the union of guests.
+
+    Where sources disagree, the later one wins: a guest's state and attributes, a fact, the name
+    (unless the later source has none)."""
+    seen: dict[str, list[Hypervisor]] = {}
     for group in groups:
         for hv in group:
-            prev = merged.get(hv.hypervisor_id)
-            if prev is None:
-                merged[hv.hypervisor_id] = hv
-                continue
-            guests = {g.sort_key(): g for g in prev.guests}
-            guests.update((g.sort_key(), g) for g in hv.guests)
-            merged[hv.hypervisor_id] = Hypervisor(
-                hypervisor_id=hv.hypervisor_id,
-                name=hv.name if hv.name is not None else prev.name,
-                guests=tuple(guests.values()),
-                facts={**prev.facts, **hv.facts},
-            )
-    return [merged[k] for k in sorted(merged)]
+            seen.setdefault(hv.hypervisor_id, []).append(hv)
+    merged = []
+    for hid in sorted(seen):
+        hvs = seen[hid]
+        if len(hvs) == 1:
+            merged.append(hvs[0])
+            continue
+        # One pass over all of them: the same guest (id and instance) in several keeps the last.
+        guests = {g.sort_key(): g for hv in hvs for g in hv.guests}
+        names = [hv.name for hv in hvs if hv.name is not None]
+        facts: dict[str, str] = {}
+        for hv in hvs:
+            facts.update(hv.facts)
+        merged.append(Hypervisor(hypervisor_id=hid, name=names[-1] if names else None,
+                                 guests=tuple(guests.values()), facts=facts))
+    return merged
 
 
 def report_body(hypervisors: Iterable[Hypervisor]) -> dict[str, Any]:

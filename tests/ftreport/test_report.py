@@ -44,6 +44,20 @@ def test_merge_unions_guests_of_the_same_hypervisor() -> None:
     assert merged[0].facts == {"a": "1", "b": "2"} and merged[0].name == "n"
 
 
+def test_merge_of_many_sources_keeps_the_last_view_of_a_guest() -> None:
+    def hv(name: str | None, state: int, fact: str) -> Hypervisor:
+        return Hypervisor("h", name, (Guest("g", state), Guest(f"only-{fact}")), {"f": fact, fact: "1"})
+
+    merged = merge_hypervisors([[hv("first", 1, "a")], [hv(None, 5, "b")], [hv("third", 3, "c")], [hv(None, 1, "d")]])
+    assert len(merged) == 1
+    only = merged[0]
+    assert only.name == "third" and only.facts == {"f": "d", "a": "1", "b": "1", "c": "1", "d": "1"}
+    assert [(g.guest_id, g.state) for g in only.guests] == [("g", 1), ("only-a", 0), ("only-b", 0), ("only-c", 0),
+                                                           ("only-d", 0)]
+    lone = Hypervisor("lone", "x", (Guest("y"),))
+    assert merge_hypervisors([[lone]])[0] is lone
+
+
 def test_host_filters_take_wildcards_or_regexes() -> None:
     assert parse_patterns(' a*, "b[0-9]+" ,\'c\',') == ("a*", "b[0-9]+", "c")
     f = HostFilter(include=("esx-*", r"kvm-\d+"), exclude=("esx-old*",))

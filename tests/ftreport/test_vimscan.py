@@ -170,6 +170,7 @@ DEVIATIONS = {
                                                 "</v:obj></v:objects>",
     "unicode digits in an int": _vm("vm-2", _prop("n", "\u0661\u0662", "xsd:int")),
     "non-ASCII names and values": _vm("vm-2", _prop("caf\u00e9", "na\u00efve \u263a")),
+    "fullwidth letters (UTF-8 lead byte 0xEF)": _vm("vm-2", _prop("name", "\uff21\uff22 \uf8ff")),
 }
 
 

@@ -27,10 +27,12 @@ from .vimrecords import Change, Records, apply_update, converter, is_array, item
 __all__ = ["RegularShapeScanner"]
 
 # Texts without markup, entity or character reference, carriage return (XML turns \r\n into \n)
-# or a character XML forbids: what they decode to is their UTF-8 bytes, nothing else.
-_TEXT = rb"[^<>&\r\x00-\x08\x0b\x0c\x0e-\x1f]*"
-_ATTR = rb'[^"<>&\x00-\x1f]*'  # no tab or newline either: XML turns them into spaces in attributes
-_ATTR1 = rb'[^"<>&\x00-\x1f]+'
+# or a character XML forbids: what they decode to is their UTF-8 bytes, nothing else. The byte
+# 0xEF leads the UTF-8 of U+F000-U+FFFF, among them U+FFFE and U+FFFF, which XML forbids too; a
+# text with any of them is left to the parser rather than looked for character by character.
+_TEXT = rb"[^<>&\r\x00-\x08\x0b\x0c\x0e-\x1f\xef]*"
+_ATTR = rb'[^"<>&\x00-\x1f\xef]*'  # no tab or newline either: XML turns them into spaces in attributes
+_ATTR1 = rb'[^"<>&\x00-\x1f\xef]+'
 _NAME = rb"[A-Za-z_][A-Za-z0-9_.\-]*"
 _WS = rb"[ \t\n\r]*"
 _XSI = b"http://www.w3.org/2001/XMLSchema-instance"
@@ -67,10 +69,6 @@ _OPENING = re.compile(
     + _ATTR + rb'">' + _TEXT + rb"</filter>" + _WS + rb")?")
 _DECL = re.compile(rb'xmlns:(' + _NAME + rb')="(' + _ATTR + rb')"')
 
-# Characters XML forbids that a byte pattern cannot exclude (U+FFFE, U+FFFF in UTF-8); the
-# common prefix of their encodings is looked for first, as it is rare.
-_NONCHARACTER_LEAD = b"\xef\xbf"
-_NONCHARACTERS = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
 
 _OPENING_LIMIT = 16 * 1024  # an opening longer than this is not the regular shape
 _ELEMENT_LIMIT = 4 * 1024 * 1024  # nor is one object of this size
@@ -108,8 +106,6 @@ class RegularShapeScanner:
             return data
         buf = self._pending + data if self._pending else data
         self._pending = b""
-        if _NONCHARACTER_LEAD in buf and any(n in buf for n in _NONCHARACTERS):
-            return self._to_parser(buf, 0)  # the parser rejects them: let it
         if self._state == _OPENING_STATE:
             return self._opening(buf)
         return self._scan(buf, 0, b"")
