@@ -252,3 +252,16 @@ def test_a_second_filter_and_what_follows_are_parsed() -> None:
     inv = Inventory()
     assert decode_updates([data], inv.objects).updates == 2
     assert set(inv.objects["VirtualMachine"]) == {"vm-1", "vm-2"}
+
+
+def test_an_element_or_opening_past_the_limits_is_left_to_the_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is held back waiting for the rest of an element is bounded: past the limit, the parser
+    takes the answer from there (and decodes it the same)."""
+    from ftreport.sources import vimscan
+
+    big = _vm("vm-2", *(_prop(f"p{i}", "x" * 50) for i in range(40)))
+    data = _retrieve(PLAIN + big + LATER)
+    monkeypatch.setattr(vimscan, "_ELEMENT_LIMIT", 1000)
+    assert _same_both_ways(data)[:3] == [1, 1, 1]  # chunks of 1, 3, 64 bytes: vm-2 grows past the limit
+    monkeypatch.setattr(vimscan, "_OPENING_LIMIT", 100)
+    assert _same_both_ways(data)[:3] == [0, 0, 0]
