@@ -190,8 +190,9 @@ def session_pager(vcsim_session: Vcsim) -> Iterator[PagingProxy]:
         yield proxy
 
 
-def test_collect_is_identical_with_both_decoders_and_in_pages(vcsim_session: Vcsim,
-                                                              session_pager: PagingProxy) -> None:
+def test_collect_is_identical_with_both_decoders_and_in_pages(vcsim_session: Vcsim, session_pager: PagingProxy,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="ftreport.sources.esx")
     ca = vcsim_session.tls.ca_path
     bodies = {}
     for decoder in ("stream", "pyvmomi"):
@@ -204,6 +205,8 @@ def test_collect_is_identical_with_both_decoders_and_in_pages(vcsim_session: Vcs
         assert list(iter_pages(session_pager, "ContinueRetrievePropertiesEx")) == [4, 4, 4, 4, 1]
     assert len(set(bodies.values())) == 1
     assert len(json.loads(bodies["stream", "whole"])["hypervisors"]) == 7
+    # The simulator writes vCenter's regular shape: every object, whole or in pages, was scanned.
+    assert caplog.text.count("21 objects retrieved, 21 of them read by the regular-shape scanner") == 2
 
 
 def test_print_is_identical_with_both_decoders(vcsim_session: Vcsim, tmp_path: Path,

@@ -27,8 +27,8 @@ ENVELOPE = ('<?xml version="1.0" encoding="UTF-8"?>\n<soapenv:Envelope xmlns:soa
 END = "\n</soapenv:Body>\n</soapenv:Envelope>"
 
 
-def _retrieve(objects: str, *, envelope: str = ENVELOPE, tail: str = "") -> bytes:
-    return (envelope + '<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval>' + objects + tail
+def _retrieve(objects: str, *, envelope: str = ENVELOPE, head: str = "", tail: str = "") -> bytes:
+    return (envelope + '<RetrievePropertiesExResponse xmlns="urn:vim25"><returnval>' + head + objects + tail
             + "</returnval></RetrievePropertiesExResponse>" + END).encode()
 
 
@@ -104,7 +104,7 @@ def test_vcenters_own_shape_is_scanned_whole() -> None:
         + _prop("summary.hardware.numCpuPkgs", "2", "xsd:short") + _prop("config.product.name", "VMware ESXi")
         + _prop("runtime.inMaintenanceMode", "false", "xsd:boolean") + _prop("name", "") + "</objects>"
         + '<objects><obj type="Datastore">ds-1</obj>' + _prop("name", "ignored") + "</objects>",
-        tail="<token>t-1</token>")
+        head="<token>t-1</token>")  # a page's token comes first (RetrieveResult: token, objects)
     assert _same_both_ways(data) == [3] * len(CHUNKS)
     inv = Inventory()
     page = decode_retrieve([data], inv.objects)
@@ -144,6 +144,7 @@ PLAIN = _vm("vm-1", _prop("config.uuid", "u-1"))
 LATER = _vm("vm-3", _prop("config.uuid", "u-3"))
 
 DEVIATIONS = {
+    "token after the objects": "<token>late</token>",
     "entity reference": _vm("vm-2", _prop("name", "a &amp; b &#x263A;")),
     "CDATA": _vm("vm-2", _prop("name", "<![CDATA[a < b]]>")),
     "comment between objects": "<!-- a comment -->",

@@ -507,14 +507,21 @@ class EsxSource:
         """RetrievePropertiesEx in pages of page_size objects, each folded in as it arrives."""
         inventory = Inventory()
         client = self._soap_client(si)
+        objects = scanned = 0
         try:
             page = client.retrieve(collector, view, PROPERTIES, inventory.objects, self._config.page_size)
+            objects, scanned = objects + page.objects, scanned + page.scanned
             self._report_counts(inventory)
             while page.token:
                 page = client.continue_retrieve(collector, page.token, inventory.objects)
+                objects, scanned = objects + page.objects, scanned + page.scanned
                 self._report_counts(inventory)
         finally:
             client.close()
+        # Objects the scanner did not take were written in another shape than vCenter's usual one:
+        # decoded all the same, by the XML parser, at twice the CPU.
+        log.debug("%s: %d objects retrieved, %d of them read by the regular-shape scanner",
+                  self.name, objects, scanned)
         return inventory
 
     def watch(self, stop: threading.Event) -> Iterator[Snapshot]:

@@ -57,14 +57,15 @@ _CHANGE = re.compile(_CHANGE_SET)
 _ITEM = re.compile(rb"<(" + _NAME + rb')(?: type="' + _ATTR + rb'")?>(' + _TEXT + rb")</\1>")
 
 # The answer's opening up to its first object: the XML declaration (UTF-8), the envelope with
-# namespace declarations only, the body, the response element and, for an update set, its
-# version and the one filter of ftreport's own collector.
+# namespace declarations only, the body, the response element and the token of a page, or, for
+# an update set, its version and the one filter of ftreport's own collector.
 _OPENING = re.compile(
     rb'(?:<\?xml version="1\.0"(?: encoding="[Uu][Tt][Ff]-8")?(?: standalone="(?:yes|no)")? ?\?>)?' + _WS
     + rb"<(?P<env>" + _NAME + rb"):Envelope(?P<decls>(?:[ \t\n\r]+xmlns(?::" + _NAME + rb')?="' + _ATTR + rb'")*)'
     + _WS + rb">" + _WS + rb"<(?P=env):Body>" + _WS
     + rb'<(?P<response>RetrievePropertiesExResponse|ContinueRetrievePropertiesExResponse|WaitForUpdatesExResponse)'
     rb' xmlns="urn:vim25">' + _WS + rb"<returnval>" + _WS
+    + rb"(?:<token>" + _TEXT + rb"</token>" + _WS + rb")?"  # a RetrieveResult's token comes before its objects
     + rb"(?P<filter><version>" + _TEXT + rb"</version>" + _WS + rb"<filterSet>" + _WS + rb'<filter type="'
     + _ATTR + rb'">' + _TEXT + rb"</filter>" + _WS + rb")?")
 _DECL = re.compile(rb'xmlns:(' + _NAME + rb')="(' + _ATTR + rb')"')
