@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -264,9 +265,11 @@ def _wait_same(watchers: list[_Watcher], predicate: Any, what: str) -> dict[str,
     raise AssertionError(f"{what}: the decoders disagree or never saw it: {[w.latest for w in watchers]}")
 
 
-def test_watch_is_identical_with_both_decoders_through_changes(vcsim: Vcsim, pager: PagingProxy) -> None:
+def test_watch_is_identical_with_both_decoders_through_changes(vcsim: Vcsim, pager: PagingProxy,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     """Both decoders watch the same simulator, directly and in truncated update sets of 2 objects,
     through FT failovers, a power-off and a move: after every change, identical reports."""
+    caplog.set_level(logging.DEBUG, logger="ftreport.sources.esx")
     ca = vcsim.tls.ca_path
     watchers = [_Watcher(EsxSource(_config(url, ca, decoder=d, page_size=size)))
                 for d in ("stream", "pyvmomi") for url, size in ((vcsim.url, 2000), (pager.url, 2))]
@@ -295,6 +298,9 @@ def test_watch_is_identical_with_both_decoders_through_changes(vcsim: Vcsim, pag
         # What the watchers built change by change is what a fresh collection sees.
         fresh = EsxSource(_config(vcsim.url, ca, decoder="pyvmomi")).collect()
         assert json.dumps(body, sort_keys=True) == _body(fresh)
+        # The stream decoder's update sets were read by the scanner, every object of them.
+        counts = re.findall(r"(\d+) object updates, (\d+) of them read by the regular-shape scanner", caplog.text)
+        assert len(counts) >= 4 and all(changed == scanned for changed, scanned in counts)
     finally:
         for w in watchers:
             w.close()

@@ -557,7 +557,9 @@ class EsxSource:
                         if not page.received:
                             continue
                         changed, version, truncated = page.updates, page.version, page.truncated
+                        scanned: int | None = page.scanned
                     else:
+                        scanned = None
                         update = collector.WaitForUpdatesEx(version, options)
                         if update is None:
                             continue
@@ -574,8 +576,11 @@ class EsxSource:
                     first = False
                 elif not changed:
                     continue  # nothing this filter watches changed: no new snapshot to make
-                else:
+                elif scanned is None:
                     log.debug("%s: %d object updates", self.name, changed)
+                else:
+                    log.debug("%s: %d object updates, %d of them read by the regular-shape scanner",
+                              self.name, changed, scanned)
                 yield inventory.snapshot(self._config)
         finally:
             if client is not None:
