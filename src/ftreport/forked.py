@@ -4,9 +4,10 @@ Decoding a vCenter's answer is CPU work, and Python runs it on one core at a tim
 vCenters collected by threads of one process need ten times the CPU of one, on a single core. With
 several processes the sources are dealt out to them round robin. The workers are forked from this
 process, so the source factory, the configuration and the logging set up here carry over as they
-are; each worker collects its share with threads and sends back its snapshots. Progress texts are
-relayed to the parent's display as they come. A worker that dies leaves an error for each of its
-sources, never a hang: the parent reads until the worker's end of the pipe is closed.
+are; each worker collects its share with threads and sends back each snapshot as soon as its
+source is done. Progress texts are relayed to the parent's display as they come. A worker that
+dies leaves an error for each of its sources it had not delivered, never a hang: the parent reads
+until the worker's end of the pipe is closed.
 """
 
 from __future__ import annotations
@@ -142,7 +143,9 @@ def _relay(reader: Connection, progress: ProgressSink | None, into: list[Results
             elif kind == "finish":
                 progress.finish(rest[0], rest[1])
     except EOFError:
-        return  # the worker ended without a result: its sources are reported as failed
+        # The worker ended without its final word: what it delivered stands, the rest of its
+        # sources are reported as failed.
+        into.append((snapshots, {}))
     finally:
         reader.close()
 
@@ -174,11 +177,12 @@ def collect_forked(configs: Sequence[SourceConfig], processes: int, collect: Col
     for group, process, thread, results in workers:
         thread.join()
         process.join()
-        if results:
-            snapshots.update(results[0][0])
-            errors.update(results[0][1])
-            continue
+        for got, failed in results:
+            snapshots.update(got)
+            errors.update(failed)
         for cfg in group:
+            if cfg.name in snapshots or cfg.name in errors:
+                continue
             errors[cfg.name] = (f"{cfg.name}: the collection process ended without a result "
                                 f"(exit code {process.exitcode})")
             log.error("%s", errors[cfg.name])

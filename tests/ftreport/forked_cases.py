@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import sys
 import threading
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +51,36 @@ class Recorded:
         pass
 
 
+# Set in a worker once it has sent a snapshot down the pipe (see ``_note_deliveries``).
+DELIVERED = threading.Event()
+
+
+def _note_deliveries() -> None:
+    send_bytes = Connection.send_bytes
+
+    def noting(self: Connection, buf: Any, *args: Any) -> None:
+        send_bytes(self, buf, *args)
+        if pickle.loads(buf)[0] == "snapshot":  # our own message
+            DELIVERED.set()
+
+    Connection.send_bytes = noting  # type: ignore[method-assign]
+
+
 class Noting(EsxSource):
     """Notes the pid of the process that collects it in ``seen``; ``die`` ends that process
-    mid-collection when it is a worker (OOM killer, a crash in a C library...)."""
+    mid-collection when it is a worker (OOM killer, a crash in a C library...), at once or, with
+    ``die_late``, once the worker has delivered another source's snapshot."""
 
     seen: Path
     die: str = ""
+    die_late = False
 
     def collect(self) -> Any:
         with open(self.seen, "a") as f:
             f.write(f"{os.getpid()}\n")
         if self.name == self.die and os.getpid() != PARENT:
+            if self.die_late:
+                DELIVERED.wait(60)
             os._exit(3)
         return super().collect()
 
@@ -98,6 +119,11 @@ def main() -> None:
     elif case == "dies":
         Noting.die = "vc1"
         snapshots, out["errors"], out["pids"] = collect(4, processes=2)  # vc1, vc3 in the worker
+        out["collected"] = sorted(snapshots)
+    elif case == "dies_late":
+        Noting.die, Noting.die_late = "vc3", True
+        _note_deliveries()
+        snapshots, out["errors"], out["pids"] = collect(4, processes=2)  # vc1 delivered, then vc3 dies
         out["collected"] = sorted(snapshots)
     elif case == "automatic":
         out["one"] = collect(1)[2]

@@ -56,6 +56,14 @@ def test_a_worker_that_dies_fails_only_its_sources(vcsim_session: Vcsim, tmp_pat
     assert "ended without a result (exit code 3)" in out["errors"]["vc1"]
 
 
+def test_a_worker_that_dies_keeps_what_it_delivered(vcsim_session: Vcsim, tmp_path: Path) -> None:
+    """Snapshots are sent as each source is done: a worker that dies later loses only the rest."""
+    out = _case("dies_late", vcsim_session, tmp_path)
+    assert out["collected"] == ["vc0", "vc1", "vc2"]
+    assert list(out["errors"]) == ["vc3"]
+    assert "ended without a result (exit code 3)" in out["errors"]["vc3"]
+
+
 def test_automatic_processes_follow_the_cpus_and_the_esx_sources(vcsim_session: Vcsim, tmp_path: Path) -> None:
     """By default: one process per usable CPU, up to one per esx source; one esx source never forks."""
     out = _case("automatic", vcsim_session, tmp_path)
