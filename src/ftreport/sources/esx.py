@@ -43,6 +43,7 @@ from ..model import (
     ft_attributes,
 )
 from .base import ProgressCallback, Snapshot, no_progress
+from .vimrecords import apply_update, store_object
 from .vimstream import VimFault, VimProtocolError, VimSoapClient
 
 __all__ = ["CLUSTER_PROPERTIES", "HOST_PROPERTIES", "VM_PROPERTIES", "EsxConnector", "EsxSource", "Inventory"]
@@ -207,40 +208,22 @@ class Inventory:
         self._vm_host: dict[str, str] = {}
         self.touched: set[str] | None = None
 
-    def _table(self, obj: Any) -> dict[str, dict[str, Any]] | None:
-        return self.objects.get(getattr(obj, "_wsdlName", ""))
-
     def load(self, contents: Iterable[Any]) -> None:
-        """Objects from RetrievePropertiesEx (ObjectContent)."""
+        """Objects from RetrievePropertiesEx (ObjectContent), decoded by pyvmomi."""
         for oc in contents:
-            table = self._table(oc.obj)
-            if table is None:
-                continue
-            props = table.setdefault(oc.obj._moId, {})
-            for p in oc.propSet or ():
-                props[p.name] = _value(p.val)
+            props = {p.name: _value(p.val) for p in oc.propSet or ()}
+            store_object(self.objects, getattr(oc.obj, "_wsdlName", ""), oc.obj._moId, props)
 
     def update(self, update_set: Any) -> int:
-        """Changes from WaitForUpdatesEx (UpdateSet); returns the number of object updates."""
+        """Changes from WaitForUpdatesEx (UpdateSet), decoded by pyvmomi; returns the number of
+        object updates."""
         count = 0
         for fs in update_set.filterSet or ():
             for ou in fs.objectSet or ():
                 count += 1
-                table = self._table(ou.obj)
-                if table is None:
-                    continue
-                moid = ou.obj._moId
-                if self.touched is not None:
-                    self.touched.add(moid)
-                if ou.kind == "leave":
-                    table.pop(moid, None)
-                    continue
-                props = table.setdefault(moid, {})
-                for ch in ou.changeSet or ():
-                    if ch.op in ("remove", "indirectRemove"):
-                        props.pop(ch.name, None)
-                    else:
-                        props[ch.name] = _value(ch.val)
+                changes = [(ch.name, ch.op, _value(ch.val)) for ch in ou.changeSet or ()]
+                apply_update(self.objects, self.touched, getattr(ou.obj, "_wsdlName", ""), ou.obj._moId, ou.kind,
+                             changes)
         return count
 
     def counts(self) -> tuple[int, int]:

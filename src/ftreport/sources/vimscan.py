@@ -10,8 +10,8 @@ The scanner is a fast path, never a second parser. It only takes complete elemen
 the shape exactly, and only where it knows the context: the answer's opening up to the first
 element must match a strict pattern too (the envelope, its namespace declarations, the response
 element in ``urn:vim25``, no comment or processing instruction), which tells it the namespaces in
-scope. Everything else (the opening, the token or version at the end, faults, and the rest of the
-answer from the first element that differs in any way) goes, in order, to the XML parser, which
+scope. Everything else (the opening, the end of the answer, faults, and the rest of the answer
+from the first element that differs in any way) goes, in order, to the XML parser, which
 therefore sees a well-formed document: the same answer without the elements already folded. A
 server that writes differently is decoded exactly as before, only not faster.
 """
