@@ -24,10 +24,11 @@ import click
 from ftagent.clickcompat import Group
 
 from . import __version__
-from .config import Config, load_config
+from .config import load_config
 from .errors import ConfigError, FtreportError, PasswordError
 from .logfiles import file_handlers
 from .password import encrypt_password
+from .settings import Config
 
 __all__ = ["main"]
 

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from types import MappingProxyType
 from typing import Any, Optional, Protocol
 
-from .config import SourceConfig
+from .settings import SourceConfig
 from .sources import ProgressCallback, Snapshot
 
 __all__ = ["Collect", "Deliver", "ProgressSink", "collect_forked", "usable_cpus"]

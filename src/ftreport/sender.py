@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .config import ServerConfig
 from .errors import SendError
+from .settings import ServerConfig
 
 __all__ = [
     "ConnectionFactory",

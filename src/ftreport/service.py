@@ -1,7 +1,7 @@
 """Running ftreport: one-shot collection, --print, --status, and the daemon loop.
 
 Sources run concurrently, each in its own thread; one failing source never stops the others.
-Their latest snapshots meet in an :class:`Inventory`. Reports are merged per destination (same
+Their latest snapshots meet in :class:`~ftreport.snapshots.Snapshots`. Reports are merged per destination (same
 server, owner and credentials) and checked in by the daemon loop, which
 
 - sends a report only when its hash differs from the last one the server accepted,
@@ -15,27 +15,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .config import Config, ServerConfig, SourceConfig
 from .encoding import EncodedReport, ReportEncoder
 from .errors import ConfigError, FtreportError, SendError, SourceError
 from .forked import Deliver, ProgressSink, collect_forked, usable_cpus
 from .logfiles import source_context
 from .metrics import ReportMetrics
-from .model import Hypervisor, merge_hypervisors
+from .model import merge_hypervisors
 from .notify import Notifier
 from .progress import Progress
 from .sender import ConnectionFactory, Destination, default_connection_factory
+from .settings import Config, ServerConfig, SourceConfig
+from .snapshots import Snapshots, counts
 from .sources import ProgressCallback, Snapshot, Source, create_source, no_progress
 
 __all__ = [
-    "Inventory",
     "Reporter",
     "SourceFactory",
     "SourceWorker",
@@ -50,110 +49,6 @@ log = logging.getLogger(__name__)
 SourceFactory = Callable[..., Source]
 
 
-def _counts(hypervisors: Sequence[Hypervisor]) -> tuple[int, int]:
-    return len(hypervisors), sum(len(h.guests) for h in hypervisors)
-
-
-@dataclass
-class _SourceState:
-    snapshot: Snapshot | None = None
-    error: str | None = None
-    updated: float = 0.0
-    first: float | None = None  # when its first snapshot arrived
-
-
-class Inventory:
-    """The latest snapshot (or error) of every source, shared by source threads and the reporter."""
-
-    def __init__(self, metrics: ReportMetrics | None = None) -> None:
-        self._cond = threading.Condition()
-        self._states: dict[str, _SourceState] = {}
-        self.version = 0
-        self.metrics = metrics
-
-    def publish(self, name: str, snapshot: Snapshot) -> bool:
-        """Record a snapshot; returns whether it differs from the previous one."""
-        if self.metrics is not None:
-            self.metrics.collected(name)
-        with self._cond:
-            state = self._states.setdefault(name, _SourceState())
-            changed = state.snapshot != snapshot
-            state.snapshot = snapshot
-            state.error = None
-            state.updated = time.monotonic()
-            if state.first is None:
-                state.first = state.updated
-            if changed:
-                self.version += 1
-                self._cond.notify_all()
-            return changed
-
-    def fail(self, name: str, error: str) -> None:
-        """Record a source failure; its last snapshot (if any) is kept."""
-        if self.metrics is not None:
-            self.metrics.source_error(name)
-        with self._cond:
-            state = self._states.setdefault(name, _SourceState())
-            first = state.error is None and state.snapshot is None
-            state.error = error
-            if first:
-                self.version += 1
-                self._cond.notify_all()
-
-    def forget(self, names: Sequence[str]) -> None:
-        with self._cond:
-            for name in names:
-                self._states.pop(name, None)
-            self.version += 1
-            self._cond.notify_all()
-
-    def wait(self, version: int, timeout: float) -> int:
-        """Wait until the version differs from ``version`` (or timeout); returns the version."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.version != version, timeout=max(0.0, timeout))
-            return self.version
-
-    def poke(self) -> None:
-        """Wake up waiters (used for stop and reload)."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def gather(self, names: Sequence[str], wait: float = math.inf) -> tuple[list[Snapshot], list[str]]:
-        """(snapshots of these sources, the sources still collecting for the first time).
-
-        While some are still collecting, the list of snapshots is empty, unless the first snapshot
-        of these sources arrived ``wait`` seconds ago or more: one slow vCenter then no longer
-        holds back the others' report (the server keeps hypervisors a report leaves out)."""
-        with self._cond:
-            snaps = []
-            pending = []
-            first = math.inf
-            for name in names:
-                state = self._states.get(name)
-                if state is None:
-                    pending.append(name)
-                    continue
-                if state.snapshot is not None:
-                    snaps.append(state.snapshot)
-                    first = min(first, state.first or math.inf)
-            if pending and time.monotonic() - first < wait:
-                snaps = []
-            return snaps, pending
-
-    def describe(self) -> dict[str, dict[str, Any]]:
-        with self._cond:
-            out = {}
-            for name, st in self._states.items():
-                hvs, guests = _counts(st.snapshot or [])
-                out[name] = {"ok": st.error is None, "error": st.error, "hypervisors": hvs, "guests": guests}
-            return out
-
-    def counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """(hypervisors, guests) of these sources' latest snapshots."""
-        with self._cond:
-            return {n: _counts(self._states[n].snapshot or []) for n in names if n in self._states}
-
-
 def _failovers(result: Mapping[str, Any]) -> int:
     value = result.get("failovers")
     return len(value) if isinstance(value, list) else 0
@@ -162,11 +57,11 @@ def _failovers(result: Mapping[str, Any]) -> int:
 class SourceWorker(threading.Thread):
     """Runs one source's watch loop, reconnecting with exponential backoff."""
 
-    def __init__(self, source: Source, inventory: Inventory, *, max_backoff: float = 60.0,
+    def __init__(self, source: Source, snapshots: Snapshots, *, max_backoff: float = 60.0,
                  min_backoff: float = 0.5, on_first: Callable[[str], None] | None = None) -> None:
         super().__init__(name=f"source-{source.name}", daemon=True)
         self.source = source
-        self.inventory = inventory
+        self.snapshots = snapshots
         self.stop_event = threading.Event()
         self._max = max_backoff
         self._min = min(min_backoff, max_backoff)
@@ -182,8 +77,8 @@ class SourceWorker(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 for snapshot in self.source.watch(self.stop_event):
-                    if self.inventory.publish(self.source.name, snapshot):
-                        hvs, guests = _counts(snapshot)
+                    if self.snapshots.publish(self.source.name, snapshot):
+                        hvs, guests = counts(snapshot)
                         log.info("%s: %d hypervisors, %d guests", self.source.name, hvs, guests)
                     if first and self._on_first is not None:
                         self._on_first(self.source.name)
@@ -193,10 +88,10 @@ class SourceWorker(threading.Thread):
                         break
             except SourceError as exc:
                 log.error("%s; retrying in %.1f s", exc, delay)
-                self.inventory.fail(self.source.name, str(exc))
+                self.snapshots.fail(self.source.name, str(exc))
             except Exception as exc:  # a bug in a source must not kill the daemon
                 log.exception("%s: unexpected failure; retrying in %.1f s", self.source.name, delay)
-                self.inventory.fail(self.source.name, f"{self.source.name}: {type(exc).__name__}: {exc}")
+                self.snapshots.fail(self.source.name, f"{self.source.name}: {type(exc).__name__}: {exc}")
             if first and self._on_first is not None:
                 self._on_first(self.source.name)
             if self.stop_event.wait(delay):
@@ -273,7 +168,7 @@ def _collect_threads(configs: Sequence[SourceConfig], factory: SourceFactory, pr
                 errors[source.name] = f"{source.name}: {type(exc).__name__}: {exc}"
             log.exception("%s: unexpected failure", source.name)
             return
-        hvs, guests = _counts(snap)
+        hvs, guests = counts(snap)
         log.info("%s: %d hypervisors, %d guests (%.2f s)", source.name, hvs, guests, time.monotonic() - started)
         if progress:
             progress.finish(source.name, f"{hvs} hypervisors, {guests} guests")
@@ -396,16 +291,16 @@ def _deliver_once(config: Config, groups: dict[str, tuple[ServerConfig, list[str
                            connection_factory=connection_factory, job_timeout=config.global_.job_timeout)
         try:
             report = ReportEncoder(keep=False).encode(merge_hypervisors(snaps))
-            counts = {n: _counts(snapshots[n]) for n in names if n in snapshots}
+            sizes = {n: counts(snapshots[n]) for n in names if n in snapshots}
             if report.digest == dest.record.get():
                 dest.heartbeat()
-                metrics.delivered(counts, None, 0)
+                metrics.delivered(sizes, None, 0)
                 log.info("report for %s unchanged since last accepted; sent a heartbeat instead", dest.label)
                 continue
             started = time.monotonic()
             result = dest.check_in(report.data)
             dest.record.set(report.digest)
-            metrics.delivered(counts, time.monotonic() - started, _failovers(result))
+            metrics.delivered(sizes, time.monotonic() - started, _failovers(result))
             log.info("report accepted by %s: %d hypervisors, %d guests (%s)", dest.label, report.hypervisors,
                      report.guests, _describe_result(result))
             log_failovers(result, dest.label)
@@ -426,7 +321,7 @@ def run_status(config: Config, *, factory: SourceFactory = create_source,
     ok = True
     for cfg in config.sources:
         if cfg.name in snapshots:
-            hvs, guests = _counts(snapshots[cfg.name])
+            hvs, guests = counts(snapshots[cfg.name])
             result["sources"][cfg.name] = {"ok": True, "type": cfg.type, "hypervisors": hvs, "guests": guests}
         else:
             ok = False
@@ -477,7 +372,7 @@ class _DestinationState:
 
 
 class Reporter:
-    """The daemon: source workers feeding an inventory, and a loop delivering reports."""
+    """The daemon: source workers publishing snapshots, and a loop delivering reports."""
 
     def __init__(self, config: Config, *, factory: SourceFactory = create_source,
                  connection_factory: ConnectionFactory = default_connection_factory,
@@ -485,7 +380,7 @@ class Reporter:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.metrics = ReportMetrics(config.global_.metrics_file)
-        self.inventory = Inventory(self.metrics)
+        self.snapshots = Snapshots(self.metrics)
         self._factory = factory
         self._connection_factory = connection_factory
         self._notifier = notifier or Notifier()
@@ -501,11 +396,11 @@ class Reporter:
 
     def stop(self) -> None:
         self._stop.set()
-        self.inventory.poke()
+        self.snapshots.poke()
 
     def request_reload(self) -> None:
         self._reload.set()
-        self.inventory.poke()
+        self.snapshots.poke()
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -519,10 +414,10 @@ class Reporter:
     def _start_sources(self, configs: Sequence[SourceConfig]) -> None:
         sources, errors = _make_sources(configs, self._factory, self._progress)
         for name, error in errors.items():
-            self.inventory.fail(name, error)
+            self.snapshots.fail(name, error)
         self._pending_first = {s.name for s in sources}
         for source in sources:
-            worker = SourceWorker(source, self.inventory, max_backoff=self.config.global_.max_backoff,
+            worker = SourceWorker(source, self.snapshots, max_backoff=self.config.global_.max_backoff,
                                   on_first=self._first_done)
             self._workers[source.name] = worker
             worker.start()
@@ -536,7 +431,7 @@ class Reporter:
             worker.join(timeout=10)
             if worker.is_alive():
                 log.warning("source %s did not stop within 10 s", worker.source.name)
-        self.inventory.forget(list(self._workers))
+        self.snapshots.forget(list(self._workers))
         self._workers.clear()
         if self._progress is not None:
             self._progress.stop()
@@ -591,7 +486,7 @@ class Reporter:
         now = self._clock()
         if now < state.next_attempt:
             return
-        snaps, pending = self.inventory.gather(state.sources, self.config.global_.first_report_wait)
+        snaps, pending = self.snapshots.gather(state.sources, self.config.global_.first_report_wait)
         if not snaps:
             return  # wait until every source has reported or failed once; never send an empty report
         if pending != state.pending:
@@ -613,13 +508,13 @@ class Reporter:
                 result = dest.check_in(report.data)
                 dest.record.set(report.digest)
                 took = self._clock() - started
-                self.metrics.delivered(self.inventory.counts(state.sources), took, _failovers(result))
+                self.metrics.delivered(self.snapshots.counts(state.sources), took, _failovers(result))
                 log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label,
                          report.hypervisors, report.guests, _describe_result(result), took)
                 log_failovers(result, dest.label)
             elif now - state.last_contact >= self.config.global_.interval:
                 dest.heartbeat()
-                self.metrics.delivered(self.inventory.counts(state.sources), None, 0)
+                self.metrics.delivered(self.snapshots.counts(state.sources), None, 0)
                 log.info("report for %s unchanged; heartbeat sent", dest.label)
             else:
                 return
@@ -651,14 +546,14 @@ class Reporter:
                     self._reload.clear()
                     if load is not None:
                         self._reload_config(load)
-                version = self.inventory.wait(seen, timeout=0.5)
+                version = self.snapshots.wait(seen, timeout=0.5)
                 if self._stop.is_set():
                     break
                 if version != seen:
                     # Let related changes (both halves of a failover) arrive before reporting.
                     if seen != -1 and self._stop.wait(self.config.global_.settle):
                         break
-                    seen = self.inventory.version
+                    seen = self.snapshots.version
                 for state in list(self._dests.values()):
                     self._service(state)
                 self.metrics.write(every=10.0)

@@ -16,11 +16,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ftreport.config import SourceConfig
 from ftreport.model import report_body
 from ftreport.service import collect_all
+from ftreport.settings import SourceConfig
 from ftreport.sources import ProgressCallback
-from ftreport.sources.esx import EsxSource
+from ftreport.sources.esx import EsxSettings, EsxSource
 
 
 class Recorded:
@@ -97,8 +97,9 @@ def main() -> None:
     Noting.seen = Path(workdir) / "pids"
 
     def configs(count: int) -> list[SourceConfig]:
-        return [SourceConfig(name=f"vc{i}", type="esx", file="t", server=url, username=user, password=password,
-                             ca_cert=ca) for i in range(count)]
+        return [SourceConfig(name=f"vc{i}", type="esx", file="t",
+                             settings=EsxSettings(server=url, username=user, password=password, ca_cert=ca))
+                for i in range(count)]
 
     def collect(count: int, **options: Any) -> tuple[dict[str, Any], dict[str, str], list[int]]:
         Noting.seen.write_text("")

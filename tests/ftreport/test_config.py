@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ftreport.config import load_config, parse_esx_server
+from ftreport.config import load_config
 from ftreport.errors import ConfigError
 from ftreport.password import decrypt_password, encrypt_password
+from ftreport.sources.esx import EsxSettings, parse_esx_server
+from ftreport.sources.libvirt import libvirt_settings
 
 from .conftest import run_ftreport, write_config
 
@@ -52,8 +54,10 @@ def test_virt_who_section_parses_unchanged(tmp_path: Path, isolated_env: dict[st
     config = load_config([str(conf)])
     (src,) = config.sources
     assert src.name == "esx-prod" and src.type == "esx"
-    assert src.server == "vcenter.example.com" and parse_esx_server(src.server) == ("vcenter.example.com", 443, "/sdk")
-    assert src.username == "administrator@vsphere.local" and src.password == "Secret123"
+    esx = src.settings
+    assert isinstance(esx, EsxSettings)
+    assert esx.server == "vcenter.example.com" and parse_esx_server(esx.server) == ("vcenter.example.com", 443, "/sdk")
+    assert esx.username == "administrator@vsphere.local" and esx.password == "Secret123"
     assert src.hypervisor_id == "hostname"
     assert src.host_filter.include == ("esx-*.example.com", "esx-ha-[0-9]+")
     assert src.host_filter.exclude == ("esx-retired.example.com",)
@@ -84,7 +88,7 @@ def test_main_file_defaults_and_directory(tmp_path: Path, monkeypatch: pytest.Mo
     assert fake.require_destination().owner == "Other"
     assert kvm.require_destination().owner == "ACME_Corporation"
     assert kvm.require_destination().url == "https://cp.example.com:8443/candlepin"
-    assert kvm.server == "qemu+ssh://root@kvm1.example.com/system"
+    assert libvirt_settings(kvm).server == "qemu+ssh://root@kvm1.example.com/system"
     # -c replaces the directory (the main file still gives [global]).
     only = write_config(tmp_path / "only.conf", {"x": {"type": "fake"}})
     config = load_config([str(only)])
@@ -188,7 +192,7 @@ def test_password_command_and_encrypted_password_in_config(tmp_path: Path, isola
                "rhsm_hostname": "cp", "owner": "o", "rhsm_username": "r"},
     })
     (src,) = load_config([str(conf)]).sources
-    assert src.password == "vc-pass"
+    assert isinstance(src.settings, EsxSettings) and src.settings.password == "vc-pass"
     # The same key encrypts rhsm_encrypted_password too.
     out = run_ftreport(["password", "--key-file", str(tmp_path / "k" / "key"), "--password", "cp-pass"],
                        isolated_env)

@@ -127,7 +127,7 @@ def test_outage_sends_only_the_newest_report_when_back(running: tuple[Reporter, 
     newest["hypervisors"][0]["guestIds"].append({"guestId": "late-guest", "state": 1, "attributes": {}})
     _write(data, newest)
     deadline = time.monotonic() + 10
-    while not any(g.guest_id == "late-guest" for snap in _rep.inventory.gather(["fake"])[0]
+    while not any(g.guest_id == "late-guest" for snap in _rep.snapshots.gather(["fake"])[0]
                   for hv in snap for g in hv.guests):
         assert time.monotonic() < deadline, "the fake source did not pick up the newest file"
         time.sleep(0.02)

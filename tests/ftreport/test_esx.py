@@ -213,14 +213,14 @@ def test_vcenter_restart_is_survived(vcsim: Vcsim, reporter: tuple[Reporter, Rec
     sent = len(recorder.bodies)
     vcsim.kill()
     deadline = time.monotonic() + 10
-    while rep.inventory.describe()["vcenter"]["ok"]:  # the daemon notices the outage
+    while rep.snapshots.describe()["vcenter"]["ok"]:  # the daemon notices the outage
         assert time.monotonic() < deadline, "the outage went unnoticed"
         time.sleep(0.05)
     vcsim.start()
     plain = next(v for v in vcsim.state(all_objects=True)["vms"] if "ftRole" not in v)
     # The restarted simulator has the same inventory: nothing new to send until something changes.
     deadline = time.monotonic() + 20
-    while not rep.inventory.describe()["vcenter"]["ok"]:
+    while not rep.snapshots.describe()["vcenter"]["ok"]:
         assert time.monotonic() < deadline, "the daemon did not reconnect"
         time.sleep(0.05)
     assert len(recorder.bodies) == sent
@@ -265,7 +265,7 @@ def test_expired_session_is_logged_in_again(vcsim: Vcsim, reporter: tuple[Report
         assert errors[0].startswith(f"vcenter: session with {vcsim.url} ended (expired or vCenter restarted); "
                                     "retrying in "), errors
         # Healthy again, and nothing stale or half-applied was sent around the reconnect.
-        while not rep.inventory.describe()["vcenter"]["ok"]:
+        while not rep.snapshots.describe()["vcenter"]["ok"]:
             assert time.monotonic() < deadline, "the source stayed failed"
             time.sleep(0.05)
         later = recorder.bodies[sent:]

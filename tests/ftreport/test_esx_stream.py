@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from ftreport.cli import EXIT_CONFIG
-from ftreport.config import SourceConfig, load_config
+from ftreport.config import load_config
 from ftreport.errors import SourceAuthError, SourceError
 from ftreport.model import report_body
 from ftreport.service import Reporter, collect_all
-from ftreport.sources.esx import EsxSource, Inventory
+from ftreport.settings import SourceConfig
+from ftreport.sources.esx import EsxSettings, EsxSource
+from ftreport.sources.inventory import Inventory
 from ftreport.sources.vimstream import (
     VimFault,
     VimProtocolError,
@@ -57,8 +59,9 @@ def _pyvmomi_decode(path: Path, result_type: str) -> Any:
 
 
 def _config(url: str, ca: Path, *, decoder: str, page_size: int = 2000, **extra: Any) -> SourceConfig:
-    return SourceConfig(name="vcenter", type="esx", file="test", server=url, username=VCSIM_USER,
-                        password=VCSIM_PASSWORD, ca_cert=str(ca), decoder=decoder, page_size=page_size, **extra)
+    return SourceConfig(name="vcenter", type="esx", file="test",
+                        settings=EsxSettings(server=url, username=VCSIM_USER, password=VCSIM_PASSWORD, ca_cert=str(ca),
+                                             decoder=decoder, page_size=page_size, **extra))
 
 
 def _body(snapshot: Any) -> str:
@@ -364,11 +367,13 @@ def test_sources_collect_concurrently_and_a_dead_one_delays_nobody(vcsim_session
     silent.listen(8)  # accepts TCP connections, never speaks TLS
     try:
         ca = vcsim_session.tls.ca_path
-        configs = [SourceConfig(name=f"vc{i}", type="esx", file="t", server=vcsim_session.url, username=VCSIM_USER,
-                                password=VCSIM_PASSWORD, ca_cert=str(ca)) for i in range(3)]
+        configs = [SourceConfig(name=f"vc{i}", type="esx", file="t",
+                                settings=EsxSettings(server=vcsim_session.url, username=VCSIM_USER,
+                                                     password=VCSIM_PASSWORD, ca_cert=str(ca))) for i in range(3)]
         configs.append(SourceConfig(name="dead", type="esx", file="t",
-                                    server=f"https://127.0.0.1:{silent.getsockname()[1]}/sdk",
-                                    username=VCSIM_USER, password=VCSIM_PASSWORD, ca_cert=str(ca), timeout=3))
+                                    settings=EsxSettings(server=f"https://127.0.0.1:{silent.getsockname()[1]}/sdk",
+                                                         username=VCSIM_USER, password=VCSIM_PASSWORD,
+                                                         ca_cert=str(ca), timeout=3)))
         finished: dict[str, float] = {}
         started = time.monotonic()
 

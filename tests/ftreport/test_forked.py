@@ -12,17 +12,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ftreport.config import SourceConfig
 from ftreport.forked import usable_cpus
 from ftreport.service import collect_all
-from ftreport.sources.esx import EsxSource
+from ftreport.settings import SourceConfig
+from ftreport.sources.esx import EsxSettings, EsxSource
 
 from .conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
 
 
 def _configs(sim: Vcsim, count: int) -> list[SourceConfig]:
-    return [SourceConfig(name=f"vc{i}", type="esx", file="t", server=sim.url, username=VCSIM_USER,
-                         password=VCSIM_PASSWORD, ca_cert=str(sim.tls.ca_path)) for i in range(count)]
+    return [SourceConfig(name=f"vc{i}", type="esx", file="t",
+                         settings=EsxSettings(server=sim.url, username=VCSIM_USER, password=VCSIM_PASSWORD,
+                                              ca_cert=str(sim.tls.ca_path))) for i in range(count)]
 
 
 def _case(case: str, sim: Vcsim, workdir: Path) -> dict[str, Any]:

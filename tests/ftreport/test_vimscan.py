@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ftreport.sources.esx import Inventory
+from ftreport.sources.inventory import Inventory
 from ftreport.sources.vimstream import VimFault, VimProtocolError, decode_retrieve, decode_updates
 
 VIM = Path(__file__).parent / "data" / "vim"

@@ -26,8 +26,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ftreport.config import Config, SourceConfig, esx_scheme, load_config, parse_esx_server
+from ftreport.config import load_config
 from ftreport.errors import ConfigError
+from ftreport.settings import Config, SourceConfig
+from ftreport.sources.esx import esx_scheme, esx_settings, parse_esx_server
+from ftreport.sources.fake import fake_settings
+from ftreport.sources.libvirt import libvirt_settings
 
 from .conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim, run_ftreport
 
@@ -85,7 +89,7 @@ def check_virt_who_conf(corpus: Path) -> None:
     g = config.global_
     assert (g.interval, g.reporter_id, g.debug, g.oneshot) == (7200.0, "mgmt-1.example.com", False, False)
     src = one(config, "local")
-    assert src.type == "libvirt" and src.server is None  # local libvirt
+    assert src.type == "libvirt" and libvirt_settings(src).server is None  # local libvirt
     assert src.owner == "ACME_Corporation" and src.hypervisor_id == "hostname"  # from [defaults]
     dest = src.require_destination()
     assert dest.url == "https://satellite.example.com:443/candlepin"
@@ -98,7 +102,8 @@ def check_template(corpus: Path) -> None:
 
 def check_esx(corpus: Path) -> None:
     src = one(load(corpus, "esx.conf"), "esx-prod")
-    assert (src.type, src.server, src.username, src.password) == (
+    esx = esx_settings(src)
+    assert (src.type, esx.server, esx.username, esx.password) == (
         "esx", "vcenter.example.com", "administrator@vsphere.local", "Secret123")
     assert src.hypervisor_id == "hwuuid" and src.options["env"] == "Library"
     dest = src.require_destination()
@@ -108,25 +113,26 @@ def check_esx(corpus: Path) -> None:
 
 def check_esx_encrypted(corpus: Path) -> None:
     src = one(load(corpus, "esx-encrypted.conf"), "esx-encrypted")
-    assert src.password == "vc-Secret!"
-    assert src.username == "EXAMPLE\\reporter"  # virt-who: the backslash is not an escape
-    assert parse_esx_server(src.server or "") == ("vcenter.example.com", 8443, "/sdk")
+    esx = esx_settings(src)
+    assert esx.password == "vc-Secret!"
+    assert esx.username == "EXAMPLE\\reporter"  # virt-who: the backslash is not an escape
+    assert parse_esx_server(esx.server) == ("vcenter.example.com", 8443, "/sdk")
 
 
 def check_esx_encrypted_old_key(corpus: Path) -> None:
     src = one(load(corpus, "esx-encrypted-old-key.conf", key="virt-who-old.key"), "esx-old-key")
-    assert src.password == "exactly16bytes!!"
+    assert esx_settings(src).password == "exactly16bytes!!"
 
 
 def check_esx_http(corpus: Path) -> None:
     src = one(load(corpus, "esx-http.conf"), "esx-plain")
-    assert esx_scheme(src.server or "") == "http"
-    assert parse_esx_server(src.server or "") == ("vcenter-lab.example.com", 80, "/sdk")
+    assert esx_scheme(esx_settings(src).server) == "http"
+    assert parse_esx_server(esx_settings(src).server) == ("vcenter-lab.example.com", 80, "/sdk")
 
 
 def check_duplicate_keys(corpus: Path) -> None:
     src = one(load(corpus, "duplicate-keys.conf"), "dup")
-    assert (src.server, src.password) == ("second.example.com", "p2")
+    assert (esx_settings(src).server, esx_settings(src).password) == ("second.example.com", "p2")
 
 
 def check_proxy(corpus: Path) -> None:
@@ -139,18 +145,18 @@ def check_proxy(corpus: Path) -> None:
 
 def check_libvirt_local(corpus: Path) -> None:
     src = one(load(corpus, "libvirt-local.conf"), "local")
-    assert src.type == "libvirt" and src.server is None
+    assert src.type == "libvirt" and libvirt_settings(src).server is None
 
 
 def check_libvirt_remote(corpus: Path) -> None:
     config = load(corpus, "libvirt-remote.conf")
-    assert one(config, "kvm-ssh").server == "qemu+ssh://root@kvm1.example.com/system"
-    assert one(config, "kvm-host").server == "qemu+ssh://admin@kvm2.example.com/system"
+    assert libvirt_settings(one(config, "kvm-ssh")).server == "qemu+ssh://root@kvm1.example.com/system"
+    assert libvirt_settings(one(config, "kvm-host")).server == "qemu+ssh://admin@kvm2.example.com/system"
 
 
 def check_fake(corpus: Path) -> None:
     src = one(load(corpus, "fake.conf"), "fake-virt")
-    assert src.type == "fake" and src.is_hypervisor and src.fake_file == str(corpus / "fake-hypervisors.json")
+    assert src.type == "fake" and fake_settings(src).file == str(corpus / "fake-hypervisors.json")
 
 
 def check_filters(corpus: Path) -> None:
@@ -255,7 +261,7 @@ def test_virtwho_encrypted_password_decrypts_with_global_virtwho_key_file(
                     f"[esx]\ntype=esx\nserver=vc.example.com\nusername=u\nencrypted_password={enc}\n"
                     f"owner=o\nrhsm_hostname=cp.example.com\nrhsm_username=r\nrhsm_encrypted_password={enc}\n")
     (src,) = load_config(paths=[conf], environ={}).sources
-    assert src.password == password and src.require_destination().password == password
+    assert esx_settings(src).password == password and src.require_destination().password == password
 
 
 def test_both_formats_in_one_configuration(tmp_path: Path, isolated_env: dict[str, str]) -> None:
@@ -273,7 +279,7 @@ def test_both_formats_in_one_configuration(tmp_path: Path, isolated_env: dict[st
                     f"owner=o\nrhsm_hostname=cp\nrhsm_username=r\n"
                     f"rhsm_encrypted_password={virtwho_encrypt('old-secret', vw_key)}\n")
     (src,) = load_config(paths=[conf], environ={}).sources
-    assert (src.password, src.require_destination().password) == ("new-secret", "old-secret")
+    assert (esx_settings(src).password, src.require_destination().password) == ("new-secret", "old-secret")
 
 
 def test_virtwho_key_file_readable_by_others_is_refused(corpus: Path) -> None:
@@ -370,8 +376,8 @@ def test_ftreport_password_help_and_p(tmp_path: Path, isolated_env: dict[str, st
     assert made.returncode == 0, made.stderr
     assert "encrypted_password" in made.stderr and (key.stat().st_mode & 0o777) == 0o600
     conf = tmp_path / "c.conf"
-    conf.write_text(f"[global]\nkey_file={key}\n[f]\ntype=fake\npassword=\nencrypted_password={made.stdout.strip()}\n")
-    assert load_config(paths=[conf], environ={}).sources[0].password == "pw-from-p"
+    conf.write_text(f"[global]\nkey_file={key}\n[kvm]\ntype=libvirt\npassword=\nencrypted_password={made.stdout.strip()}\n")
+    assert libvirt_settings(load_config(paths=[conf], environ={}).sources[0]).password == "pw-from-p"
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def _ftagent_sections() -> dict[str, set[str]]:
 def _ftreport_sections() -> dict[str, set[str]]:
     from ftreport import config
 
-    return {"global": set(config._GLOBAL_KEYS), "Source sections": set(config._SOURCE_KEYS)}
+    return {"global": set(config._GLOBAL_KEYS), "Source sections": set(config.source_keys())}
 
 
 def _documented(page: str) -> dict[str, set[str]]:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from ..model import Hypervisor
+from ..section import Section
+from ..settings import SourceConfig
 
-__all__ = ["ProgressCallback", "Snapshot", "Source", "no_progress"]
+__all__ = ["ProgressCallback", "Snapshot", "Source", "SourceType", "no_progress", "settings_of"]
 
 Snapshot = list[Hypervisor]
 ProgressCallback = Callable[[str], None]
+_Settings = TypeVar("_Settings")
 
 
 def no_progress(_text: str) -> None:
@@ -47,3 +51,31 @@ class Source(Protocol):
     def close(self) -> None:
         """Release connections (safe to call more than once, from another thread)."""
         ...
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """What a source module declares: its type name, its own configuration keys and how it reads
+    them, and how a source of the type is opened.
+
+    :mod:`ftreport.config` reads the keys every type shares and hands the section to
+    ``read_settings``, whose result becomes :attr:`SourceConfig.settings`; ``keys`` lists what
+    ``read_settings`` reads, so that other keys can be reported as unknown."""
+
+    name: str
+    keys: frozenset[str]
+    read_settings: Callable[[Section], object]
+    open: Callable[..., Source]  # (config: SourceConfig, *, progress, **options) -> Source
+    #: The Python module the source needs (its binding) and how to install it: a missing binding
+    #: fails when a section of the type is used, never when ftreport starts.
+    binding: str | None = None
+    install: str = ""
+
+
+def settings_of(config: SourceConfig, kind: type[_Settings]) -> _Settings:
+    """A section's own settings, of its type's settings class (that class's defaults if it has none)."""
+    if config.settings is None:
+        return kind()
+    if not isinstance(config.settings, kind):
+        raise TypeError(f"{config.name}: settings {config.settings!r} are not {kind.__name__}")
+    return config.settings

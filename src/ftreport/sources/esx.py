@@ -16,37 +16,40 @@ from __future__ import annotations
 import http.client
 import importlib
 import logging
+import os
 import re
 import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ElementTree
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
-from types import MappingProxyType
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-from ..config import SourceConfig, esx_scheme, parse_esx_server
 from ..errors import SourceAuthError, SourceError, SourceTLSError
-from ..model import (
-    FACT_CLUSTER,
-    FACT_SOCKETS,
-    FACT_SYSTEM_UUID,
-    FACT_TYPE,
-    FACT_VERSION,
-    STATE_PAUSED,
-    STATE_RUNNING,
-    STATE_SHUTOFF,
-    STATE_UNKNOWN,
-    Guest,
-    Hypervisor,
-    ft_attributes,
-)
-from .base import ProgressCallback, Snapshot, no_progress
-from .vimrecords import apply_update, store_object
+from ..section import Section
+from ..settings import SourceConfig
+from .base import ProgressCallback, Snapshot, SourceType, no_progress, settings_of
+from .inventory import Inventory
 from .vimstream import VimFault, VimProtocolError, VimSoapClient
 
-__all__ = ["CLUSTER_PROPERTIES", "HOST_PROPERTIES", "VM_PROPERTIES", "EsxConnector", "EsxSource", "Inventory"]
+__all__ = [
+    "CLUSTER_PROPERTIES",
+    "DECODERS",
+    "HOST_PROPERTIES",
+    "KEYS",
+    "SOURCE_TYPE",
+    "VM_PROPERTIES",
+    "EsxConnector",
+    "EsxSettings",
+    "EsxSource",
+    "esx_scheme",
+    "esx_settings",
+    "parse_esx_server",
+    "read_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +79,99 @@ PROPERTIES = (
     ("ClusterComputeResource", CLUSTER_PROPERTIES),
 )
 
-_POWER = {
-    "poweredOn": (STATE_RUNNING, 1),
-    "poweredOff": (STATE_SHUTOFF, 0),
-    "suspended": (STATE_PAUSED, 0),
-}
+
+# -- configuration -------------------------------------------------------------------------
+
+#: The section keys of an esx source (besides those every source has; see ftreport.conf(5)).
+#: ``is_hypervisor`` and ``simplified_vim`` are virt-who's, accepted with no effect.
+KEYS = frozenset({"server", "username", "password", "encrypted_password", "ca_cert", "insecure", "timeout",
+                  "decoder", "page_size", "is_hypervisor", "simplified_vim"})
+DECODERS = ("stream", "pyvmomi")
+
+
+@dataclass(frozen=True)
+class EsxSettings:
+    """An esx section's own keys, validated."""
+
+    server: str = ""
+    username: str = ""
+    password: str = ""
+    ca_cert: str | None = None
+    insecure: bool = False
+    timeout: float = 60.0
+    decoder: str = "stream"
+    page_size: int = 2000
+
+
+def esx_scheme(value: str) -> str:
+    """``http`` for an esx ``server`` written as an ``http://`` URL (virt-who allows it), else ``https``."""
+    text = value.strip()
+    return "http" if text.lower().startswith("http://") else "https"
+
+
+def parse_esx_server(value: str) -> tuple[str, int, str]:
+    """vCenter address as host, host:port or http(s) URL (with or without /sdk) -> (host, port, path).
+
+    The scheme is :func:`esx_scheme`; https is the default, and the default port follows it."""
+    text = value.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise ValueError(f"vCenter is reached over https (or http), not {parts.scheme}")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise ValueError("bad port") from exc
+    host = parts.hostname
+    if not host:
+        raise ValueError("no host name")
+    path = parts.path.rstrip("/") or "/sdk"
+    if not path.endswith("/sdk"):
+        path += "/sdk"
+    return host, port, path
+
+
+def read_settings(sec: Section) -> EsxSettings:
+    """An esx section's keys; raises ConfigError naming the key at fault."""
+    server = sec.get("server") or ""
+    if not server:
+        raise sec.error("server", "an esx source needs the vCenter address")
+    try:
+        parse_esx_server(server)
+    except ValueError as exc:
+        raise sec.error("server", f"not a vCenter address ({exc}): {server!r}") from exc
+    if esx_scheme(server) == "http":
+        log.warning("%s: [%s] server %s is plain HTTP: the vCenter password and inventory travel "
+                    "unencrypted; use https://", sec.file_of("server"), sec.name, server)
+    username = sec.get("username") or ""
+    if not username:
+        raise sec.error("username", "an esx source needs a user name")
+    password = sec.secret("password", "encrypted_password")
+    if password is None:
+        raise sec.error("password", "an esx source needs password or encrypted_password")
+    ca_cert = sec.get("ca_cert") or None
+    if ca_cert and not Path(ca_cert).is_file():
+        raise sec.error("ca_cert", f"no such file: {ca_cert}")
+    decoder = (sec.get("decoder") or os.environ.get("FTREPORT_ESX_DECODER") or "stream").strip().lower()
+    if decoder not in DECODERS:
+        raise sec.error("decoder", f"must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    return EsxSettings(
+        server=server,
+        username=username,
+        password=password,
+        ca_cert=ca_cert,
+        insecure=sec.flag("insecure"),
+        timeout=sec.number("timeout", 60.0, minimum=1),
+        decoder=decoder,
+        page_size=int(sec.number("page_size", 2000, minimum=1, integer=True)),
+    )
+
+
+def esx_settings(config: SourceConfig) -> EsxSettings:
+    """The esx settings of a section (the defaults when it has none)."""
+    return settings_of(config, EsxSettings)
 
 
 class EsxConnector(Protocol):
@@ -156,184 +247,18 @@ def _pyvmomi() -> tuple[Any, Any]:
     return module.vim, module.vmodl
 
 
-def _value(val: Any) -> Any:
-    """Plain Python value of a property: managed object references become their moId."""
-    moid = getattr(val, "_moId", None)
-    if moid is not None:
-        return moid
-    if isinstance(val, list):  # pyvmomi arrays are list subclasses
-        return [_value(v) for v in val]
-    return val
-
-
-# Read-only, so every plain (non-FT) guest can share one of them.
-_PLAIN_ATTRIBUTES = {active: MappingProxyType({"virtWhoType": "esx", "active": active}) for active in (0, 1)}
-
-
-def _guest(props: Mapping[str, Any]) -> tuple[str, Guest] | None:
-    """(host moId, guest) of a VM's record; None for templates and half-created VMs."""
-    host = props.get("runtime.host")
-    uuid = props.get("config.uuid")
-    if not host or not uuid:
-        return None
-    state, active = _POWER.get(props.get("runtime.powerState", ""), (STATE_UNKNOWN, 0))
-    role = props.get("config.ftInfo.role")
-    attrs: Mapping[str, Any]
-    if role is not None:
-        attrs = {"virtWhoType": "esx", "active": active,
-                 **ft_attributes(props.get("config.instanceUuid") or "", int(role),
-                                 props.get("config.ftInfo.instanceUuids") or [])}
-    else:
-        attrs = _PLAIN_ATTRIBUTES[active]  # shared: most guests of a big vCenter have these
-    return str(host), Guest(uuid, state, attrs)
-
-
-def _drain(table: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The records of a table, in order, each removed from the table as it is handed out."""
-    for moid in list(table):
-        yield table.pop(moid)
-
-
-class Inventory:
-    """Property values by kind and moId, fed by RetrievePropertiesEx or WaitForUpdatesEx results."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {
-            "VirtualMachine": {}, "HostSystem": {}, "ClusterComputeResource": {},
-        }
-        self._filtered_out: str | None = None  # the last "every host filtered out" warning
-        # Guests by host as of the last snapshot, and the VMs changed since (None: rebuild all).
-        # A failover changes a few VMs of tens of thousands: only those are made into guests again.
-        self._guests: dict[str, dict[str, Guest]] | None = None
-        self._vm_host: dict[str, str] = {}
-        self.touched: set[str] | None = None
-
-    def load(self, contents: Iterable[Any]) -> None:
-        """Objects from RetrievePropertiesEx (ObjectContent), decoded by pyvmomi."""
-        for oc in contents:
-            props = {p.name: _value(p.val) for p in oc.propSet or ()}
-            store_object(self.objects, getattr(oc.obj, "_wsdlName", ""), oc.obj._moId, props)
-
-    def update(self, update_set: Any) -> int:
-        """Changes from WaitForUpdatesEx (UpdateSet), decoded by pyvmomi; returns the number of
-        object updates."""
-        count = 0
-        for fs in update_set.filterSet or ():
-            for ou in fs.objectSet or ():
-                count += 1
-                changes = [(ch.name, ch.op, _value(ch.val)) for ch in ou.changeSet or ()]
-                apply_update(self.objects, self.touched, getattr(ou.obj, "_wsdlName", ""), ou.obj._moId, ou.kind,
-                             changes)
-        return count
-
-    def counts(self) -> tuple[int, int]:
-        return len(self.objects["HostSystem"]), len(self.objects["VirtualMachine"])
-
-    def snapshot(self, config: SourceConfig, *, consume: bool = False) -> Snapshot:
-        """The report's view of the inventory, filtered as the source is configured.
-
-        ``consume`` empties the inventory's VM records as their guests are made, so a one-shot
-        collection never holds both in full."""
-        guests: Mapping[str, Iterable[Guest]]
-        vms = self.objects["VirtualMachine"]
-        if consume:
-            by_host: dict[str, list[Guest]] = defaultdict(list)
-            for props in _drain(vms):
-                made = _guest(props)
-                if made is not None:
-                    by_host[made[0]].append(made[1])
-            guests = by_host
-        else:
-            guests = {host: cached.values() for host, cached in self._watched_guests().items()}
-        clusters = self.objects["ClusterComputeResource"]
-        out: Snapshot = []
-        excluded = {"hosts": 0, "parents": 0}
-        parents_seen: set[str] = set()
-        for moid, props in self.objects["HostSystem"].items():
-            hw_uuid = props.get("hardware.systemInfo.uuid")
-            dns_host = props.get("config.network.dnsConfig.hostName")
-            domain = props.get("config.network.dnsConfig.domainName")
-            name = f"{dns_host}.{domain}" if dns_host and domain else (dns_host or props.get("name") or moid)
-            cluster = clusters.get(props.get("parent") or "", {}).get("name")
-            if config.hypervisor_id == "hostname":
-                hid = name
-            elif config.hypervisor_id == "hwuuid":
-                hid = moid
-            else:
-                hid = hw_uuid
-            if not hid:
-                log.debug("%s: host %s has no %s; skipped", config.name, moid, config.hypervisor_id)
-                continue
-            if not config.host_filter.allows(hid, name, props.get("name")):
-                excluded["hosts"] += 1
-                continue
-            if (config.parent_filter.include or config.parent_filter.exclude) and \
-                    not config.parent_filter.allows(cluster or ""):
-                excluded["parents"] += 1
-                parents_seen.add(cluster or "(no cluster)")
-                continue
-            facts: dict[str, str] = {}
-            sockets = props.get("summary.hardware.numCpuPkgs")
-            if sockets is not None:
-                facts[FACT_SOCKETS] = str(sockets)
-            if props.get("config.product.name"):
-                facts[FACT_TYPE] = str(props["config.product.name"])
-            if props.get("config.product.version"):
-                facts[FACT_VERSION] = str(props["config.product.version"])
-            if cluster:
-                facts[FACT_CLUSTER] = str(cluster)
-            if hw_uuid:
-                facts[FACT_SYSTEM_UUID] = str(hw_uuid)
-            out.append(Hypervisor(hypervisor_id=str(hid), name=name, guests=tuple(guests.get(moid, ())),
-                                  facts=facts))
-        self._warn_if_filtered_out(config, out, excluded, parents_seen)
-        return out
-
-    def _watched_guests(self) -> dict[str, dict[str, Guest]]:
-        """Guests by host moId (then VM moId), remade only for the VMs touched since last time."""
-        vms = self.objects["VirtualMachine"]
-        guests, touched = self._guests, self.touched
-        if guests is None or touched is None:
-            guests, self._vm_host = {}, {}
-            touched = set(vms)
-        for moid in touched:
-            host = self._vm_host.pop(moid, None)
-            if host is not None:
-                guests[host].pop(moid, None)
-            props = vms.get(moid)
-            made = _guest(props) if props is not None else None
-            if made is not None:
-                guests.setdefault(made[0], {})[moid] = made[1]
-                self._vm_host[moid] = made[0]
-        self._guests, self.touched = guests, set()
-        return guests
-
-    def _warn_if_filtered_out(self, config: SourceConfig, out: Snapshot, excluded: dict[str, int],
-                              parents_seen: set[str]) -> None:
-        """A filter that drops every host is most likely a typo: say so once, with what was seen."""
-        message = None
-        if not out and excluded["parents"]:
-            message = (f"{config.name}: filter_host_parents/exclude_host_parents excluded all "
-                       f"{excluded['parents']} hosts (after {excluded['hosts']} excluded by "
-                       f"filter_hosts/exclude_hosts); parents seen: {', '.join(sorted(parents_seen))}")
-        elif not out and excluded["hosts"]:
-            message = f"{config.name}: filter_hosts/exclude_hosts excluded all {excluded['hosts']} hosts"
-        if message != self._filtered_out:
-            self._filtered_out = message
-            if message is not None:
-                log.warning("%s; the report has no hypervisors", message)
-
-
 class EsxSource:
     """vCenter (or a single ESXi host) through pyvmomi."""
 
     def __init__(self, config: SourceConfig, *, connector: EsxConnector | None = None,
                  wait_seconds: int = 1, progress: ProgressCallback = no_progress) -> None:
-        if not config.server or not config.username:
+        settings = esx_settings(config)
+        if not settings.server or not settings.username:
             raise SourceError(config.name, "an esx source needs server and username")
         self._config = config
-        self._host, self._port, self._path = parse_esx_server(config.server)
-        self._scheme = esx_scheme(config.server)
+        self._settings = settings
+        self._host, self._port, self._path = parse_esx_server(settings.server)
+        self._scheme = esx_scheme(settings.server)
         self._connector = connector or smart_connect
         self._wait = wait_seconds
         self._progress = progress
@@ -351,13 +276,13 @@ class EsxSource:
         return f"{self._scheme}://{self._host}:{self._port}{self._path}"
 
     def _ssl_context(self) -> ssl.SSLContext:
-        if self._config.insecure:
+        if self._settings.insecure:
             log.warning("%s: TLS verification of %s is disabled (insecure = true)", self.name, self.address)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
-        return ssl.create_default_context(cafile=self._config.ca_cert)
+        return ssl.create_default_context(cafile=self._settings.ca_cert)
 
     def _error(self, exc: BaseException, doing: str) -> SourceError:
         """Translate pyvmomi, SOAP, TLS and socket failures into SourceError."""
@@ -369,7 +294,7 @@ class EsxSource:
             return SourceError(self.name, f"{doing} at {self.address} failed: {exc}")
         vim, vmodl = _pyvmomi()
         if isinstance(exc, ssl.SSLCertVerificationError):
-            ca = self._config.ca_cert or "the system trust store"
+            ca = self._settings.ca_cert or "the system trust store"
             return SourceTLSError(self.name, f"certificate of {self.address} not trusted "
                                              f"({exc.verify_message}; CA: {ca})")
         if isinstance(exc, ssl.SSLError):
@@ -395,7 +320,7 @@ class EsxSource:
     def _fault_error(self, fault: str, message: str, doing: str) -> SourceError:
         """A vSphere fault (by type name, from pyvmomi or the stream decoder) as a SourceError."""
         if fault == "InvalidLogin":
-            return SourceAuthError(self.name, f"login to {self.address} as {self._config.username!r} "
+            return SourceAuthError(self.name, f"login to {self.address} as {self._settings.username!r} "
                                               "refused: wrong user name or password")
         if fault == "NotAuthenticated":
             return SourceError(self.name, f"session with {self.address} ended (expired or vCenter restarted)")
@@ -409,8 +334,8 @@ class EsxSource:
             # protocol passed, so connectors written for https keep working.
             extra = {"protocol": "http"} if self._scheme == "http" else {}
             si = self._connector(host=self._host, port=self._port, path=self._path,
-                                 user=self._config.username or "", password=self._config.password or "",
-                                 ssl_context=self._ctx, timeout=self._config.timeout, **extra)
+                                 user=self._settings.username or "", password=self._settings.password or "",
+                                 ssl_context=self._ctx, timeout=self._settings.timeout, **extra)
         except Exception as exc:
             raise self._error(exc, "login") from exc
         with self._lock:
@@ -444,7 +369,7 @@ class EsxSource:
         stub = si._GetStub()  # public per pyVmomi ("officially supported")
         ssl_context = None if self._scheme == "http" else self._ctx
         return VimSoapClient(host=self._host, port=self._port, path=self._path, ssl_context=ssl_context,
-                             timeout=self._config.timeout, session_id=_session_id(stub),
+                             timeout=self._settings.timeout, session_id=_session_id(stub),
                              soap_action=stub.versionId)
 
     def _report_counts(self, inventory: Inventory) -> None:
@@ -458,7 +383,7 @@ class EsxSource:
             content = si.RetrieveContent()
             view, spec = self._filter_spec(content)
             self._progress("retrieving hosts and VMs")
-            if self._config.decoder == "pyvmomi":
+            if self._settings.decoder == "pyvmomi":
                 inventory = self._retrieve_pyvmomi(content, spec)
             else:
                 inventory = self._retrieve_stream(si, content.propertyCollector._moId, view._moId)
@@ -476,7 +401,7 @@ class EsxSource:
         _vim, vmodl = _pyvmomi()
         inventory = Inventory()
         collector = content.propertyCollector
-        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=self._config.page_size)
+        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=self._settings.page_size)
         result = collector.RetrievePropertiesEx([spec], options)
         while result is not None:
             inventory.load(result.objects)
@@ -492,7 +417,7 @@ class EsxSource:
         client = self._soap_client(si)
         objects = scanned = 0
         try:
-            page = client.retrieve(collector, view, PROPERTIES, inventory.objects, self._config.page_size)
+            page = client.retrieve(collector, view, PROPERTIES, inventory.objects, self._settings.page_size)
             objects, scanned = objects + page.objects, scanned + page.scanned
             self._report_counts(inventory)
             while page.token:
@@ -512,7 +437,7 @@ class EsxSource:
 
         si = self._connect()
         doing = "watching the inventory"
-        stream = self._config.decoder != "pyvmomi"
+        stream = self._settings.decoder != "pyvmomi"
         client: VimSoapClient | None = None
         try:
             try:
@@ -521,7 +446,7 @@ class EsxSource:
                 _view, spec = self._filter_spec(content)
                 collector.CreateFilter(spec, partialUpdates=False)
                 options = vmodl.query.PropertyCollector.WaitOptions(maxWaitSeconds=self._wait,
-                                                                   maxObjectUpdates=self._config.page_size)
+                                                                   maxObjectUpdates=self._settings.page_size)
                 if stream:
                     client = self._soap_client(si)
                 self._progress("retrieving hosts and VMs")
@@ -535,7 +460,7 @@ class EsxSource:
                     if client is not None:
                         page = client.wait_for_updates(collector._moId, version, inventory.objects,
                                                        max_wait_seconds=self._wait,
-                                                       max_object_updates=self._config.page_size,
+                                                       max_object_updates=self._settings.page_size,
                                                        touched=inventory.touched)
                         if not page.received:
                             continue
@@ -579,3 +504,7 @@ class EsxSource:
             si.content.sessionManager.Logout()
         except Exception:
             log.debug("%s: logout failed", self.name, exc_info=True)
+
+
+SOURCE_TYPE = SourceType("esx", KEYS, read_settings, EsxSource, binding="pyVmomi",
+                         install="pyvmomi (pip install 'ftagent[vmware]')")

@@ -12,19 +12,46 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import SourceConfig
 from ..errors import SourceError
 from ..examples import BUILTIN, builtin_report
 from ..filters import HostFilter
 from ..model import STATE_UNKNOWN, Guest, Hypervisor
-from .base import Snapshot
+from ..section import Section
+from ..settings import SourceConfig
+from .base import ProgressCallback, Snapshot, SourceType, no_progress, settings_of
 
-__all__ = ["FakeSource", "parse_report"]
+__all__ = ["KEYS", "SOURCE_TYPE", "FakeSettings", "FakeSource", "fake_settings", "parse_report", "read_settings"]
 
 log = logging.getLogger(__name__)
+
+#: The section keys of a fake source (besides those every source has; see ftreport.conf(5)).
+KEYS = frozenset({"file", "is_hypervisor"})
+
+
+@dataclass(frozen=True)
+class FakeSettings:
+    """A fake section's own keys: the report file (or ``builtin:NAME``)."""
+
+    file: str = "builtin:report1"
+
+
+def read_settings(sec: Section) -> FakeSettings:
+    """A fake section's keys; raises ConfigError naming the key at fault."""
+    path = sec.get("file") or None
+    if path and not path.startswith("builtin:") and not Path(path).is_file():
+        raise sec.error("file", f"no such file: {path}")
+    if not sec.flag("is_hypervisor", True):
+        raise sec.error("is_hypervisor", "only hypervisor reports (is_hypervisor=true) are supported")
+    return FakeSettings(file=path or FakeSettings.file)
+
+
+def fake_settings(config: SourceConfig) -> FakeSettings:
+    """The fake settings of a section (the defaults when it has none)."""
+    return settings_of(config, FakeSettings)
 
 
 def _hypervisor_id(item: Mapping[str, Any]) -> str:
@@ -81,12 +108,13 @@ class FakeSource:
     """Reads a report-format JSON file (or a built-in report)."""
 
     def __init__(self, config: SourceConfig, *, poll: float = 0.5,
-                 read: Callable[[Path], bytes] | None = None) -> None:
+                 read: Callable[[Path], bytes] | None = None, progress: ProgressCallback = no_progress) -> None:
+        # (progress: nothing to show, a file is read at once)
         self._config = config
         self._poll = poll
         self._read = read or Path.read_bytes
         self._filter: HostFilter = config.host_filter
-        spec = config.fake_file or "builtin:report1"
+        spec = fake_settings(config).file
         self._builtin: str | None = None
         self._path: Path | None = None
         if spec.startswith("builtin:"):
@@ -146,3 +174,6 @@ class FakeSource:
 
     def close(self) -> None:
         pass
+
+
+SOURCE_TYPE = SourceType("fake", KEYS, read_settings, FakeSource)

@@ -13,18 +13,65 @@ import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..config import SourceConfig
 from ..errors import SourceAuthError, SourceError
 from ..model import FACT_SOCKETS, FACT_SYSTEM_UUID, FACT_TYPE, FACT_VERSION, Guest, Hypervisor
-from .base import ProgressCallback, Snapshot, no_progress
+from ..section import Section
+from ..settings import SourceConfig
+from .base import ProgressCallback, Snapshot, SourceType, no_progress, settings_of
 
-__all__ = ["LibvirtConnector", "LibvirtSource", "open_connection"]
+__all__ = [
+    "KEYS",
+    "SOURCE_TYPE",
+    "LibvirtConnector",
+    "LibvirtSettings",
+    "LibvirtSource",
+    "libvirt_settings",
+    "open_connection",
+    "read_settings",
+]
 
 log = logging.getLogger(__name__)
 
 _RUNNING_STATES = (1, 2)  # VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED
+
+#: The section keys of a libvirt source (besides those every source has; see ftreport.conf(5)).
+KEYS = frozenset({"server", "username", "password", "encrypted_password"})
+
+
+@dataclass(frozen=True)
+class LibvirtSettings:
+    """A libvirt section's own keys: the connection URI (None: libvirt's default) and credentials."""
+
+    server: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+def _libvirt_uri(server: str | None, username: str | None) -> str | None:
+    """virt-who's ``server``: a URI as it is, or a host name reached as ``qemu+ssh://[user@]host/system``."""
+    if not server:
+        return None
+    if "://" in server or server.endswith(":///"):
+        return server
+    user = f"{username}@" if username else ""
+    return f"qemu+ssh://{user}{server}/system"
+
+
+def read_settings(sec: Section) -> LibvirtSettings:
+    """A libvirt section's keys; raises ConfigError naming the key at fault."""
+    username = sec.get("username") or None
+    return LibvirtSettings(server=_libvirt_uri(sec.get("server") or None, username), username=username,
+                           password=sec.secret("password", "encrypted_password"))
+
+
+def libvirt_settings(config: SourceConfig) -> LibvirtSettings:
+    """The libvirt settings of a section (the defaults when it has none)."""
+    return settings_of(config, LibvirtSettings)
+
+
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
 
@@ -95,6 +142,7 @@ class LibvirtSource:
                  poll_interval: float = 30.0, refresh_interval: float = 300.0,
                  progress: ProgressCallback = no_progress) -> None:
         self._config = config
+        self._settings = libvirt_settings(config)
         self._connector = connector or open_connection
         self._poll = poll_interval
         self._refresh = refresh_interval
@@ -108,7 +156,7 @@ class LibvirtSource:
 
     @property
     def uri(self) -> str:
-        return self._config.server or "(default URI)"
+        return self._settings.server or "(default URI)"
 
     def _error(self, exc: BaseException, doing: str) -> SourceError:
         import libvirt
@@ -126,7 +174,7 @@ class LibvirtSource:
     def _open(self) -> Any:
         self._progress(f"connecting to {self.uri}")
         try:
-            conn = self._connector(self._config.server, self._config.username, self._config.password)
+            conn = self._connector(self._settings.server, self._settings.username, self._settings.password)
         except Exception as exc:
             raise self._error(exc, "connecting to") from exc
         if conn is None:
@@ -258,3 +306,7 @@ class LibvirtSource:
             conn.close()
         except Exception:
             log.debug("%s: close failed", self.name, exc_info=True)
+
+
+SOURCE_TYPE = SourceType("libvirt", KEYS, read_settings, LibvirtSource, binding="libvirt",
+                         install="libvirt-python (pip install 'ftagent[libvirt]')")
