@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftagent.atomic import write_atomic
 from ftagent.errors import ConfigError
 
 __all__ = [
@@ -276,11 +277,14 @@ def save_server_options(path: Path, values: Mapping[str, str]) -> None:
 
     Used by ``register --serverurl/--insecure``, so later commands talk to the same server.
     """
-    from ftagent.atomic import write_atomic
 
+    owner: tuple[int, int] | None = None
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-        mode = path.stat().st_mode & 0o777
+        st = path.stat()
+        mode = st.st_mode & 0o777
+        if os.geteuid() == 0:
+            owner = (st.st_uid, st.st_gid)  # the rewritten file keeps its owner, as an edit in place would
     except FileNotFoundError:
         lines, mode = [], 0o644
     except OSError as exc:
@@ -308,6 +312,6 @@ def save_server_options(path: Path, values: Mapping[str, str]) -> None:
         out.extend(f"{k} = {v}" for k, v in pending.items())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, ("\n".join(out) + "\n").encode(), mode=mode)
+        write_atomic(path, ("\n".join(out) + "\n").encode(), mode=mode, owner=owner)
     except OSError as exc:
         raise ConfigError(f"cannot save the server options: {exc.strerror or exc}", file=str(path)) from None

@@ -1,7 +1,9 @@
 """The systemd notification protocol (``sd_notify``) in a few lines, without a dependency.
 
 Messages go as one datagram to the ``AF_UNIX`` socket named by ``NOTIFY_SOCKET`` (a leading ``@``
-means the abstract namespace).  Without ``NOTIFY_SOCKET`` every call is a no-op.
+means the abstract namespace).  Without ``NOTIFY_SOCKET`` every call is a no-op, so it is safe to
+call everywhere.  The one notifier of the project: ``ftagent heartbeat`` and the ``ftreport`` daemon
+both use it.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
 
 
 class Notifier:
-    """Sends ``READY=1``, ``WATCHDOG=1``, ``STATUS=...`` and friends to the service manager."""
+    """Sends ``READY=1``, ``WATCHDOG=1``, ``STATUS=...`` and friends to the service manager.
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    The address is ``NOTIFY_SOCKET`` of ``env`` (default: the process environment) unless
+    ``address`` names one.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, address: str | None = None) -> None:
         environ = os.environ if env is None else env
-        address = environ.get("NOTIFY_SOCKET") or None
-        self.address: str | None = address
+        self.address: str | None = address or environ.get("NOTIFY_SOCKET") or None
         self._sock: socket.socket | None = None
         self.sent = 0
 
@@ -61,6 +66,22 @@ class Notifier:
             return False
         self.sent += 1
         return True
+
+    def ready(self, status: str | None = None) -> bool:
+        """``READY=1``, with a ``STATUS=`` line when given."""
+        return self.notify("READY=1", *([f"STATUS={status}"] if status else []))
+
+    def reloading(self) -> bool:
+        """``RELOADING=1``: the service re-reads its configuration (``READY=1`` follows)."""
+        return self.notify("RELOADING=1")
+
+    def stopping(self) -> bool:
+        """``STOPPING=1``: the service is shutting down."""
+        return self.notify("STOPPING=1")
+
+    def status(self, text: str) -> bool:
+        """``STATUS=text``: a one-line status that ``systemctl status`` shows."""
+        return self.notify(f"STATUS={text}")
 
     def close(self) -> None:
         """Close the socket."""

@@ -9,9 +9,11 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from ftagent.atomic import write_atomic
+
 from .api import PREFIX, Api, create_owner
 from .auth import set_password
-from .ca import CertificateAuthority, write_private
+from .ca import CertificateAuthority
 from .hypervisors import JobRunner
 from .server import DEFAULT_REQUEST_TIMEOUT, FtmockHTTPServer, make_tls_context
 from .store import Database
@@ -63,7 +65,7 @@ class FtmockApp:
         thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                   name="ftmock-http", daemon=True)
         thread.start()
-        write_private(self.data_dir / "url", (self.url + "\n").encode(), mode=0o644)
+        write_atomic(self.data_dir / "url", (self.url + "\n").encode(), mode=0o644)
         log.info("ftmock serving at %s (data in %s)", self.url, self.data_dir)
         print(self.url, flush=True)
         self._stopped.wait()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ftagent.atomic import write_atomic
+
 from .errors import BadRequest
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "fingerprint_public_key",
     "generate_key",
     "key_to_pem",
-    "write_private",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,24 +71,6 @@ def fingerprint_public_key(pem: str) -> str:
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ).hex()
-
-
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file atomically and durably with a restrictive mode from the start."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask must not narrow a public file (the CA) or widen nothing else
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _now() -> dt.datetime:
@@ -145,8 +127,8 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        write_private(key_path, key_to_pem(key).encode())
-        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        write_atomic(key_path, key_to_pem(key).encode(), mode=0o600)
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         log.info("created CA in %s", cert_path)
         return cls(cert, key)
 
@@ -196,8 +178,8 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self.key, hashes.SHA256())
         )
-        write_private(key_path, key_to_pem(key).encode())
-        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        write_atomic(key_path, key_to_pem(key).encode(), mode=0o600)
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return cert_path, key_path
 
     def public_key_from_csr(self, csr_pem: str) -> str:

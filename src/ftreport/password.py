@@ -20,6 +20,8 @@ import os
 import stat
 from pathlib import Path
 
+from ftagent.atomic import write_atomic
+
 from .errors import PasswordError
 
 __all__ = [
@@ -46,23 +48,16 @@ def create_key(path: Path) -> bytes:
     key = os.urandom(_KEY_BYTES)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_key(path)
     except OSError as exc:
         raise PasswordError(f"cannot create key file {path}: {exc.strerror}{_fix(exc, path)}") from exc
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.hex() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        # Written whole under a temporary name and linked into place: a crash never leaves a
+        # half-written key that would later read as "corrupted", and an existing key is never replaced.
+        created = write_atomic(path, (key.hex() + "\n").encode(), mode=0o600, exclusive=True)
     except OSError as exc:
-        # A half-written key would later read as "corrupted": leave nothing behind.
-        try:
-            path.unlink()
-        except OSError:
-            pass
         raise PasswordError(f"cannot write key file {path}: {exc.strerror}{_fix(exc, path)}") from exc
+    if not created:
+        return load_key(path)
     log.info("created password key file %s", path)
     return key
 

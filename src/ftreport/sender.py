@@ -15,14 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
+
+from ftagent.atomic import write_atomic
 
 from .errors import SendError
 from .settings import ServerConfig
@@ -103,16 +103,7 @@ class SentRecord:
         data = json.dumps({"destination": self.destination_key, "hash": value, "time": time.time()})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".sent-")
-            try:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            write_atomic(self.path, data.encode(), mode=0o600)
         except OSError as exc:
             # Not fatal: the report was delivered; at worst it is sent again after a restart.
             log.warning("cannot record the sent report in %s: %s", self.path, exc)

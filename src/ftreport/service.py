@@ -21,13 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ftagent.sdnotify import Notifier
+
 from .encoding import EncodedReport, ReportEncoder
 from .errors import ConfigError, FtreportError, SendError, SourceError
 from .forked import Deliver, ProgressSink, collect_forked, usable_cpus
 from .logfiles import source_context
 from .metrics import ReportMetrics
 from .model import merge_hypervisors
-from .notify import Notifier
 from .progress import Progress
 from .sender import ConnectionFactory, Destination, default_connection_factory
 from .settings import Config, ServerConfig, SourceConfig
@@ -559,6 +560,7 @@ class Reporter:
                 self.metrics.write(every=10.0)
         finally:
             self._notifier.stopping()
+            self._notifier.close()
             log.info("stopping")
             self._stop_sources()
             for state in self._dests.values():

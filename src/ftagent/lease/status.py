@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftagent.atomic import write_atomic
 from ftagent.errors import FtagentError
 from ftagent.lease.clock import Clock, SystemClock, boot_id
 from ftagent.lease.states import LeaseState
@@ -71,23 +72,8 @@ def load_or_create_holder(status_file: Path) -> str:
         return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = f"{socket.gethostname()[:64]}:{secrets.token_hex(8)}"
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    from ftagent.atomic import fsync_dir
-
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, (value + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another run created it first: theirs wins
-        fsync_dir(path.parent)
-    except FileExistsError:
-        value = read_holder(path) or value
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    if not write_atomic(path, (value + "\n").encode(), mode=0o644, exclusive=True):
+        value = read_holder(path) or value  # another run created it first: theirs wins
     return value
 
 
@@ -95,15 +81,8 @@ def write_status(path: Path, data: Mapping[str, Any], *, durable: bool) -> None:
     """Replace the status file atomically (and durably on state changes)."""
     payload = (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
     if durable:
-        from ftagent.atomic import write_atomic
-
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, payload, mode=0o644)
-        return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-    os.replace(tmp, path)
+    write_atomic(path, payload, mode=0o644, durable=durable)
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
