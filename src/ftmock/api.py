@@ -532,7 +532,7 @@ class Api:
 
     def delete_share(self, ctx: Ctx, owner: str, recipient: str) -> Response:
         self._require_owner_access(ctx, owner)
-        return Response(200, shares.delete(ctx.tx, owner, recipient))
+        return Response(200, subscriptions.revoke_share(ctx.tx, owner, recipient))
 
     def hypervisor_checkin(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)

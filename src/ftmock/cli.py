@@ -373,9 +373,9 @@ def share_list(data_dir: Path, owner: str) -> None:
 @click.pass_obj
 def share_delete(data_dir: Path, owner: str, recipient: str) -> None:
     """Revoke a share: the entitlements it allowed are removed, consumers are kept."""
-    from .shares import delete
+    from .subscriptions import revoke_share
 
-    _admin(data_dir, _share_run(owner, delete, recipient))
+    _admin(data_dir, _share_run(owner, revoke_share, recipient))
 
 
 def main() -> None:

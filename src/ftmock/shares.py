@@ -11,7 +11,8 @@ explicit, one-way and revocable, created by an admin of the sharing org (the *ow
   hypervisors (the pools restricted to the guests of one host), as same-org consumers would.
 
 It grants nothing else: the recipient's users still cannot read the owner's consumers, pools or jobs.
-Revoking a share removes the entitlements it allowed; it never deletes a consumer.
+Revoking a share (:func:`ftmock.subscriptions.revoke_share`) removes the entitlements it allowed; it never
+deletes a consumer.
 """
 
 from __future__ import annotations
@@ -65,23 +66,11 @@ def list_for_owner(tx: Tx, owner: str) -> list[dict[str, Any]]:
     return [share_dto(r["owner"], r["recipient"], r["created"]) for r in rows]
 
 
-def delete(tx: Tx, owner: str, recipient: str) -> dict[str, Any]:
-    """Revoke a share; the recipient's entitlements from the owner's pools go, consumers stay."""
-    from .subscriptions import remove_entitlement  # subscriptions asks this module who shares
-
+def delete(tx: Tx, owner: str, recipient: str) -> None:
+    """Delete a share; the entitlements it allowed are :func:`ftmock.subscriptions.revoke_share`'s."""
     if tx.one("SELECT 1 FROM shares WHERE owner = ? AND recipient = ?", (owner, recipient)) is None:
         raise NotFound(f"Organization {owner} has no share with {recipient}.")
     tx.execute("DELETE FROM shares WHERE owner = ? AND recipient = ?", (owner, recipient))
-    ents = tx.all("SELECT e.id, e.consumer FROM entitlements e JOIN pools p ON p.id = e.pool "
-                  "JOIN consumers c ON c.uuid = e.consumer WHERE p.owner = ? AND c.owner = ?",
-                  (owner, recipient))
-    for ent in ents:
-        remove_entitlement(tx, ent["id"])
-    consumers = sorted({e["consumer"] for e in ents})
-    log.warning("share %s -> %s revoked: %d entitlements removed from %d consumers%s", owner, recipient,
-                len(ents), len(consumers), (": " + ", ".join(consumers)) if consumers else "")
-    return {"owner": {"key": owner}, "recipient": {"key": recipient},
-            "removedEntitlements": len(ents), "consumers": consumers}
 
 
 def shares_with(tx: Tx, owner: str, recipient: str) -> bool:

@@ -36,6 +36,7 @@ __all__ = [
     "pools_for_owner",
     "products_covered",
     "remove_entitlement",
+    "revoke_share",
     "visible_to_consumer",
 ]
 
@@ -470,6 +471,21 @@ def remove_entitlement(tx: Tx, ent_id: str) -> None:
         tx.execute("DELETE FROM pools WHERE id = ?", (derived["id"],))
     tx.execute("DELETE FROM certificates WHERE entitlement = ?", (ent_id,))
     tx.execute("DELETE FROM entitlements WHERE id = ?", (ent_id,))
+
+
+def revoke_share(tx: Tx, owner: str, recipient: str) -> dict[str, Any]:
+    """Revoke a share: the recipient's entitlements from the owner's pools go, consumers stay."""
+    shares.delete(tx, owner, recipient)
+    ents = tx.all("SELECT e.id, e.consumer FROM entitlements e JOIN pools p ON p.id = e.pool "
+                  "JOIN consumers c ON c.uuid = e.consumer WHERE p.owner = ? AND c.owner = ?",
+                  (owner, recipient))
+    for ent in ents:
+        remove_entitlement(tx, ent["id"])
+    consumers = sorted({e["consumer"] for e in ents})
+    log.warning("share %s -> %s revoked: %d entitlements removed from %d consumers%s", owner, recipient,
+                len(ents), len(consumers), (": " + ", ".join(consumers)) if consumers else "")
+    return {"owner": {"key": owner}, "recipient": {"key": recipient},
+            "removedEntitlements": len(ents), "consumers": consumers}
 
 
 def products_covered(tx: Tx, consumer_uuid: str) -> dict[str, list[str]]:
