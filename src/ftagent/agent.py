@@ -5,26 +5,30 @@
 >>> agent.register("ACME", username="admin", password="...")      # doctest: +SKIP
 >>> agent.checkin()                                                 # doctest: +SKIP
 
-Every consumer-authenticated call goes through one :class:`~ftagent.connection.Connection` whose
-failover handler is an :class:`~ftagent.failover.IdentitySwapper`, so a failover answer is applied
-wherever it arrives.  A 410 (consumer deleted on the server) for our consumer removes the local
-identity and entitlement certificates before the error is re-raised.
+Every consumer-authenticated call goes through one :class:`~ftagent.connection.Connection` and
+:meth:`Agent._consumer_call`, which follows a failover answer wherever it arrives (validate, claim
+the successor's lease with ``lease_claim``, swap: :meth:`~ftagent.failover.IdentitySwapper.follow`)
+and then runs the call once more as the successor.  A 410 (consumer deleted on the server) for our
+consumer removes the local identity and entitlement certificates before the error is re-raised.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ftagent.atomic import write_atomic
 from ftagent.config import Config, load_config
 from ftagent.entitlements import EntitlementStore, RefreshResult
 from ftagent.errors import (
-    ConfigError,
+    FailoverError,
+    FailoverRequired,
     FtagentError,
     Gone,
     IdentityError,
@@ -38,13 +42,22 @@ from ftagent.lock import FileLock
 
 if TYPE_CHECKING:
     from ftagent.connection import Connection
-    from ftagent.failover import LeaseClaim
+    from ftagent.failover import FollowedFailover, LeaseClaim
 
 __all__ = ["CSR_CAPABILITY", "Agent", "CheckinResult"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def server_connection(config: Config, **kwargs: Any) -> Connection:
+    """:func:`ftagent.connection.server_connection`, imported on first use: the connection stack (ssl,
+    http.client, email) would cost the commands that never connect (``ftagent identity``, ``status``)
+    about 17 ms of their 70 ms (``python -X importtime``; bench/ftagent_startup.py)."""
+    from ftagent.connection import server_connection as connect
+
+    return connect(config, **kwargs)
 
 # The /status capability of a server that signs the client's CSR (ftmock; not stock Candlepin).
 CSR_CAPABILITY = "ft_csr"
@@ -90,6 +103,8 @@ class Agent:
         self.identity = IdentityStore(self.config.agent.identity_dir)
         self.entitlements = EntitlementStore(self.config.agent.entitlement_dir)
         self._connection: Connection | None = None
+        #: The last failover this agent followed (``None`` before any).
+        self.followed: FollowedFailover | None = None
 
     # -- resources --------------------------------------------------------------------------
 
@@ -111,48 +126,16 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _server_args(self) -> dict[str, Any]:
-        server = self.config.server
-        if not server.url:
-            where = self.config.path or "the configuration"
-            raise ConfigError(f"no server URL: set [server] url in {where}")
-        return {
-            "url": server.url,
-            "ca_cert": server.ca_cert,
-            "insecure": server.insecure,
-            "timeout": server.timeout,
-            "proxy": server.proxy,
-            "no_proxy": server.no_proxy,
-            "retries": server.retries,
-            "ca_cert_setting": f"[server] ca_cert in {self.config.path or 'the configuration'}",
-        }
-
     def anonymous_connection(self, username: str | None = None, password: str | None = None) -> Connection:
         """A connection without client certificate (HTTP Basic if ``username`` is given)."""
-        from ftagent.connection import Connection
-
-        return Connection(**self._server_args(), username=username, password=password)
+        return server_connection(self.config, username=username, password=password)
 
     def connection(self) -> Connection:
         """The consumer-authenticated connection (mutual TLS with the identity), created once."""
         if self._connection is None:
-            from ftagent.connection import Connection
-            from ftagent.failover import IdentitySwapper
-
             self.current_identity()
-            swapper = IdentitySwapper(
-                self.identity,
-                self.entitlements,
-                ca_cert=self.config.server.ca_cert,
-                local_virt_uuid=lambda: self.facts().get("virt.uuid"),
-                lease_claim=self.lease_claim,
-            )
-            self._connection = Connection(
-                **self._server_args(),
-                cert_file=self.identity.cert_path,
-                key_file=self.identity.key_path,
-                failover_handler=swapper,
-            )
+            self._connection = server_connection(self.config, cert_file=self.identity.cert_path,
+                                                 key_file=self.identity.key_path)
         return self._connection
 
     # -- local state ------------------------------------------------------------------------
@@ -188,11 +171,20 @@ class Agent:
         return self.current_identity().uuid
 
     def _consumer_call(self, fn: Callable[[Connection, str], T]) -> T:
-        """Run ``fn(connection, uuid)``; on 410 for our consumer, clean up locally and re-raise."""
+        """Run ``fn(connection, uuid)``, following a failover answer and running ``fn`` once more as the
+        successor; on 410 for our consumer, clean up locally and re-raise."""
         uuid = self._uuid()
         conn = self.connection()
         try:
-            return fn(conn, conn.resolve_uuid(uuid))
+            try:
+                return fn(conn, conn.resolve_uuid(uuid))
+            except FailoverRequired as answer:
+                successor = self._follow_failover(conn, answer)
+            try:
+                return fn(conn, successor)
+            except FailoverRequired as again:
+                raise FailoverError("the server answered with another failover after the identity was swapped",
+                                    from_uuid=again.from_uuid, to_uuid=again.to_uuid) from again
         except Gone as exc:
             if exc.deleted_id in (None, uuid, conn.resolve_uuid(uuid)):
                 self._forget()
@@ -201,6 +193,17 @@ class Agent:
                     "the local identity and entitlement certificates were removed"
                 )
             raise
+
+    def _follow_failover(self, conn: Connection, answer: FailoverRequired) -> str:
+        """Follow a failover answer (validate, claim the successor's lease, swap); the successor's UUID."""
+        from ftagent.failover import IdentitySwapper  # only when a failover arrives (as the connection stack)
+
+        swapper = IdentitySwapper(self.identity, self.entitlements, ca_cert=self.config.server.ca_cert,
+                                  local_virt_uuid=lambda: self.facts().get("virt.uuid"))
+        self.followed = swapper.follow(conn, answer, claim=self.lease_claim)
+        logger.info("consumer %s failed over to %s; running %s %s again as the successor", self.followed.from_uuid,
+                    self.followed.to_uuid, answer.method, answer.path)
+        return self.followed.to_uuid
 
     def _forget(self) -> None:
         self.close()
@@ -338,19 +341,14 @@ class Agent:
         consumer's own certificate (the key the server returned, or ours), from a private
         temporary directory.
         """
-        import tempfile
-
-        from ftagent.connection import Connection
-
         uuid = consumer.get("uuid") if isinstance(consumer, dict) else None
         if not isinstance(uuid, str) or not uuid:
             logger.error("the registration failed (%s) and the server's answer names no consumer UUID; "
                          "look for the system in the organization and delete it there", _reason(cause))
             return
-        args = dict(self._server_args(), retries=0)
         try:
             if username:
-                with Connection(**args, username=username, password=password) as conn:
+                with server_connection(self.config, username=username, password=password, retries=0) as conn:
                     conn.delete(f"consumers/{uuid}")
             else:
                 id_cert = consumer.get("idCert") if isinstance(consumer, dict) else None
@@ -361,10 +359,10 @@ class Agent:
                     raise IdentityError("no certificate and key to authenticate as the consumer")
                 with tempfile.TemporaryDirectory(prefix="ftagent-abandon-") as tmp:
                     cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-                    key_file.touch(mode=0o600)
-                    key_file.write_bytes(pair_key)
-                    cert_file.write_bytes(cert.encode())
-                    with Connection(**args, cert_file=cert_file, key_file=key_file) as conn:
+                    write_atomic(key_file, pair_key, mode=0o600, durable=False)
+                    write_atomic(cert_file, cert.encode(), durable=False)
+                    with server_connection(self.config, cert_file=cert_file, key_file=key_file,
+                                           retries=0) as conn:
                         conn.delete(f"consumers/{uuid}")
         except (FtagentError, OSError) as exc:
             url = (self.config.server.url or "").rstrip("/")
@@ -380,11 +378,9 @@ class Agent:
 
     def _delete_old_consumer(self, previous: Identity) -> None:
         """Best effort: delete the consumer that ``register --force`` replaces, as itself."""
-        from ftagent.connection import Connection
-
-        args = dict(self._server_args(), retries=0)
         try:
-            with Connection(**args, cert_file=previous.cert_path, key_file=previous.key_path) as conn:
+            with server_connection(self.config, cert_file=previous.cert_path, key_file=previous.key_path,
+                                   retries=0) as conn:
                 conn.delete(f"consumers/{previous.uuid}")
             logger.info("deleted the previous consumer %s", previous.uuid)
         except FtagentError as exc:
@@ -442,7 +438,9 @@ class Agent:
         """The periodic job: send facts if changed, check in, refresh certificates.
 
         With nothing changed this is two requests over one TLS connection:
-        ``PUT /consumers/{uuid}`` and ``GET /consumers/{uuid}/certificates/serials``.
+        ``PUT /consumers/{uuid}`` and ``GET /consumers/{uuid}/certificates/serials``.  After a
+        failover the successor gets the facts and installed products in full, and the entitlement
+        counts are those of the whole check-in (what the swap installed included).
         """
         identity = self.current_identity()
         facts = self.facts()
@@ -454,29 +452,28 @@ class Agent:
             body["facts"] = facts
         if not fresh or cache.get("products") != facts_digest(products):
             body["installedProducts"] = products
+        held_before = self.entitlements.serials()
+        conn = self.connection()
+        requests_before = conn.requests_sent
+        self.followed = None
 
         def call(conn: Connection, u: str) -> CheckinResult:
-            before_requests = conn.requests_sent
-            conn.put(f"consumers/{u}", json=body)
-            now_uuid = conn.resolve_uuid(u)
-            failed_from = u if now_uuid != u else None
-            sent = "facts" in body
-            if failed_from is not None and not sent:
-                # The successor has never seen this guest's facts.
-                conn.put(
-                    f"consumers/{now_uuid}", json={"facts": facts, "installedProducts": products}
-                )
-                sent = True
-            refresh = self.entitlements.refresh(conn, now_uuid)
+            # Run again as the successor after a failover: it has never seen this guest's facts.
+            followed = self.followed
+            sent = body if followed is None else {"facts": facts, "installedProducts": products}
+            conn.put(f"consumers/{u}", json=sent)
+            refresh = self.entitlements.refresh(conn, u)
             self.identity.write_checkin_cache(
-                {"uuid": now_uuid, "facts": facts_digest(facts), "products": facts_digest(products)}
+                {"uuid": u, "facts": facts_digest(facts), "products": facts_digest(products)}
             )
+            if followed is not None:
+                refresh = RefreshResult.between(held_before, self.entitlements.serials())
             return CheckinResult(
-                uuid=now_uuid,
-                facts_sent=sent,
+                uuid=u,
+                facts_sent="facts" in sent,
                 refresh=refresh,
-                failed_over_from=failed_from,
-                requests=conn.requests_sent - before_requests,
+                failed_over_from=followed.from_uuid if followed is not None else None,
+                requests=conn.requests_sent - requests_before,
                 connections=conn.connections_opened,
             )
 

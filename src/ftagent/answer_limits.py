@@ -2,8 +2,8 @@
 
 A per-read timeout does not bound a call: a server sending one byte just inside it keeps the call
 (and whatever lock its caller holds) forever, and an endless or highly compressed body grows
-memory without limit. Both HTTP clients of ftagent (``requests`` in :mod:`ftagent.connection`,
-``http.client`` in the heartbeat's light renewal path) read answers through the pieces here:
+memory without limit. Both transports of ftagent (``requests`` in :mod:`ftagent.requests_transport`,
+``http.client`` in :mod:`ftagent.light_transport`) read answers through the pieces here:
 
 * :class:`DeadlineHTTPResponse` is the ``http.client`` response class both use. Every socket read
   of the status line, the headers and the body gets a timeout of what is left before the answer's

@@ -83,12 +83,23 @@ class AgentConfig:
 
 @dataclass
 class Config:
-    """The whole configuration.  ``path`` is the file read (``None`` if none existed)."""
+    """The whole configuration.  ``path`` is the file read (``None`` if none existed);
+    ``looked_for`` the file that was looked for when there was none."""
 
     path: Path | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     sections: dict[str, dict[str, str]] = field(default_factory=dict)
+    looked_for: Path | None = None
+
+    @property
+    def where(self) -> str:
+        """The file a message about a setting names: the one read, or the one looked for in vain."""
+        if self.path is not None:
+            return str(self.path)
+        if self.looked_for is not None:
+            return f"{self.looked_for} (there is no such file: the built-in defaults apply)"
+        return "the configuration"
 
     @property
     def lease(self) -> dict[str, str]:
@@ -196,7 +207,7 @@ def load_config(
         if explicit:
             raise ConfigError("configuration file not found", file=str(file)) from None
         logger.debug("no configuration file %s; using defaults", file)
-        return Config(path=None)
+        return Config(path=None, looked_for=file)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read configuration: {exc}", file=str(file)) from exc
     except configparser.Error as exc:

@@ -1,88 +1,41 @@
-"""HTTP(S) connection to the entitlement server.
+"""Calls to the entitlement server: a :class:`Connection`, and :func:`server_connection` which makes one
+from ``[server]``.
 
-One :class:`Connection` wraps one ``requests.Session`` (so TLS connections are reused), presents
-the consumer's identity certificate for mutual TLS, verifies the server against the configured CA
-(always, unless ``insecure=True`` is passed explicitly), puts a timeout on every call, retries with
-exponential backoff where that is safe, never follows redirects, and turns every failure into an
-error of :mod:`ftagent.errors`.
-
-Retries (done by urllib3's ``Retry``): connection failures before the request was sent are retried
-for every method; read failures and 429/503 answers only for idempotent methods.  ``Retry-After``
-(seconds or an HTTP date) is honoured up to ``max_retry_after`` seconds.
-
-An HTTP 308 whose JSON body holds a ``failover`` object is handed to the ``failover_handler``
-(see :mod:`ftagent.failover`); when it succeeds the original request is retried once with the old
-consumer UUID replaced by the new one, and later requests naming the old UUID are rewritten too.
+A connection sends requests through a :class:`~ftagent.transport.Transport` (``requests`` for the
+commands, ``http.client`` for the heartbeat) with a timeout on each, encodes and decodes JSON, and
+turns an answer's status into an error of :mod:`ftagent.errors`.  A failover answer becomes
+:class:`~ftagent.errors.FailoverRequired`, parsed by :mod:`ftagent.failover`: the connection never
+acts on it.  The caller decides (:class:`ftagent.agent.Agent` for a command, the lease keeper for the
+heartbeat): validate, claim the successor's lease, swap the identity, then tell the connection with
+:meth:`Connection.reload_identity` and :meth:`Connection.alias`, after which requests naming the old
+consumer UUID go to the new one.
 """
 
 from __future__ import annotations
 
-import calendar
 import email.utils
-import inspect
-import ipaddress
+import json as jsonlib
 import logging
-import math
-import os
-import re
-import socket
-import ssl
 import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
-
-import requests
-import urllib3
-import urllib3.connection
-import urllib3.connectionpool
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-from urllib3.util.ssl_ import create_urllib3_context
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 from ftagent import __version__
-from ftagent.answer_limits import CHUNK, AnswerTooLarge, DeadlineHTTPResponse, answer_deadline, read_body
-from ftagent.errors import (
-    BadAnswer,
-    ConfigError,
-    ConnectionFailed,
-    FailoverError,
-    FailoverRequired,
-    IdentityError,
-    RemoteError,
-    TLSError,
-    error_for_status,
-)
+from ftagent.errors import BadAnswer, ConfigError, RemoteError, error_for_status
+from ftagent.failover import parse_failover
+from ftagent.light_transport import LightTransport
+from ftagent.transport import Answer, Transport
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from ftagent.config import Config
 
-__all__ = [
-    "DEFAULT_USER_AGENT",
-    "Connection",
-    "FailoverHandler",
-    "parse_retry_after",
-]
+__all__ = ["DEFAULT_USER_AGENT", "Connection", "parse_retry_after", "server_connection"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_USER_AGENT = f"ftagent/{__version__}"
-
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-_RETRY_STATUSES = frozenset({429, 503})
-
-
-class FailoverHandler(Protocol):
-    """Applies a failover answer; returns the UUID of the consumer to continue as.
-
-    It is called with the connection (usable for requests as the new consumer once the handler has
-    swapped the identity and called :meth:`Connection.reload_identity`) and the body's ``failover``
-    object.  It raises :class:`~ftagent.errors.FailoverError` to refuse the failover.
-    """
-
-    def __call__(self, connection: Connection, failover: Mapping[str, Any]) -> str: ...
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -102,225 +55,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-def _host_bypasses_proxy(host: str, no_proxy: str) -> bool:
-    """True when ``host`` matches a ``no_proxy`` list (names, .suffixes, IPs, CIDRs, ``*``)."""
-    host = host.strip("[]").lower()
-    try:
-        addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
-    except ValueError:
-        addr = None
-    for raw in no_proxy.replace(" ", ",").split(","):
-        entry = raw.strip().lower()
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        if addr is not None and "/" in entry:
-            try:
-                if addr in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        if entry.count(":") == 1:
-            entry = entry.split(":", 1)[0]
-        entry = entry.lstrip(".")
-        if host == entry or host.endswith("." + entry):
-            return True
-    return False
-
-
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
-
-
-def _ca_dir_context(directory: Path) -> ssl.SSLContext:
-    """A verifying SSL context trusting every PEM certificate in the regular files of ``directory``.
-
-    OpenSSL's own directory lookup needs ``c_rehash`` links; this accepts any directory.
-    """
-    blocks: list[bytes] = []
-    for path in sorted(directory.iterdir()):
-        try:
-            if path.is_file():
-                blocks.extend(_PEM_CERT.findall(path.read_bytes()))
-        except OSError as exc:
-            logger.debug("skipping %s in CA directory: %s", path, exc)
-    if not blocks:
-        raise ConfigError(f"no CA certificates found in directory {directory}")
-    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-    try:
-        context.load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
-    except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"bad CA certificate in directory {directory}: {exc}") from exc
-    return context
-
-
-def _check_ca_file(path: Path, setting: str | None) -> None:
-    """Refuse a CA file that is missing, unreadable or not PEM, naming the setting and the fix."""
-    named = f" ({setting})" if setting else ""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"CA certificate {path}{named} does not exist; point it at the server's CA "
-                          "(PEM file or directory)") from None
-    except PermissionError:
-        raise ConfigError(f"CA certificate {path}{named} is not readable by this user (uid {os.geteuid()}); "
-                          "make it readable (for example chmod 644) or run as root") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read CA certificate {path}{named}: {exc.strerror or exc}") from None
-    if not _PEM_CERT.search(data):
-        raise ConfigError(f"CA certificate {path}{named} holds no PEM certificate (-----BEGIN CERTIFICATE-----); "
-                          f"a DER file converts with: openssl x509 -inform der -in {path} -out {path}.pem")
-
-
-def _expired_ca(path: str | None) -> str | None:
-    """A description of the first expired certificate in a CA file, if any."""
-    if path is None or not Path(path).is_file():
-        return None
-    from cryptography import x509
-
-    try:
-        blocks = _PEM_CERT.findall(Path(path).read_bytes())
-    except OSError:
-        return None
-    now = time.time()
-    for block in blocks:
-        try:
-            cert = x509.load_pem_x509_certificate(block)
-        except ValueError:
-            continue
-        # not_valid_after_utc (aware) since cryptography 42; the naive UTC attribute before.
-        not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after
-        if calendar.timegm(not_after.utctimetuple()) < now:
-            return f"the CA certificate {cert.subject.rfc4514_string()} in {path} expired on {not_after:%Y-%m-%d}"
-    return None
-
-
-class _Session(requests.Session):
-    """A session that never looks at redirect targets: requests would read a 3xx body in full
-    (outside the answer limits) only to prepare a redirect that is never followed."""
-
-    def get_redirect_target(self, resp: requests.Response) -> None:
-        return None
-
-
-class _HTTPConnection(urllib3.connection.HTTPConnection):
-    response_class = DeadlineHTTPResponse
-
-
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    response_class = DeadlineHTTPResponse
-
-
-class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-# Pools whose connections read answers under ftagent.answer_limits (deadline, size on the wire).
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-_RETRY_ARGS = frozenset(inspect.signature(Retry.__init__).parameters)
-
-
-class _Retry(Retry):
-    """urllib3's ``Retry`` with a backoff cap and a ``Retry-After`` cap on every supported urllib3.
-
-    urllib3 2 takes ``backoff_max`` and (since 2.x) ``retry_after_max``; RHEL 9's urllib3 1.26 takes
-    neither (its backoff cap is a class-wide 120 s). Where an argument is missing, the cap is applied
-    here instead, so the behaviour is the same on both.
-    """
-
-    def __init__(self, *args: Any, backoff_max: float = 120.0, retry_after_max: int = 21600, **kw: Any) -> None:
-        for name, value in (("backoff_max", backoff_max), ("retry_after_max", retry_after_max)):
-            if name in _RETRY_ARGS:
-                kw[name] = value
-        super().__init__(*args, **kw)
-        self.backoff_max = backoff_max
-        self.retry_after_max = retry_after_max
-
-    def new(self, **kw: Any) -> Self:
-        kw.setdefault("backoff_max", self.backoff_max)
-        kw.setdefault("retry_after_max", self.retry_after_max)
-        return super().new(**kw)
-
-    def get_backoff_time(self) -> float:
-        return min(super().get_backoff_time(), self.backoff_max)
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.retry_after_max)
-
-
-class _Adapter(HTTPAdapter):
-    """An HTTPAdapter that can verify with its own SSL context (CA directories) and whose
-    connections read answers under the limits of :mod:`ftagent.answer_limits`."""
-
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
-        self._ssl_context = ssl_context
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        if self._ssl_context is not None:
-            pool_kwargs["ssl_context"] = self._ssl_context
-        # types-requests annotates these only in releases for Python 3.10+ (the lint runs on 3.9).
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
-        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
-        manager.pool_classes_by_scheme = dict(_POOLS)
-        return manager
-
-    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
-        if self._ssl_context is not None:
-            # Trust only the directory's certificates, not requests' default bundle.
-            conn.ca_certs = None
-            conn.ca_cert_dir = None
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """Walk an exception, its causes, contexts, ``reason`` attributes and exception arguments."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for nxt in (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args):
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
-
-
-def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    for cause in _causes(exc):
-        if isinstance(cause, kind):
-            return cause
-    return None
-
-
-def _json_or_none(response: requests.Response) -> Any:
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except (ValueError, RecursionError):  # RecursionError: a body nested deeper than the parser goes
-        return None
-
-
 class Connection:
     """A connection to the server at ``url`` (for example ``https://host:8443/candlepin``).
 
-    ``ca_cert`` is a PEM file or a directory of CA certificates (default: the system's trust
-    store); ``cert_file``/``key_file`` the identity for mutual TLS; ``username``/``password`` HTTP
-    Basic credentials.  ``proxy`` is a proxy URL (default: the ``https_proxy`` environment
-    variable); hosts in ``no_proxy`` bypass it.
+    Without ``transport`` it goes through :class:`~ftagent.requests_transport.RequestsTransport` made
+    from the other arguments (see there: ``ca_cert``, ``cert_file``/``key_file``, HTTP Basic
+    ``username``/``password``, ``proxy``, ``retries``...).  ``timeout`` bounds each answer.
     """
 
     def __init__(
@@ -340,8 +80,8 @@ class Connection:
         backoff: float = 0.5,
         max_retry_after: float = 120.0,
         user_agent: str = DEFAULT_USER_AGENT,
-        failover_handler: FailoverHandler | None = None,
         ca_cert_setting: str | None = None,
+        transport: Transport | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -349,64 +89,22 @@ class Connection:
         if timeout <= 0:
             raise ConfigError(f"invalid timeout {timeout!r}: must be positive")
         self.url = url.rstrip("/")
-        self.ca_cert = str(ca_cert) if ca_cert is not None else None
         self.cert_file = str(cert_file) if cert_file is not None else None
-        self.key_file = str(key_file) if key_file is not None else None
-        self.insecure = insecure
         self.timeout = float(timeout)
-        self.failover_handler = failover_handler
-        #: Number of requests sent (logical requests, not counting transparent retries).
+        #: Number of requests sent (logical requests, not counting a transport's own retries).
         self.requests_sent = 0
-        #: ``(from, to)`` pairs of failovers applied through this connection.
-        self.failovers: list[tuple[str, str]] = []
         self._aliases: dict[str, str] = {}
-        self._in_failover = False
-        self._closed_connections = 0
-        self._host = parts.hostname
-        self._scheme = parts.scheme
+        if transport is None:
+            # Imported here, not at the top: the heartbeat makes its connection on the light transport
+            # and must not load requests and urllib3 (about 15 MB of its memory, bench/ftagent_heartbeat).
+            from ftagent.requests_transport import RequestsTransport
 
-        session = _Session()
-        # No .netrc, no REQUESTS_CA_BUNDLE surprises: everything comes from our arguments.
-        session.trust_env = False
-        context: ssl.SSLContext | None = None
-        if insecure:
-            logger.warning("TLS verification of %s is disabled (insecure)", self.url)
-            session.verify = False
-        elif self.ca_cert is not None and Path(self.ca_cert).is_dir():
-            context = _ca_dir_context(Path(self.ca_cert))
-            session.verify = True
-        elif self.ca_cert is not None:
-            _check_ca_file(Path(self.ca_cert), ca_cert_setting)
-            session.verify = self.ca_cert
-        else:
-            session.verify = True
-        if self.cert_file is not None:
-            session.cert = (self.cert_file, self.key_file) if self.key_file else self.cert_file
-        if username is not None:
-            session.auth = (username, password or "")
-        session.proxies = self._proxies(proxy, no_proxy)
-        session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
-        retry = _Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=0,
-            redirect=0,
-            allowed_methods=_IDEMPOTENT,
-            status_forcelist=_RETRY_STATUSES,
-            backoff_factor=backoff,
-            backoff_max=max(backoff, 30.0),
-            retry_after_max=math.ceil(max_retry_after),
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            raise_on_redirect=False,
-        )
-        adapter = _Adapter(ssl_context=context, max_retries=retry, pool_connections=1, pool_maxsize=2)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        self._adapter = adapter
-        self._session = session
+            transport = RequestsTransport(
+                self.url, ca_cert=ca_cert, cert_file=cert_file, key_file=key_file, username=username,
+                password=password, insecure=insecure, proxy=proxy, no_proxy=no_proxy, retries=retries,
+                backoff=backoff, max_retry_after=max_retry_after, user_agent=user_agent,
+                ca_cert_setting=ca_cert_setting)
+        self.transport: Transport = transport
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -420,26 +118,17 @@ class Connection:
         self.close()
 
     def close(self) -> None:
-        """Close pooled connections; the object must not be used afterwards."""
-        self._closed_connections = self.connections_opened
-        self._session.close()
+        """Close open connections; a later request opens a new one."""
+        self.transport.close()
 
     def reload_identity(self) -> None:
-        """Drop pooled TLS connections so the next request presents the (new) identity files."""
-        self._closed_connections = self.connections_opened
-        self._adapter.close()  # type: ignore[no-untyped-call,unused-ignore]  # as init_poolmanager
+        """Drop open connections so that the next request presents the (new) identity files."""
+        self.transport.reset()
 
     @property
     def connections_opened(self) -> int:
         """How many TCP/TLS connections this connection has opened so far."""
-        total = self._closed_connections
-        pools = getattr(self._adapter.poolmanager, "pools", None)
-        if pools is not None:
-            for key in list(pools.keys()):
-                pool = pools.get(key)
-                if pool is not None:
-                    total += int(getattr(pool, "num_connections", 0))
-        return total
+        return self.transport.connections_opened
 
     def alias(self, old_uuid: str, new_uuid: str) -> None:
         """Rewrite ``old_uuid`` to ``new_uuid`` in the path and parameters of later requests."""
@@ -455,220 +144,67 @@ class Connection:
             seen.add(uuid)
         return uuid
 
-    def _proxies(self, proxy: str | None, no_proxy: str | None) -> dict[str, str]:
-        host = self._host or ""
-        if no_proxy and _host_bypasses_proxy(host, no_proxy):
-            return {}
-        if proxy:
-            return {"http": proxy, "https": proxy}
-        env = requests.utils.get_environ_proxies(self.url)
-        chosen = env.get(self._scheme) or env.get("all")
-        return {self._scheme: chosen} if chosen else {}
-
-    def _url_for(self, path: str) -> str:
+    def _target(self, path: str, params: Mapping[str, Any] | None) -> str:
         path = path.lstrip("/")
         if self._aliases:
             path = "/".join(self.resolve_uuid(seg) for seg in path.split("/"))
-        return f"{self.url}/{path}"
+        if not params:
+            return path
+        # As requests encodes parameters: a None value leaves the key out, a list repeats it.
+        query = {key: self.resolve_uuid(value) if isinstance(value, str) and self._aliases else value
+                 for key, value in params.items() if value is not None}
+        encoded = urlencode(query, doseq=True)
+        return f"{path}?{encoded}" if encoded else path
 
-    def _params_for(self, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if params is None:
-            return None
-        out = dict(params)
-        if self._aliases:
-            for key, value in out.items():
-                if isinstance(value, str):
-                    out[key] = self.resolve_uuid(value)
-        return out
-
-    def _describe_tls(self, exc: BaseException) -> str:
-        where = f"{self._host}"
-        verify = _find(exc, ssl.SSLCertVerificationError)
-        if isinstance(verify, ssl.SSLCertVerificationError):
-            # urllib3 1.26 matches hostnames itself and raises this error without verify_message.
-            detail = getattr(verify, "verify_message", None) or str(verify)
-            ca = self.ca_cert or "the system trust store"
-            if "expired" in detail:
-                expired = _expired_ca(self.ca_cert)
-                if expired is not None:
-                    return f"server certificate not trusted: {expired}; install the renewed CA (server {where})"
-                return (f"server certificate not trusted: the server's own certificate (or an intermediate) "
-                        f"has expired (server {where}, CA {ca}); renew it on the server")
-            return f"server certificate not trusted: {detail} (server {where}, CA {ca})"
-        tls = _find(exc, ssl.SSLError)
-        if isinstance(tls, ssl.SSLError):
-            detail = tls.reason or tls.strerror or str(tls)
-            if "CERTIFICATE_REQUIRED" in str(detail).upper() or "BAD_CERTIFICATE" in str(detail).upper():
-                return (
-                    f"TLS handshake with {where} failed: "
-                    f"the server rejected the client certificate ({detail})"
-                )
-            return f"TLS handshake with {where} failed: {detail}"
-        return f"TLS error talking to {where}: {exc}"
-
-    def _describe_connection(self, exc: BaseException) -> str:
-        if _find(exc, ConnectionRefusedError) is not None:
-            return f"cannot connect to {self.url}: connection refused"
-        if isinstance(exc, requests.exceptions.ProxyError):
-            return f"cannot connect to {self.url} through the proxy: {exc}"
-        for cause in _causes(exc):
-            if isinstance(cause, OSError) and cause.strerror:
-                return f"cannot connect to {self.url}: {cause.strerror}"
-        return f"cannot connect to {self.url}: {exc}"
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None,
-        json: Any,
-        data: Any,
-        headers: Mapping[str, str] | None,
-    ) -> requests.Response:
-        url = self._url_for(path)
-        started = time.monotonic()
-        self.requests_sent += 1
-        try:
-            # Each answer (status line, headers, body) must be complete within `timeout`, and its body
-            # stay within the size and compression limits: a per-read timeout alone bounds nothing.
-            with warnings.catch_warnings(), answer_deadline(self.timeout):
-                if self.insecure:  # said once at construction, not on every request
-                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                response = self._session.request(
-                    method,
-                    url,
-                    params=self._params_for(params),
-                    json=json,
-                    data=data,
-                    headers=dict(headers) if headers else None,
-                    timeout=(self.timeout, self.timeout),
-                    allow_redirects=False,
-                    stream=True,
-                )
-                self._read_answer(method, path, response)
-        except BadAnswer:
-            raise
-        except requests.exceptions.SSLError as exc:
-            raise TLSError(self._describe_tls(exc)) from exc
-        except requests.exceptions.Timeout as exc:
-            raise ConnectionFailed(
-                f"timed out after {self.timeout:g} s talking to {self.url}"
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            if _find(exc, AnswerTooLarge) is not None:
-                raise BadAnswer(f"{method} {path}: {_find(exc, AnswerTooLarge)}; refused") from exc
-            raise ConnectionFailed(self._describe_connection(exc)) from exc
-        except requests.exceptions.RetryError as exc:
-            raise ConnectionFailed(f"giving up on {self.url} after retries: {exc}") from exc
-        except requests.exceptions.RequestException as exc:
-            if _find(exc, AnswerTooLarge) is not None:
-                raise BadAnswer(f"{method} {path}: {_find(exc, AnswerTooLarge)}; refused") from exc
-            raise ConnectionFailed(f"request to {self.url} failed: {exc}") from exc
-        except OSError as exc:
-            # requests checks the CA and client certificate paths before connecting.
-            text = str(exc)
-            if "CA certificate" in text:
-                raise ConfigError(f"cannot use CA certificate {self.ca_cert}: {text}") from exc
-            raise IdentityError(f"cannot use identity certificate: {text}", path=self.cert_file) from exc
-        logger.debug(
-            "%s %s -> %s (%.0f ms)", method, path, response.status_code, (time.monotonic() - started) * 1000
-        )
-        return response
-
-    def _read_answer(self, method: str, path: str, response: requests.Response) -> None:
-        """Read a streamed answer's body under the limits; ``response.content`` is then set."""
-        raw = response.raw
-        try:
-            body = read_body(raw.stream(CHUNK, decode_content=True), raw.tell, what=f"{method} {path}")
-        except BadAnswer:
-            response.close()
-            raise
-        except AnswerTooLarge as exc:
-            response.close()
-            raise BadAnswer(f"{method} {path}: {exc}; refused") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            response.close()
-            if _find(exc, AnswerTooLarge) is not None:
-                raise BadAnswer(f"{method} {path}: {_find(exc, AnswerTooLarge)}; refused") from exc
-            if isinstance(exc, urllib3.exceptions.ReadTimeoutError) or _find(exc, TimeoutError) is not None \
-                    or _find(exc, socket.timeout) is not None:
-                raise ConnectionFailed(
-                    f"timed out after {self.timeout:g} s reading the answer from {self.url}") from exc
-            raise ConnectionFailed(f"the answer from {self.url} broke off: {exc}") from exc
-        response._content = body
-        response._content_consumed = True  # type: ignore[attr-defined]
-
-    def _check(self, method: str, path: str, response: requests.Response) -> None:
-        status = response.status_code
+    def _check(self, method: str, path: str, answer: Answer) -> None:
+        status = answer.status
         if status < 300:
             return
-        body = _json_or_none(response)
+        body = answer.json()
         if 300 <= status < 400:
-            location = response.headers.get("Location", "")
+            failover = parse_failover(status, body, method=method, path=path)
+            if failover is not None:
+                raise failover
+            location = answer.header("Location") or ""
             display = body.get("displayMessage") if isinstance(body, dict) else None
-            message = display or (
-                f"server redirected to {location or '(no location)'}; redirects are not followed"
-            )
+            message = display or f"server redirected to {location or '(no location)'}; redirects are not followed"
             raise RemoteError(status, message, body=body, method=method, path=path)
-        raise error_for_status(
-            status,
-            body,
-            method=method,
-            path=path,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
+        raise error_for_status(status, body, method=method, path=path,
+                               retry_after=parse_retry_after(answer.header("Retry-After")))
 
     # -- public API -----------------------------------------------------------------------
 
-    def request_response(
+    def send(
         self,
         method: str,
         path: str,
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        data: Any = None,
+        data: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        """Like :meth:`request` but returns the successful ``requests.Response``."""
-        method = method.upper()
-        response = self._send(method, path, params=params, json=json, data=data, headers=headers)
-        if response.status_code == 308:
-            body = _json_or_none(response)
-            failover = body.get("failover") if isinstance(body, dict) else None
-            if isinstance(failover, dict):
-                self._apply_failover(method, path, body, failover)
-                response = self._send(method, path, params=params, json=json, data=data, headers=headers)
-                if response.status_code == 308:
-                    raise FailoverError(
-                        "the server answered with another failover after the identity was swapped",
-                        from_uuid=str(failover.get("from")),
-                        to_uuid=str(failover.get("to")),
-                    )
-        self._check(method, path, response)
-        return response
+    ) -> Answer:
+        """Send a request to ``path`` (relative to the base URL); return its successful :class:`Answer`.
 
-    def _apply_failover(self, method: str, path: str, body: Any, failover: dict[str, Any]) -> None:
-        display = body.get("displayMessage") if isinstance(body, dict) else None
-        if self._in_failover:
-            raise FailoverError(
-                "the server answered with a failover while a failover was being applied",
-                from_uuid=str(failover.get("from")),
-                to_uuid=str(failover.get("to")),
-            )
-        if self.failover_handler is None:
-            raise FailoverRequired(308, display, body=body, method=method, path=path)
-        old = failover.get("from")
-        self._in_failover = True
-        try:
-            new = self.failover_handler(self, failover)
-        finally:
-            self._in_failover = False
-        if isinstance(old, str) and old and old != new:
-            self.alias(old, new)
-        self.failovers.append((str(old), new))
-        logger.info("consumer %s failed over to %s; retrying %s %s once", old, new, method, path)
+        ``json`` is encoded as the body (``Content-Type: application/json``); ``data`` is sent as it
+        is.  Raises a :class:`~ftagent.errors.FtagentError`, :class:`~ftagent.errors.FailoverRequired`
+        for a failover answer.
+        """
+        method = method.upper()
+        all_headers = dict(headers or {})
+        body: bytes | None
+        if json is not None:
+            body = jsonlib.dumps(json, allow_nan=False).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        else:
+            body = data.encode() if isinstance(data, str) else data
+        started = time.monotonic()
+        self.requests_sent += 1
+        answer = self.transport.send(method, self._target(path, params), body=body, headers=all_headers,
+                                     timeout=self.timeout)
+        logger.debug("%s %s -> %s (%.0f ms)", method, path, answer.status, (time.monotonic() - started) * 1000)
+        self._check(method, path, answer)
+        return answer
 
     def request(
         self,
@@ -677,22 +213,19 @@ class Connection:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        data: Any = None,
+        data: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """Send a request to ``path`` (relative to the base URL); return the decoded JSON body.
-
-        Returns ``None`` for an empty body.  Raises a :class:`~ftagent.errors.FtagentError`.
-        """
-        response = self.request_response(method, path, params=params, json=json, data=data, headers=headers)
-        if not response.content:
+        """Send a request (as :meth:`send`); return the decoded JSON body, ``None`` for an empty one."""
+        answer = self.send(method, path, params=params, json=json, data=data, headers=headers)
+        if not answer.body:
             return None
         try:
-            return response.json()
+            return jsonlib.loads(answer.body)
         except RecursionError:
             raise BadAnswer(f"{method} {path}: the answer is nested too deeply to decode; refused") from None
         except ValueError:
-            return response.text
+            return answer.body.decode("utf-8", errors="replace")
 
     def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
         """``GET path``."""
@@ -711,3 +244,39 @@ class Connection:
         return self.request("DELETE", path, params=params)
 
 
+def server_connection(
+    config: Config,
+    *,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    retries: int | None = None,
+    light: bool = False,
+) -> Connection:
+    """A :class:`Connection` to ``[server]`` of ``config``: the one place its settings become arguments.
+
+    ``light`` asks for the ``http.client`` transport (the heartbeat's), which is used unless a proxy is
+    configured; ``retries`` overrides ``[server] retries`` (the light transport makes none).
+    """
+    server = config.server
+    if not server.url:
+        raise ConfigError(f"no server URL: set [server] url in {config.where}")
+    if light and not server.proxy:
+        transport = LightTransport(server.url, ca_cert=server.ca_cert, insecure=server.insecure,
+                                   cert_file=cert_file, key_file=key_file)
+        return Connection(server.url, cert_file=cert_file, timeout=server.timeout, transport=transport)
+    return Connection(
+        server.url,
+        ca_cert=server.ca_cert,
+        cert_file=cert_file,
+        key_file=key_file,
+        username=username,
+        password=password,
+        insecure=server.insecure,
+        timeout=server.timeout,
+        proxy=server.proxy,
+        no_proxy=server.no_proxy,
+        retries=server.retries if retries is None else retries,
+        ca_cert_setting=f"[server] ca_cert in {config.where}",
+    )

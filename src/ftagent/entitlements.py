@@ -57,6 +57,12 @@ class RefreshResult:
         """JSON-friendly view."""
         return {"added": self.added, "removed": self.removed, "kept": self.kept}
 
+    @classmethod
+    def between(cls, before: Iterable[int], after: Iterable[int]) -> RefreshResult:
+        """What changed from the serials held ``before`` to those held ``after`` (over several refreshes)."""
+        old, new = set(before), set(after)
+        return cls(added=sorted(new - old), removed=sorted(old - new), kept=sorted(old & new))
+
 
 class EntitlementStore:
     """The entitlement certificate directory."""

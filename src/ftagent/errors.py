@@ -227,9 +227,11 @@ class ServiceUnavailable(ServerError):
 
 
 class FailoverRequired(RemoteError):
-    """308 with a failover body, received by a connection that has no failover handler.
+    """The server's failover answer (HTTP 308 with a ``failover`` body), not validated yet.
 
-    ``failover`` is the body's ``failover`` object (``from``, ``to``, ``consumer``).
+    A :class:`~ftagent.connection.Connection` raises it to its caller, which follows it or not
+    (:mod:`ftagent.failover`).  ``failover`` is the body's ``failover`` object (``from``, ``to``,
+    ``consumer``).
     """
 
     default_message = "this consumer has failed over to another consumer"
@@ -238,6 +240,18 @@ class FailoverRequired(RemoteError):
     def _from_body(self, body: dict[str, Any]) -> None:
         failover = body.get("failover")
         self.failover = failover if isinstance(failover, dict) else {}
+
+    @property
+    def from_uuid(self) -> str | None:
+        """The failed-over consumer the answer names (unchecked)."""
+        value = self.failover.get("from")
+        return value if isinstance(value, str) else None
+
+    @property
+    def to_uuid(self) -> str | None:
+        """The successor consumer the answer names (unchecked)."""
+        value = self.failover.get("to")
+        return value if isinstance(value, str) else None
 
 
 _BY_STATUS: dict[int, type[RemoteError]] = {

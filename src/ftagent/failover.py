@@ -1,20 +1,23 @@
-"""Applying a failover answer (HTTP 308 with a ``failover`` body) on the agent side.
+"""The failover answer (HTTP 308 with a ``failover`` body): recognised, validated and followed here only.
 
-Order, as docs/design.md ("The agent's rules") fixes it:
+:func:`parse_failover` is the one place that recognises the answer; the connection raises what it
+returns (:class:`~ftagent.errors.FailoverRequired`) to its caller and does nothing else with it.  The
+caller (:class:`ftagent.agent.Agent` for a command, :class:`ftagent.lease.keeper.LeaseKeeper` for the
+heartbeat) follows it with :meth:`IdentitySwapper.follow`, in the order docs/design.md ("The agent's
+rules") fixes:
 
 1. validate the successor's certificate: it chains to the configured CA, its CN is the ``to`` UUID,
    its public key is the local key (or the key the server sent), it is inside its validity period,
    ``from`` is our current UUID, and the consumer's ``virt.uuid`` fact is ours (case and SMBIOS byte
    order ignored);
-2. claim the successor's lease through the ``lease_claim`` hook, if one is set (the heartbeat
-   agent provides it); the hook raises to refuse;
+2. claim the successor's lease through the caller's ``claim``, if it has one (a guest that uses the
+   FT lease); it raises to refuse, and then nothing is swapped;
 3. swap the identity atomically (:meth:`IdentityStore.save`; the key is replaced only when the
-   server sent one), recording ``from``/``to``/``time`` with it;
-4. refresh entitlement certificates as the successor, which removes the predecessor's;
-5. the connection then retries the original request once, as the successor.
+   server sent one), recording ``from``/``to``/``time`` with it, and point the connection at it;
+4. refresh entitlement certificates as the successor, which removes the predecessor's.
 
-A failover answer that fails validation raises :class:`~ftagent.errors.FailoverError` and changes
-nothing on disk.
+The caller then retries its request once, as the successor.  A failover answer that fails validation
+raises :class:`~ftagent.errors.FailoverError` and changes nothing on disk.
 """
 
 from __future__ import annotations
@@ -27,20 +30,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftagent.errors import FailoverError, FtagentError, IdentityError
+from ftagent.errors import FailoverError, FailoverRequired, FtagentError, IdentityError
 from ftagent.facts import same_virt_uuid
 
 if TYPE_CHECKING:
     from ftagent.connection import Connection
-    from ftagent.entitlements import EntitlementStore
+    from ftagent.entitlements import EntitlementStore, RefreshResult
     from ftagent.identity import IdentityStore
 
-__all__ = ["IdentitySwapper", "LeaseClaim", "ValidatedFailover", "validate_failover"]
+__all__ = ["FAILOVER_STATUS", "FollowedFailover", "IdentitySwapper", "LeaseClaim", "ValidatedFailover",
+           "parse_failover", "validate_failover"]
 
 logger = logging.getLogger(__name__)
 
-#: ``lease_claim(from_uuid, to_uuid, consumer)``: claim the successor's lease; raise to refuse.
+#: The status of a failover answer: a permanent redirect that clients never follow by themselves.
+FAILOVER_STATUS = 308
+
+#: ``claim(from_uuid, to_uuid, consumer)``: claim the successor's lease; raise to refuse the swap.
 LeaseClaim = Callable[[str, str, Mapping[str, Any]], None]
+
+
+def parse_failover(status: int, body: Any, *, method: str = "", path: str = "") -> FailoverRequired | None:
+    """The failover answer in a response (``None`` if it is none): a 308 whose JSON body holds a
+    ``failover`` object.  The result is not validated yet (:meth:`IdentitySwapper.validate`)."""
+    if status != FAILOVER_STATUS or not isinstance(body, dict) or not isinstance(body.get("failover"), dict):
+        return None
+    display = body.get("displayMessage")
+    return FailoverRequired(status, display if isinstance(display, str) and display else None, body=body,
+                            method=method, path=path)
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,23 @@ class ValidatedFailover:
     consumer: dict[str, Any]
     serial: int
     not_after: str
+
+
+@dataclass(frozen=True)
+class FollowedFailover:
+    """A failover this system followed: what was validated, and what the entitlement refresh did
+    (``None`` if it failed: the next check-in completes it)."""
+
+    failover: ValidatedFailover
+    refresh: RefreshResult | None
+
+    @property
+    def from_uuid(self) -> str:
+        return self.failover.from_uuid
+
+    @property
+    def to_uuid(self) -> str:
+        return self.failover.to_uuid
 
 
 def _refuse(message: str, frm: Any = None, to: Any = None) -> FailoverError:
@@ -142,7 +176,7 @@ def validate_failover(
 
 
 class IdentitySwapper:
-    """The connection's failover handler: validate, claim, swap, refresh (see the module doc)."""
+    """Follows failover answers for one identity (see the module's docstring)."""
 
     def __init__(
         self,
@@ -151,17 +185,15 @@ class IdentitySwapper:
         *,
         ca_cert: str | os.PathLike[str] | None,
         local_virt_uuid: Callable[[], str | None],
-        lease_claim: LeaseClaim | None = None,
     ) -> None:
         self.identity = identity
         self.entitlements = entitlements
         self.ca_cert = Path(ca_cert) if ca_cert is not None else None
         self.local_virt_uuid = local_virt_uuid
-        self.lease_claim = lease_claim
 
-    def validate(self, failover: Mapping[str, Any]) -> ValidatedFailover:
+    def validate(self, answer: FailoverRequired) -> ValidatedFailover:
         """Validate against the current identity without changing anything."""
-        from ftagent import crypto
+        from ftagent import crypto  # cryptography: loaded only when a failover arrives
 
         try:
             current = self.identity.load(full=True)
@@ -175,17 +207,15 @@ class IdentitySwapper:
             except (ValueError, OSError) as exc:
                 raise FailoverError(f"failover refused: cannot read CA {self.ca_cert}: {exc}") from exc
         return validate_failover(
-            failover,
+            answer.failover,
             ca_certs=cas,
             local_uuid=current.uuid,
             local_key_pem=key_pem,
             local_virt_uuid=self.local_virt_uuid(),
         )
 
-    def __call__(self, connection: Connection, failover: Mapping[str, Any]) -> str:
-        checked = self.validate(failover)
-        if self.lease_claim is not None:
-            self.lease_claim(checked.from_uuid, checked.to_uuid, checked.consumer)
+    def swap(self, checked: ValidatedFailover) -> None:
+        """Install the successor's identity atomically and durably, recording the failover."""
         current = self.identity.load(full=True)
         key_pem = checked.key_pem if checked.key_pem is not None else self.identity.key_pem()
         record = {
@@ -209,15 +239,25 @@ class IdentitySwapper:
                 to_uuid=checked.to_uuid,
             ) from exc
         logger.warning("identity failed over from %s to %s", checked.from_uuid, checked.to_uuid)
+
+    def follow(self, connection: Connection, answer: FailoverRequired, *,
+               claim: LeaseClaim | None = None) -> FollowedFailover:
+        """Validate, claim the successor's lease (``claim``), swap, point ``connection`` at the
+        successor and refresh its entitlement certificates; raises before the swap to refuse."""
+        checked = self.validate(answer)
+        if claim is not None:
+            claim(checked.from_uuid, checked.to_uuid, checked.consumer)
+        self.swap(checked)
         connection.reload_identity()
         connection.alias(checked.from_uuid, checked.to_uuid)
+        refresh = None
         if self.entitlements is not None:
             try:
-                self.entitlements.refresh(connection, checked.to_uuid)
+                refresh = self.entitlements.refresh(connection, checked.to_uuid)
             except FtagentError as exc:
                 logger.warning(
                     "entitlement refresh after failover to %s failed (%s); the next checkin retries",
                     checked.to_uuid,
                     exc,
                 )
-        return checked.to_uuid
+        return FollowedFailover(checked, refresh)

@@ -170,3 +170,17 @@ def test_lock_excludes_and_times_out(tmp_path: Path) -> None:
     started = time.monotonic()
     with FileLock(path, timeout=5):
         assert time.monotonic() - started >= 0.15
+
+
+def test_without_a_configuration_file_errors_name_the_default_path_looked_for(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.ftagent.agentenv import FTAGENT
+
+    env = {k: v for k, v in os.environ.items() if k != "FTAGENT_CONFIG"}
+    env["FTAGENT_PASSWORD"] = "secret"
+    res = subprocess.run([FTAGENT, "register", "--org", "acme", "--username", "admin"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 78, res.stderr
+    assert "no server URL: set [server] url in /etc/ftagent/ftagent.conf (there is no such file" in res.stderr

@@ -1,4 +1,4 @@
-"""The connection layer: error mapping, retries, Retry-After, TLS refusal, failover dispatch."""
+"""The connection layer: error mapping, retries, Retry-After, TLS refusal, the failover answer handed back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,11 @@ import requests
 import responses
 import trustme
 
-from ftagent.connection import Connection, _host_bypasses_proxy, parse_retry_after
+from ftagent.connection import Connection, parse_retry_after
 from ftagent.errors import (
     BadRequest,
     Conflict,
     ConnectionFailed,
-    FailoverError,
     FailoverRequired,
     Forbidden,
     FtagentError,
@@ -34,6 +32,7 @@ from ftagent.errors import (
     TLSError,
     Unauthorized,
 )
+from ftagent.requests_transport import _host_bypasses_proxy
 from tests.ftagent.stubserver import Stub, free_port, start_stub
 
 BASE = "https://server.test:8443/candlepin"
@@ -126,74 +125,38 @@ def test_redirects_are_never_followed() -> None:
 
 
 @responses.activate
-def test_308_failover_without_handler_raises_failover_required() -> None:
+def test_308_failover_is_handed_to_the_caller_and_nothing_more_is_sent() -> None:
     body = {"displayMessage": "failed over", "failover": {"from": "old", "to": "new", "consumer": {}}}
     responses.get(f"{BASE}/consumers/old", status=308, json=body, headers={"Location": "/candlepin/consumers/new"})
     with pytest.raises(FailoverRequired) as info:
         conn().get("consumers/old")
     assert info.value.failover["to"] == "new"
-    assert info.value.status == 308
+    assert (info.value.from_uuid, info.value.to_uuid, info.value.status) == ("old", "new", 308)
+    assert "failed over" in str(info.value)
+    assert len(responses.calls) == 1
 
 
 @responses.activate
 def test_308_without_failover_body_is_an_error_not_followed() -> None:
     responses.get(f"{BASE}/consumers/old", status=308, headers={"Location": "/candlepin/consumers/new"})
-    with pytest.raises(RemoteError, match="redirects are not followed"):
+    with pytest.raises(RemoteError, match="redirects are not followed") as info:
         conn().get("consumers/old")
+    assert not isinstance(info.value, FailoverRequired)
 
 
 @responses.activate
-def test_failover_handler_called_then_request_retried_once_with_new_uuid() -> None:
-    body = {"displayMessage": "failed over", "failover": {"from": "old", "to": "new", "consumer": {}}}
-    responses.put(f"{BASE}/consumers/old", status=308, json=body)
+def test_alias_sends_later_requests_naming_the_old_uuid_to_the_new_one() -> None:
     responses.put(f"{BASE}/consumers/new", status=204)
-    responses.get(f"{BASE}/consumers/new/certificates/serials", json=[])
     responses.get(f"{BASE}/pools", json=[])
-    calls: list[Mapping[str, Any]] = []
-
-    def handler(c: Connection, failover: Mapping[str, Any]) -> str:
-        calls.append(failover)
-        # the handler may use the connection as the new consumer
-        assert c.get("consumers/new/certificates/serials") == []
-        return str(failover["to"])
-
-    c = conn(failover_handler=handler)
+    c = conn()
+    c.alias("old", "new")
     assert c.put("consumers/old", json={"facts": {"a": "b"}}) is None
-    assert calls == [body["failover"]]
+    c.get("pools", params={"consumer": "old", "unused": None})
     assert [call.request.method + " " + call.request.path_url for call in responses.calls] == [
-        "PUT /candlepin/consumers/old",
-        "GET /candlepin/consumers/new/certificates/serials",
         "PUT /candlepin/consumers/new",
+        "GET /candlepin/pools?consumer=new",
     ]
-    assert responses.calls[2].request.body == b'{"facts": {"a": "b"}}'
-    assert c.failovers == [("old", "new")]
-    # Later requests that still name the old UUID go to the new one.
-    c.get("pools", params={"consumer": "old"})
-    assert responses.calls[3].request.path_url == "/candlepin/pools?consumer=new"
-
-
-@responses.activate
-def test_failover_retry_happens_once_only() -> None:
-    body = {"failover": {"from": "old", "to": "new", "consumer": {}}}
-    responses.get(f"{BASE}/consumers/old", status=308, json=body)
-    responses.get(f"{BASE}/consumers/new", status=308, json={"failover": {"from": "new", "to": "newer"}})
-    with pytest.raises(FailoverError, match="another failover"):
-        conn(failover_handler=lambda c, f: str(f["to"])).get("consumers/old")
-    assert len(responses.calls) == 2
-
-
-@responses.activate
-def test_failover_handler_refusal_propagates_and_no_retry() -> None:
-    responses.get(f"{BASE}/consumers/old", status=308, json={"failover": {"from": "old", "to": "new"}})
-
-    def refuse(c: Connection, f: Mapping[str, Any]) -> str:
-        raise FailoverError("forged")
-
-    c = conn(failover_handler=refuse)
-    with pytest.raises(FailoverError, match="forged"):
-        c.get("consumers/old")
-    assert len(responses.calls) == 1
-    assert c.failovers == []
+    assert responses.calls[0].request.body == b'{"facts": {"a": "b"}}'
 
 
 def test_password_never_logged_or_shown(caplog: pytest.LogCaptureFixture, stub: Stub) -> None:

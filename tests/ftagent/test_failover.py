@@ -189,3 +189,29 @@ def test_cli_forged_failover_exit_69_with_clear_message(guest: Guest) -> None:
     assert res.exit_code == 69
     assert "failover refused: the successor's certificate is not issued by the configured CA" in res.stderr
     assert guest.snapshot() == before
+
+
+@responses.activate
+def test_a_second_failover_after_the_swap_is_an_error_and_the_call_is_not_repeated_again(guest: Guest) -> None:
+    responses.put(f"{URL}/consumers/old", status=308, json=guest.failover_body())
+    mock_successor(responses.mock)
+    responses.replace(responses.PUT, f"{URL}/consumers/new", status=308,
+                      json={"failover": {"from": "new", "to": "newer", "consumer": {}}})
+    with pytest.raises(FailoverError, match="another failover") as info:
+        guest.agent.checkin()
+    assert info.value.to_uuid == "newer"
+    puts = [c.request.path_url for c in responses.calls if c.request.method == "PUT"]
+    assert puts == ["/candlepin/consumers/old", "/candlepin/consumers/new"]
+    assert guest.agent.identity.load().uuid == "new"  # the first failover stands
+
+
+@responses.activate
+def test_cli_checkin_counts_the_certificates_the_failover_installed(guest: Guest) -> None:
+    responses.put(f"{URL}/consumers/old", status=308, json=guest.failover_body())
+    mock_successor(responses.mock)
+    res = Runner().invoke(cli, ["--config", str(guest.conf), "checkin"])
+    assert res.exit_code == 0, res.output
+    assert "entitlement certificates: 1 added, 1 removed" in res.output  # 7 installed, the predecessor's 5 gone
+    res = Runner().invoke(cli, ["--config", str(guest.conf), "checkin", "--json"])
+    again = json.loads(res.stdout)
+    assert again["failed_over_from"] is None and again["entitlements"]["added"] == []

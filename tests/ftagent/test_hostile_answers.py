@@ -109,15 +109,15 @@ def test_checkin_lock_is_free_after_a_trickling_server(guest: Guest, ftmock_sess
 @pytest.mark.parametrize("mode", ["trickle-headers", "trickle-body", "endless", "gzip-bomb"])
 def test_light_renewal_gives_up_within_its_timeout(guest: Guest, ftmock_session: FtmockServer, mode: str) -> None:
     """The heartbeat's renewals: a call given 1 s (what is left before the fencing margin) ends by then."""
-    from ftagent.lease.backends.server import LightClient
+    from ftagent.light_transport import LightTransport
 
     with hostile_server(ftmock_session.data_dir, mode) as (url, _):
-        client = LightClient(url, ca_cert=ftmock_session.ca_path, insecure=False,
-                             cert_file=guest.root / "identity" / "cert.pem",
-                             key_file=guest.root / "identity" / "key.pem")
+        client = LightTransport(url, ca_cert=ftmock_session.ca_path, insecure=False,
+                                cert_file=guest.root / "identity" / "cert.pem",
+                                key_file=guest.root / "identity" / "key.pem")
         started = time.monotonic()
         with pytest.raises(ConnectionFailed) as info:
-            client.request("POST", "consumers/x/lease", {"holder": "h"}, 1.0)
+            client.send("POST", "consumers/x/lease", body=b'{"holder": "h"}', headers={}, timeout=1.0)
         elapsed = time.monotonic() - started
         client.close()
     assert elapsed < 1.5, f"{mode}: {elapsed:.2f} s"

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from ftagent.config import load_config
-from ftagent.errors import ConfigError, ConnectionFailed
+from ftagent.errors import ConfigError, ConnectionFailed, FailoverError, FailoverRequired
+from ftagent.failover import LeaseClaim
 from ftagent.identity import IdentityStore
 from ftagent.lease import Grant, LeaseKeeper, LeaseLost, LeaseRefused, LeaseSettings, LeaseState, parse_lease_settings
 from ftagent.lease.backends import BACKENDS, open_backend
@@ -36,6 +37,7 @@ class MemoryBackend:
         self.generation = 0
         self.expires = 0.0
         self.down = False
+        self.answer: FailoverRequired | None = None  # what renewals get while set (the server's failover answer)
         self.grants: list[tuple[str, int, float]] = []  # (holder, generation, received at)
 
     def _live(self) -> bool:
@@ -63,6 +65,8 @@ class MemoryBackend:
 
     def renew(self, consumer: str, holder: str, generation: int, timeout: float) -> Grant:
         self._check()
+        if self.answer is not None:
+            raise self.answer
         if not self._live() or self.holder != holder or self.generation != generation:
             raise LeaseRefused("stale", holder=self.holder, generation=self.generation, expired=not self._live())
         return self._extend()
@@ -149,6 +153,50 @@ def test_handover_moves_the_lease_and_a_refused_one_fences(backend: MemoryBacken
     with pytest.raises(LeaseLost) as lost:
         a.claim_successor("c2", "c3", {})
     assert lost.value.holder == "other" and a.state == LeaseState.FENCED and "another instance" in fenced[0]
+
+
+def test_a_renewal_answered_with_a_failover_is_followed_claim_first_and_not_repeated(backend: MemoryBackend) -> None:
+    fenced: list[str] = []
+    swapped: list[str] = []
+    answer = FailoverRequired(308, body={"failover": {"from": "c1", "to": "c2", "consumer": {"uuid": "c2"}}})
+
+    def follow(answer: FailoverRequired, claim: LeaseClaim) -> None:
+        # As IdentitySwapper.follow does after validating: claim first, swap only if the claim stood.
+        claim(str(answer.from_uuid), str(answer.to_uuid), answer.failover["consumer"])
+        swapped.append(str(answer.to_uuid))
+
+    a = LeaseKeeper(SETTINGS, backend, holder="a", consumer="c1", clock=backend.clock, follow=follow,
+                    fence=lambda reason: fenced.append(reason) or None)
+    a.step()
+    backend.answer = answer
+    backend.clock.advance(1)
+    grants = len(backend.grants)
+    assert a.step() == LeaseState.HELD
+    assert (a.consumer, a.generation, swapped) == ("c2", 2, ["c2"])
+    assert len(backend.grants) == grants + 1  # the handover, and no repeated renewal after it
+    backend.answer = None
+    backend.clock.advance(1)
+    assert a.step() == LeaseState.HELD and a.generation == 2 and not fenced
+
+
+def test_a_failover_answer_that_cannot_be_followed_is_a_failed_renewal(backend: MemoryBackend) -> None:
+    fenced: list[str] = []
+    answer = FailoverRequired(308, body={"failover": {"from": "c1", "to": "c2", "consumer": {}}})
+
+    def refuse(answer: FailoverRequired, claim: LeaseClaim) -> None:
+        raise FailoverError("failover refused: the successor's certificate is not issued by the configured CA")
+
+    for follow in (refuse, None):
+        a = LeaseKeeper(SETTINGS, backend, holder=f"a-{follow}", consumer="c1", clock=backend.clock, follow=follow,
+                        fence=lambda reason: fenced.append(reason) or None)
+        backend.holder = None
+        a.step()
+        backend.answer = answer
+        backend.clock.advance(1)
+        assert a.step() == LeaseState.DEGRADED and a.consumer == "c1" and a.holds()
+        assert "failover" in (a.reason or "")
+        backend.answer = None
+    assert not fenced
 
 
 def test_release_lets_the_other_instance_in_at_once(backend: MemoryBackend) -> None:

@@ -92,9 +92,10 @@ class LeaseBackend(Protocol):
         """Claim the lease for a failover's successor identity as the same holder.
 
         ``successor`` is the successor consumer from the failover answer (``uuid``, ``idCert``).
-        Called by the identity swapper's ``lease_claim`` hook, possibly in the middle of a
-        :meth:`renew` on the same thread (the renewal got the failover answer): a backend whose
-        renewal is then retried must retry it with the generation this call was granted.
+        Called after the failover answer was validated and before the identity is swapped (by the
+        state machine when its own call got the answer, by a command that got it first); the
+        identity is swapped only if this succeeds.  It renews the lease: the call that got the
+        failover answer is not repeated.
         """
         ...
 

@@ -3,7 +3,7 @@
 When a guest uses the FT lease (a `[lease]` section), a failover may only be applied by the instance
 that wins the successor's lease, so that two instances holding the same old identity never both
 become the successor. The heartbeat daemon does this on its own renewals. A one-shot command that
-meets the 308 first either lets a running heartbeat daemon apply it (waiting at most one renewal
+meets the failover answer first either lets a running heartbeat daemon apply it (waiting at most one renewal
 period and margin for the identity to change) or, with no daemon running, claims the successor's
 lease itself as this instance's holder (the id kept beside the status file). A 409 means another
 instance is live: the swap is refused and nothing changes on disk; fencing stays the daemon's job.
@@ -102,7 +102,7 @@ def command_lease_claim(config: Config, *, sleep: Callable[[float], None] = time
                         holder=summary.get("held_by"), from_uuid=from_uuid, to_uuid=to_uuid)
 
     def _wait_for_daemon(from_uuid: str, to_uuid: str) -> None:
-        # The daemon renews every renew_interval; the 308 reaches it then, and it claims and swaps.
+        # The daemon renews every renew_interval; the failover answer reaches it then, and it claims and swaps.
         deadline = monotonic() + settings.renew_interval + settings.margin
         logger.info("failover %s -> %s: the heartbeat agent applies it; waiting", from_uuid, to_uuid)
         while monotonic() < deadline:

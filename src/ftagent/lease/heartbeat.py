@@ -8,10 +8,11 @@ on ``CLOCK_BOOTTIME`` and fences even when the loop is stuck in a request; it al
 ``WATCHDOG=1`` to systemd while the lease is valid (and while merely acquiring, when there is
 nothing to protect), never once fencing has started.
 
-A renewal that gets the failover answer (HTTP 308) goes through the connection's failover handler
-(:class:`ftagent.failover.IdentitySwapper`) whose ``lease_claim`` hook is
-:meth:`ftagent.lease.keeper.LeaseKeeper.claim_successor`: the successor's lease is claimed (the
-backend's handover) before the identity is swapped; a refusal there fences.
+A renewal answered with a failover comes back to the state machine, which follows it through
+:meth:`Heartbeat._follow_failover` (:meth:`ftagent.failover.IdentitySwapper.follow` on the server
+connection): the answer is validated, the successor's lease claimed
+(:meth:`ftagent.lease.keeper.LeaseKeeper.claim_successor`, the backend's handover), and only then
+the identity swapped and the successor's entitlement certificates fetched; a refused claim fences.
 
 SIGUSR1 means "the lease is lost, fence now": the sanlock backend's kill path (its daemon runs
 ``kill -USR1 <pid>`` when this host loses the lockspace) and any outside watchdog use it; the guard
@@ -36,7 +37,12 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ftagent.errors import ConnectionFailed
+from ftagent.connection import Connection, server_connection
+from ftagent.entitlements import EntitlementStore
+from ftagent.errors import ConnectionFailed, FailoverRequired
+from ftagent.facts import collect_facts
+from ftagent.failover import IdentitySwapper, LeaseClaim
+from ftagent.identity import IdentityStore
 from ftagent.lease.backends import open_backend
 from ftagent.lease.clock import Clock, SystemClock, boot_id
 from ftagent.lease.keeper import LeaseKeeper
@@ -47,7 +53,6 @@ from ftagent.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from ftagent.config import Config
-    from ftagent.connection import Connection
     from ftagent.lease.fencing import FenceLadder, FenceReport, Runner
 
 __all__ = ["EXIT_HOLDER", "EXIT_NOT_HOLDER", "Heartbeat", "Stopper"]
@@ -107,9 +112,6 @@ class Heartbeat:
         notifier: Notifier | None = None,
         mode: str = "daemon",
     ) -> None:
-        from ftagent.entitlements import EntitlementStore
-        from ftagent.identity import IdentityStore
-
         self.config = config
         self.settings = settings if settings is not None else parse_lease_settings(config)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -125,10 +127,8 @@ class Heartbeat:
         uuid = self.identity.load().uuid
         self.holder = load_or_create_holder(self.settings.status_file)
         generation, deadline = self._carried_over(uuid) if mode == "once" else (None, None)
-        self._full: Connection | None = None
-        # The full connection is made on first use and calls the keeper's hook, so the backend can
-        # exist before the keeper.
-        self.backend = open_backend(config, self.settings, self.identity, full_connection=self._connection)
+        self._connection: Connection | None = None
+        self.backend = open_backend(config, self.settings, self.identity, connection=self._server_connection)
         self.keeper = LeaseKeeper(
             self.settings,
             self.backend,
@@ -137,6 +137,7 @@ class Heartbeat:
             clock=self.clock,
             fence=self._fence,
             on_change=self._write_status,
+            follow=self._follow_failover,
             request_timeout=config.server.timeout,
             generation=generation,
             deadline=deadline,
@@ -157,33 +158,26 @@ class Heartbeat:
             systemctl=systemctl or "systemctl",
         )
 
-    def _connection(self) -> Connection:
-        """The full connection with the failover handler, made on first use (a failover, a proxy)."""
-        if self._full is not None:
-            return self._full
-        from ftagent.connection import Connection
-        from ftagent.facts import collect_facts
-        from ftagent.failover import IdentitySwapper
-        from ftagent.lease.backends.server import server_args
+    def _server_connection(self) -> Connection:
+        """The connection to ``[server]`` as this identity (on the light transport unless a proxy is
+        set), made on first use: the server backend's, and the one a failover is followed on."""
+        if self._connection is None:
+            self._connection = server_connection(self.config, cert_file=self.identity.cert_path,
+                                                 key_file=self.identity.key_path, retries=0, light=True)
+        return self._connection
 
+    def _follow_failover(self, answer: FailoverRequired, claim: LeaseClaim) -> None:
+        """The keeper's ``follow`` hook: validate, ``claim`` the successor's lease, swap, refresh."""
         facts_dir = self.config.agent.facts_dir
-        swapper = IdentitySwapper(
-            self.identity,
-            self.entitlements,
-            ca_cert=self.config.server.ca_cert,
-            local_virt_uuid=lambda: collect_facts(facts_dir).get("virt.uuid"),
-            lease_claim=self.keeper.claim_successor,
-        )
-        self._full = Connection(**server_args(self.config), retries=0, cert_file=self.identity.cert_path,
-                                key_file=self.identity.key_path, failover_handler=swapper)
-        return self._full
+        swapper = IdentitySwapper(self.identity, self.entitlements, ca_cert=self.config.server.ca_cert,
+                                  local_virt_uuid=lambda: collect_facts(facts_dir).get("virt.uuid"))
+        swapper.follow(self._server_connection(), answer, claim=claim)
 
     def close(self) -> None:
         """Close the connections."""
         self.backend.close()
-        if self._full is not None:
-            self._full.close()
-            self._full = None
+        if self._connection is not None:
+            self._connection.close()
 
     def _carried_over(self, uuid: str) -> tuple[int | None, float | None]:
         """Generation and deadline of an earlier ``--once`` run of this holder, if still valid.

@@ -18,7 +18,11 @@ agent would fence this one logs what it would have done and goes on; the reporte
 ``DISABLED`` and ``observed`` holds the state the enabled machine would be in.
 
 The machine knows nothing of where the lease lives: it talks to a
-:class:`~ftagent.lease.backend.LeaseBackend` (:mod:`ftagent.lease.backends`).
+:class:`~ftagent.lease.backend.LeaseBackend` (:mod:`ftagent.lease.backends`).  A call answered with a
+failover (:class:`~ftagent.errors.FailoverRequired`, from the server backend) comes back here, and the
+machine follows it through its ``follow`` hook (the heartbeat's
+:meth:`~ftagent.failover.IdentitySwapper.follow`), giving it :meth:`LeaseKeeper.claim_successor` to
+claim the successor's lease before the identity is swapped.
 """
 
 from __future__ import annotations
@@ -28,30 +32,34 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ftagent.errors import FailoverError, FtagentError
+from ftagent.errors import FailoverError, FailoverRequired, FtagentError
 from ftagent.lease.backend import Grant, LeaseBackend, LeaseRefused
 from ftagent.lease.clock import Clock
 from ftagent.lease.settings import LeaseSettings
 from ftagent.lease.states import DONE, HOLDING, LeaseLost, LeaseState
 
 if TYPE_CHECKING:
+    from ftagent.failover import LeaseClaim
     from ftagent.lease.fencing import FenceReport
 
-__all__ = ["Fencer", "LeaseKeeper"]
+__all__ = ["Fencer", "FollowFailover", "LeaseKeeper"]
 
 logger = logging.getLogger(__name__)
 
 Fencer = Callable[[str], "FenceReport | None"]
+#: ``follow(answer, claim)``: validate a failover answer, call ``claim(from, to, consumer)``, then swap.
+FollowFailover = Callable[[FailoverRequired, "LeaseClaim"], object]
 
 
 class LeaseKeeper:
-    """The state machine.  Thread-safe: the heartbeat loop calls :meth:`step`, a guard thread
-    calls :meth:`check_deadline`, and the connection's failover handler calls :meth:`claim_successor`.
+    """The state machine.  Thread-safe: the heartbeat loop calls :meth:`step` (and :meth:`release`),
+    a guard thread calls :meth:`check_deadline`.
 
     ``backend`` carries the lease calls (:class:`~ftagent.lease.backend.LeaseBackend`).
 
-    ``fence(reason)`` runs the fencing ladder; ``on_change(keeper, durable)`` persists the status.
-    Network I/O is never done while holding the lock.
+    ``fence(reason)`` runs the fencing ladder; ``on_change(keeper, durable)`` persists the status;
+    ``follow`` follows a failover answer (without it, one is a failed call).  Network I/O is never
+    done while holding the lock.
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class LeaseKeeper:
         clock: Clock,
         fence: Fencer,
         on_change: Callable[[LeaseKeeper, bool], None] | None = None,
+        follow: FollowFailover | None = None,
         request_timeout: float = 30.0,
         generation: int | None = None,
         deadline: float | None = None,
@@ -75,6 +84,7 @@ class LeaseKeeper:
         self.clock = clock
         self._fence = fence
         self._on_change = on_change
+        self._follow = follow
         self.request_timeout = request_timeout
         self.enabled = settings.enabled
         self._lock = threading.RLock()
@@ -87,7 +97,6 @@ class LeaseKeeper:
         self.reason: str | None = None
         self.fence_report: dict[str, Any] | None = None
         self.suppressed: list[str] = []
-        self._handover_generation: int | None = None
         if generation is not None and deadline is not None and deadline > clock.now():
             # Carried over from an earlier run (``--once``): still ours until the deadline.
             self._state, self.generation, self.deadline, self.held_by = LeaseState.HELD, generation, deadline, holder
@@ -219,8 +228,6 @@ class LeaseKeeper:
             expired = self._state in HOLDING and self.deadline is not None and now >= self.deadline
             holding = self._state in HOLDING
             generation = self.generation if holding else None
-            if not expired:
-                self._handover_generation = None
             consumer = self.consumer
             timeout = self._timeout(now)
         if expired:
@@ -231,6 +238,8 @@ class LeaseKeeper:
                 granted = self.backend.grant(consumer, self.holder, timeout)
             else:
                 granted = self.backend.renew(consumer, self.holder, generation, timeout)
+        except FailoverRequired as answer:
+            self._on_failover(answer)
         except LeaseLost as exc:
             self.fence_now(str(exc))
         except LeaseRefused as exc:
@@ -248,8 +257,6 @@ class LeaseKeeper:
             generation = granted.generation
             holder = granted.holder
             new_deadline = self._start(granted, sent) + self.lifetime
-            if self.deadline is not None and self._handover_generation is not None:
-                new_deadline = max(new_deadline, self.deadline)
             self.held_by = holder
             if holder != self.holder or generation is None:
                 reason = f"the {self.backend.name} backend granted the lease to {holder!r}, not to us"
@@ -288,13 +295,6 @@ class LeaseKeeper:
             if self._state in DONE:
                 return
             self.held_by = holder
-            if (self._handover_generation is not None and holder == self.holder
-                    and generation == self._handover_generation and not exc.expired):
-                # The connection retried our renewal after a failover with the old token: the
-                # handover claim already renewed the lease, so this refusal is our own doing.
-                self.renewals += 1
-                self._changed(False)
-                return
             if not (was_holding or self._state in HOLDING):
                 self.failures = 0
                 self.reason = f"held by {holder} (generation {generation})"
@@ -319,13 +319,27 @@ class LeaseKeeper:
                 self.reason = f"acquisition failed: {exc}"
                 self._changed(False)
 
-    def claim_successor(self, from_uuid: str, to_uuid: str, consumer: Mapping[str, Any]) -> None:
-        """The ``lease_claim`` hook of :class:`ftagent.failover.IdentitySwapper`.
+    def _on_failover(self, answer: FailoverRequired) -> None:
+        """A call was answered with a failover: follow it (the successor's lease is claimed through
+        :meth:`claim_successor` before the identity is swapped).  The claim renews the lease, so the
+        call is not repeated; a refused or failed one is handled as the call's own outcome."""
+        if self._follow is None:
+            self._on_failure(FailoverError(f"the server answered with a failover to {answer.to_uuid}, which this "
+                                           "agent cannot follow", from_uuid=answer.from_uuid, to_uuid=answer.to_uuid))
+            return
+        try:
+            self._follow(answer, self.claim_successor)
+        except LeaseLost as exc:
+            self.fence_now(str(exc))  # a no-op when the refused claim fenced already
+        except FtagentError as exc:
+            self._on_failure(exc)  # nothing swapped; the next renewal gets the answer again
 
-        Claims the successor's lease as the same holder (a handover on the server) before the
-        identity is swapped.  A 409 means another instance is live: fence and raise
-        :class:`LeaseLost` so that nothing is swapped.  Other failures raise too (nothing swapped;
-        the next renewal retries).
+    def claim_successor(self, from_uuid: str, to_uuid: str, consumer: Mapping[str, Any]) -> None:
+        """Claim a failover successor's lease as the same holder (a handover on the server) before
+        the identity is swapped (a :data:`ftagent.failover.LeaseClaim`).
+
+        A refusal means another instance is live: fence and raise :class:`LeaseLost` so that nothing
+        is swapped.  Other failures raise too (nothing swapped; the next renewal retries).
         """
         with self._lock:
             if self._state in DONE:
@@ -375,7 +389,6 @@ class LeaseKeeper:
                 self.consumer = to_uuid
                 self.held_by = self.holder
                 self.renewals += 1
-                self._handover_generation = generation
                 self._enter(LeaseState.HELD, f"handover to successor {to_uuid} (generation {generation})")
                 return
         self.fence_now(reason)

@@ -110,9 +110,10 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     """Validate ``[lease]`` of ``config`` (or a raw mapping); errors name file, section and key."""
     if raw is None:
         raw = config.lease if config is not None else {}
-    if config is not None and config.path is not None:
-        file = file or str(config.path)
-        base = base or config.path.resolve().parent
+    if config is not None:
+        file = file or config.where
+        if config.path is not None:
+            base = base or config.path.resolve().parent
     where = file or "the configuration"
 
     def err(key: str, message: str) -> ConfigError:

@@ -4,8 +4,8 @@ Each backend is one module here implementing :class:`ftagent.lease.backend.Lease
 
 - ``server``  (:mod:`.server`, the default): ftmock's lease API, ``POST``/``DELETE
   /consumers/{uuid}/lease`` over the agent's mutual-TLS identity.  Generation = the server's
-  counter; a failover (HTTP 308) is applied through the identity swapper, whose ``lease_claim`` hook
-  calls :meth:`~ftagent.lease.backend.LeaseBackend.handover`.
+  counter; a renewal answered with a failover raises it to the state machine, which follows it and
+  claims the successor's lease with :meth:`~ftagent.lease.backend.LeaseBackend.handover`.
 - ``etcd`` (:mod:`.etcd`): one key per FT group ``{prefix}/{org}/{virt.uuid}`` in an etcd v3
   cluster, over etcd's JSON gateway; grant = a transaction "create the key if absent, on a fresh
   etcd lease of ``ttl``", renew = keep-alive (refused when the key's create revision is not
@@ -71,18 +71,18 @@ def parse_backend_options(backend: str, raw: Mapping[str, str], err: Callable[[s
 
 
 def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStore, *,
-                 full_connection: Callable[[], Connection] | None = None) -> LeaseBackend:
+                 connection: Callable[[], Connection] | None = None) -> LeaseBackend:
     """The backend ``settings.backend`` names, ready for the state machine.
 
-    ``full_connection`` makes the ``requests``-based connection with the failover handler (the
-    heartbeat's); without it (a one-shot command's claim) a nested failover answer is an error.
+    ``connection`` makes the connection to ``[server]`` as this identity, for a backend that uses
+    it (the heartbeat shares its own); without it such a backend makes its own.
     """
     from ftagent.errors import ConfigError
 
     if settings.backend == "server":
         from ftagent.lease.backends.server import open_server_backend
 
-        return open_server_backend(config, settings, identity, full_connection=full_connection)
+        return open_server_backend(config, settings, identity, connection=connection)
     if settings.backend == "etcd":
         from ftagent.lease.backends.etcd import open_etcd_backend
 

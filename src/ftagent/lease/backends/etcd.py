@@ -19,8 +19,9 @@ etcd lets another instance create the key only after it expired our etcd lease, 
 keep-alive's *send* time + ``ttl`` - ``margin``.  A leader change makes the new leader extend every
 lease by its full ttl, which only delays a takeover.
 
-Transport: etcd's JSON gateway (``/v3/...``, etcd 3.4 and later) over :class:`LightClient`
-(``http.client`` + ``ssl``, the server backend's renewal client): one keep-alive connection, TLS with
+Transport: etcd's JSON gateway (``/v3/...``, etcd 3.4 and later) over
+:class:`~ftagent.light_transport.LightTransport` (``http.client`` + ``ssl``, the server backend's
+renewal transport): one keep-alive connection, TLS with
 an optional client certificate, a timeout on every socket operation, and no third-party package, so
 the heartbeat stays small (``requests`` alone costs about 6 MB of RSS in the heartbeat).  A call goes
 to the member that answered last and moves to the next member on a connection failure, a timeout
@@ -30,6 +31,7 @@ or an "unavailable" answer, within the call's own time budget.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import math
 import time
@@ -40,12 +42,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from ftagent.errors import ConfigError, ConnectionFailed, FtagentError
+from ftagent.facts import collect_facts
 from ftagent.lease.backend import Grant, LeaseRefused
+from ftagent.light_transport import LightTransport
 
 if TYPE_CHECKING:
     from ftagent.config import Config
     from ftagent.identity import IdentityStore
-    from ftagent.lease.backends.server import LightClient
     from ftagent.lease.settings import LeaseSettings
 
 __all__ = ["DEFAULT_PREFIX", "KEYS", "EtcdBackend", "EtcdGateway", "EtcdSettings", "lease_key",
@@ -169,13 +172,11 @@ class EtcdGateway:
     """
 
     def __init__(self, settings: EtcdSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
-        from ftagent.lease.backends.server import LightClient
-
         self.settings = settings
         self.clock = clock
-        self.clients: list[LightClient] = [
-            LightClient(url, ca_cert=settings.ca_cert, insecure=False, cert_file=settings.cert,
-                        key_file=settings.key, user_agent="ftagent-heartbeat-etcd")
+        self.clients: list[LightTransport] = [
+            LightTransport(url, ca_cert=settings.ca_cert, insecure=False, cert_file=settings.cert,
+                           key_file=settings.key, user_agent="ftagent-heartbeat-etcd")
             for url in settings.endpoints]
         self.current = 0
         self.calls = 0
@@ -184,10 +185,9 @@ class EtcdGateway:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self._token} if self._token else {}
 
-    def _authenticate(self, client: LightClient, timeout: float) -> None:
-        status, data = client.request("POST", "v3/auth/authenticate",
-                                      {"name": self.settings.username, "password": self.settings.password},
-                                      timeout)
+    def _authenticate(self, client: LightTransport, timeout: float) -> None:
+        status, data = _post(client, "v3/auth/authenticate",
+                             {"name": self.settings.username, "password": self.settings.password}, timeout)
         token = data.get("token") if isinstance(data, dict) else None
         if status != 200 or not isinstance(token, str):
             raise EtcdError(f"etcd authentication as {self.settings.username!r} failed: {_message(data, status)}")
@@ -219,7 +219,7 @@ class EtcdGateway:
             return result
         raise EtcdError("no etcd member answered in time: " + ("; ".join(errors) or f"{timeout:.2f} s spent"))
 
-    def _call_one(self, client: LightClient, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+    def _call_one(self, client: LightTransport, path: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         started = self.clock()
         if self.settings.username and self._token is None:
             self._authenticate(client, timeout)
@@ -228,7 +228,7 @@ class EtcdGateway:
             if left <= 0.01:
                 raise EtcdError(f"timed out after {timeout:.2f} s")
             self.calls += 1
-            status, data = client.request("POST", f"v3/{path}", dict(body), left, self._headers())
+            status, data = _post(client, f"v3/{path}", body, left, self._headers())
             if status == 200 and isinstance(data, dict):
                 error = data.get("error")
                 if isinstance(error, dict):  # a streaming call's error ({"error": {...}})
@@ -249,6 +249,14 @@ class EtcdGateway:
     def close(self) -> None:
         for client in self.clients:
             client.close()
+
+
+def _post(client: LightTransport, path: str, body: Mapping[str, Any], timeout: float,
+          headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    """``POST`` a JSON body to the gateway; the status and the decoded answer (``None`` if not JSON)."""
+    answer = client.send("POST", path, body=json.dumps(dict(body)).encode(),
+                         headers={"Content-Type": "application/json", **(headers or {})}, timeout=timeout)
+    return answer.status, answer.json()
 
 
 class _Rejected(FtagentError):
@@ -437,8 +445,6 @@ def _refused(key: str, state: KeyState | None, generation: int) -> LeaseRefused:
 
 def open_etcd_backend(config: Config, settings: LeaseSettings, identity: IdentityStore) -> EtcdBackend:
     """The backend for ``[lease] backend = etcd``: the key of this guest's FT group on the configured cluster."""
-    from ftagent.facts import collect_facts
-
     options = settings.backend_options
     if not isinstance(options, EtcdSettings):
         raise ConfigError("backend etcd is not configured", section="lease", key="etcd_endpoints")
