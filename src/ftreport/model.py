@@ -58,16 +58,22 @@ FACT_CLUSTER = "hypervisor.cluster"
 FACT_SYSTEM_UUID = "dmi.system.uuid"
 
 
-def ft_attributes(instance_uuid: str, vsphere_role: int, instance_uuids: Sequence[str]) -> dict[str, Any]:
+def ft_attributes(instance_uuid: str, vsphere_role: int, instance_uuids: Sequence[str],
+                  state: str | None = None) -> dict[str, Any]:
     """The FT attributes of one guest instance.
 
     vSphere numbers roles from 1 (1 = primary); the report numbers them from 0 (0 = primary).
+    ``state`` is vSphere's ``runtime.faultToleranceState`` (``running``, ``needSecondary``,
+    ``starting``...), sent as ``faultToleranceState`` when the source knows it.
     """
-    return {
+    attrs: dict[str, Any] = {
         "instanceUUID": instance_uuid,
         "ftinfo.role": str(vsphere_role - 1),
         "ftinfo.instanceUUIDs": list(instance_uuids),
     }
+    if state:
+        attrs["faultToleranceState"] = state
+    return attrs
 
 
 @dataclass(frozen=True)

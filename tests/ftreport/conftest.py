@@ -132,8 +132,32 @@ class Vcsim:
     def state(self, all_objects: bool = False) -> dict[str, Any]:
         return dict(self._call("GET", "/state" + ("?all=1" if all_objects else "")))
 
-    def failover(self, group: str = "0") -> dict[str, Any]:
-        return dict(self._call("POST", f"/failover?group={group}"))
+    def failover(self, group: str = "0", *, secondary: str = "now") -> dict[str, Any]:
+        """Fail the group's primary over to its backup; with ``secondary="later"`` no new backup is
+        made (the group is left in ``needSecondary`` until :meth:`add_secondary`)."""
+        return dict(self._call("POST", f"/failover?group={group}&secondary={secondary}"))
+
+    def add_secondary(self, group: str = "0", state: str = "starting") -> dict[str, Any]:
+        """A new secondary for a group that lost one (``group="*"``: for every such group)."""
+        return dict(self._call("POST", f"/secondary?group={group}&state={state}"))
+
+    def set_ft_state(self, group: str, state: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/ftstate?group={group}&state={state}"))
+
+    def remove_secondary(self, group: str = "0") -> dict[str, Any]:
+        return dict(self._call("POST", f"/secondary/remove?group={group}"))
+
+    def ft_off(self, group: str = "0") -> dict[str, Any]:
+        """Turn FT off: the secondaries are deleted, the primary runs on as a plain VM."""
+        return dict(self._call("POST", f"/ft/off?group={group}"))
+
+    def destroy(self, vm_or_group: str) -> dict[str, Any]:
+        """Delete a VM (every instance of it, for an FT VM)."""
+        return dict(self._call("POST", f"/destroy?vm={vm_or_group}"))
+
+    def fail_host(self, host: str) -> list[str]:
+        """Fail a host; returns the UUIDs of the FT groups that now need a secondary."""
+        return list(self._call("POST", f"/host/fail?host={host}")["needSecondary"])
 
     def power(self, vm: str, state: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/power?vm={vm}&state={state}"))

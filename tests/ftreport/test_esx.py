@@ -80,6 +80,9 @@ def test_print_reports_hosts_guests_and_ft_attributes(vcsim_session: Vcsim, tmp_
             "hypervisor": backup["hostUuid"], "role": "1", "guestId": group["uuid"], "state": 1,
             "instances": [primary["instanceUuid"], backup["instanceUuid"]]}
         assert primary["hostUuid"] != backup["hostUuid"]
+    # vSphere's runtime.faultToleranceState, collected in the same filter, travels with the FT info.
+    assert {g["attributes"].get("faultToleranceState") for hv in hvs for g in hv["guestIds"]
+            if "instanceUUID" in g["attributes"]} == {"running"}
     non_ft = [g for hv in hvs for g in hv["guestIds"] if "instanceUUID" not in g["attributes"]]
     assert len(non_ft) == 8
     assert all(g["attributes"] == {"virtWhoType": "esx", "active": 1} and g["state"] == 1 for g in non_ft)

@@ -209,6 +209,9 @@ def test_collect_is_identical_with_both_decoders_and_in_pages(vcsim_session: Vcs
         assert list(iter_pages(session_pager, "ContinueRetrievePropertiesEx")) == [4, 4, 4, 4, 1]
     assert len(set(bodies.values())) == 1
     assert len(json.loads(bodies["stream", "whole"])["hypervisors"]) == 7
+    # Both decoders carry the FT state of the 2 groups' 4 instances (and no other VM's).
+    states = _ft_states(json.loads(bodies["stream", "whole"]))
+    assert sorted(state for _role, state in states.values()) == ["running"] * 4
     # The simulator writes vCenter's regular shape: every object, whole or in pages, was scanned.
     assert caplog.text.count("21 objects retrieved, 21 of them read by the regular-shape scanner") == 2
 
@@ -304,6 +307,42 @@ def test_watch_is_identical_with_both_decoders_through_changes(vcsim: Vcsim, pag
         # The stream decoder's update sets were read by the scanner, every object of them.
         counts = re.findall(r"(\d+) object updates, (\d+) of them read by the regular-shape scanner", caplog.text)
         assert len(counts) >= 4 and all(changed == scanned for changed, scanned in counts)
+    finally:
+        for w in watchers:
+            w.close()
+
+
+def _ft_states(body: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """instanceUUID -> (role, faultToleranceState) of a report body's FT guests."""
+    return {g["attributes"]["instanceUUID"]: (g["attributes"]["ftinfo.role"],
+                                              g["attributes"].get("faultToleranceState"))
+            for hv in body["hypervisors"] for g in hv["guestIds"] if "instanceUUID" in g["attributes"]}
+
+
+def test_fault_tolerance_state_through_a_failover_with_both_decoders(vcsim: Vcsim) -> None:
+    """vSphere's runtime.faultToleranceState arrives with the FT info, in the same filter, through
+    both decoders: running, needSecondary once the primary is lost, starting while a new secondary
+    is made, running again; after FT is turned off the VM is a plain guest again."""
+    ca = vcsim.tls.ca_path
+    watchers = [_Watcher(EsxSource(_config(vcsim.url, ca, decoder=d))) for d in ("stream", "pyvmomi")]
+    try:
+        a, b = vcsim.state()["ft"][0]["instances"]
+        a_id, b_id = a["instanceUuid"], b["instanceUuid"]
+        _wait_same(watchers, lambda body: _ft_states(body) == {a_id: ("0", "running"), b_id: ("1", "running")},
+                   "running")
+        vcsim.failover(secondary="later")
+        _wait_same(watchers, lambda body: _ft_states(body) == {b_id: ("0", "needSecondary")}, "needSecondary")
+        new_id = vcsim.add_secondary()["ft"][0]["instances"][1]["instanceUuid"]
+        assert new_id not in (a_id, b_id)
+        _wait_same(watchers, lambda body: _ft_states(body) == {b_id: ("0", "starting"), new_id: ("1", "starting")},
+                   "starting")
+        vcsim.set_ft_state("0", "running")
+        _wait_same(watchers, lambda body: _ft_states(body) == {b_id: ("0", "running"), new_id: ("1", "running")},
+                   "running again")
+        vcsim.ft_off()
+        body = _wait_same(watchers, lambda body: not _ft_states(body), "FT off")
+        plain = [g for hv in body["hypervisors"] for g in hv["guestIds"] if g["guestId"] == b["uuid"]]
+        assert [g["attributes"] for g in plain] == [{"virtWhoType": "esx", "active": 1}]
     finally:
         for w in watchers:
             w.close()

@@ -3,6 +3,12 @@
 // loopback through which tests change the inventory at run time (FT failover, power
 // state, moving a VM to another host) or end every client session (as when they expire).
 //
+// Every VM has vSphere's runtime.faultToleranceState: notConfigured outside FT groups, and
+// for a group's instances the group's state, which goes through a failover as vSphere's does:
+// running -> needSecondary (the primary was lost and no secondary runs yet) -> starting (a new
+// secondary is being made) -> running. A lost instance's VM object is kept without a host (so
+// no client reports it) and becomes the next new secondary.
+//
 // Every run-time change goes through simulator.Map.Update with leaf property paths
 // (for example "config.ftInfo.role"), inside simulator.Map.WithLock, so that clients
 // waiting in WaitForUpdatesEx on those leaf paths see it.
@@ -40,10 +46,13 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// ftGroup is one FT VM: its instances in vSphere's order (primary first).
+// ftGroup is one FT VM: its instances in vSphere's order (primary first), the VM objects of
+// instances it lost (hidden: no host), and its runtime.faultToleranceState.
 type ftGroup struct {
 	UUID      string
 	Instances []*simulator.VirtualMachine
+	lost      []*simulator.VirtualMachine
+	State     types.VirtualMachineFaultToleranceState
 }
 
 type controller struct {
@@ -63,6 +72,7 @@ type vmState struct {
 	PowerState      string   `json:"powerState"`
 	FtRole          int32    `json:"ftRole,omitempty"`
 	FtInstanceUUIDs []string `json:"ftInstanceUuids,omitempty"`
+	FtState         string   `json:"ftState"`
 }
 
 type hostState struct {
@@ -86,6 +96,7 @@ func describeVM(vm *simulator.VirtualMachine) vmState {
 		UUID:         vm.Config.Uuid,
 		InstanceUUID: vm.Config.InstanceUuid,
 		PowerState:   string(vm.Runtime.PowerState),
+		FtState:      string(vm.Runtime.FaultToleranceState),
 	}
 	if h := hostOf(vm); h != nil {
 		s.Host = h.Self.Value
@@ -148,14 +159,59 @@ func update(obj mo.Reference, set func(), changes []types.PropertyChange) {
 	})
 }
 
-func setFt(vm *simulator.VirtualMachine, role int32, instances []string) {
+func setFt(vm *simulator.VirtualMachine, role int32, instances []string, state types.VirtualMachineFaultToleranceState) {
 	ids := append([]string(nil), instances...)
 	update(vm, func() {
 		vm.Config.FtInfo = &types.FaultToleranceConfigInfo{Role: role, InstanceUuids: ids}
 	}, []types.PropertyChange{
 		{Name: "config.ftInfo.role", Val: role},
 		{Name: "config.ftInfo.instanceUuids", Val: ids},
+		{Name: "runtime.faultToleranceState", Val: state},
 	})
+}
+
+// clearFt ends a VM's FT configuration (FT turned off): no ftInfo, state notConfigured.
+func clearFt(vm *simulator.VirtualMachine) {
+	update(vm, func() {
+		vm.Config.FtInfo = nil
+	}, []types.PropertyChange{
+		{Name: "config.ftInfo.role", Val: nil},
+		{Name: "config.ftInfo.instanceUuids", Val: nil},
+		{Name: "runtime.faultToleranceState", Val: types.VirtualMachineFaultToleranceStateNotConfigured},
+	})
+}
+
+// hide takes a lost instance's VM object off its host: with no runtime.host no client reports
+// it, as the instance of a failed host is gone.
+func hide(vm *simulator.VirtualMachine) {
+	from := hostOf(vm)
+	update(vm, func() {
+		vm.Config.FtInfo = nil
+	}, []types.PropertyChange{
+		{Name: "runtime.host", Val: nil},
+		{Name: "summary.runtime.host", Val: nil},
+		{Name: "config.ftInfo.role", Val: nil},
+		{Name: "config.ftInfo.instanceUuids", Val: nil},
+		{Name: "runtime.faultToleranceState", Val: types.VirtualMachineFaultToleranceStateNotConfigured},
+	})
+	relist(vm, from, nil)
+}
+
+// destroy removes a VM from the inventory as Destroy_Task does: from its host, resource pool and
+// folder, then from the registry (clients watching get a leave update).
+func destroy(vm *simulator.VirtualMachine) {
+	relist(vm, hostOf(vm), nil)
+	if vm.ResourcePool != nil {
+		if pool, ok := simulator.Map.Get(*vm.ResourcePool).(*simulator.ResourcePool); ok {
+			simulator.Map.RemoveReference(pool, &pool.Vm, vm.Self)
+		}
+	}
+	if vm.Parent != nil {
+		if folder, ok := simulator.Map.Get(*vm.Parent).(*simulator.Folder); ok {
+			simulator.Map.RemoveReference(folder, &folder.ChildEntity, vm.Self)
+		}
+	}
+	simulator.Map.Remove(vm.Self)
 }
 
 func moveVM(vm *simulator.VirtualMachine, host *simulator.HostSystem) {
@@ -272,9 +328,11 @@ func (c *controller) makePairs(n int) error {
 		}
 		setUUID(backup, primary.Config.Uuid)
 		ids := []string{primary.Config.InstanceUuid, backup.Config.InstanceUuid}
-		setFt(primary, 1, ids)
-		setFt(backup, 2, ids)
-		c.groups = append(c.groups, &ftGroup{UUID: primary.Config.Uuid, Instances: []*simulator.VirtualMachine{primary, backup}})
+		running := types.VirtualMachineFaultToleranceStateRunning
+		setFt(primary, 1, ids, running)
+		setFt(backup, 2, ids, running)
+		c.groups = append(c.groups, &ftGroup{UUID: primary.Config.Uuid, State: running,
+			Instances: []*simulator.VirtualMachine{primary, backup}})
 	}
 	return nil
 }
@@ -293,15 +351,20 @@ func (c *controller) group(key string) *ftGroup {
 	return nil
 }
 
-// failover makes the first backup the primary; the failed primary is replaced by a
-// new backup instance (new instanceUuid) on a host that runs no other instance.
-func (c *controller) failover(g *ftGroup, target string) error {
+// failover makes the first backup the primary. The failed primary is replaced at once by a new
+// backup instance (new instanceUuid) on a host that runs no other instance, the group staying
+// "running"; or, with later, it is lost: the group runs unprotected ("needSecondary") until
+// addSecondary makes a new secondary.
+func (c *controller) failover(g *ftGroup, target string, later bool) error {
 	if len(g.Instances) < 2 {
 		return fmt.Errorf("group %s has no backup", g.UUID)
 	}
+	if later {
+		c.lose(g, g.Instances[0])
+		return nil
+	}
 	old := g.Instances[0]
 	rest := g.Instances[1:]
-	c.serial++
 	var host *simulator.HostSystem
 	if target != "" {
 		host = findHost(target)
@@ -314,7 +377,7 @@ func (c *controller) failover(g *ftGroup, target string) error {
 	if host == nil {
 		return fmt.Errorf("no free host for a new backup")
 	}
-	newID := uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("%s/failover/%d", old.Config.InstanceUuid, c.serial))).String()
+	newID := c.newInstanceID(old)
 	g.Instances = append(append([]*simulator.VirtualMachine(nil), rest...), old)
 	ids := make([]string, 0, len(g.Instances))
 	for _, vm := range g.Instances[:len(g.Instances)-1] {
@@ -322,6 +385,9 @@ func (c *controller) failover(g *ftGroup, target string) error {
 	}
 	ids = append(ids, newID)
 	oldHost := hostOf(old)
+	// The group stays protected through an immediate failover: the state changes only if it was not running.
+	stateChanged := g.State != types.VirtualMachineFaultToleranceStateRunning
+	g.State = types.VirtualMachineFaultToleranceStateRunning
 	// One update per VM, so a client sees each instance change as a whole.
 	for i, vm := range g.Instances {
 		vm := vm
@@ -330,6 +396,9 @@ func (c *controller) failover(g *ftGroup, target string) error {
 		changes := []types.PropertyChange{
 			{Name: "config.ftInfo.role", Val: role},
 			{Name: "config.ftInfo.instanceUuids", Val: ft},
+		}
+		if stateChanged {
+			changes = append(changes, types.PropertyChange{Name: "runtime.faultToleranceState", Val: g.State})
 		}
 		ref := host.Self
 		if vm == old {
@@ -343,6 +412,7 @@ func (c *controller) failover(g *ftGroup, target string) error {
 		}
 		update(vm, func() {
 			vm.Config.FtInfo = &types.FaultToleranceConfigInfo{Role: role, InstanceUuids: ft}
+			vm.Runtime.FaultToleranceState = g.State
 			if vm == old {
 				vm.Runtime.Host = &ref
 				vm.Summary.Runtime.Host = &ref
@@ -353,6 +423,135 @@ func (c *controller) failover(g *ftGroup, target string) error {
 	}
 	relist(old, oldHost, host)
 	return nil
+}
+
+func (c *controller) newInstanceID(vm *simulator.VirtualMachine) string {
+	c.serial++
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("%s/failover/%d", vm.Config.InstanceUuid, c.serial))).String()
+}
+
+// retag gives the group's instances their roles (in order, from 1), the group's instance UUIDs
+// and its state, one update per VM.
+func (g *ftGroup) retag() {
+	ids := make([]string, 0, len(g.Instances))
+	for _, vm := range g.Instances {
+		ids = append(ids, vm.Config.InstanceUuid)
+	}
+	for i, vm := range g.Instances {
+		setFt(vm, int32(i+1), ids, g.State)
+	}
+}
+
+// lose takes one instance out of the group as a host failure would: the instance is gone, the
+// first remaining one is primary, and the group needs a secondary.
+func (c *controller) lose(g *ftGroup, vm *simulator.VirtualMachine) {
+	var kept []*simulator.VirtualMachine
+	for _, inst := range g.Instances {
+		if inst != vm {
+			kept = append(kept, inst)
+		}
+	}
+	g.Instances = kept
+	g.lost = append(g.lost, vm)
+	hide(vm)
+	g.State = types.VirtualMachineFaultToleranceStateNeedSecondary
+	g.retag()
+}
+
+// addSecondary makes a new secondary for a group that lost one, on host target (default: a host
+// running no instance of the group), reusing a lost instance's VM object with a new instanceUuid.
+// The group's state becomes state (vSphere's "starting" while the secondary catches up).
+func (c *controller) addSecondary(g *ftGroup, target string, state types.VirtualMachineFaultToleranceState) error {
+	if len(g.lost) == 0 {
+		return fmt.Errorf("group %s has lost no instance", g.UUID)
+	}
+	var host *simulator.HostSystem
+	if target != "" {
+		if host = findHost(target); host == nil {
+			return fmt.Errorf("no host %q", target)
+		}
+	} else if host = otherHost(g.Instances...); host == nil {
+		return fmt.Errorf("no free host for a new secondary")
+	}
+	vm := g.lost[0]
+	g.lost = g.lost[1:]
+	newID := c.newInstanceID(vm)
+	ref := host.Self
+	update(vm, func() {
+		vm.Runtime.Host = &ref
+		vm.Summary.Runtime.Host = &ref
+		vm.Config.InstanceUuid = newID
+		vm.Summary.Config.InstanceUuid = newID
+	}, []types.PropertyChange{
+		{Name: "runtime.host", Val: ref},
+		{Name: "summary.runtime.host", Val: ref},
+		{Name: "config.instanceUuid", Val: newID},
+		{Name: "summary.config.instanceUuid", Val: newID},
+	})
+	relist(vm, nil, host)
+	g.Instances = append(g.Instances, vm)
+	g.State = state
+	g.retag()
+	return nil
+}
+
+// hostFail fails a host: every group with an instance there loses it (a primary there fails
+// over to its first backup). It returns the UUIDs of the groups that now need a secondary.
+func (c *controller) hostFail(host *simulator.HostSystem) []string {
+	hit := []string{}
+	for _, g := range c.groups {
+		var lost []*simulator.VirtualMachine
+		for _, vm := range g.Instances {
+			if h := hostOf(vm); h != nil && h.Self == host.Self {
+				lost = append(lost, vm)
+			}
+		}
+		if len(lost) == 0 {
+			continue
+		}
+		for _, vm := range lost {
+			c.lose(g, vm)
+		}
+		hit = append(hit, g.UUID)
+	}
+	return hit
+}
+
+// ftOff turns FT off for a group: its secondaries are deleted, the primary stays as a plain VM.
+func (c *controller) ftOff(g *ftGroup) {
+	for _, vm := range append(g.Instances[1:], g.lost...) {
+		destroy(vm)
+	}
+	clearFt(g.Instances[0])
+	c.forget(g)
+}
+
+// removeSecondaries deletes a group's secondaries: the primary runs on alone, needing one.
+func (c *controller) removeSecondaries(g *ftGroup) {
+	for _, vm := range g.Instances[1:] {
+		destroy(vm)
+	}
+	g.Instances = g.Instances[:1]
+	g.State = types.VirtualMachineFaultToleranceStateNeedSecondary
+	g.retag()
+}
+
+// destroyGroup deletes an FT VM: every instance.
+func (c *controller) destroyGroup(g *ftGroup) {
+	for _, vm := range append(g.Instances, g.lost...) {
+		destroy(vm)
+	}
+	c.forget(g)
+}
+
+func (c *controller) forget(g *ftGroup) {
+	var kept []*ftGroup
+	for _, other := range c.groups {
+		if other != g {
+			kept = append(kept, other)
+		}
+	}
+	c.groups = kept
 }
 
 // expireSessions ends every current SDK session through the SessionManager's own
@@ -427,7 +626,8 @@ func (c *controller) state(all bool) map[string]interface{} {
 		for _, vm := range g.Instances {
 			inst = append(inst, describeVM(vm))
 		}
-		groups = append(groups, map[string]interface{}{"uuid": g.UUID, "instances": inst})
+		groups = append(groups, map[string]interface{}{"uuid": g.UUID, "instances": inst, "state": g.State,
+			"lost": len(g.lost)})
 	}
 	out := map[string]interface{}{"ft": groups}
 	if all {
@@ -443,6 +643,16 @@ func (c *controller) state(all bool) map[string]interface{} {
 		out["hosts"] = hosts
 	}
 	return out
+}
+
+func knownFtState(s types.VirtualMachineFaultToleranceState) bool {
+	switch s {
+	case types.VirtualMachineFaultToleranceStateNotConfigured, types.VirtualMachineFaultToleranceStateDisabled,
+		types.VirtualMachineFaultToleranceStateEnabled, types.VirtualMachineFaultToleranceStateNeedSecondary,
+		types.VirtualMachineFaultToleranceStateStarting, types.VirtualMachineFaultToleranceStateRunning:
+		return true
+	}
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, code int, v interface{}) {
@@ -463,20 +673,109 @@ func (c *controller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodPost {
-		fail(http.StatusMethodNotAllowed, "use GET /state or POST /failover, /power, /move, /sessions/expire")
+		fail(http.StatusMethodNotAllowed, "use GET /state or POST /failover, /secondary, /secondary/remove, "+
+			"/ftstate, /ft/off, /destroy, /host/fail, /power, /move, /sessions/expire")
 		return
 	}
-	switch r.URL.Path {
-	case "/failover":
+	groupArg := func() *ftGroup {
 		g := c.group(q.Get("group"))
 		if g == nil {
 			fail(http.StatusNotFound, "no FT group %q", q.Get("group"))
+		}
+		return g
+	}
+	switch r.URL.Path {
+	case "/failover":
+		g := groupArg()
+		if g == nil {
 			return
 		}
-		if err := c.failover(g, q.Get("host")); err != nil {
+		if err := c.failover(g, q.Get("host"), q.Get("secondary") == "later"); err != nil {
 			fail(http.StatusConflict, "%v", err)
 			return
 		}
+	case "/secondary":
+		state := types.VirtualMachineFaultToleranceState(q.Get("state"))
+		if state == "" {
+			state = types.VirtualMachineFaultToleranceStateStarting
+		}
+		if !knownFtState(state) {
+			fail(http.StatusBadRequest, "bad FT state %q", state)
+			return
+		}
+		if q.Get("group") == "*" {
+			// Every group that lost an instance gets its secondary back.
+			for _, g := range c.groups {
+				for len(g.lost) > 0 {
+					if err := c.addSecondary(g, "", state); err != nil {
+						fail(http.StatusConflict, "%v", err)
+						return
+					}
+				}
+			}
+			break
+		}
+		g := groupArg()
+		if g == nil {
+			return
+		}
+		if err := c.addSecondary(g, q.Get("host"), state); err != nil {
+			fail(http.StatusConflict, "%v", err)
+			return
+		}
+	case "/ftstate":
+		g := groupArg()
+		if g == nil {
+			return
+		}
+		state := types.VirtualMachineFaultToleranceState(q.Get("state"))
+		if !knownFtState(state) {
+			fail(http.StatusBadRequest, "bad FT state %q", state)
+			return
+		}
+		g.State = state
+		g.retag()
+	case "/secondary/remove":
+		g := groupArg()
+		if g == nil {
+			return
+		}
+		c.removeSecondaries(g)
+	case "/ft/off":
+		g := groupArg()
+		if g == nil {
+			return
+		}
+		c.ftOff(g)
+	case "/destroy":
+		if q.Get("vm") != "" && c.group(q.Get("vm")) == nil {
+			vm := findVM(q.Get("vm"))
+			if vm == nil {
+				fail(http.StatusNotFound, "no VM %q", q.Get("vm"))
+				return
+			}
+			destroy(vm)
+			break
+		}
+		key := q.Get("group")
+		if key == "" {
+			key = q.Get("vm")
+		}
+		g := c.group(key)
+		if g == nil {
+			fail(http.StatusNotFound, "no FT group or VM %q", key)
+			return
+		}
+		c.destroyGroup(g)
+	case "/host/fail":
+		host := findHost(q.Get("host"))
+		if host == nil {
+			fail(http.StatusNotFound, "no host %q", q.Get("host"))
+			return
+		}
+		hit := c.hostFail(host)
+		writeJSON(w, http.StatusOK, map[string]interface{}{"needSecondary": hit})
+		return
 	case "/power":
 		vm := findVM(q.Get("vm"))
 		if vm == nil {
@@ -517,8 +816,13 @@ func (c *controller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c.state(false))
 }
 
-// personalise gives every host its own DNS host name (vcsim's template says "localhost").
+// personalise gives every host its own DNS host name (vcsim's template says "localhost") and
+// every VM vSphere's FT state of a VM outside FT, which govmomi leaves empty.
 func personalise() {
+	for _, vm := range allVMs() {
+		vm.Runtime.FaultToleranceState = types.VirtualMachineFaultToleranceStateNotConfigured
+		vm.Summary.Runtime.FaultToleranceState = types.VirtualMachineFaultToleranceStateNotConfigured
+	}
 	for _, h := range allHosts() {
 		if h.Config == nil || h.Config.Network == nil || h.Config.Network.DnsConfig == nil {
 			continue

@@ -58,6 +58,8 @@ VM_PROPERTIES = (
     "config.instanceUuid",
     "config.ftInfo.role",
     "config.ftInfo.instanceUuids",
+    # In the same filter as the FT info: the protection state costs no second round trip.
+    "runtime.faultToleranceState",
     "runtime.powerState",
     "runtime.host",
 )

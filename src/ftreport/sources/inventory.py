@@ -70,7 +70,8 @@ def _guest(props: Mapping[str, Any]) -> tuple[str, Guest] | None:
     if role is not None:
         attrs = {"virtWhoType": "esx", "active": active,
                  **ft_attributes(props.get("config.instanceUuid") or "", int(role),
-                                 props.get("config.ftInfo.instanceUuids") or [])}
+                                 props.get("config.ftInfo.instanceUuids") or [],
+                                 props.get("runtime.faultToleranceState"))}
     else:
         attrs = _PLAIN_ATTRIBUTES[active]  # shared: most guests of a big vCenter have these
     return str(host), Guest(uuid, state, attrs)
