@@ -18,8 +18,10 @@ from pathlib import Path
 
 from bench.table import print_table
 from tests.conftest import FtmockServer
-from tests.e2e.conftest import Admin, make_guest, report_config
-from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim
+from tests.e2e.conftest import Admin, report_config, vm_guest
+from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
+from tests.kit.ca import server_tls
+from tests.kit.orgs import new_org
 
 SAMPLES = 5
 
@@ -30,14 +32,14 @@ def main() -> None:
         (tmp / "ftmock").mkdir()
         server = FtmockServer(data_dir=tmp / "ftmock")
         server.start()
-        sim = Vcsim(workdir=tmp / "vcsim", tls=CertAuthority(tmp / "ca"), args=["-cluster", "1", "-host", "8",
+        sim = Vcsim(workdir=tmp / "vcsim", tls=server_tls(tmp / "ca"), args=["-cluster", "1", "-host", "8",
                                                                                  "-vm", "8", "-ft", "1"])
         sim.start()
         daemon = None
         stop = threading.Event()
         try:
             admin = Admin(server)
-            org = admin.new_org()
+            org = new_org(server)
             pool = admin.virt_pool(org)
             group = sim.state()["ft"][0]
             conf = report_config(tmp / "ftreport.conf", server, org,
@@ -55,7 +57,7 @@ def main() -> None:
                     raise RuntimeError("ftreport did not report the FT pair: " + (tmp / "ftreport.log").read_text())
                 time.sleep(0.1)
             admin.entitle_hypervisors(org, pool)
-            guest = make_guest(tmp / "guest", server, group["instances"][0]["uuid"])
+            guest = vm_guest(tmp / "guest", server, group["instances"][0]["uuid"])
             current = guest.json("register", "--org", org, "--username", "admin", "--password",
                                  server.admin_password, "--auto-attach")["uuid"]
             cert = guest.identity_files()[0]
@@ -63,7 +65,7 @@ def main() -> None:
             def cron() -> None:
                 while not stop.is_set():
                     started = time.monotonic()
-                    guest.ftagent("checkin", check=False)
+                    guest.ftagent("checkin")
                     stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
             threading.Thread(target=cron, daemon=True).start()

@@ -33,18 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from tests.conftest import FtmockServer, _start  # noqa: E402
 from tests.ftagent.etcd_cluster import EtcdCluster, KeyWatch  # noqa: E402
-from tests.ftagent.heartbeat_kit import (  # noqa: E402
-    Guest,
-    clone_guest,
-    lease_log,
-    make_guest,
-    overlaps,
-    wait_for,
-    with_signal,
-)
-from tests.ftmock.conftest import new_org  # noqa: E402
+from tests.kit.ftmock import FtmockServer, start_ftmock  # noqa: E402
+from tests.kit.guest import Guest, clone_guest, send_signal  # noqa: E402
+from tests.kit.lease import lease_guest, lease_log, overlaps  # noqa: E402
+from tests.kit.orgs import new_org  # noqa: E402
+from tests.kit.wait import wait_until  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -64,11 +58,11 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
 
 def footprint(server: FtmockServer, tmp: Path, seconds: float, *, title: str = "one agent renewing every second",
               **lease: str) -> None:
-    guest = make_guest(server, tmp / f"foot-{lease.get('backend', 'server')}", new_org(server), "bench-foot",
+    guest = lease_guest(server, tmp / f"foot-{lease.get('backend', 'server')}", new_org(server), "bench-foot",
                        renew_interval="1", ttl="20", margin="5", **lease)
     proc = guest.start()
     try:
-        wait_for(lambda: guest.state() == "HELD", 20, "HELD")
+        wait_until(lambda: guest.state() == "HELD", 20, "HELD")
         time.sleep(2)  # past start-up
         cpu0, _, _ = proc_stats(proc.pid)
         ren0 = guest.status()["renewals"]
@@ -95,7 +89,7 @@ def footprint(server: FtmockServer, tmp: Path, seconds: float, *, title: str = "
 
 
 def _pair(server: FtmockServer, tmp: Path, name: str) -> tuple[Guest, Guest]:
-    a = make_guest(server, tmp / f"{name}-a", new_org(server), f"bench-{name}")
+    a = lease_guest(server, tmp / f"{name}-a", new_org(server), f"bench-{name}")
     b = clone_guest(a, tmp / f"{name}-b")
     return a, b
 
@@ -103,32 +97,32 @@ def _pair(server: FtmockServer, tmp: Path, name: str) -> tuple[Guest, Guest]:
 def server_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]:
     a, b = _pair(server, tmp, f"sp{run}")
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 20, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 20, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by"), 10, "B waiting")
+    wait_until(lambda: b.status().get("held_by"), 10, "B waiting")
     assert server.process is not None
     os.kill(server.process.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: a.state() == "FENCED", 8, "A FENCED")
+        wait_until(lambda: a.state() == "FENCED", 8, "A FENCED")
         time.sleep(0.5)
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
-    wait_for(lambda: b.state() == "HELD", 15, "B HELD")
+    wait_until(lambda: b.state() == "HELD", 15, "B HELD")
     return _measure(server, a, b, pa, pb)
 
 
 def agent_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]:
     a, b = _pair(server, tmp, f"ap{run}")
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 20, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 20, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by"), 10, "B waiting")
+    wait_until(lambda: b.status().get("held_by"), 10, "B waiting")
     renewals = a.status()["renewals"]
-    with_signal(pa, signal.SIGSTOP)
-    wait_for(lambda: b.state() == "HELD", 10, "B HELD")
+    send_signal(pa, signal.SIGSTOP)
+    wait_until(lambda: b.state() == "HELD", 10, "B HELD")
     resumed = time.time()
-    with_signal(pa, signal.SIGCONT)
-    wait_for(lambda: a.state() == "FENCED", 5, "A FENCED")
+    send_signal(pa, signal.SIGCONT)
+    wait_until(lambda: a.state() == "FENCED", 5, "A FENCED")
     result = _measure(server, a, b, pa, pb)
     result["renewed_after_pause"] = float(a.status()["renewals"] != renewals)
     result["fence_after_resume"] = a.fences()[0][0] - resumed
@@ -154,21 +148,21 @@ def etcd_frozen(server: FtmockServer, cluster: EtcdCluster, tmp: Path, run: int)
     """The holder freezes; the standby takes over after etcd expired the holder's etcd lease."""
     from tests.ftagent.test_lease_etcd import PREFIX, check_history, key_of
 
-    a = make_guest(server, tmp / f"ef{run}-a", new_org(server), f"bench-etcd-{run}", backend="etcd",
+    a = lease_guest(server, tmp / f"ef{run}-a", new_org(server), f"bench-etcd-{run}", backend="etcd",
                    etcd_endpoints=cluster.endpoints, etcd_prefix=PREFIX)
     b = clone_guest(a, tmp / f"ef{run}-b")
     watch = KeyWatch(cluster.members[run % len(cluster.members)].url, key_of(a))
     try:
         pa = a.start()
-        wait_for(lambda: a.state() == "HELD", 20, "A HELD")
+        wait_until(lambda: a.state() == "HELD", 20, "A HELD")
         pb = b.start()
-        wait_for(lambda: b.status().get("held_by"), 10, "B waiting")
+        wait_until(lambda: b.status().get("held_by"), 10, "B waiting")
         renewals = a.status()["renewals"]
-        with_signal(pa, signal.SIGSTOP)
+        send_signal(pa, signal.SIGSTOP)
         frozen = time.time()
-        wait_for(lambda: b.state() == "HELD", 15, "B HELD")
-        with_signal(pa, signal.SIGCONT)
-        wait_for(lambda: a.state() == "FENCED", 5, "A FENCED")
+        wait_until(lambda: b.state() == "HELD", 15, "B HELD")
+        send_signal(pa, signal.SIGCONT)
+        wait_until(lambda: a.state() == "FENCED", 5, "A FENCED")
         found = check_history(watch)
         holder_b = b.status()["holder"]
         created_b = next(p.start for p in found if p.holder == holder_b)
@@ -215,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-heartbeat-") as d:
         tmp = Path(d)
-        server = _start(tmp / "srv")
+        server = start_ftmock(tmp / "srv")
         try:
             footprint(server, tmp, args.seconds)
             rows: dict[str, list[dict[str, float]]] = {}

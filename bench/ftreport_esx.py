@@ -22,7 +22,8 @@ import requests
 
 from bench.table import print_table
 from tests.conftest import FtmockServer
-from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim
+from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
+from tests.kit.ca import server_tls
 
 CLUSTERS, HOSTS_PER_CLUSTER, VMS_PER_CLUSTER, FT_PAIRS = 10, 20, 1000, 10
 ROUNDS = 3
@@ -153,7 +154,7 @@ def main() -> None:
         work = Path(tmp)
         env = dict(os.environ, FTREPORT_CONFIG=str(work / "none.conf"), FTREPORT_CONFIG_DIR=str(work / "none.d"))
         env.pop("NOTIFY_SOCKET", None)
-        tls = CertAuthority(work / "ca")
+        tls = server_tls(work / "ca")
         big = Vcsim(work / "big", tls, ["-cluster", str(CLUSTERS), "-host", str(HOSTS_PER_CLUSTER),
                                         "-vm", str(VMS_PER_CLUSTER), "-ft", str(FT_PAIRS)])
         small = Vcsim(work / "small", tls, ["-cluster", "1", "-host", "4", "-vm", "8", "-ft", "3"])

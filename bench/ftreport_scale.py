@@ -38,7 +38,8 @@ from bench.table import print_table
 from ftreport.sources.esx import PROPERTIES
 from ftreport.sources.vimstream import decode_retrieve, filter_spec_xml
 from tests.conftest import FtmockServer
-from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim
+from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
+from tests.kit.ca import TLSFiles, server_tls
 
 CLUSTERS, HOSTS_PER_CLUSTER, FT_PAIRS = 10, 20, 10
 SOURCES = 10
@@ -132,7 +133,7 @@ def _mib(rss: float) -> str:
     return f"{rss:.0f}"  # _measure gives ru_maxrss (KiB) / 1024
 
 
-def _sizes(work: Path, env: dict[str, str], tls: CertAuthority,
+def _sizes(work: Path, env: dict[str, str], tls: TLSFiles,
            server: FtmockServer) -> tuple[list[list[object]], list[list[object]]]:
     """Rows by size, and the failover row measured on the biggest simulator before it stops."""
     rows: list[list[object]] = []
@@ -217,7 +218,7 @@ print(time.monotonic() - started)
 """
 
 
-def _concurrent(work: Path, env: dict[str, str], tls: CertAuthority) -> list[list[object]]:
+def _concurrent(work: Path, env: dict[str, str], tls: TLSFiles) -> list[list[object]]:
     sims = [Vcsim(work / f"multi-{i}", tls, ["-cluster", "1", "-host", str(HOSTS_PER_CLUSTER),
                                              "-vm", str(VMS_PER_SOURCE), "-ft", "2"]) for i in range(SOURCES)]
     try:
@@ -418,7 +419,7 @@ def main() -> None:
         env = dict(os.environ, FTREPORT_CONFIG=str(work / "none.conf"), FTREPORT_CONFIG_DIR=str(work / "none.d"))
         env.pop("NOTIFY_SOCKET", None)
         env.pop("FTREPORT_ESX_DECODER", None)
-        tls = CertAuthority(work / "ca")
+        tls = server_tls(work / "ca")
         (work / "ftmock").mkdir()
         server = FtmockServer(data_dir=work / "ftmock")
         server.start()

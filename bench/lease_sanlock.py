@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bench.ftagent_heartbeat import proc_stats  # noqa: E402
 from bench.table import print_table  # noqa: E402
-from tests.conftest import _start  # noqa: E402
-from tests.ftagent.heartbeat_kit import wait_for  # noqa: E402
 from tests.ftagent.sanlock_kit import SanlockSite  # noqa: E402
-from tests.ftmock.conftest import new_org  # noqa: E402
+from tests.kit.ftmock import start_ftmock  # noqa: E402
+from tests.kit.orgs import new_org  # noqa: E402
+from tests.kit.wait import wait_until  # noqa: E402
 
 _n = iter(range(10_000))
 
@@ -64,7 +64,7 @@ def footprint(server: object, tmp: Path, seconds: float, io_timeout: int) -> Non
     site = new_site(server, tmp, io_timeout)
     try:
         proc = site.start("a")
-        wait_for(lambda: site.guests["a"].state() == "HELD", 60, "HELD")
+        wait_until(lambda: site.guests["a"].state() == "HELD", 60, "HELD")
         time.sleep(2)
         daemon = site.daemons["a"].proc
         assert daemon is not None
@@ -92,9 +92,9 @@ def scenario(server: object, tmp: Path, kind: str, io_timeout: int) -> dict[str,
     a, b = site.guests["a"], site.guests["b"]
     try:
         proc_a = site.start("a")
-        wait_for(lambda: a.state() == "HELD", 60, "a HELD")
+        wait_until(lambda: a.state() == "HELD", 60, "a HELD")
         site.start("b")
-        wait_for(lambda: b.status().get("held_by") == "sanlock host id 1", 60, "b waiting")
+        wait_until(lambda: b.status().get("held_by") == "sanlock host id 1", 60, "b waiting")
         out: dict[str, float] = {}
         t0 = time.time()
         if kind == "release":
@@ -119,7 +119,7 @@ def scenario(server: object, tmp: Path, kind: str, io_timeout: int) -> dict[str,
                 os.kill(proc_a.pid, signal.SIGCONT)
             site.daemons["a"].signal(signal.SIGCONT)
             if kind == "host-frozen":
-                wait_for(lambda: a.fences(), 30, "a fencing on resume")
+                wait_until(lambda: a.fences(), 30, "a fencing on resume")
                 out["fence after resume s"] = a.fences()[0][0] - resumed
         for _ in site.watch(2):
             pass
@@ -141,7 +141,7 @@ def main() -> None:
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     with tempfile.TemporaryDirectory(prefix="bench-sanlock-") as d:
         tmp = Path(d)
-        server = _start(tmp / "srv")
+        server = start_ftmock(tmp / "srv")
         try:
             if not args.no_footprint:
                 footprint(server, tmp, args.seconds, args.io_timeout)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import FtmockServer
+from tests.kit.guest import Guest, make_guest
 
 BIN = Path(sys.executable).parent
 PRODUCT = "RH00001"
@@ -42,11 +40,6 @@ class Admin:
         assert r.status_code < 300, (method, path, r.status_code, r.text)
         return r.json() if r.content else None
 
-    def new_org(self) -> str:
-        key = f"e2e-{uuid.uuid4().hex[:8]}"
-        self.call("POST", "/owners", json={"key": key})
-        return key
-
     def virt_pool(self, org: str) -> str:
         self.call("POST", f"/owners/{org}/products", json={"id": PRODUCT, "name": "RHEL for Virtual Datacenters",
                                                            "attributes": {"virt_limit": "unlimited"}})
@@ -67,69 +60,16 @@ class Admin:
         return sorted(str(e["pool"]["hypervisorId"]) for e in self.call("GET", f"/consumers/{consumer}/entitlements"))
 
 
-@dataclass
-class Guest:
-    """One FT guest's ftagent: configuration, facts and state in a directory."""
-
-    root: Path
-    server: FtmockServer
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"FTAGENT_CONFIG": str(self.root / "ftagent.conf")}
-
-    def ftagent(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run("ftagent", *args, env=self.env, check=check)
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ftagent(*args, "--json").stdout)
-
-    def identity_files(self) -> tuple[Path, Path]:
-        return self.root / "identity" / "cert.pem", self.root / "identity" / "key.pem"
-
-    def entitlement_serials(self) -> set[int]:
-        return {int(p.name.split(".")[0]) for p in (self.root / "entitlements").glob("*.pem")
-                if not p.name.endswith("-key.pem")}
+#: An FT guest's lease in these tests: renewals every second, generous deadlines (the three
+#: programs run together on a loaded machine), a fence that does nothing.
+VM_LEASE = {"renew_interval": "1", "ttl": "20", "margin": "5", "fence_command": "/bin/true"}
 
 
-def make_guest(root: Path, server: FtmockServer, virt_uuid: str, lease: bool = False) -> Guest:
-    for sub in ("facts", "products"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "facts" / "virt.facts").write_text(json.dumps({"virt.uuid": virt_uuid, "virt.is_guest": "true"}))
-    (root / "products" / "rhel.json").write_text(json.dumps({"productId": PRODUCT, "productName": "RHEL"}))
-    (root / "ftagent.conf").write_text(f"""[server]
-url = {server.url}
-ca_cert = {server.ca_path}
-timeout = 20
-
-[agent]
-identity_dir = {root / 'identity'}
-entitlement_dir = {root / 'entitlements'}
-facts_dir = {root / 'facts'}
-product_dir = {root / 'products'}
-lock_file = {root / 'ftagent.lock'}
-log_file = {root / 'ftagent.log'}
-""")
-    if lease:
-        with (root / "ftagent.conf").open("a") as fh:
-            fh.write(f"""
-[lease]
-renew_interval = 1
-ttl = 20
-margin = 5
-status_file = {root / 'lease.json'}
-fence_command = /bin/true
-""")
-    return Guest(root, server)
-
-
-def clone_identity(src: Guest, dst: Guest) -> None:
-    """Give `dst` the same identity and entitlements as `src` (FT instances share their disk)."""
-    import shutil
-
-    for name in ("identity", "entitlements"):
-        shutil.rmtree(dst.root / name, ignore_errors=True)
-        shutil.copytree(src.root / name, dst.root / name, symlinks=True)
+def vm_guest(root: Path, server: FtmockServer, virt_uuid: str, lease: bool = False) -> Guest:
+    """The agent of an FT VM with ``virt_uuid`` (RHEL installed), not registered; with ``lease``, it
+    holds the FT group's lease when asked (``heartbeat --once``)."""
+    return make_guest(root, server, virt_uuid=virt_uuid, product=(PRODUCT, "RHEL"),
+                      agent_options={"log_file": root / "ftagent.log"}, lease=VM_LEASE if lease else None)
 
 
 def report_config(path: Path, server: FtmockServer, org: str, source: dict[str, object],

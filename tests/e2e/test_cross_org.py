@@ -6,12 +6,13 @@ from pathlib import Path
 
 from ftreport import examples
 from tests.conftest import FtmockServer
-from tests.e2e.conftest import Admin, make_guest, report_config, run
+from tests.e2e.conftest import Admin, report_config, run, vm_guest
+from tests.kit.orgs import new_org
 
 
 def test_failover_reported_by_the_sharing_org_reaches_the_guest(server: FtmockServer, admin: Admin,
                                                                 tmp_path: Path, isolated_reporter_env: None) -> None:
-    orgx, orgy = admin.new_org(), admin.new_org()
+    orgx, orgy = new_org(server), new_org(server)
     pool = admin.virt_pool(orgx)
     conf = report_config(tmp_path / "ftreport.conf", server, orgx, {"type": "fake", "file": "builtin:report1"})
     run("ftreport", "-c", str(conf), "--oneshot")
@@ -20,7 +21,7 @@ def test_failover_reported_by_the_sharing_org_reaches_the_guest(server: FtmockSe
     a, b = examples.INSTANCE_A.lower(), examples.INSTANCE_B.lower()
     consumer1 = admin.ft_consumers(orgx)[a]["uuid"]
 
-    guest = make_guest(tmp_path / "guest", server, examples.VM1_UUID)
+    guest = vm_guest(tmp_path / "guest", server, examples.VM1_UUID)
     reg = guest.json("register", "--org", orgy, "--username", "admin", "--password", server.admin_password,
                      "--auto-attach")
     assert reg["uuid"] == consumer1 and admin.call("GET", f"/consumers/{consumer1}")["owner"]["key"] == orgy
@@ -32,7 +33,7 @@ def test_failover_reported_by_the_sharing_org_reaches_the_guest(server: FtmockSe
     run("ftreport", "-c", str(conf), "--oneshot")
     admin.entitle_hypervisors(orgx, pool)
     consumer2 = admin.ft_consumers(orgy)[b]["uuid"]
-    guest.ftagent("checkin")
+    guest.ftagent("checkin", check=True)
     ident = guest.json("identity")
     assert ident["uuid"] == consumer2 and ident["failed_over_from"] == consumer1
     assert admin.entitlement_hosts(consumer2) == [examples.HYPERVISOR_B.lower()]
@@ -43,7 +44,7 @@ def test_failover_reported_by_the_sharing_org_reaches_the_guest(server: FtmockSe
     # Revoking the share takes the entitlements away at the guest's next refresh; it stays registered.
     revoked = admin.call("DELETE", f"/owners/{orgx}/shares/{orgy}")
     assert consumer2 in revoked["consumers"]
-    guest.ftagent("refresh")
+    guest.ftagent("refresh", check=True)
     assert guest.entitlement_serials() == set()
     assert guest.json("identity")["uuid"] == consumer2
     assert guest.json("status")["status"] != "valid"

@@ -21,8 +21,8 @@ from ftagent.connection import Connection
 from ftagent.errors import FailoverRequired
 from ftagent.identity import IdentityStore
 from tests.conftest import FtmockServer
-from tests.e2e.conftest import Admin
-from tests.ftagent.agentenv import FTAGENT, Guest, make_guest
+from tests.kit.guest import FTAGENT, Guest, cli_guest
+from tests.kit.orgs import new_org
 
 
 def hyp_checkin(g: Guest, report: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +83,7 @@ class FtScenario:
 
 @pytest.fixture
 def ft(tmp_path: Path, ftmock_session: FtmockServer) -> FtScenario:
-    return FtScenario(make_guest(tmp_path / "vm", ftmock_session, Admin(ftmock_session).new_org()))
+    return FtScenario(cli_guest(tmp_path / "vm", ftmock_session, new_org(ftmock_session)))
 
 
 def server_serials(g: Guest, uuid: str) -> set[int]:
@@ -149,16 +149,16 @@ def test_kill_during_swap_leaves_usable_identity_and_next_checkin_completes(ft: 
     runs = int(os.environ.get("FTAGENT_SWAP_CRASH_RUNS", "8"))
     g = ft.g
     backup = g.root / "backup"
-    shutil.copytree(g.id_dir, backup / "id", symlinks=True)
-    shutil.copytree(g.ent_dir, backup / "ent", symlinks=True)
+    for state in (g.id_dir, g.ent_dir):
+        shutil.copytree(state, backup / state.name, symlinks=True)
     rng = random.Random(int(os.environ.get("FTAGENT_CRASH_SEED", "99")))
     env = dict(os.environ, FTAGENT_CONFIG=str(g.conf))
     seen: set[str] = set()
     successor = None
     for _ in range(runs):
-        for name in ("id", "ent"):
-            shutil.rmtree(g.root / name)
-            shutil.copytree(backup / name, g.root / name, symlinks=True)
+        for state in (g.id_dir, g.ent_dir):
+            shutil.rmtree(state)
+            shutil.copytree(backup / state.name, state, symlinks=True)
         proc = subprocess.Popen([FTAGENT, "checkin"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.15, 0.6))
         proc.send_signal(signal.SIGKILL)

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import FtmockServer
-from tests.e2e.conftest import Admin, make_guest, report_config
+from tests.e2e.conftest import Admin, report_config, vm_guest
 from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 30) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.1)
-    return time.monotonic() - start
+from tests.kit.orgs import new_org
+from tests.kit.wait import wait_until
 
 
 def test_vcsim_failover_reaches_the_guest(vcsim: Vcsim, server: FtmockServer, admin: Admin, tmp_path: Path,
                                           isolated_reporter_env: None) -> None:
-    org = admin.new_org()
+    org = new_org(server)
     pool = admin.virt_pool(org)
     group = vcsim.state()["ft"][0]
     primary, backup = group["instances"]
@@ -36,9 +27,9 @@ def test_vcsim_failover_reaches_the_guest(vcsim: Vcsim, server: FtmockServer, ad
     daemon = subprocess.Popen([sys.executable, "-m", "ftreport", "-c", str(conf)], stdout=subprocess.DEVNULL,
                               stderr=log)
     try:
-        wait_for("the first report", lambda: len(admin.ft_consumers(org)) == 2)
+        wait_until(lambda: len(admin.ft_consumers(org)) == 2, 30, "the first report")
         admin.entitle_hypervisors(org, pool)
-        guest = make_guest(tmp_path / "guest", server, primary["uuid"])
+        guest = vm_guest(tmp_path / "guest", server, primary["uuid"])
         reg = guest.json("register", "--org", org, "--username", "admin", "--password", server.admin_password,
                          "--auto-attach")
         assert reg["uuid"] == admin.ft_consumers(org)[primary["instanceUuid"].lower()]["uuid"]
@@ -49,10 +40,10 @@ def test_vcsim_failover_reaches_the_guest(vcsim: Vcsim, server: FtmockServer, ad
         new_host = after[0]["hostUuid"].lower()
 
         def swapped() -> bool:
-            guest.ftagent("checkin")
+            guest.ftagent("checkin", check=True)
             return bool(guest.json("identity")["uuid"] != reg["uuid"])
 
-        wait_for("the guest's identity swap", swapped)
+        wait_until(swapped, 30, "the guest's identity swap")
         ident = guest.json("identity")
         successor = admin.ft_consumers(org)[backup["instanceUuid"].lower()]
         assert ident["uuid"] == successor["uuid"] and ident["failed_over_from"] == reg["uuid"]

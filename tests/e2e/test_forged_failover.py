@@ -28,9 +28,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import FtmockServer
-from tests.e2e.conftest import Admin, Guest, make_guest
+from tests.e2e.conftest import Admin, vm_guest
 from tests.ftmock.conftest import checkin
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
+from tests.kit.guest import Guest
+from tests.kit.orgs import new_org
 
 
 class RogueServer:
@@ -92,9 +94,9 @@ def _sign(subject_cn: str, org: str, public_key: Any, issuer_cert: x509.Certific
 
 @pytest.fixture
 def scenario(server: FtmockServer, admin: Admin, tmp_path: Path) -> Iterator[tuple[Guest, dict[str, Any], RogueServer]]:
-    org = admin.new_org()
+    org = new_org(server)
     checkin(server, org, REPORT1)
-    guest = make_guest(tmp_path / "guest", server, VM1)
+    guest = vm_guest(tmp_path / "guest", server, VM1)
     guest.json("register", "--org", org, "--username", "admin", "--password", server.admin_password)
     checkin(server, org, REPORT2)
     cert, key = guest.identity_files()
@@ -157,7 +159,7 @@ def test_forged_failover_answers_change_nothing(server: FtmockServer, scenario: 
                "malformed body": "malformed answer"}
     for name, forge in _forgeries(server, guest, genuine).items():
         rogue.answer = forge()
-        res = guest.ftagent("checkin", check=False)
+        res = guest.ftagent("checkin")
         assert res.returncode == 69, (name, res.returncode, res.stderr)
         assert "failover refused" in res.stderr and reasons[name] in res.stderr, (name, res.stderr)
         after = _snapshot(guest.root / "identity") | _snapshot(guest.root / "entitlements")
@@ -166,6 +168,6 @@ def test_forged_failover_answers_change_nothing(server: FtmockServer, scenario: 
     assert rogue.requests >= 5
     # Back on the real server, the genuine failover goes through.
     conf.write_text(real_conf)
-    guest.ftagent("checkin")
+    guest.ftagent("checkin", check=True)
     ident = guest.json("identity")
     assert ident["uuid"] == genuine["failover"]["to"] and ident["failed_over_from"] == old_uuid

@@ -8,12 +8,13 @@ import requests
 
 from ftreport import examples
 from tests.conftest import FtmockServer
-from tests.e2e.conftest import Admin, make_guest, report_config, run
+from tests.e2e.conftest import Admin, report_config, run, vm_guest
+from tests.kit.orgs import new_org
 
 
 def test_report1_register_report2_checkin_swaps_identity(server: FtmockServer, admin: Admin, tmp_path: Path,
                                                          isolated_reporter_env: None) -> None:
-    org = admin.new_org()
+    org = new_org(server)
     pool = admin.virt_pool(org)
     conf = report_config(tmp_path / "ftreport.conf", server, org, {"type": "fake", "file": "builtin:report1"})
 
@@ -26,7 +27,7 @@ def test_report1_register_report2_checkin_swaps_identity(server: FtmockServer, a
     admin.entitle_hypervisors(org, pool)
 
     # VM registration by virt.uuid returns consumer 1 (instance A) and entitles it from hypervisor A.
-    guest = make_guest(tmp_path / "guest", server, examples.VM1_UUID)
+    guest = vm_guest(tmp_path / "guest", server, examples.VM1_UUID)
     reg = guest.json("register", "--org", org, "--username", "admin", "--password", server.admin_password,
                      "--auto-attach")
     consumer1 = ft[a]["uuid"]
@@ -45,7 +46,7 @@ def test_report1_register_report2_checkin_swaps_identity(server: FtmockServer, a
     assert ft[examples.INSTANCE_C.lower()]["facts"]["ftinfo.role"] == "1"
 
     # The guest's next check-in swaps to consumer 2 and holds consumer 2's entitlements.
-    guest.ftagent("checkin")
+    guest.ftagent("checkin", check=True)
     ident = guest.json("identity")
     assert ident["uuid"] == consumer2
     assert ident["failed_over_from"] == consumer1
@@ -62,5 +63,5 @@ def test_report1_register_report2_checkin_swaps_identity(server: FtmockServer, a
     assert r.json()["failover"]["to"] == consumer2
     assert admin.call("GET", f"/consumers/{consumer3}")["owner"]["key"] == org
     # A second check-in is an ordinary one.
-    guest.ftagent("checkin")
+    guest.ftagent("checkin", check=True)
     assert guest.json("identity")["uuid"] == consumer2

@@ -1,7 +1,5 @@
-"""Fixtures for ftagent tests."""
+"""Fixtures for ftagent tests (the guests and orgs come from tests/kit, through tests/conftest.py)."""
 
-from tests.ftagent.agentenv import any_guest, guest, org
-from tests.ftagent.heartbeat_kit import guests
 from tests.ftagent.stubserver import stub
 
-__all__ = ["any_guest", "guest", "guests", "org", "stub"]
+__all__ = ["stub"]

@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-from tests.ftagent.heartbeat_kit import Guest, make_guest, wait_for
+from tests.kit.guest import Guest, clone_guest
+from tests.kit.lease import lease_guest
+from tests.kit.wait import wait_until
 
 DEBIAN_BINDINGS = "/usr/lib/python3/dist-packages/sanlock.cpython-*.so"
 
@@ -77,7 +79,7 @@ class SanlockDaemon:
                 ["sanlock", "daemon", "-D", "-w", "0", "-l", "0", "-U", str(os.getuid()), "-G", str(os.getgid())],
                 stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, **self.env))
         sock = self.run_dir / "sanlock.sock"
-        wait_for(lambda: sock.exists() or self.proc is None or self.proc.poll() is not None, timeout, "sanlock socket")
+        wait_until(lambda: sock.exists() or self.proc is None or self.proc.poll() is not None, timeout, "sanlock socket")
         if not sock.exists():
             raise AssertionError(f"sanlock daemon {self.name} did not start: {self.log.read_text()[-2000:]}")
 
@@ -158,14 +160,12 @@ class SanlockSite:
         settings = {"backend": "sanlock", "sanlock_path": str(self.lease_file), "sanlock_io_timeout": str(io_timeout),
                     "renew_interval": "1", "margin": "5", "fence_timeout": "1", "ttl": ""}
         settings.update(lease)
-        a = make_guest(server, root / "a", org, vm, sanlock_host_id="1", **settings)
-        from tests.ftagent.heartbeat_kit import clone_guest
-
+        a = lease_guest(server, root / "a", org, vm, sanlock_host_id="1", **settings)
         b = clone_guest(a, root / "b", sanlock_host_id="2")
         self.guests = {"a": a, "b": b}
         for guest in self.guests.values():
             # Calls into a frozen daemon time out after 1 s (the [server] timeout bounds every lease call).
-            guest.config.write_text(guest.config.read_text().replace("timeout = 5", "timeout = 1", 1))
+            guest.configure("server", timeout=1)
         self.violations: list[str] = []
 
     def start_daemons(self) -> None:
@@ -173,10 +173,7 @@ class SanlockSite:
             daemon.start()
 
     def ftagent(self, host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        guest = self.guests[host]
-        return subprocess.run([sys.executable, "-m", "ftagent", "--config", str(guest.config), *args],
-                              capture_output=True, text=True, timeout=timeout,
-                              env=guest.env(self.daemons[host].env))
+        return self.guests[host].ftagent(*args, env=self.daemons[host].env, timeout=timeout)
 
     def init(self) -> None:
         done = self.ftagent("a", "sanlock-init", "--json")

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,28 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftagent.agentenv import Guest as AgentGuest
-from tests.ftagent.agentenv import make_guest as make_agent_guest
-from tests.ftagent.agentenv import make_pool
-from tests.ftagent.heartbeat_kit import make_guest as make_lease_guest
 from tests.ftagent.hostile import hostile_server
-
-FTAGENT = str(Path(sys.executable).parent / "ftagent")
-
-
-@pytest.fixture
-def org(ftmock_session: FtmockServer) -> str:
-    key = f"org-{uuid.uuid4().hex[:10]}"
-    ftmock_session.admin("org", "create", key)
-    return key
-
-
-def ftagent(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FTAGENT, "--config", str(conf), *args], capture_output=True, text=True, timeout=120)
-
-
-def point_at(conf: Path, url: str) -> None:
-    conf.write_text(re.sub(r"(?m)^url = .*$", f"url = {url}", conf.read_text()))
+from tests.kit.guest import Guest, cli_guest
+from tests.kit.lease import lease_guest
+from tests.kit.orgs import make_pool
 
 
 def no_crash(result: subprocess.CompletedProcess[str]) -> None:
@@ -50,8 +30,8 @@ def no_crash(result: subprocess.CompletedProcess[str]) -> None:
 
 
 @pytest.fixture
-def entitled(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> AgentGuest:
-    guest = make_agent_guest(tmp_path / "guest", ftmock_session, org)
+def entitled(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> Guest:
+    guest = cli_guest(tmp_path / "guest", ftmock_session, org)
     make_pool(ftmock_session, org, "100")
     guest.register()
     guest.ok("attach", "--auto")
@@ -59,12 +39,12 @@ def entitled(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> AgentGue
     return guest
 
 
-def test_malformed_serial_list_deletes_nothing(entitled: AgentGuest, ftmock_session: FtmockServer) -> None:
+def test_malformed_serial_list_deletes_nothing(entitled: Guest, ftmock_session: FtmockServer) -> None:
     before = sorted(p.name for p in entitled.ent_dir.iterdir())
     with hostile_server(ftmock_session.data_dir, "bad-serials") as (url, served):
-        point_at(entitled.conf, url)
+        entitled.configure("server", url=url)
         for command in ("refresh", "checkin"):
-            result = ftagent(entitled.conf, command)
+            result = entitled.ftagent(command)
             no_crash(result)
             assert result.returncode == 69, result.stderr
             assert "malformed" in result.stderr
@@ -72,12 +52,12 @@ def test_malformed_serial_list_deletes_nothing(entitled: AgentGuest, ftmock_sess
     assert sorted(p.name for p in entitled.ent_dir.iterdir()) == before
 
 
-def test_deeply_nested_failover_answer_is_a_clear_error(entitled: AgentGuest, ftmock_session: FtmockServer) -> None:
+def test_deeply_nested_failover_answer_is_a_clear_error(entitled: Guest, ftmock_session: FtmockServer) -> None:
     identity_before = (entitled.id_dir / "cert.pem").read_bytes()
     with hostile_server(ftmock_session.data_dir, "deep-308") as (url, _):
-        point_at(entitled.conf, url)
+        entitled.configure("server", url=url)
         for command in ("checkin", "refresh"):
-            result = ftagent(entitled.conf, command)
+            result = entitled.ftagent(command)
             no_crash(result)
             assert result.returncode == 69, result.stderr
     assert (entitled.id_dir / "cert.pem").read_bytes() == identity_before
@@ -86,21 +66,21 @@ def test_deeply_nested_failover_answer_is_a_clear_error(entitled: AgentGuest, ft
 @pytest.mark.parametrize("content", [b"x" * 10240, b"holder\x00evil", b"\xff\xfe\xfd", b"line\nbreak\x07"])
 def test_corrupt_holder_file_is_a_config_error(tmp_path: Path, ftmock_session: FtmockServer, org: str,
                                                content: bytes) -> None:
-    guest = make_lease_guest(ftmock_session, tmp_path / "lease-guest", org, str(uuid.uuid4()))
+    guest = lease_guest(ftmock_session, tmp_path / "lease-guest", org, str(uuid.uuid4()))
     holder = guest.root / "lease.holder"
     holder.write_bytes(content)
-    result = ftagent(guest.config, "heartbeat", "--once")
+    result = guest.ftagent("heartbeat", "--once")
     no_crash(result)
     assert result.returncode == 78, (result.returncode, result.stderr)
     assert "holder file" in result.stderr and "corrupt" in result.stderr
     assert holder.read_bytes() == content  # reported, not used or rewritten
-    status = ftagent(guest.config, "status", "--json")
+    status = guest.ftagent("status", "--json")
     no_crash(status)
     assert status.returncode == 3, status.stderr  # readable, and the lease is not held
     assert json.loads(status.stdout)["lease"]["holder"] is None
 
 
-def test_crash_leftovers_are_removed_at_the_next_command(entitled: AgentGuest) -> None:
+def test_crash_leftovers_are_removed_at_the_next_command(entitled: Guest) -> None:
     old = time.time() - 3600
     ent_tmp = entitled.ent_dir / ".5-key.pem.tmp-0123456789ab"
     ent_tmp.write_text("-----BEGIN PRIVATE KEY-----\nleftover\n")
@@ -113,7 +93,7 @@ def test_crash_leftovers_are_removed_at_the_next_command(entitled: AgentGuest) -
     for path in (ent_tmp, id_tmp, dead_gen):
         os.utime(path, (old, old))
     current = os.readlink(entitled.id_dir / ".current")
-    result = ftagent(entitled.conf, "checkin")
+    result = entitled.ftagent("checkin")
     assert result.returncode == 0, result.stderr
     assert not ent_tmp.exists() and not id_tmp.exists() and not dead_gen.exists()
     assert fresh_gen.exists()

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import ADMIN_PASSWORD, FtmockServer
-from tests.ftagent.agentenv import FTAGENT, Guest, make_guest, make_pool
+from tests.kit.guest import FTAGENT, Guest, cli_guest
+from tests.kit.orgs import make_pool
 
 
 def ftagent(guest: Guest, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -115,7 +116,7 @@ def test_register_consumerid_reattaches_the_same_consumer(guest: Guest) -> None:
 
 
 def test_register_serverurl_and_insecure_are_saved(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> None:
-    guest = make_guest(tmp_path / "g", ftmock_session, org)
+    guest = cli_guest(tmp_path / "g", ftmock_session, org)
     text = guest.conf.read_text()
     guest.conf.write_text("# keep this comment\n" + text.replace(f"url = {ftmock_session.url}\n", "")
                           .replace(f"ca_cert = {ftmock_session.ca_path}\n", ""))

@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import trustme
 
 from ftagent.cli import cli
 from ftagent.connection import Connection
@@ -19,7 +18,9 @@ from ftagent.errors import Forbidden
 from ftagent.lock import FileLock
 from tests.clirunner import Runner
 from tests.conftest import ADMIN_PASSWORD, FtmockServer
-from tests.ftagent.agentenv import FTAGENT, Guest, make_guest, make_pool
+from tests.kit.ca import CertAuthority, key_pem, new_key
+from tests.kit.guest import FTAGENT, Guest, cli_guest
+from tests.kit.orgs import make_pool, new_org
 
 # -- registration --------------------------------------------------------------------------------
 
@@ -74,10 +75,10 @@ def test_register_twice_is_usage_error_unless_forced(guest: Guest) -> None:
 
 
 def test_password_from_environment_and_prompt(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> None:
-    g1 = make_guest(tmp_path / "g1", ftmock_session, org)
+    g1 = cli_guest(tmp_path / "g1", ftmock_session, org)
     res = g1.run("register", "--org", org, "--username", "admin", env={"FTAGENT_PASSWORD": ADMIN_PASSWORD})
     assert res.exit_code == 0, res.output
-    g2 = make_guest(tmp_path / "g2", ftmock_session, org)
+    g2 = cli_guest(tmp_path / "g2", ftmock_session, org)
     res = g2.run("register", "--org", org, "--username", "admin", input=f"{ADMIN_PASSWORD}\n")
     assert res.exit_code == 0, res.output
     assert ADMIN_PASSWORD not in res.output
@@ -177,8 +178,8 @@ def test_consumer_deleted_on_server_410_cleans_up(guest: Guest) -> None:
 
 
 def test_403_on_another_consumers_resources(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> None:
-    a = make_guest(tmp_path / "a", ftmock_session, org)
-    b = make_guest(tmp_path / "b", ftmock_session, org)
+    a = cli_guest(tmp_path / "a", ftmock_session, org)
+    b = cli_guest(tmp_path / "b", ftmock_session, org)
     a.register()
     b_uuid = b.register()["uuid"]
     with Connection(ftmock_session.url, ca_cert=ftmock_session.ca_path, cert_file=a.id_dir / "cert.pem",
@@ -190,8 +191,8 @@ def test_403_on_another_consumers_resources(tmp_path: Path, ftmock_session: Ftmo
 
 def test_untrusted_server_certificate_refused(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> None:
     other = tmp_path / "other-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(other))
-    g = make_guest(tmp_path / "g", ftmock_session, org, ca=other)
+    CertAuthority().write(other)
+    g = cli_guest(tmp_path / "g", ftmock_session, org, ca=other)
     res = g.run("register", "--org", org, "--username", "admin", "--password", ADMIN_PASSWORD)
     assert res.exit_code == 69
     assert "server certificate not trusted" in res.stderr
@@ -209,8 +210,6 @@ def test_corrupted_and_mismatched_identity_refused(guest: Guest) -> None:
         assert res.exit_code == 1, res.output
         assert "identity certificate" in res.stderr and "is corrupt" in res.stderr
     cert.write_bytes(good_cert)
-    from tests.ftagent.pki import key_pem, new_key
-
     key.write_bytes(key_pem(new_key()))
     res = guest.run("checkin")
     assert res.exit_code == 1 and "does not match certificate" in res.stderr
@@ -307,14 +306,13 @@ def test_identity_and_help_do_not_import_the_network_stack(guest: Guest) -> None
 
 def test_register_auto_attach_and_attach_auto(tmp_path: Path, any_ftmock: FtmockServer) -> None:
     ftmock_session = any_ftmock
-    org = f"org-auto-{os.urandom(4).hex()}"
-    ftmock_session.admin("org", "create", org)
+    org = new_org(ftmock_session)
     make_pool(ftmock_session, org, "100", 10)
-    g = make_guest(tmp_path / "g", ftmock_session, org)
+    g = cli_guest(tmp_path / "g", ftmock_session, org)
     data = g.register("--auto-attach")
     assert len(data["entitlement_serials"]) == 1
     assert g.ok("status")["status"] == "valid"
-    g2 = make_guest(tmp_path / "g2", ftmock_session, org)
+    g2 = cli_guest(tmp_path / "g2", ftmock_session, org)
     g2.register()
     attached = g2.ok("attach", "--auto")
     assert [e["pool"]["productId"] for e in attached] == ["100"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import ssl
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import pytest
 import requests
 import responses
-import trustme
 
 from ftagent.connection import Connection, parse_retry_after
 from ftagent.errors import (
@@ -34,6 +32,7 @@ from ftagent.errors import (
 )
 from ftagent.requests_transport import _host_bypasses_proxy
 from tests.ftagent.stubserver import Stub, free_port, start_stub
+from tests.kit.ca import CertAuthority
 
 BASE = "https://server.test:8443/candlepin"
 
@@ -255,13 +254,9 @@ def test_timeout_is_connection_failed(stub: Stub) -> None:
 
 @pytest.fixture
 def tls_stub(tmp_path: Path) -> Any:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    s = start_stub(Stub(default=(200, {}, {"ok": True})), context=ctx)
-    ca_path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
+    ca = CertAuthority()
+    s = start_stub(Stub(default=(200, {}, {"ok": True})), context=ca.server_context())
+    ca_path = ca.write(tmp_path / "ca.pem")
     yield s, ca_path
     assert s.server is not None
     s.server.shutdown()
@@ -274,7 +269,7 @@ def test_tls_trusted_ca_file_and_dir_work(tls_stub: Any, tmp_path: Path) -> None
     # A plain directory (no c_rehash links) of CA files: only its certificates are trusted.
     cadir = tmp_path / "cas"
     cadir.mkdir()
-    trustme.CA().cert_pem.write_to_path(str(cadir / "unrelated.crt"))
+    CertAuthority().write(cadir / "unrelated.crt")
     (cadir / "README").write_text("not a certificate")
     with pytest.raises(TLSError, match="not trusted"):
         Connection(s.url, ca_cert=cadir, retries=0).get("status")
@@ -291,25 +286,22 @@ def test_missing_or_empty_ca_is_config_error(tmp_path: Path) -> None:
         Connection(BASE, ca_cert=tmp_path)
 
 
-def test_untrusted_server_certificate_refused_with_clear_message(tls_stub: Any) -> None:
+def test_untrusted_server_certificate_refused_with_clear_message(tls_stub: Any, tmp_path: Path) -> None:
     s, _ = tls_stub
-    other = trustme.CA()
-    with other.cert_pem.tempfile() as other_ca, pytest.raises(TLSError, match="server certificate not trusted") as info:
+    other_ca = CertAuthority().write(tmp_path / "other-ca.pem")
+    with pytest.raises(TLSError, match="server certificate not trusted") as info:
         Connection(s.url, ca_cert=other_ca, retries=2).get("status")
     assert isinstance(info.value, ConnectionFailed)
     assert s.seen == []
 
 
-def test_hostname_mismatch_refused(tls_stub: Any) -> None:
+def test_hostname_mismatch_refused(tls_stub: Any, tmp_path: Path) -> None:
     _s, _ca_path = tls_stub
-    ca = trustme.CA()
-    cert = ca.issue_cert("elsewhere.example")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    bad = start_stub(Stub(), context=ctx)
+    ca = CertAuthority()
+    bad = start_stub(Stub(), context=ca.server_context("elsewhere.example"))
     try:
-        with ca.cert_pem.tempfile() as ca_file, pytest.raises(TLSError, match=r"not trusted.*(?i:hostname|IP address mismatch)"):
-            Connection(bad.url, ca_cert=ca_file).get("status")
+        with pytest.raises(TLSError, match=r"not trusted.*(?i:hostname|IP address mismatch)"):
+            Connection(bad.url, ca_cert=ca.write(tmp_path / "ca.pem")).get("status")
     finally:
         assert bad.server is not None
         bad.server.shutdown()

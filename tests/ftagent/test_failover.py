@@ -17,25 +17,22 @@ from ftagent.cli import cli
 from ftagent.config import load_config
 from ftagent.errors import FailoverError
 from tests.clirunner import Runner
-from tests.ftagent.pki import LocalCA, key_pem, new_key
+from tests.kit.ca import CertAuthority, key_pem, new_key
+from tests.kit.guest import make_guest
 
 URL = "https://cp.test:8443/candlepin"
 VIRT = "4C4C4544-0042-3010-8048-B2C04F4E4E31"
 
 
-class Guest:
+class Registered:
+    """A guest registered as consumer "old" by a local CA, its server played by ``responses``."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.ca = LocalCA()
-        self.ca.write(root / "ca.pem")
-        (root / "facts").mkdir()
-        (root / "facts" / "virt.facts").write_text(json.dumps({"virt.uuid": VIRT.lower()}))
-        self.conf = root / "ftagent.conf"
-        self.conf.write_text(
-            f"[server]\nurl = {URL}\nca_cert = ca.pem\nretries = 0\n"
-            "[agent]\nidentity_dir = id\nentitlement_dir = ent\nfacts_dir = facts\nlock_file = lock\n"
-            "product_dir = products\n"
-        )
+        self.ca = CertAuthority()
+        guest = make_guest(root, None, url=URL, ca=self.ca.write(root / "ca.pem"), virt_uuid=VIRT.lower(),
+                           server_options={"retries": 0})
+        self.conf = guest.conf
         self.key = new_key()
         self.agent = Agent(load_config(self.conf))
         self.agent.identity.save(self.ca.issue("old", self.key.public_key()), key_pem(self.key), name="vm1")
@@ -45,7 +42,7 @@ class Guest:
         out: dict[str, Any] = {}
         for p in sorted(self.root.rglob("*")):
             rel = str(p.relative_to(self.root))
-            if rel == "lock":
+            if rel == "ftagent.lock":
                 continue
             if p.is_symlink():
                 out[rel] = ("link", str(p.readlink()))
@@ -71,8 +68,8 @@ def ent_cert(serial: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def guest(tmp_path: Path) -> Guest:
-    return Guest(tmp_path)
+def guest(tmp_path: Path) -> Registered:
+    return Registered(tmp_path)
 
 
 def mock_successor(rsps: responses.RequestsMock) -> None:
@@ -82,7 +79,7 @@ def mock_successor(rsps: responses.RequestsMock) -> None:
 
 
 @responses.activate
-def test_checkin_applies_failover_swaps_refreshes_retries_and_records(guest: Guest) -> None:
+def test_checkin_applies_failover_swaps_refreshes_retries_and_records(guest: Registered) -> None:
     key_before = guest.agent.identity.key_pem()
     responses.put(f"{URL}/consumers/old", status=308, json=guest.failover_body(),
                   headers={"Location": "/candlepin/consumers/new"})
@@ -105,7 +102,7 @@ def test_checkin_applies_failover_swaps_refreshes_retries_and_records(guest: Gue
 
 
 @responses.activate
-def test_server_sent_key_replaces_the_local_key(guest: Guest) -> None:
+def test_server_sent_key_replaces_the_local_key(guest: Registered) -> None:
     k2 = new_key()
     body = guest.failover_body(cert=guest.ca.issue("new", k2.public_key()), key=key_pem(k2))
     responses.get(f"{URL}/consumers/old/compliance", status=308, json=body)
@@ -116,8 +113,8 @@ def test_server_sent_key_replaces_the_local_key(guest: Guest) -> None:
     assert guest.agent.identity.load(full=True).key_origin == "server"
 
 
-def _forgeries(g: Guest) -> dict[str, tuple[dict[str, Any], str]]:
-    other_ca = LocalCA(name="evil CA")
+def _forgeries(g: Registered) -> dict[str, tuple[dict[str, Any], str]]:
+    other_ca = CertAuthority()
     other_key = new_key()
     old_start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
     malformed = g.failover_body()
@@ -137,7 +134,7 @@ def _forgeries(g: Guest) -> dict[str, tuple[dict[str, Any], str]]:
 
 @pytest.mark.parametrize("case", ["other CA", "other key", "sent key mismatch", "CN mismatch", "expired",
                                   "virt.uuid", "malformed", "not for us", "garbage cert"])
-def test_forged_or_bad_failover_is_refused_and_changes_nothing(guest: Guest, case: str) -> None:
+def test_forged_or_bad_failover_is_refused_and_changes_nothing(guest: Registered, case: str) -> None:
     body, message = _forgeries(guest)[case]
     before = guest.snapshot()
     with responses.RequestsMock() as rsps:
@@ -150,7 +147,7 @@ def test_forged_or_bad_failover_is_refused_and_changes_nothing(guest: Guest, cas
 
 @responses.activate
 def test_lease_hook_refusal_changes_nothing(tmp_path: Path) -> None:
-    g = Guest(tmp_path)
+    g = Registered(tmp_path)
     claimed: list[tuple[str, str]] = []
 
     def claim(frm: str, to: str, consumer: Mapping[str, Any]) -> None:
@@ -167,7 +164,7 @@ def test_lease_hook_refusal_changes_nothing(tmp_path: Path) -> None:
 
 
 @responses.activate
-def test_cli_checkin_then_identity_shows_failover(guest: Guest) -> None:
+def test_cli_checkin_then_identity_shows_failover(guest: Registered) -> None:
     responses.put(f"{URL}/consumers/old", status=308, json=guest.failover_body())
     mock_successor(responses.mock)
     runner = Runner()
@@ -180,8 +177,8 @@ def test_cli_checkin_then_identity_shows_failover(guest: Guest) -> None:
 
 
 @responses.activate
-def test_cli_forged_failover_exit_69_with_clear_message(guest: Guest) -> None:
-    other = LocalCA(name="evil")
+def test_cli_forged_failover_exit_69_with_clear_message(guest: Registered) -> None:
+    other = CertAuthority()
     responses.put(f"{URL}/consumers/old", status=308,
                   json=guest.failover_body(cert=other.issue("new", guest.key.public_key())))
     before = guest.snapshot()

@@ -18,17 +18,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftagent.heartbeat_kit import (
-    Guest,
-    assert_no_overlap,
-    clone_guest,
-    make_guest,
-    unique_vm,
-    wait_for,
-    with_signal,
-)
-from tests.ftmock.conftest import Client, checkin, new_org
+from tests.ftmock.conftest import Client, checkin
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
+from tests.kit.guest import Guest, clone_guest, send_signal
+from tests.kit.lease import assert_no_overlap, lease_guest, unique_vm
+from tests.kit.orgs import new_org
+from tests.kit.wait import wait_until
 
 
 def vm() -> str:
@@ -38,28 +33,28 @@ def vm() -> str:
 def test_steady_state_then_release_hands_over_at_once(ftmock_session: FtmockServer, tmp_path: Path,
                                                       guests: list[Guest]) -> None:
     server = ftmock_session
-    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    a = lease_guest(server, tmp_path / "a", new_org(server), vm())
     guests.append(a)
     proc = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "HELD")
     gen = a.status()["generation"]
     first = a.status()["renewals"]
     time.sleep(2.5)
     st = a.status()
     assert st["state"] == "HELD" and st["generation"] == gen and st["renewals"] >= first + 3
     assert st["holder"] == st["held_by"] and 0 < st["deadline_in"] <= 2.0
-    out = json.loads(a.cli("status", "--json").stdout)
+    out = json.loads(a.ftagent("status", "--json").stdout)
     assert out["lease"]["state"] == "HELD" and out["lease"]["generation"] == gen and out["lease"]["running"]
     assert a.stop(proc) == 0
     assert a.state() == "RELEASED" and not a.fences()
     b = clone_guest(a, tmp_path / "b")
     started = time.monotonic()
-    r = b.cli("heartbeat", "--once", "--json")
+    r = b.ftagent("heartbeat", "--once", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["generation"] == gen + 1
     assert time.monotonic() - started < 2.5  # no waiting for the ttl: the release freed it
-    assert a.cli("heartbeat", "--once").returncode == 3  # now another instance holds it
-    r = b.cli("heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
+    assert a.ftagent("heartbeat", "--once").returncode == 3  # now another instance holds it
+    r = b.ftagent("heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
     assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen + 1
     log = assert_no_overlap(server, a.uuid())
     assert [e["event"] for e in log].count("grant") == 2
@@ -68,11 +63,11 @@ def test_steady_state_then_release_hands_over_at_once(ftmock_session: FtmockServ
 def test_two_agents_started_together_only_one_holds(ftmock_session: FtmockServer, tmp_path: Path,
                                                     guests: list[Guest]) -> None:
     server = ftmock_session
-    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    a = lease_guest(server, tmp_path / "a", new_org(server), vm())
     b = clone_guest(a, tmp_path / "b")
     guests += [a, b]
     pa, pb = a.start(), b.start()
-    wait_for(lambda: "HELD" in (a.state(), b.state()), 15, "one HELD")
+    wait_until(lambda: "HELD" in (a.state(), b.state()), 15, "one HELD")
     time.sleep(3)
     states = sorted([a.state(), b.state()])
     assert states == ["ACQUIRING", "HELD"]
@@ -81,7 +76,7 @@ def test_two_agents_started_together_only_one_holds(ftmock_session: FtmockServer
     log = assert_no_overlap(server, a.uuid())
     assert {e["holder"] for e in log} == {winner.status()["holder"]}  # the other never held
     assert winner.stop(pa if winner is a else pb) == 0
-    wait_for(lambda: loser.state() == "HELD", 5, "the other takes over after the release")
+    wait_until(lambda: loser.state() == "HELD", 5, "the other takes over after the release")
     assert loser.stop(pb if winner is a else pa) == 0
     assert not a.fences() and not b.fences()
     assert_no_overlap(server, a.uuid())
@@ -124,27 +119,27 @@ def test_server_unreachable_degrades_then_fences_before_takeover(ftmock: FtmockS
     (bin_dir / "systemctl").chmod(0o755)
     victim = __import__("subprocess").Popen(["sleep", "120"])
     (tmp_path / "app.pid").write_text(str(victim.pid))
-    a = make_guest(server, tmp_path / "a", new_org(server), vm(), fence_units="app.service",
+    a = lease_guest(server, tmp_path / "a", new_org(server), vm(), fence_units="app.service",
                    fence_signal=f"SIGTERM {tmp_path / 'app.pid'}")
     b = clone_guest(a, tmp_path / "b", fence_units="", fence_signal="")
     guests += [a, b]
     notify = NotifySocket(tmp_path / "notify.sock")
     try:
         pa = a.start(env={"NOTIFY_SOCKET": str(notify.path), "PATH": f"{bin_dir}:{os.environ['PATH']}"})
-        wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+        wait_until(lambda: a.state() == "HELD", 15, "A HELD")
         pb = b.start()
-        wait_for(lambda: b.status().get("held_by") == a.status()["holder"], 10, "B sees A holding")
+        wait_until(lambda: b.status().get("held_by") == a.status()["holder"], 10, "B sees A holding")
         assert any(m == "WATCHDOG=1" for _, m in notify.messages)
         assert server.process is not None
         os.kill(server.process.pid, signal.SIGSTOP)  # the server drops every request on the floor
         stopped = time.time()
         try:
-            wait_for(lambda: a.state() == "DEGRADED", 3, "A DEGRADED")
-            wait_for(lambda: a.state() == "FENCED", 5, "A FENCED")
+            wait_until(lambda: a.state() == "DEGRADED", 3, "A DEGRADED")
+            wait_until(lambda: a.state() == "FENCED", 5, "A FENCED")
             time.sleep(1.0)
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
-        wait_for(lambda: b.state() == "HELD", 15, "B takes over once the server is back")
+        wait_until(lambda: b.state() == "HELD", 15, "B takes over once the server is back")
         fence_time, reason = a.fences()[0]
         assert "deadline" in reason
         assert fence_time - stopped < 3.0  # fenced within ttl of the last renewal
@@ -170,19 +165,19 @@ def test_server_unreachable_degrades_then_fences_before_takeover(ftmock: FtmockS
 def test_agent_paused_past_ttl_fences_without_renewing(ftmock_session: FtmockServer, tmp_path: Path,
                                                        guests: list[Guest]) -> None:
     server = ftmock_session
-    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    a = lease_guest(server, tmp_path / "a", new_org(server), vm())
     b = clone_guest(a, tmp_path / "b")
     guests += [a, b]
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
-    with_signal(pa, signal.SIGSTOP)
+    wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    send_signal(pa, signal.SIGSTOP)
     before = a.status()
-    wait_for(lambda: b.state() == "HELD", 10, "B acquires after A's lease expired on the server")
+    wait_until(lambda: b.state() == "HELD", 10, "B acquires after A's lease expired on the server")
     time.sleep(0.5)
-    with_signal(pa, signal.SIGCONT)
-    wait_for(lambda: a.state() == "FENCED", 5, "A fences")
+    send_signal(pa, signal.SIGCONT)
+    wait_until(lambda: a.state() == "FENCED", 5, "A fences")
     after = a.status()
     assert after["renewals"] == before["renewals"]  # no renewal was accepted after the pause
     assert "deadline" in after["reason"]
@@ -224,16 +219,16 @@ def test_wall_clock_jumps_change_nothing(ftmock_session: FtmockServer, tmp_path:
     from ftagent.lease.heartbeat import Heartbeat, Stopper
 
     server = ftmock_session
-    a = make_guest(server, tmp_path / "a", new_org(server), vm())
+    a = lease_guest(server, tmp_path / "a", new_org(server), vm())
     clock = JumpingClock()
-    beat = Heartbeat(load_config(a.config), clock=clock)
+    beat = Heartbeat(load_config(a.conf), clock=clock)
     stop = Stopper()
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(beat.run(stop)))
     real_time = time.time
     thread.start()
     try:
-        wait_for(lambda: beat.keeper.state.value == "HELD", 10, "HELD")
+        wait_until(lambda: beat.keeper.state.value == "HELD", 10, "HELD")
         gen = beat.keeper.generation
         for jump in (3600.0, -3600.0):
             monkeypatch.setattr(time, "time", lambda j=jump: real_time() + j)
@@ -256,13 +251,13 @@ def test_zombie_primary_gets_308_claims_successor_gets_409_and_fences(ftmock_ses
     org = new_org(server)
     checkin(server, org, REPORT1)
     timing = {"ttl": "10", "margin": "2", "renew_interval": "0.5"}
-    a = make_guest(server, tmp_path / "a", org, VM1, **timing)
+    a = lease_guest(server, tmp_path / "a", org, VM1, **timing)
     guests.append(a)
     consumer1 = a.uuid()
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     gen = a.status()["generation"]
-    with_signal(pa, signal.SIGSTOP)  # the old primary freezes (partitioned, paused)
+    send_signal(pa, signal.SIGSTOP)  # the old primary freezes (partitioned, paused)
     paused = time.monotonic()
     job = checkin(server, org, REPORT2)
     consumer2 = job["resultData"]["failovers"][0]["to"]
@@ -270,12 +265,12 @@ def test_zombie_primary_gets_308_claims_successor_gets_409_and_fences(ftmock_ses
     b = clone_guest(a, tmp_path / "b", share_holder=True)
     guests.append(b)
     pb = b.start()
-    wait_for(lambda: b.status().get("consumer") == consumer2 and b.state() == "HELD", 10, "B took over")
-    wait_for(lambda: b.uuid() == consumer2, 5, "B swapped its identity after the claim")
+    wait_until(lambda: b.status().get("consumer") == consumer2 and b.state() == "HELD", 10, "B took over")
+    wait_until(lambda: b.uuid() == consumer2, 5, "B swapped its identity after the claim")
     assert b.status()["generation"] == gen + 1
     assert time.monotonic() - paused < 7, "A must come back before its own deadline for this test"
-    with_signal(pa, signal.SIGCONT)  # the zombie returns with the old identity
-    wait_for(lambda: a.state() == "FENCED", 5, "A fences")
+    send_signal(pa, signal.SIGCONT)  # the zombie returns with the old identity
+    wait_until(lambda: a.state() == "FENCED", 5, "A fences")
     assert "refused" in a.status()["reason"] and "another instance is live" in a.status()["reason"]
     assert len(a.fences()) == 1
     assert a.uuid() == consumer1  # nothing was swapped
@@ -291,22 +286,22 @@ def test_zombie_primary_gets_308_claims_successor_gets_409_and_fences(ftmock_ses
 def test_kill_switch_observes_without_fencing(ftmock_session: FtmockServer, tmp_path: Path,
                                               guests: list[Guest]) -> None:
     server = ftmock_session
-    a = make_guest(server, tmp_path / "a", new_org(server), vm(), enabled="false")
+    a = lease_guest(server, tmp_path / "a", new_org(server), vm(), enabled="false")
     b = clone_guest(a, tmp_path / "b", enabled="true")
     guests += [a, b]
     pa = a.start()
-    wait_for(lambda: a.status().get("observed") == "HELD", 15, "A observes holding")
+    wait_until(lambda: a.status().get("observed") == "HELD", 15, "A observes holding")
     assert a.state() == "DISABLED"
     pb = b.start()
-    with_signal(pa, signal.SIGSTOP)
-    wait_for(lambda: b.state() == "HELD", 10, "B acquires after A's lease expired")
-    with_signal(pa, signal.SIGCONT)
-    wait_for(lambda: a.status().get("suppressed_fences"), 5, "A would have fenced")
+    send_signal(pa, signal.SIGSTOP)
+    wait_until(lambda: b.state() == "HELD", 10, "B acquires after A's lease expired")
+    send_signal(pa, signal.SIGCONT)
+    wait_until(lambda: a.status().get("suppressed_fences"), 5, "A would have fenced")
     time.sleep(1.0)
     st = a.status()
     assert st["state"] == "DISABLED" and st["observed"] == "ACQUIRING" and st["held_by"] == b.status()["holder"]
     assert not a.fences() and pa.poll() is None  # never fenced, still running and reporting
-    out: dict[str, Any] = json.loads(a.cli("status", "--json").stdout)
+    out: dict[str, Any] = json.loads(a.ftagent("status", "--json").stdout)
     assert out["lease"]["state"] == "DISABLED"
     assert a.stop(pa) == 0 and b.stop(pb) == 0
     assert_no_overlap(server, a.uuid())

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from tests.conftest import FtmockServer
-from tests.ftagent.agentenv import FTAGENT
-from tests.ftagent.heartbeat_kit import Guest, make_guest, unique_vm, wait_for, with_signal
-from tests.ftmock.conftest import new_org
+from tests.kit.guest import FTAGENT, Guest, send_signal
+from tests.kit.lease import lease_guest, unique_vm
+from tests.kit.orgs import new_org
+from tests.kit.wait import wait_until
 
 
 def vm() -> str:
@@ -23,7 +24,7 @@ def vm() -> str:
 
 
 def ftagent(g: Guest, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FTAGENT, "--config", str(g.config), *args], capture_output=True, text=True,
+    return subprocess.run([FTAGENT, "--config", str(g.conf), *args], capture_output=True, text=True,
                           timeout=60, env=g.env(env))
 
 
@@ -31,7 +32,7 @@ def start_journaled(g: Guest, *args: str) -> subprocess.Popen[bytes]:
     """`ftagent heartbeat` as systemd starts it: stderr is the journal stream, no -v."""
     log = open(g.log, "ab")  # noqa: SIM115
     st = os.fstat(log.fileno())
-    proc = subprocess.Popen([FTAGENT, "--config", str(g.config), "heartbeat", *args], stdout=log,
+    proc = subprocess.Popen([FTAGENT, "--config", str(g.conf), "heartbeat", *args], stdout=log,
                             stderr=subprocess.STDOUT, env=g.env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}))
     log.close()
     g.procs.append(proc)
@@ -40,10 +41,10 @@ def start_journaled(g: Guest, *args: str) -> subprocess.Popen[bytes]:
 
 def test_second_heartbeat_refuses_and_the_first_keeps_the_lease(ftmock_session: FtmockServer, tmp_path: Path,
                                                                 guests: list[Guest]) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
     guests.append(a)
     first = start_journaled(a)
-    wait_for(lambda: a.state() == "HELD", 15, "HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "HELD")
     generation = a.status()["generation"]
     for args in (("heartbeat",), ("heartbeat", "--once")):
         r = ftagent(a, *args)
@@ -62,14 +63,14 @@ def test_second_heartbeat_refuses_and_the_first_keeps_the_lease(ftmock_session: 
 
 def test_journal_priorities_start_line_and_fencing_under_systemd(ftmock_session: FtmockServer, tmp_path: Path,
                                                                 guests: list[Guest]) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
     guests.append(a)
     proc = start_journaled(a)
-    wait_for(lambda: a.state() == "HELD", 15, "HELD")
-    with_signal(proc, signal.SIGSTOP)  # a pause past the deadline: the heartbeat must fence on resume
+    wait_until(lambda: a.state() == "HELD", 15, "HELD")
+    send_signal(proc, signal.SIGSTOP)  # a pause past the deadline: the heartbeat must fence on resume
     time.sleep(3.5)
-    with_signal(proc, signal.SIGCONT)
-    wait_for(lambda: a.state() == "FENCED", 10, "FENCED")
+    send_signal(proc, signal.SIGCONT)
+    wait_until(lambda: a.state() == "FENCED", 10, "FENCED")
     assert a.stop(proc) == 3
     lines = [line for line in a.log.read_text().splitlines() if line]
     assert lines and all(line[:3] in {"<2>", "<3>", "<4>", "<6>", "<7>"} for line in lines), lines
@@ -90,8 +91,8 @@ def test_journal_priorities_start_line_and_fencing_under_systemd(ftmock_session:
 
 
 def test_plain_stderr_outside_systemd(ftmock_session: FtmockServer, tmp_path: Path, guests: list[Guest]) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
-    a.config.write_text(a.config.read_text().replace("timeout = 5", "timout = 5"))
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a.configure("server", timeout=None, timout=5)  # a misspelt key
     r = ftagent(a, "identity")
     assert r.returncode == 0
     assert "ftagent: WARNING: " in r.stderr and not r.stderr.startswith("<")
@@ -114,7 +115,7 @@ def test_errors_carry_priority_3_in_the_journal(tmp_path: Path) -> None:
 
 def test_status_after_a_one_shot_claim_turns_stale(ftmock_session: FtmockServer, tmp_path: Path,
                                                    guests: list[Guest]) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
     r = ftagent(a, "heartbeat", "--once")
     assert r.returncode == 0, r.stderr
     r = ftagent(a, "status")
@@ -129,7 +130,7 @@ def test_status_after_a_one_shot_claim_turns_stale(ftmock_session: FtmockServer,
 
 
 def test_status_without_any_heartbeat_is_not_ok(ftmock_session: FtmockServer, tmp_path: Path) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
     r = ftagent(a, "status")
     assert r.returncode == 3 and "Lease: no heartbeat yet" in r.stdout
     # The kill switch is a choice: DISABLED is fine.
@@ -140,7 +141,7 @@ def test_status_without_any_heartbeat_is_not_ok(ftmock_session: FtmockServer, tm
 
 
 def test_only_ttl_set_works_and_bad_settings_let_status_run(ftmock_session: FtmockServer, tmp_path: Path) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
     a.lease = {"status_file": "lease.json", "ttl": "8"}
     a.write_config()
     r = ftagent(a, "heartbeat", "--once", "--json")
@@ -148,7 +149,7 @@ def test_only_ttl_set_works_and_bad_settings_let_status_run(ftmock_session: Ftmo
     listing = json.loads(ftagent(a, "config", "--list", "--json").stdout)["values"]
     timing = {v["key"]: (v["value"], v["source"]) for v in listing if v["section"] == "lease"
               and v["key"] in ("ttl", "renew_interval", "margin")}
-    assert timing == {"ttl": ("8.0", str(a.config)), "renew_interval": ("2.0", "derived"),
+    assert timing == {"ttl": ("8.0", str(a.conf)), "renew_interval": ("2.0", "derived"),
                       "margin": ("2.0", "derived")}
 
     a.write_config(renew_interval="5")  # ttl 8 with renewals every 5 s: invalid
@@ -175,13 +176,12 @@ def lease_metrics(path: Path) -> dict[str, float]:
 
 def test_heartbeat_metrics_lease_state_generation_and_fences(ftmock_session: FtmockServer, tmp_path: Path,
                                                             guests: list[Guest]) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
     guests.append(a)
     prom = tmp_path / "textfile" / "ftagent.prom"
-    a.config.write_text(a.config.read_text().replace("lock_file = ftagent.lock",
-                                                     f"lock_file = ftagent.lock\nmetrics_file = {prom}"))
+    a.configure("agent", metrics_file=prom)
     proc = start_journaled(a)
-    wait_for(lambda: a.state() == "HELD" and prom.exists(), 15, "HELD")
+    wait_until(lambda: a.state() == "HELD" and prom.exists(), 15, "HELD")
     time.sleep(1.2)
     m = lease_metrics(prom)
     assert m["ftagent_lease_state{HELD}"] == 1 and m["ftagent_lease_state{FENCED}"] == 0
@@ -189,15 +189,15 @@ def test_heartbeat_metrics_lease_state_generation_and_fences(ftmock_session: Ftm
     assert 0 <= m["ftagent_lease_seconds_since_renewal"] < 1.5  # renewals every 0.5 s
     assert m["ftagent_lease_fences_total"] == 0
     assert abs(m["ftagent_lease_updated_timestamp_seconds"] - time.time()) < 5
-    with_signal(proc, signal.SIGSTOP)
+    send_signal(proc, signal.SIGSTOP)
     time.sleep(3.5)
-    with_signal(proc, signal.SIGCONT)
-    wait_for(lambda: lease_metrics(prom).get("ftagent_lease_state{FENCED}") == 1, 10, "FENCED in the metrics")
+    send_signal(proc, signal.SIGCONT)
+    wait_until(lambda: lease_metrics(prom).get("ftagent_lease_state{FENCED}") == 1, 10, "FENCED in the metrics")
     assert lease_metrics(prom)["ftagent_lease_fences_total"] == 1
     assert a.stop(proc) == 3
     # A new heartbeat continues the fence counter (Prometheus' increase() sees no reset).
     proc = start_journaled(a)
-    wait_for(lambda: lease_metrics(prom).get("ftagent_lease_state{HELD}") == 1, 15, "HELD again")
+    wait_until(lambda: lease_metrics(prom).get("ftagent_lease_state{HELD}") == 1, 15, "HELD again")
     assert lease_metrics(prom)["ftagent_lease_fences_total"] == 1
     # The check-in's metrics share the file.
     assert ftagent(a, "checkin").returncode == 0

@@ -8,7 +8,6 @@ renewal path must give up within its timeout (inside the fencing margin) whateve
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,10 +18,10 @@ import pytest
 
 from ftagent.errors import BadAnswer, ConnectionFailed
 from tests.conftest import FtmockServer
-from tests.ftagent.heartbeat_kit import Guest, make_guest
 from tests.ftagent.hostile import hostile_server
+from tests.kit.guest import FTAGENT, Guest
+from tests.kit.lease import lease_guest
 
-FTAGENT = str(Path(sys.executable).parent / "ftagent")
 TIMEOUT = 2.0
 RETRIES = 1
 # Python start-up and loaded CI machines: generous, but far below the minutes the bug took.
@@ -31,29 +30,18 @@ MAX_RSS_MB = 300
 
 
 @pytest.fixture
-def org(ftmock_session: FtmockServer) -> str:
-    key = f"org-{uuid.uuid4().hex[:10]}"
-    ftmock_session.admin("org", "create", key)
-    return key
-
-
-@pytest.fixture
 def guest(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> Guest:
-    return make_guest(ftmock_session, tmp_path / "guest", org, str(uuid.uuid4()))
+    return lease_guest(ftmock_session, tmp_path / "guest", org, str(uuid.uuid4()))
 
 
 def point_at(guest: Guest, url: str) -> None:
-    text = guest.config.read_text()
-    text = re.sub(r"(?m)^url = .*$", f"url = {url}", text)
-    text = re.sub(r"(?m)^retries = .*\n", "", text)
-    text = re.sub(r"(?m)^timeout = .*$", f"timeout = {TIMEOUT:g}\nretries = {RETRIES}", text)
-    guest.config.write_text(text)
+    guest.configure("server", url=url, timeout=TIMEOUT, retries=RETRIES)
 
 
 def run_measured(guest: Guest, *args: str) -> tuple[int, float, float, str]:
     """Run the installed ftagent; (exit code, seconds, peak RSS in MB, stderr)."""
     started = time.monotonic()
-    proc = subprocess.Popen([FTAGENT, "--config", str(guest.config), *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([FTAGENT, "--config", str(guest.conf), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=guest.env())
     deadline = started + 120
     while True:
@@ -113,8 +101,7 @@ def test_light_renewal_gives_up_within_its_timeout(guest: Guest, ftmock_session:
 
     with hostile_server(ftmock_session.data_dir, mode) as (url, _):
         client = LightTransport(url, ca_cert=ftmock_session.ca_path, insecure=False,
-                                cert_file=guest.root / "identity" / "cert.pem",
-                                key_file=guest.root / "identity" / "key.pem")
+                                cert_file=guest.id_dir / "cert.pem", key_file=guest.id_dir / "key.pem")
         started = time.monotonic()
         with pytest.raises(ConnectionFailed) as info:
             client.send("POST", "consumers/x/lease", body=b'{"holder": "h"}', headers={}, timeout=1.0)

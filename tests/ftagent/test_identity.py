@@ -17,12 +17,12 @@ import pytest
 
 from ftagent.errors import IdentityError, NotRegistered
 from ftagent.identity import IdentityStore
-from tests.ftagent.pki import LocalCA, key_pem, new_key
+from tests.kit.ca import CertAuthority, key_pem, new_key
 
 
 @pytest.fixture
-def ca() -> LocalCA:
-    return LocalCA()
+def ca() -> CertAuthority:
+    return CertAuthority()
 
 
 def test_not_registered_when_empty(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_not_registered_when_empty(tmp_path: Path) -> None:
         store.load()
 
 
-def test_save_and_load_round_trip(tmp_path: Path, ca: LocalCA) -> None:
+def test_save_and_load_round_trip(tmp_path: Path, ca: CertAuthority) -> None:
     cert, key = ca.pair("11111111-2222-3333-4444-555555555555", org="acme")
     store = IdentityStore(tmp_path / "id")
     saved = store.save(cert, key, name="vm1")
@@ -48,7 +48,7 @@ def test_save_and_load_round_trip(tmp_path: Path, ca: LocalCA) -> None:
     assert len(gens) == 1
 
 
-def test_save_refuses_mismatched_pair_and_changes_nothing(tmp_path: Path, ca: LocalCA) -> None:
+def test_save_refuses_mismatched_pair_and_changes_nothing(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     cert, key = ca.pair("u1")
     store.save(cert, key)
@@ -58,7 +58,7 @@ def test_save_refuses_mismatched_pair_and_changes_nothing(tmp_path: Path, ca: Lo
     assert store.load(full=True).uuid == "u1"
 
 
-def test_corrupt_certificate_refused_with_clear_message(tmp_path: Path, ca: LocalCA) -> None:
+def test_corrupt_certificate_refused_with_clear_message(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     cert, key = ca.pair("u1")
     store.save(cert, key)
@@ -67,7 +67,7 @@ def test_corrupt_certificate_refused_with_clear_message(tmp_path: Path, ca: Loca
         store.load()
 
 
-def test_corrupt_key_refused(tmp_path: Path, ca: LocalCA) -> None:
+def test_corrupt_key_refused(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     cert, key = ca.pair("u1")
     store.save(cert, key)
@@ -76,7 +76,7 @@ def test_corrupt_key_refused(tmp_path: Path, ca: LocalCA) -> None:
         store.load()
 
 
-def test_mismatched_key_refused(tmp_path: Path, ca: LocalCA) -> None:
+def test_mismatched_key_refused(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     cert, key = ca.pair("u1")
     store.save(cert, key)
@@ -85,7 +85,7 @@ def test_mismatched_key_refused(tmp_path: Path, ca: LocalCA) -> None:
         store.load()
 
 
-def test_missing_key_refused(tmp_path: Path, ca: LocalCA) -> None:
+def test_missing_key_refused(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     cert, key = ca.pair("u1")
     store.save(cert, key)
@@ -94,7 +94,7 @@ def test_missing_key_refused(tmp_path: Path, ca: LocalCA) -> None:
         store.load()
 
 
-def test_expired_identity_refused(tmp_path: Path, ca: LocalCA) -> None:
+def test_expired_identity_refused(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
     key = new_key()
@@ -111,7 +111,7 @@ def test_expired_identity_refused(tmp_path: Path, ca: LocalCA) -> None:
             store.load(full=full, now=later)
 
 
-def test_plain_files_layout_is_accepted(tmp_path: Path, ca: LocalCA) -> None:
+def test_plain_files_layout_is_accepted(tmp_path: Path, ca: CertAuthority) -> None:
     """cert.pem/key.pem written by hand (no generations) are read and fully validated."""
     d = tmp_path / "id"
     d.mkdir()
@@ -127,7 +127,7 @@ def test_plain_files_layout_is_accepted(tmp_path: Path, ca: LocalCA) -> None:
     assert store.load().serial != 0
 
 
-def test_delete(tmp_path: Path, ca: LocalCA) -> None:
+def test_delete(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     store.save(*ca.pair("u1"))
     store.delete()
@@ -135,7 +135,7 @@ def test_delete(tmp_path: Path, ca: LocalCA) -> None:
     assert [p.name for p in store.directory.iterdir()] == []
 
 
-def test_failover_record_kept_on_same_uuid_resave(tmp_path: Path, ca: LocalCA) -> None:
+def test_failover_record_kept_on_same_uuid_resave(tmp_path: Path, ca: CertAuthority) -> None:
     store = IdentityStore(tmp_path / "id")
     key = new_key()
     store.save(ca.issue("new", key.public_key()), key_pem(key), failover={"from": "old", "to": "new", "time": "t"})
@@ -164,7 +164,7 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_sigkill_during_writes_always_leaves_an_intact_pair(tmp_path: Path, ca: LocalCA) -> None:
+def test_sigkill_during_writes_always_leaves_an_intact_pair(tmp_path: Path, ca: CertAuthority) -> None:
     """A writer replacing the pair in a loop is killed at random points; every time the store
     loads (full validation) and holds one of the known pairs, never a mix."""
     runs = int(os.environ.get("FTAGENT_CRASH_RUNS", "30"))

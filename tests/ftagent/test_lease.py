@@ -31,7 +31,7 @@ from ftagent.lease import (
 )
 from ftagent.lease.clock import ManualClock, SystemClock, clock_name
 from ftagent.lease.fencing import FenceLadder, parse_signal_spec
-from tests.ftagent.heartbeat_kit import overlaps
+from tests.kit.lease import overlaps
 
 ROOT = Path(__file__).resolve().parents[2]
 

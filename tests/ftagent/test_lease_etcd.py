@@ -22,8 +22,11 @@ import pytest
 
 from tests.conftest import FtmockServer
 from tests.ftagent.etcd_cluster import EtcdCluster, Event, KeyWatch, b64, free_ports, unb64
-from tests.ftagent.heartbeat_kit import Guest, clone_guest, make_guest, unique_vm, wait_for, with_signal
-from tests.ftmock.conftest import new_org
+from tests.kit.ca import CertAuthority
+from tests.kit.guest import Guest, clone_guest, send_signal
+from tests.kit.lease import lease_guest, unique_vm
+from tests.kit.orgs import new_org
+from tests.kit.wait import wait_until
 
 PREFIX = "/ftagent-test/leases"
 @pytest.fixture(scope="module")
@@ -47,16 +50,15 @@ def vm() -> str:
 
 
 def etcd_guest(server: FtmockServer, root: Path, endpoints: str, **lease: str) -> Guest:
-    return make_guest(server, root, new_org(server), vm(), backend="etcd", etcd_endpoints=endpoints,
+    return lease_guest(server, root, new_org(server), vm(), backend="etcd", etcd_endpoints=endpoints,
                       etcd_prefix=PREFIX, **lease)
 
 
 def key_of(guest: Guest) -> str:
     from ftagent.identity import IdentityStore
 
-    org = IdentityStore(guest.root / "identity").load().org
-    virt = json.loads((guest.root / "facts" / "virt.facts").read_text())["virt.uuid"]
-    return f"{PREFIX}/{org}/{virt.lower()}"
+    org = IdentityStore(guest.id_dir).load().org
+    return f"{PREFIX}/{org}/{guest.virt_uuid.lower()}"
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,13 @@ def test_steady_renewals_then_release_hands_over_at_once(ftmock_session: FtmockS
     watch = KeyWatch(etcd.members[0].url, key_of(a))
     watches.append(watch)
     proc = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "HELD")
     gen, first = a.status()["generation"], a.status()["renewals"]
     time.sleep(2.5)
     st = a.status()
     assert st["state"] == "HELD" and st["generation"] == gen and st["renewals"] >= first + 3
     assert st["holder"] == st["held_by"] and 0 < st["deadline_in"] <= 2.0 and st["failures"] == 0
-    out = json.loads(a.cli("status", "--json").stdout)
+    out = json.loads(a.ftagent("status", "--json").stdout)
     assert out["lease"]["state"] == "HELD" and out["lease"]["generation"] == gen and out["lease"]["running"]
     # Renewals are keep-alives: the key was created once, by this holder, and never written again.
     [held] = check_history(watch)
@@ -132,12 +134,12 @@ def test_steady_renewals_then_release_hands_over_at_once(ftmock_session: FtmockS
     assert a.stop(proc) == 0
     assert a.state() == "RELEASED" and not a.fences()
     b = clone_guest(a, tmp_path / "b")
-    r = b.cli("heartbeat", "--once", "--json")
+    r = b.ftagent("heartbeat", "--once", "--json")
     assert r.returncode == 0, r.stderr  # at once: the release revoked the etcd lease
     gen_b = json.loads(r.stdout)["generation"]
     assert gen_b > gen
-    assert a.cli("heartbeat", "--once").returncode == 3  # another instance holds it now
-    r = b.cli("heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
+    assert a.ftagent("heartbeat", "--once").returncode == 3  # another instance holds it now
+    r = b.ftagent("heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
     assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen_b
     found = check_history(watch)
     assert [(p.holder, p.generation) for p in found] == [(st["holder"], gen), (b.status()["holder"], gen_b)]
@@ -153,7 +155,7 @@ def test_two_agents_started_together_only_one_holds(ftmock_session: FtmockServer
     watch = KeyWatch(etcd.members[1].url, key_of(a))
     watches.append(watch)
     pa, pb = a.start(), b.start()
-    wait_for(lambda: "HELD" in (a.state(), b.state()), 15, "one HELD")
+    wait_until(lambda: "HELD" in (a.state(), b.state()), 15, "one HELD")
     time.sleep(2)
     assert sorted([a.state(), b.state()]) == ["ACQUIRING", "HELD"]
     winner, loser = (a, b) if a.state() == "HELD" else (b, a)
@@ -161,7 +163,7 @@ def test_two_agents_started_together_only_one_holds(ftmock_session: FtmockServer
     [held] = check_history(watch)
     assert held.holder == winner.status()["holder"] and held.end is None  # the other never held
     assert winner.stop(pa if winner is a else pb) == 0
-    wait_for(lambda: loser.state() == "HELD", 5, "the other takes over after the release")
+    wait_until(lambda: loser.state() == "HELD", 5, "the other takes over after the release")
     assert loser.stop(pb if winner is a else pa) == 0
     assert not a.fences() and not b.fences()
     found = check_history(watch)
@@ -177,15 +179,15 @@ def test_frozen_holder_is_taken_over_after_expiry_and_fences_on_resume(
     watch = KeyWatch(etcd.members[2].url, key_of(a))
     watches.append(watch)
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
-    with_signal(pa, signal.SIGSTOP)
+    wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    send_signal(pa, signal.SIGSTOP)
     before = a.status()
-    wait_for(lambda: b.state() == "HELD", 10, "B acquires after etcd expired A's lease")
+    wait_until(lambda: b.state() == "HELD", 10, "B acquires after etcd expired A's lease")
     time.sleep(0.5)
-    with_signal(pa, signal.SIGCONT)
-    wait_for(lambda: a.state() == "FENCED", 5, "A fences")
+    send_signal(pa, signal.SIGCONT)
+    wait_until(lambda: a.state() == "FENCED", 5, "A fences")
     after = a.status()
     assert after["renewals"] == before["renewals"]  # no keep-alive was accepted after the pause
     assert after["generation"] < b.status()["generation"]
@@ -210,9 +212,9 @@ def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServ
     watch = KeyWatch(etcd.any_alive(exclude=(leader,)).url, key_of(a))
     watches.append(watch)
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
     gen = a.status()["generation"]
     etcd.kill(leader)  # a leader change too: keep-alives move to the new leader
     killed = time.monotonic()
@@ -221,7 +223,7 @@ def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServ
         st = a.status()
         assert st["state"] in ("HELD", "DEGRADED") and st["generation"] == gen, st
         time.sleep(0.1)
-    wait_for(lambda: a.state() == "HELD", 3, "A HELD again")
+    wait_until(lambda: a.state() == "HELD", 3, "A HELD again")
     assert a.status()["renewals"] >= renewals + 4
     assert not a.fences() and b.state() == "ACQUIRING"
     [held] = check_history(watch)
@@ -241,18 +243,18 @@ def test_quorum_lost_the_holder_fences_before_expiry_and_one_holder_after(
     watch = KeyWatch(survivor.url, key_of(a))
     watches.append(watch)
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
     for m in etcd.members:
         if m is not survivor:
             etcd.kill(m)
-    wait_for(lambda: a.state() == "FENCED", 6, "A fences without quorum")
+    wait_until(lambda: a.state() == "FENCED", 6, "A fences without quorum")
     assert "deadline" in a.status()["reason"]
     time.sleep(1)
     assert b.state() == "ACQUIRING"  # nobody can get the lease without quorum
     etcd.heal()
-    wait_for(lambda: b.state() == "HELD", 15, "B takes over once quorum is back and A's lease expired")
+    wait_until(lambda: b.state() == "HELD", 15, "B takes over once quorum is back and A's lease expired")
     time.sleep(1)
     assert a.state() == "FENCED" and b.state() == "HELD" and len(a.fences()) == 1 and not b.fences()
     found = check_history(watch, a)
@@ -349,14 +351,14 @@ def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: Ftmoc
     watch = KeyWatch(etcd.members[1].url, key_of(a))
     watches.append(watch)
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
     proxy.stalled.set()
     stalled = time.time()
-    wait_for(lambda: a.state() == "DEGRADED", 3, "A DEGRADED")
-    wait_for(lambda: a.state() == "FENCED", 5, "A FENCED")
-    wait_for(lambda: b.state() == "HELD", 10, "B takes over after etcd expired A's lease")
+    wait_until(lambda: a.state() == "DEGRADED", 3, "A DEGRADED")
+    wait_until(lambda: a.state() == "FENCED", 5, "A FENCED")
+    wait_until(lambda: b.state() == "HELD", 10, "B takes over after etcd expired A's lease")
     fence_time, reason = a.fences()[0]
     assert "deadline" in reason and fence_time - stalled < 3.0  # within ttl of the last keep-alive
     found = check_history(watch, a)
@@ -374,18 +376,18 @@ def test_restart_after_fenced_waits_for_expiry_and_gets_a_new_generation(
     watch = KeyWatch(etcd.members[0].url, key_of(a))
     watches.append(watch)
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     gen = a.status()["generation"]
     proxy.stalled.set()
-    wait_for(lambda: a.state() == "FENCED", 7, "A FENCED")
+    wait_until(lambda: a.state() == "FENCED", 7, "A FENCED")
     assert a.stop(pa) == 3
     # The operator restarts it with the cluster reachable again, before etcd expired the old lease:
     # the same holder id, but an etcd lease this process does not know, so it waits.
     proxy.stalled.clear()
     a.write_config(etcd_endpoints=etcd.endpoints)
     pa = a.start()
-    wait_for(lambda: a.status().get("pid") == pa.pid, 10, "the new process reports")
-    wait_for(lambda: a.state() == "HELD", 10, "A holds again once the old lease expired")
+    wait_until(lambda: a.status().get("pid") == pa.pid, 10, "the new process reports")
+    wait_until(lambda: a.state() == "HELD", 10, "A holds again once the old lease expired")
     st = a.status()
     assert st["generation"] > gen and len(a.fences()) == 1
     found = check_history(watch, a)
@@ -395,27 +397,27 @@ def test_restart_after_fenced_waits_for_expiry_and_gets_a_new_generation(
 
 
 def test_etcd_backend_configuration_errors(ftmock_session: FtmockServer, tmp_path: Path) -> None:
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm(), backend="etcd")
-    r = a.cli("heartbeat", "--once")
-    assert r.returncode == 78 and "[lease] etcd_endpoints" in r.stderr and str(a.config) in r.stderr
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm(), backend="etcd")
+    r = a.ftagent("heartbeat", "--once")
+    assert r.returncode == 78 and "[lease] etcd_endpoints" in r.stderr and str(a.conf) in r.stderr
     a.write_config(etcd_endpoints="ftp://x:1")
-    r = a.cli("heartbeat", "--once")
+    r = a.ftagent("heartbeat", "--once")
     assert r.returncode == 78 and "invalid endpoint" in r.stderr
     a.write_config(etcd_endpoints="http://127.0.0.1:1", etcd_username="root")
-    r = a.cli("heartbeat", "--once")
+    r = a.ftagent("heartbeat", "--once")
     assert r.returncode == 78 and "etcd_password" in r.stderr
-    r = a.cli("status", "--json")  # a read-only command shows the error beside the status
+    r = a.ftagent("status", "--json")  # a read-only command shows the error beside the status
     assert "etcd_password" in json.loads(r.stdout)["lease"]["error"]
     a.write_config(etcd_endpoints="http://127.0.0.1:1", etcd_username="", etcd_ca_cert="/etc/ssl/ca.pem")
-    r = a.cli("heartbeat", "--once")
+    r = a.ftagent("heartbeat", "--once")
     assert r.returncode == 78 and "https://" in r.stderr
 
 
 def test_unreachable_cluster_is_unavailable_for_once(ftmock_session: FtmockServer, tmp_path: Path) -> None:
     port = free_ports(1)[0]
-    a = make_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm(), backend="etcd",
+    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm(), backend="etcd",
                    etcd_endpoints=f"http://127.0.0.1:{port}")
-    r = a.cli("heartbeat", "--once")
+    r = a.ftagent("heartbeat", "--once")
     assert r.returncode == 69, r.stderr
     assert a.status()["state"] == "ACQUIRING"
 
@@ -445,7 +447,7 @@ def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successo
     server = ftmock_session
     org = new_org(server)
     checkin(server, org, REPORT1)
-    a = make_guest(server, tmp_path / "a", org, VM1, backend="etcd", etcd_endpoints=etcd.endpoints,
+    a = lease_guest(server, tmp_path / "a", org, VM1, backend="etcd", etcd_endpoints=etcd.endpoints,
                    etcd_prefix=PREFIX)
     b = clone_guest(a, tmp_path / "b")  # another instance with the same identity, its own holder id
     guests += [a, b]
@@ -453,16 +455,16 @@ def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successo
     watches.append(watch)
     consumer1 = a.uuid()
     pa = a.start()
-    wait_for(lambda: a.state() == "HELD", 15, "A HELD")
+    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
-    wait_for(lambda: b.status().get("held_by") is not None, 10, "B waiting")
+    wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
     gen = a.status()["generation"]
     consumer2 = checkin(server, org, REPORT2)["resultData"]["failovers"][0]["to"]
     # Both instances meet the failover answer on their next command; only the holder may follow it.
-    r = b.cli("checkin")
+    r = b.ftagent("checkin")
     assert r.returncode != 0 and "does not hold" in r.stderr, r.stderr
     assert b.uuid() == consumer1
-    r = a.cli("checkin")
+    r = a.ftagent("checkin")
     assert r.returncode == 0, r.stderr
     assert a.uuid() == consumer2
     time.sleep(1)
@@ -474,26 +476,17 @@ def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successo
 
 
 def test_tls_client_certificate_and_etcd_password(ftmock_session: FtmockServer, tmp_path: Path) -> None:
-    import trustme
-
-    ca = trustme.CA()
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    ca.cert_pem.write_to_path(str(pki / "ca.pem"))
-    member = ca.issue_cert("127.0.0.1", "localhost")
-    member.cert_chain_pems[0].write_to_path(str(pki / "member.pem"))
-    member.private_key_pem.write_to_path(str(pki / "member.key"))
-    client = ca.issue_cert("ftagent-guest")
-    client.cert_chain_pems[0].write_to_path(str(pki / "client.pem"))
-    client.private_key_pem.write_to_path(str(pki / "client.key"))
-    cluster = EtcdCluster(tmp_path / "etcd", size=1, tls=(pki / "ca.pem", pki / "member.pem", pki / "member.key"))
+    ca = CertAuthority()
+    member = ca.server_files(tmp_path / "pki")
+    client_cert, client_key = ca.client_files(tmp_path / "pki", "ftagent-guest")
+    cluster = EtcdCluster(tmp_path / "etcd", size=1, tls=(member.ca_path, member.cert_path, member.key_path))
     cluster.start()
     try:
         cluster.enable_auth("guest", "guest-pw", PREFIX + "/")
-        a = etcd_guest(ftmock_session, tmp_path / "a", cluster.endpoints, etcd_ca_cert=str(pki / "ca.pem"),
-                       etcd_cert=str(pki / "client.pem"), etcd_key=str(pki / "client.key"),
+        a = etcd_guest(ftmock_session, tmp_path / "a", cluster.endpoints, etcd_ca_cert=str(member.ca_path),
+                       etcd_cert=str(client_cert), etcd_key=str(client_key),
                        etcd_username="guest", etcd_password="guest-pw")
-        r = a.cli("heartbeat", "--once", "--json")
+        r = a.ftagent("heartbeat", "--once", "--json")
         assert r.returncode == 0, r.stderr
         gen = json.loads(r.stdout)["generation"]
         kvs = cluster.post(cluster.members[0], "kv/range", {"key": b64(key_of(a))})["kvs"]
@@ -504,7 +497,7 @@ def test_tls_client_certificate_and_etcd_password(ftmock_session: FtmockServer, 
         for n, wrong in enumerate(({"etcd_password": "wrong-pw"}, {"etcd_cert": "", "etcd_key": ""},
                                    {"etcd_ca_cert": ""})):
             b = clone_guest(a, tmp_path / f"b{n}", **{**right, **wrong})
-            r = b.cli("heartbeat", "--once")
+            r = b.ftagent("heartbeat", "--once")
             assert r.returncode == 69, (wrong, r.stderr)
             assert "wrong-pw" not in r.stderr
             if "etcd_password" in wrong:
@@ -512,10 +505,10 @@ def test_tls_client_certificate_and_etcd_password(ftmock_session: FtmockServer, 
             if "etcd_ca_cert" in wrong:
                 assert "certificate" in r.stderr.lower(), r.stderr
         b = clone_guest(a, tmp_path / "b", **right)
-        r = b.cli("heartbeat", "--once", "--json")
+        r = b.ftagent("heartbeat", "--once", "--json")
         assert r.returncode == 3 and json.loads(r.stdout)["held_by"] == a.status()["holder"], r.stderr
         # The holder renews its lease (carried over from its earlier run), same generation.
-        r = a.cli("heartbeat", "--once", "--json")
+        r = a.ftagent("heartbeat", "--once", "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen, r.stderr
     finally:
         cluster.stop()

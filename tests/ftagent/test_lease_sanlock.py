@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftagent.heartbeat_kit import unique_vm, wait_for
 from tests.ftagent.sanlock_kit import SanlockSite, boottime, require_binding
-from tests.ftmock.conftest import new_org
+from tests.kit.lease import unique_vm
+from tests.kit.orgs import new_org
+from tests.kit.wait import wait_until
 
 require_binding()
 
@@ -38,7 +39,7 @@ def site(ftmock_session: FtmockServer, tmp_path: Path) -> Iterator[SanlockSite]:
 
 def held(site: SanlockSite, host: str, timeout: float = 30) -> dict[str, object]:
     guest = site.guests[host]
-    wait_for(lambda: guest.state() == "HELD", timeout, f"{host} HELD")
+    wait_until(lambda: guest.state() == "HELD", timeout, f"{host} HELD")
     return guest.status()
 
 
@@ -75,7 +76,7 @@ def test_steady_state_waiting_instance_then_clean_release_hands_over(site: Sanlo
     assert status["backend_timing"] == {"io_timeout": 1, "renewal": 2, "renewal_fail": 8, "host_dead": 68}
     site.start("b")
     # b joins the lockspace (2 x io_timeout), finds the resource held by host id 1 and waits.
-    wait_for(lambda: b.status().get("held_by") == "sanlock host id 1", 30, "b seeing a as the holder")
+    wait_until(lambda: b.status().get("held_by") == "sanlock host id 1", 30, "b seeing a as the holder")
     for holders in site.watch(3):
         assert holders == ["a"]
     assert b.state() == "ACQUIRING"
@@ -99,7 +100,7 @@ def test_steady_state_waiting_instance_then_clean_release_hands_over(site: Sanlo
 def test_two_instances_racing_only_one_holds(site: SanlockSite) -> None:
     site.start("a")
     site.start("b")
-    wait_for(lambda: site.holders(), 30, "a holder")
+    wait_until(lambda: site.holders(), 30, "a holder")
     for holders in site.watch(5):
         assert len(holders) == 1
     winner = site.holders()[0]
@@ -139,10 +140,10 @@ def test_daemon_briefly_frozen_degrades_and_recovers_without_fencing(site: Sanlo
     try:
         # Every call into the frozen daemon times out, the guard goes on.  Resumed within 8 x
         # io_timeout, before the daemon itself gives the lockspace up.
-        wait_for(lambda: a.state() == "DEGRADED", 6, "DEGRADED")
+        wait_until(lambda: a.state() == "DEGRADED", 6, "DEGRADED")
     finally:
         site.daemons["a"].signal(signal.SIGCONT)
-    wait_for(lambda: a.state() == "HELD", 20, "HELD again")
+    wait_until(lambda: a.state() == "HELD", 20, "HELD again")
     assert a.fences() == [] and a.status()["generation"] == 1
 
 
@@ -153,11 +154,11 @@ def test_lockspace_lost_runs_the_fencing_ladder_through_killpath(site: SanlockSi
     lost_at = time.monotonic()
     # Storage gone: the daemon's renewals fail, after 8 x io_timeout it runs our kill path.
     os.truncate(site.lease_file, 0)
-    wait_for(lambda: a.fences(), 30, "the fence hook")
+    wait_until(lambda: a.fences(), 30, "the fence hook")
     assert time.monotonic() - lost_at < 20
     (_, reason), = a.fences()
     assert "SIGUSR1" in reason and "sanlock" in reason
-    wait_for(lambda: a.state() == "FENCED", 5, "FENCED")
+    wait_until(lambda: a.state() == "FENCED", 5, "FENCED")
     # The ladder ran instead of a SIGKILL: the agent is alive, fenced, and has given the lease up.
     time.sleep(2)
     assert proc_a.poll() is None
@@ -181,7 +182,7 @@ def test_frozen_host_loses_the_lease_only_after_host_dead_and_fences_on_resume(s
     os.kill(proc_a.pid, signal.SIGSTOP)
     frozen_at = boottime()
     try:
-        wait_for(lambda: b.state() == "HELD" or site.violations, 150, "b's takeover", step=0.5)
+        wait_until(lambda: b.state() == "HELD" or site.violations, 150, "b's takeover", step=0.5)
         for _ in site.watch(0.5):
             pass
         took_over = boottime()
@@ -194,9 +195,9 @@ def test_frozen_host_loses_the_lease_only_after_host_dead_and_fences_on_resume(s
     finally:
         os.kill(proc_a.pid, signal.SIGCONT)
         site.daemons["a"].signal(signal.SIGCONT)
-    wait_for(lambda: a.fences(), 10, "a fencing on resume")
+    wait_until(lambda: a.fences(), 10, "a fencing on resume")
     assert "deadline passed" in a.fences()[0][1] or "SIGUSR1" in a.fences()[0][1]
-    wait_for(lambda: a.state() == "FENCED", 5, "a FENCED")
+    wait_until(lambda: a.state() == "FENCED", 5, "a FENCED")
     for holders in site.watch(3):
         assert holders == ["b"]
     assert site.violations == []

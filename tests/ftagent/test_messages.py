@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.conftest import ADMIN_PASSWORD, FtmockServer
-from tests.ftagent.agentenv import FTAGENT, Guest, make_guest
 from tests.ftagent.test_cli_commands import ftagent
+from tests.kit.ca import CertAuthority
+from tests.kit.guest import FTAGENT, Guest, cli_guest
 
 
 def unprivileged(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -29,7 +29,7 @@ def shared_guest(ftmock_session: FtmockServer, org: str) -> Iterator[Guest]:
     """A guest in a directory others can traverse (pytest's tmp_path is private to its owner)."""
     root = Path(tempfile.mkdtemp(prefix="ftagent-perm-"))
     os.chmod(root, 0o755)
-    guest = make_guest(root / "g", ftmock_session, org)
+    guest = cli_guest(root / "g", ftmock_session, org)
     yield guest
     shutil.rmtree(root)
 
@@ -148,7 +148,7 @@ def test_no_urllib3_retry_warnings(guest: Guest) -> None:
 
 def test_untrusted_ca_still_reported(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> None:
     other = tmp_path / "other-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(other))
-    g = make_guest(tmp_path / "g", ftmock_session, org, ca=other)
+    CertAuthority().write(other)
+    g = cli_guest(tmp_path / "g", ftmock_session, org, ca=other)
     res = ftagent(g, "register", "--org", org, "--username", "admin")
     assert res.returncode == 69 and "server certificate not trusted" in res.stderr

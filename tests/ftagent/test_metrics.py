@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.ftagent.agentenv import Guest
 from tests.ftagent.test_cli_commands import ftagent
+from tests.kit.guest import Guest
 
 
 def samples(path: Path) -> dict[str, float]:

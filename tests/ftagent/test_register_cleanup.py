@@ -19,7 +19,8 @@ from ftagent.connection import Connection
 from ftagent.errors import ConnectionFailed
 from ftagent.identity import IdentityStore
 from tests.conftest import ADMIN_PASSWORD
-from tests.ftagent.agentenv import Guest, make_pool
+from tests.kit.guest import Guest
+from tests.kit.orgs import make_pool
 
 
 def _consumers(guest: Guest) -> list[dict[str, Any]]:

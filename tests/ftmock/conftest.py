@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +81,6 @@ def admin_client(server: FtmockServer) -> Client:
     return Client(server, auth=server.admin_auth)
 
 
-def new_org(server: FtmockServer) -> str:
-    key = f"org{next(_counter)}-{uuid.uuid4().hex[:6]}"
-    r = admin_client(server).post("/owners", json={"key": key})
-    assert r.status_code == 200, r.text
-    return key
-
-
 def register(server: FtmockServer, tmp: Path, org: str, *, name: str = "guest", csr: bool = True,
              facts: dict[str, str] | None = None, installed: list[str] | None = None,
              activation_keys: str | None = None) -> Registered:
@@ -111,17 +103,6 @@ def register(server: FtmockServer, tmp: Path, org: str, *, name: str = "guest", 
     assert key_pem is not None
     key_path.write_text(key_pem)
     return Registered(dto, str(cert_path), str(key_path), Client(server, cert=(str(cert_path), str(key_path))))
-
-
-def product_and_pool(server: FtmockServer, org: str, pid: str, quantity: int = 10,
-                     attributes: dict[str, str] | None = None) -> str:
-    admin = admin_client(server)
-    r = admin.post(f"/owners/{org}/products", json={"id": pid, "name": f"Product {pid}",
-                                                    "attributes": attributes or {}})
-    assert r.status_code == 200, r.text
-    r = admin.post(f"/owners/{org}/pools", json={"productId": pid, "quantity": quantity})
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
 
 
 def checkin(server: FtmockServer, org: str, report: dict[str, Any], reporter: str = "rep1",
@@ -152,8 +133,3 @@ def hypervisor(hid: str, guests: list[dict[str, Any]] | list[str], name: str | N
 @pytest.fixture
 def server(ftmock_session: FtmockServer) -> FtmockServer:
     return ftmock_session
-
-
-@pytest.fixture
-def org(server: FtmockServer) -> str:
-    return new_org(server)

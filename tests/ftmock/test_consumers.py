@@ -91,13 +91,9 @@ def test_unauthenticated_requests_are_refused(server: FtmockServer, org: str) ->
 
 
 def test_certificate_from_another_ca_is_not_an_identity(server: FtmockServer, org: str, tmp_path: Path) -> None:
-    import trustme
+    from tests.kit.ca import CertAuthority
 
-    other = trustme.CA()
-    leaf = other.issue_cert("intruder")
-    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
-    cert_file.write_bytes(leaf.cert_chain_pems[0].bytes())
-    key_file.write_bytes(leaf.private_key_pem.bytes())
+    cert_file, key_file = CertAuthority().client_files(tmp_path, "intruder")
     reg = register(server, tmp_path, org, name="victim")
     client = Client(server, cert=(str(cert_file), str(key_file)))
     try:

@@ -9,15 +9,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import (
-    Client,
-    admin_client,
-    checkin,
-    hypervisor,
-    product_and_pool,
-    public_key_der,
-    register,
-)
+from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, public_key_der, register
+from tests.kit.orgs import make_pool
 
 VM1 = "4a2f3e1c-0d9b-4e5f-8a7b-6c5d4e3f2a1b"
 
@@ -70,7 +63,7 @@ def held_hosts(server: FtmockServer, org: str, consumer: str) -> list[str]:
 
 
 def test_design_use_case(server: FtmockServer, org: str, tmp_path: Path) -> None:
-    pool = product_and_pool(server, org, "RHEL-VDC", attributes={"virt_limit": "unlimited"})
+    pool = make_pool(server, org, "RHEL-VDC", attributes={"virt_limit": "unlimited"})
     # Report 1: one consumer per (virt.uuid, instanceUUID), FT facts, no org yet.
     job = checkin(server, org, REPORT1)
     assert job["state"] == "FINISHED"
@@ -200,7 +193,7 @@ def test_vm_registered_before_any_report_becomes_the_primary(server: FtmockServe
 
 
 def test_ft_groups_are_per_organization(server: FtmockServer, org: str, tmp_path: Path) -> None:
-    from tests.ftmock.conftest import new_org
+    from tests.kit.orgs import new_org
 
     checkin(server, org, REPORT1)
     reg = register(server, tmp_path, org, name="vm", facts={"virt.uuid": VM1})

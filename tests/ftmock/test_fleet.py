@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, new_org, register
+from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, register
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
+from tests.kit.orgs import new_org
 
 
 def ftmock_cli(server: FtmockServer, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

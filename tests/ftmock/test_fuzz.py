@@ -26,17 +26,9 @@ from typing import Any
 import requests
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import (
-    Client,
-    admin_client,
-    checkin,
-    hypervisor,
-    make_key_and_csr,
-    new_org,
-    product_and_pool,
-    register,
-)
+from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, make_key_and_csr, register
 from tests.ftmock.test_failover import REPORT1, ft_guest
+from tests.kit.orgs import make_pool, new_org
 
 CASES = int(os.environ.get("FTMOCK_FUZZ_CASES", "5000"))
 SEED = int(os.environ.get("FTMOCK_FUZZ_SEED", "10"))
@@ -66,7 +58,7 @@ class World:
         self.server, self.tmp = server, tmp
         self.org = new_org(server)
         self.other_org = new_org(server)
-        self.pool = product_and_pool(server, self.org, "FUZZ", attributes={"virt_limit": "4"})
+        self.pool = make_pool(server, self.org, "FUZZ", attributes={"virt_limit": "4"})
         checkin(server, self.org, REPORT1)
         self.consumers = [register(server, tmp, self.org, name=f"fuzz-{i}", facts={"virt.uuid": f"fuzz-vm-{i}"})
                           for i in range(2)]

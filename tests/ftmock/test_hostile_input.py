@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, new_org, product_and_pool, register
+from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, register
 from tests.ftmock.test_failover import REPORT1, ft_guest
+from tests.kit.orgs import make_pool, new_org
 
 
 def tls_socket(server: FtmockServer, timeout: float = 10.0) -> ssl.SSLSocket:
@@ -176,7 +177,7 @@ HOSTILE_BODIES = {
 
 def test_hostile_json_bodies_are_400_on_every_json_route(server: FtmockServer, org: str, tmp_path: Path) -> None:
     reg = register(server, tmp_path, org, name="target")
-    product_and_pool(server, org, "HOSTILE")
+    make_pool(server, org, "HOSTILE")
     admin = admin_client(server)
     routes = [("POST", f"/consumers?owner={org}"), ("PUT", f"/consumers/{reg.uuid}"),
               ("POST", f"/consumers/{reg.uuid}"), ("POST", f"/consumers/{reg.uuid}/lease"),
@@ -270,7 +271,7 @@ def test_principals_see_only_their_own(server: FtmockServer, tmp_path: Path) -> 
     assert ft, "the report made FT consumers without an org"
     job = checkin(server, org_a, {"hypervisors": [hypervisor("hyp-x", [
         {"guestId": "vm-x", "state": 1, "attributes": ft_guest("X1", 0, ["X1"])["attributes"]}])]})
-    pool = product_and_pool(server, org_a, "MATRIX")
+    pool = make_pool(server, org_a, "MATRIX")
     victim = register(server, tmp_path, org_a, name="victim", facts={"virt.uuid": "matrix-vm"})
     victim.client.post(f"/consumers/{victim.uuid}/lease", json={"holder": "v", "ttl": 60})
     stranger = register(server, tmp_path, org_b, name="stranger")

@@ -11,19 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import (
-    Client,
-    admin_client,
-    checkin,
-    hypervisor,
-    make_key_and_csr,
-    product_and_pool,
-    register,
-)
+from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, make_key_and_csr, register
+from tests.kit.orgs import make_pool
 
 
 def test_state_survives_restart(ftmock: FtmockServer, tmp_path: Path) -> None:
-    pool = product_and_pool(ftmock, "admin", "PERSIST")
+    pool = make_pool(ftmock, "admin", "PERSIST")
     reg = register(ftmock, tmp_path, "admin", name="persistent", installed=["PERSIST"])
     reg.client.post(f"/consumers/{reg.uuid}/entitlements?pool={pool}")
     ca_before = ftmock.ca_path.read_bytes()

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import Client, admin_client, checkin, new_org, product_and_pool, register
+from tests.ftmock.conftest import Client, admin_client, checkin, register
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1, entitle_hosts
+from tests.kit.orgs import make_pool, new_org, org_user
 
 
 def consumer(server: FtmockServer, uuid: str) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def hosts_of_entitlements(server: FtmockServer, uuid: str) -> list[tuple[str, st
 def ft_setup(server: FtmockServer) -> tuple[str, str, dict[str, str]]:
     """orgx reports the design's Report 1 and entitles its hypervisors; orgy is where the VM registers."""
     orgx, orgy = new_org(server), new_org(server)
-    pool = product_and_pool(server, orgx, "RHEL-VDC", attributes={"virt_limit": "unlimited"})
+    pool = make_pool(server, orgx, "RHEL-VDC", attributes={"virt_limit": "unlimited"})
     assert checkin(server, orgx, REPORT1)["state"] == "FINISHED"
     entitle_hosts(server, orgx, pool, ["hyp-a", "hyp-b", "hyp-c"])
     return orgx, orgy, group_of(server, orgx)
@@ -94,7 +95,7 @@ def test_revoking_a_share_removes_its_entitlements_and_keeps_the_consumers(serve
     admin = admin_client(server)
     r = admin.post(f"/owners/{orgx}/shares", json={"recipient": {"key": orgy}})
     assert r.status_code == 200, r.text
-    own_pool = product_and_pool(server, orgy, "OWN-PRODUCT")
+    own_pool = make_pool(server, orgy, "OWN-PRODUCT")
     reg = register(server, tmp_path, orgy, name="ft-vm", facts={"virt.uuid": VM1}, installed=["RHEL-VDC"])
     assert reg.client.post(f"/consumers/{reg.uuid}/entitlements").status_code == 200
     assert reg.client.post(f"/consumers/{reg.uuid}/entitlements?pool={own_pool}").status_code == 200
@@ -151,15 +152,13 @@ def test_share_input_errors(server: FtmockServer) -> None:
         assert "displayMessage" in r.json()
 
 
-def org_user(server: FtmockServer, org: str, role: str = "admin") -> Client:
-    name = f"{role}-{org}"
-    server.admin("user", "create", name, "--org", org, "--role", role, "--password", "pw-" + name)
-    return Client(server, auth=(name, "pw-" + name))
+def user_client(server: FtmockServer, org: str, role: str = "admin") -> Client:
+    return Client(server, auth=org_user(server, org, role))
 
 
 def test_users_of_the_recipient_org_see_nothing_of_the_sharing_org(server: FtmockServer, tmp_path: Path) -> None:
     orgx, orgy, g = ft_setup(server)
-    x_admin, y_admin, y_reporter = org_user(server, orgx), org_user(server, orgy), org_user(server, orgy, "reporter")
+    x_admin, y_admin, y_reporter = user_client(server, orgx), user_client(server, orgy), user_client(server, orgy, "reporter")
     # Only an admin of the sharing org creates the share.
     assert y_admin.post(f"/owners/{orgx}/shares", json={"recipient": orgy}).status_code == 403
     assert y_reporter.post(f"/owners/{orgy}/shares", json={"recipient": orgx}).status_code == 403

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import admin_client, checkin, hypervisor, product_and_pool, register
+from tests.ftmock.conftest import admin_client, checkin, hypervisor, register
+from tests.kit.orgs import make_pool
 
 
 def test_attach_issues_certificates_and_unattach_removes_them(server: FtmockServer, org: str,
                                                               tmp_path: Path) -> None:
-    pool = product_and_pool(server, org, "RHEL", quantity=2)
+    pool = make_pool(server, org, "RHEL", quantity=2)
     reg = register(server, tmp_path, org, name="sys", installed=["RHEL"])
     r = reg.client.post(f"/consumers/{reg.uuid}/entitlements?pool={pool}")
     assert r.status_code == 200, r.text
@@ -28,7 +29,7 @@ def test_attach_issues_certificates_and_unattach_removes_them(server: FtmockServ
 
 
 def test_pool_quantity_is_enforced(server: FtmockServer, org: str, tmp_path: Path) -> None:
-    pool = product_and_pool(server, org, "ONE", quantity=1)
+    pool = make_pool(server, org, "ONE", quantity=1)
     a = register(server, tmp_path, org, name="a")
     b = register(server, tmp_path, org, name="b")
     assert a.client.post(f"/consumers/{a.uuid}/entitlements?pool={pool}").status_code == 200
@@ -39,8 +40,8 @@ def test_pool_quantity_is_enforced(server: FtmockServer, org: str, tmp_path: Pat
 
 
 def test_compliance_valid_partial_invalid(server: FtmockServer, org: str, tmp_path: Path) -> None:
-    p1 = product_and_pool(server, org, "P1")
-    p2 = product_and_pool(server, org, "P2")
+    p1 = make_pool(server, org, "P1")
+    p2 = make_pool(server, org, "P2")
     reg = register(server, tmp_path, org, name="c", installed=["P1", "P2"])
 
     def status() -> str:
@@ -55,8 +56,8 @@ def test_compliance_valid_partial_invalid(server: FtmockServer, org: str, tmp_pa
 
 
 def test_auto_attach_covers_installed_products(server: FtmockServer, org: str, tmp_path: Path) -> None:
-    product_and_pool(server, org, "A1")
-    product_and_pool(server, org, "A2")
+    make_pool(server, org, "A1")
+    make_pool(server, org, "A2")
     reg = register(server, tmp_path, org, name="auto", installed=["A1", "A2", "NOPE"])
     r = reg.client.post(f"/consumers/{reg.uuid}/entitlements")
     assert r.status_code == 200
@@ -67,7 +68,7 @@ def test_auto_attach_covers_installed_products(server: FtmockServer, org: str, t
 
 
 def test_activation_key_registration_without_password(server: FtmockServer, org: str, tmp_path: Path) -> None:
-    pool = product_and_pool(server, org, "AK")
+    pool = make_pool(server, org, "AK")
     r = admin_client(server).post(f"/owners/{org}/activation_keys",
                                   json={"name": "key1", "pools": [{"poolId": pool, "quantity": 1}]})
     assert r.status_code == 200, r.text
@@ -83,7 +84,7 @@ def test_activation_key_registration_without_password(server: FtmockServer, org:
 
 def test_failed_attach_during_registration_leaves_no_consumer(server: FtmockServer, org: str,
                                                               tmp_path: Path) -> None:
-    pool = product_and_pool(server, org, "SCARCE", quantity=1)
+    pool = make_pool(server, org, "SCARCE", quantity=1)
     admin = admin_client(server)
     admin.post(f"/owners/{org}/activation_keys", json={"name": "k", "pools": [pool]})
     register(server, tmp_path, org, name="first", activation_keys="k")
@@ -97,7 +98,7 @@ def test_failed_attach_during_registration_leaves_no_consumer(server: FtmockServ
 
 def test_hypervisor_entitlement_derives_host_restricted_virt_pool(server: FtmockServer, org: str,
                                                                   tmp_path: Path) -> None:
-    pool = product_and_pool(server, org, "VDC", quantity=2, attributes={"virt_limit": "unlimited"})
+    pool = make_pool(server, org, "VDC", quantity=2, attributes={"virt_limit": "unlimited"})
     guest_uuid = "11223344-5566-7788-99aa-bbccddeeff00"
     # Reported in the byte-swapped, upper-case spelling: the server must still link the guest.
     swapped = "44332211-6655-8877-99AA-BBCCDDEEFF00"

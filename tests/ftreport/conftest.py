@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
+
+from tests.kit.ca import TLSFiles, server_tls
+from tests.kit.wait import wait_for_file, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
@@ -41,38 +43,11 @@ def vcsim_binary() -> Path:
 
 
 @dataclass
-class CertAuthority:
-    """A CA and a server certificate for 127.0.0.1/localhost, as PEM files."""
-
-    directory: Path
-    ca: trustme.CA = field(default_factory=trustme.CA)
-
-    def __post_init__(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        cert = self.ca.issue_cert("127.0.0.1", "localhost")
-        self.ca.cert_pem.write_to_path(str(self.ca_path))
-        cert.private_key_pem.write_to_path(str(self.key_path))
-        cert.cert_chain_pems[0].write_to_path(str(self.cert_path))
-
-    @property
-    def ca_path(self) -> Path:
-        return self.directory / "ca.pem"
-
-    @property
-    def cert_path(self) -> Path:
-        return self.directory / "server.pem"
-
-    @property
-    def key_path(self) -> Path:
-        return self.directory / "server.key"
-
-
-@dataclass
 class Vcsim:
     """One ftvcsim process: SDK over TLS plus the loopback control endpoint."""
 
     workdir: Path
-    tls: CertAuthority
+    tls: TLSFiles
     args: list[str] = field(default_factory=list)
     listen: str = "127.0.0.1:0"
     process: subprocess.Popen[bytes] | None = None
@@ -85,25 +60,18 @@ class Vcsim:
             ready.unlink()
         tmp = self.workdir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "vcsim.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [str(vcsim_binary()), "-listen", self.listen, "-cert", str(self.tls.cert_path),
-             "-key", str(self.tls.key_path), "-username", VCSIM_USER, "-password", VCSIM_PASSWORD,
-             "-ready-file", str(ready), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TMPDIR=str(tmp)),
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready.exists():
-                info = json.loads(ready.read_text())
-                self.url, self.control = info["url"], info["control"]
-                # Keep the port across restarts, as a restarted vCenter keeps its address.
-                self.listen = self.url.split("://", 1)[1].split("/", 1)[0]
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ftvcsim exited with {self.process.returncode}; see {log.name}")
-            time.sleep(0.02)
-        raise RuntimeError("ftvcsim did not become ready")
+        log = self.workdir / "vcsim.log"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [str(vcsim_binary()), "-listen", self.listen, "-cert", str(self.tls.cert_path),
+                 "-key", str(self.tls.key_path), "-username", VCSIM_USER, "-password", VCSIM_PASSWORD,
+                 "-ready-file", str(ready), *self.args],
+                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, TMPDIR=str(tmp)),
+            )
+        info = json.loads(wait_for_file(ready, self.process, timeout, "ftvcsim", log))
+        self.url, self.control = info["url"], info["control"]
+        # Keep the port across restarts, as a restarted vCenter keeps its address.
+        self.listen = self.url.split("://", 1)[1].split("/", 1)[0]
 
     def stop(self) -> None:
         if self.process is None:
@@ -173,24 +141,25 @@ class Vcsim:
 
 
 @pytest.fixture(scope="session")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
-    return CertAuthority(tmp_path_factory.mktemp("vcsim-ca"))
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """The simulator's TLS: a CA and a certificate for loopback from it."""
+    return server_tls(tmp_path_factory.mktemp("vcsim-ca"))
 
 
 @pytest.fixture(scope="session")
-def other_ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     """A CA that did not sign the simulator's certificate."""
-    return CertAuthority(tmp_path_factory.mktemp("other-ca"))
+    return server_tls(tmp_path_factory.mktemp("other-ca"))
 
 
-def _start_vcsim(workdir: Path, tls: CertAuthority, args: list[str]) -> Vcsim:
+def _start_vcsim(workdir: Path, tls: TLSFiles, args: list[str]) -> Vcsim:
     sim = Vcsim(workdir=workdir, tls=tls, args=args)
     sim.start()
     return sim
 
 
 @pytest.fixture(scope="session")
-def vcsim_session(tmp_path_factory: pytest.TempPathFactory, test_ca: CertAuthority) -> Iterator[Vcsim]:
+def vcsim_session(tmp_path_factory: pytest.TempPathFactory, test_ca: TLSFiles) -> Iterator[Vcsim]:
     """A shared, never modified simulator: 2 clusters x 3 hosts, 4 VMs per cluster, 2 FT pairs."""
     sim = _start_vcsim(tmp_path_factory.mktemp("vcsim-shared"), test_ca,
                        ["-cluster", "2", "-host", "3", "-vm", "4", "-standalone-host", "1", "-ft", "2"])
@@ -199,7 +168,7 @@ def vcsim_session(tmp_path_factory: pytest.TempPathFactory, test_ca: CertAuthori
 
 
 @pytest.fixture
-def vcsim(tmp_path: Path, test_ca: CertAuthority) -> Iterator[Vcsim]:
+def vcsim(tmp_path: Path, test_ca: TLSFiles) -> Iterator[Vcsim]:
     """A simulator of the test's own (tests that fail over, restart or change it)."""
     sim = _start_vcsim(tmp_path / "vcsim", test_ca, ["-cluster", "1", "-host", "4", "-vm", "6", "-ft", "1"])
     yield sim
@@ -253,15 +222,18 @@ class Daemon:
         return self.log_path.read_text()
 
     def wait_log(self, needle: str, timeout: float = 30, count: int = 1) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The log once it holds ``needle`` ``count`` times (fails at once if the daemon exits first)."""
+
+        def logged() -> str:
             text = self.text()
             if text.count(needle) >= count:
                 return text
             if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} (x{count}) not logged within {timeout} s; log:\n{self.text()}")
+                raise AssertionError(f"ftreport exited with {self.process.returncode} before logging "
+                                     f"{needle!r} (x{count}); log:\n{self.text()}")
+            return ""
+
+        return wait_until(logged, timeout, lambda: f"{needle!r} (x{count}) in the log; log:\n{self.text()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.process.poll() is None:
@@ -339,14 +311,13 @@ class Recorder:
         raise AssertionError(f"unexpected {method} {path}")
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The latest report body that matches ``predicate``, once one has come."""
+
+        def matching() -> dict[str, Any] | None:
             with self.lock:
-                for body in reversed(self.bodies):
-                    if predicate(body):
-                        return body
-            time.sleep(0.02)
-        raise AssertionError(f"no matching report within {timeout} s; got {len(self.bodies)} reports")
+                return next((body for body in reversed(self.bodies) if predicate(body)), None)
+
+        return wait_until(matching, timeout, lambda: f"a matching report; got {len(self.bodies)} reports")
 
 
 def ft_guests(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

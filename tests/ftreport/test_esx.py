@@ -14,10 +14,10 @@ import pytest
 
 from ftreport.config import load_config
 from ftreport.service import Reporter
+from tests.kit.ca import TLSFiles
 
 from .conftest import (
     VCSIM_PASSWORD,
-    CertAuthority,
     Recorder,
     Vcsim,
     esx_section,
@@ -121,7 +121,7 @@ def test_wrong_password_is_reported(vcsim_session: Vcsim, tmp_path: Path, isolat
     assert VCSIM_PASSWORD not in out.stderr and "nope" not in out.stderr
 
 
-def test_untrusted_certificate_is_refused(vcsim_session: Vcsim, other_ca: CertAuthority, tmp_path: Path,
+def test_untrusted_certificate_is_refused(vcsim_session: Vcsim, other_ca: TLSFiles, tmp_path: Path,
                                           isolated_env: dict[str, str]) -> None:
     conf = write_config(tmp_path / "esx.conf",
                         {"vcenter": esx_section(vcsim_session, ca=other_ca.ca_path)})

@@ -16,16 +16,10 @@ import requests
 
 from ftreport import examples
 from tests.conftest import FtmockServer
+from tests.kit.orgs import new_org
+from tests.kit.wait import wait_until
 
 from .conftest import Daemon, Vcsim, esx_section, held_back_factory, run_ftreport, write_config
-
-
-def new_org(server: FtmockServer) -> str:
-    key = f"ftreport-{uuid.uuid4().hex[:8]}"
-    r = requests.post(server.url + "/owners", json={"key": key}, auth=server.admin_auth,
-                      verify=str(server.ca_path), timeout=30)
-    assert r.status_code == 200, r.text
-    return key
 
 
 def consumers(server: FtmockServer, org: str, ctype: str | None = None) -> list[dict[str, Any]]:
@@ -44,15 +38,6 @@ def ft_roles(server: FtmockServer, org: str) -> dict[str, tuple[str, bool]]:
 def server_section(server: FtmockServer, org: str) -> dict[str, object]:
     return {"owner": org, "rhsm_hostname": server.url, "rhsm_ca_cert": server.ca_path,
             "rhsm_username": server.admin_auth[0], "rhsm_password": server.admin_auth[1]}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def test_checkin_creates_hypervisors_and_guests_and_skips_unchanged(
@@ -161,9 +146,10 @@ def test_esx_failover_reaches_ftmock(vcsim: Vcsim, ftmock_session: FtmockServer,
     a, b = vcsim.state()["ft"][0]["instances"]
     assert ft_roles(ftmock_session, org) == {a["instanceUuid"]: ("0", False), b["instanceUuid"]: ("1", False)}
     new_backup = vcsim.failover()["ft"][0]["instances"][1]
-    elapsed = wait_until(lambda: ft_roles(ftmock_session, org).get(b["instanceUuid"]) == ("0", False), 10,
-                         "the failover reaching ftmock")
-    assert elapsed < 5
+    started = time.monotonic()
+    wait_until(lambda: ft_roles(ftmock_session, org).get(b["instanceUuid"]) == ("0", False), 10,
+               "the failover reaching ftmock")
+    assert time.monotonic() - started < 5
     assert ft_roles(ftmock_session, org) == {a["instanceUuid"]: ("0", True), b["instanceUuid"]: ("0", False),
                                              new_backup["instanceUuid"]: ("1", False)}
     # The job result names the failover; ftreport logs it at warning, with both instances and hosts.

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FtmockServer
+from tests.kit.orgs import new_org
 
 from .conftest import Vcsim, esx_section, run_ftreport, write_config
-from .test_ftmock import new_org, server_section
+from .test_ftmock import server_section
 
 ROOT = os.geteuid() == 0
 

@@ -11,9 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ftreport import examples
 from tests.conftest import FtmockServer
+from tests.kit.orgs import new_org
+from tests.kit.wait import wait_until
 
 from .conftest import Daemon, run_ftreport, write_config
-from .test_ftmock import new_org, server_section, wait_until
+from .test_ftmock import server_section
 
 
 def samples(path: Path) -> dict[tuple[str, str], float]:

@@ -32,8 +32,9 @@ from ftreport.settings import Config, SourceConfig
 from ftreport.sources.esx import esx_scheme, esx_settings, parse_esx_server
 from ftreport.sources.fake import fake_settings
 from ftreport.sources.libvirt import libvirt_settings
+from tests.kit.ca import TLSFiles
 
-from .conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim, run_ftreport
+from .conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim, run_ftreport
 
 CORPUS = Path(__file__).resolve().parent / "virtwho_corpus"
 
@@ -381,7 +382,7 @@ def test_ftreport_password_help_and_p(tmp_path: Path, isolated_env: dict[str, st
 
 
 @pytest.fixture
-def plain_vcsim(tmp_path: Path, test_ca: CertAuthority) -> Any:
+def plain_vcsim(tmp_path: Path, test_ca: TLSFiles) -> Any:
     sim = Vcsim(workdir=tmp_path / "vcsim-http", tls=test_ca,
                 args=["-plain-http", "-cluster", "1", "-host", "2", "-vm", "2", "-ft", "1"])
     sim.start()
