@@ -176,7 +176,7 @@ def test_without_a_configuration_file_errors_name_the_default_path_looked_for(tm
     import os
     import subprocess
 
-    from tests.ftagent.agentenv import FTAGENT
+    from tests.kit.guest import FTAGENT
 
     env = {k: v for k, v in os.environ.items() if k != "FTAGENT_CONFIG"}
     env["FTAGENT_PASSWORD"] = "secret"

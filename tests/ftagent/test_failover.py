@@ -189,7 +189,7 @@ def test_cli_forged_failover_exit_69_with_clear_message(guest: Registered) -> No
 
 
 @responses.activate
-def test_a_second_failover_after_the_swap_is_an_error_and_the_call_is_not_repeated_again(guest: Guest) -> None:
+def test_a_second_failover_after_the_swap_is_an_error_and_the_call_is_not_repeated_again(guest: Registered) -> None:
     responses.put(f"{URL}/consumers/old", status=308, json=guest.failover_body())
     mock_successor(responses.mock)
     responses.replace(responses.PUT, f"{URL}/consumers/new", status=308,
@@ -203,7 +203,7 @@ def test_a_second_failover_after_the_swap_is_an_error_and_the_call_is_not_repeat
 
 
 @responses.activate
-def test_cli_checkin_counts_the_certificates_the_failover_installed(guest: Guest) -> None:
+def test_cli_checkin_counts_the_certificates_the_failover_installed(guest: Registered) -> None:
     responses.put(f"{URL}/consumers/old", status=308, json=guest.failover_body())
     mock_successor(responses.mock)
     res = Runner().invoke(cli, ["--config", str(guest.conf), "checkin"])
