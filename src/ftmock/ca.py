@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ftagent.atomic import write_atomic
 
+from . import entcert
 from .errors import BadRequest
 
 __all__ = [
@@ -232,8 +233,6 @@ class CertificateAuthority:
     def entitlement(self, entitlement_id: str, owner: str, serial: int, payload: dict[str, Any],
                     not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> IssuedCert:
         """Issue a v3 entitlement certificate (see `entcert`) with its own key for a payload."""
-        from . import entcert
-
         key = generate_key()
         builder = self._builder(
             x509.Name([

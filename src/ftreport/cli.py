@@ -22,12 +22,15 @@ from typing import Any
 import click
 
 from ftagent.clickcompat import Group
+from ftagent.journal import JournalFormatter, stderr_is_journal
 
 from . import __version__
 from .config import load_config
 from .errors import ConfigError, FtreportError, PasswordError
 from .logfiles import file_handlers
 from .password import encrypt_password
+from .progress import Progress
+from .service import Reporter, dump_json, run_oneshot, run_status
 from .settings import Config
 
 __all__ = ["main"]
@@ -40,8 +43,6 @@ EXIT_CONFIG = 2
 
 
 def _setup_logging(debug: bool, config: Config | None = None) -> None:
-    from ftagent.journal import JournalFormatter, stderr_is_journal
-
     handler = logging.StreamHandler(sys.stderr)
     if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
@@ -93,8 +94,6 @@ def _load(configs: tuple[str, ...], cli: _Overrides) -> Config:
 
 def _config_error_json(exc: FtreportError) -> str:
     """--status --json on a configuration that cannot be loaded: still JSON, saying why."""
-    from .service import dump_json
-
     error: dict[str, object] = {"message": str(exc)}
     if isinstance(exc, ConfigError):
         error.update(file=exc.file, section=exc.section, key=exc.key, reason=exc.reason)
@@ -155,16 +154,11 @@ def main(ctx: click.Context, configs: tuple[str, ...], oneshot: bool, print_: bo
 
 
 def _oneshot(config: Config, print_: bool) -> int:
-    from .progress import Progress
-    from .service import run_oneshot
-
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     return run_oneshot(config, print_to=sys.stdout if print_ else None, progress=progress)
 
 
 def _status(config: Config, as_json: bool) -> int:
-    from .service import dump_json, run_status
-
     code, result = run_status(config)
     if as_json:
         click.echo(dump_json(result))
@@ -187,9 +181,6 @@ def _status(config: Config, as_json: bool) -> int:
 
 
 def _daemon(config: Config, configs: tuple[str, ...], cli: _Overrides) -> int:
-    from .progress import Progress
-    from .service import Reporter
-
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     reporter = Reporter(config, progress=progress)
 

@@ -15,6 +15,7 @@ detected when the padding or the UTF-8 text comes out invalid, so ftreport's for
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -64,8 +65,6 @@ def create_key(path: Path) -> bytes:
 
 def _fix(exc: OSError, path: Path) -> str:
     """What to do about a failed key file write, as a message suffix."""
-    import errno
-
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"; free space on the file system holding {path.parent} (or choose another --key-file)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -94,7 +93,9 @@ def load_key(path: Path) -> bytes:
 
 def encrypt_password(password: str, key_file: Path) -> str:
     """Encrypt a password with the key in key_file (created on first use)."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # imported on use: 9 MiB
+    # cryptography is imported on use, here and below: 9 MiB that a reporter whose configuration
+    # holds no encrypted password never needs.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     key = create_key(key_file) if not key_file.exists() else load_key(key_file)
     nonce = os.urandom(_NONCE_BYTES)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from ftagent.atomic import write_atomic
+from ftagent.errors import FtagentError
 
 from .errors import SendError
 from .settings import ServerConfig
@@ -55,6 +56,7 @@ ConnectionFactory = Callable[[ServerConfig, float], ConnectionLike]
 
 def default_connection_factory(server: ServerConfig, timeout: float) -> ConnectionLike:
     """ftagent's Connection for a destination; retries stay short, the daemon does the waiting."""
+    # requests and urllib3 come with it: ~55 ms that ftreport --print, which sends nothing, never pays.
     from ftagent.connection import Connection
 
     return Connection(server.url, ca_cert=server.ca_cert, cert_file=server.cert_file, key_file=server.key_file,
@@ -146,8 +148,6 @@ class Destination:
         return self._conn
 
     def _request(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        from ftagent.errors import FtagentError
-
         try:
             return self._connection().request(method, path, **kwargs)
         except FtagentError as exc:

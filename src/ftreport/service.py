@@ -17,12 +17,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ftagent.sdnotify import Notifier
 
+from .delivery import Delivery
 from .encoding import EncodedReport, ReportEncoder
 from .errors import ConfigError, FtreportError, SendError, SourceError
 from .forked import Deliver, ProgressSink, collect_forked, usable_cpus
@@ -40,7 +41,6 @@ __all__ = [
     "SourceFactory",
     "SourceWorker",
     "collect_all",
-    "log_failovers",
     "run_oneshot",
     "run_status",
 ]
@@ -48,11 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[..., Source]
-
-
-def _failovers(result: Mapping[str, Any]) -> int:
-    value = result.get("failovers")
-    return len(value) if isinstance(value, list) else 0
 
 
 class SourceWorker(threading.Thread):
@@ -205,42 +200,6 @@ def _group_destinations(configs: Sequence[SourceConfig]) -> dict[str, tuple[Serv
     return groups
 
 
-def _describe_result(result: Mapping[str, Any]) -> str:
-    parts = []
-    for key in ("created", "updated", "unchanged", "failedUpdate"):
-        value = result.get(key)
-        if isinstance(value, list):
-            parts.append(f"{len(value)} {key}")
-    failovers = result.get("failovers")
-    if isinstance(failovers, list) and failovers:
-        parts.append(f"{len(failovers)} failovers")
-    return ", ".join(parts) or "accepted"
-
-
-def _host_label(host: Any) -> str:
-    if not isinstance(host, Mapping):
-        return "unknown host"
-    name, hid = host.get("name"), host.get("hypervisorId")
-    if name and hid and name != hid:
-        return f"{name} ({hid})"
-    return str(name or hid or host.get("uuid") or "unknown host")
-
-
-def log_failovers(result: Mapping[str, Any], label: str) -> None:
-    """Log, at warning, every FT failover the check-in job says it caused: VM, virt.uuid, old
-    primary instance and host -> new primary instance and host."""
-    failovers = result.get("failovers")
-    if not isinstance(failovers, list):
-        return
-    for fo in failovers:
-        if not isinstance(fo, Mapping):
-            continue
-        log.warning("FT failover at %s: VM %s (virt.uuid %s): primary instance %s on %s -> %s on %s",
-                    label, fo.get("name") or "?", fo.get("guestId") or "?",
-                    fo.get("fromInstance") or fo.get("from") or "?", _host_label(fo.get("fromHypervisor")),
-                    fo.get("toInstance") or fo.get("to") or "?", _host_label(fo.get("toHypervisor")))
-
-
 def run_oneshot(config: Config, *, print_to: TextIO | None = None,
                 factory: SourceFactory = create_source,
                 connection_factory: ConnectionFactory = default_connection_factory,
@@ -290,27 +249,16 @@ def _deliver_once(config: Config, groups: dict[str, tuple[ServerConfig, list[str
             continue
         dest = Destination(server, reporter_id=config.global_.reporter_id, state_dir=config.global_.state_dir,
                            connection_factory=connection_factory, job_timeout=config.global_.job_timeout)
+        delivery = Delivery(dest, metrics, interval=config.global_.interval)
         try:
             report = ReportEncoder(keep=False).encode(merge_hypervisors(snaps))
-            sizes = {n: counts(snapshots[n]) for n in names if n in snapshots}
-            if report.digest == dest.record.get():
-                dest.heartbeat()
-                metrics.delivered(sizes, None, 0)
-                log.info("report for %s unchanged since last accepted; sent a heartbeat instead", dest.label)
-                continue
-            started = time.monotonic()
-            result = dest.check_in(report.data)
-            dest.record.set(report.digest)
-            metrics.delivered(sizes, time.monotonic() - started, _failovers(result))
-            log.info("report accepted by %s: %d hypervisors, %d guests (%s)", dest.label, report.hypervisors,
-                     report.guests, _describe_result(result))
-            log_failovers(result, dest.label)
+            delivery.deliver(report, {n: counts(snapshots[n]) for n in names if n in snapshots})
         except SendError as exc:
             log.error("%s", exc)
             metrics.delivery_failed(names)
             failed = True
         finally:
-            dest.close()
+            delivery.close()
     return 1 if failed else 0
 
 
@@ -358,11 +306,10 @@ def run_status(config: Config, *, factory: SourceFactory = create_source,
 
 @dataclass
 class _DestinationState:
-    destination: Destination
+    delivery: Delivery
     sources: list[str]
     next_attempt: float = 0.0
     backoff: float = 0.0
-    last_contact: float = field(default_factory=time.monotonic)
     failing: bool = False
     # The snapshots the last report was encoded from (the very objects) and that report: the loop
     # wakes every half second, and even comparing a 45,000-guest inventory each time would eat the
@@ -373,7 +320,11 @@ class _DestinationState:
 
 
 class Reporter:
-    """The daemon: source workers publishing snapshots, and a loop delivering reports."""
+    """The daemon: source workers publishing snapshots, and a loop delivering reports.
+
+    :meth:`run` is :meth:`start`, :meth:`step` until :meth:`stop`, then :meth:`close`; a test can
+    call those itself and drive the loop one cycle at a time (``with Reporter(...) as rep:``
+    starts and closes)."""
 
     def __init__(self, config: Config, *, factory: SourceFactory = create_source,
                  connection_factory: ConnectionFactory = default_connection_factory,
@@ -391,7 +342,9 @@ class Reporter:
         self._dests: dict[str, _DestinationState] = {}
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._load: Callable[[], Config] | None = None
         self._pending_first: set[str] = set()
+        self._seen = -1  # the snapshots' version the last cycle delivered
 
     # -- control (safe from signal handlers and other threads) --------------------------
 
@@ -444,15 +397,18 @@ class Reporter:
             prev = old.pop(key, None)
             if prev is not None:
                 prev.sources = names
+                prev.delivery.interval = self.config.global_.interval
                 self._dests[key] = prev
                 continue
             dest = Destination(server, reporter_id=self.config.global_.reporter_id,
                                state_dir=self.config.global_.state_dir,
                                connection_factory=self._connection_factory,
                                job_timeout=self.config.global_.job_timeout, stop=self._stop, clock=self._clock)
-            self._dests[key] = _DestinationState(dest, names, last_contact=self._clock())
+            delivery = Delivery(dest, self.metrics, interval=self.config.global_.interval, clock=self._clock,
+                                last_contact=self._clock())
+            self._dests[key] = _DestinationState(delivery, names)
         for state in old.values():
-            state.destination.close()
+            state.delivery.close()
 
     def _reload_config(self, load: Callable[[], Config]) -> None:
         self._notifier.reloading()
@@ -484,8 +440,7 @@ class Reporter:
         log.warning("%s; next attempt in %.1f s", error, delay)
 
     def _service(self, state: _DestinationState) -> None:
-        now = self._clock()
-        if now < state.next_attempt:
+        if self._clock() < state.next_attempt:
             return
         snaps, pending = self.snapshots.gather(state.sources, self.config.global_.first_report_wait)
         if not snaps:
@@ -494,9 +449,8 @@ class Reporter:
             state.pending = pending
             if pending:
                 log.warning("%s: reporting without %s, still collecting after %g s (first_report_wait); "
-                            "they follow when they are done", state.destination.label, ", ".join(pending),
+                            "they follow when they are done", state.delivery.label, ", ".join(pending),
                             self.config.global_.first_report_wait)
-        dest = state.destination
         cached = state.encoded
         if cached is not None and [id(s) for s in cached[0]] == [id(s) for s in snaps]:
             report = cached[1]
@@ -504,20 +458,7 @@ class Reporter:
             report = state.encoder.encode(merge_hypervisors(snaps))
             state.encoded = (snaps, report)
         try:
-            if report.digest != dest.record.get():
-                started = self._clock()
-                result = dest.check_in(report.data)
-                dest.record.set(report.digest)
-                took = self._clock() - started
-                self.metrics.delivered(self.snapshots.counts(state.sources), took, _failovers(result))
-                log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label,
-                         report.hypervisors, report.guests, _describe_result(result), took)
-                log_failovers(result, dest.label)
-            elif now - state.last_contact >= self.config.global_.interval:
-                dest.heartbeat()
-                self.metrics.delivered(self.snapshots.counts(state.sources), None, 0)
-                log.info("report for %s unchanged; heartbeat sent", dest.label)
-            else:
+            if not state.delivery.deliver(report, self.snapshots.counts(state.sources)):
                 return
         except SendError as exc:
             if self._stop.is_set():
@@ -528,43 +469,68 @@ class Reporter:
             return
         self.metrics.write()
         if state.failing:
-            log.info("%s is reachable again", dest.label)
+            log.info("%s is reachable again", state.delivery.label)
         state.failing = False
         state.backoff = 0.0
-        state.last_contact = self._clock()
 
-    def run(self, load: Callable[[], Config] | None = None) -> int:
-        """Run until stop(); returns the exit code."""
+    # -- the loop ----------------------------------------------------------------------------
+
+    def start(self, load: Callable[[], Config] | None = None) -> None:
+        """Start the sources and set up the destinations; ``load`` re-reads the configuration on
+        :meth:`request_reload`."""
         if not self.config.sources:
             raise ConfigError("no sources configured", file=", ".join(self.config.files) or None)
+        self._load = load
         self._setup_destinations(self.config.sources)
         self._start_sources(self.config.sources)
         self._notifier.ready(f"watching {len(self.config.sources)} sources")
-        seen = -1
+
+    def step(self, wait: float = 0.5) -> bool:
+        """One cycle: a requested reload, then up to ``wait`` seconds for a new snapshot (and, once
+        one came, ``settle`` seconds for related changes), then what is due to every destination.
+        Returns False once stopped."""
+        if self._reload.is_set():
+            self._reload.clear()
+            if self._load is not None:
+                self._reload_config(self._load)
+        version = self.snapshots.wait(self._seen, timeout=wait)
+        if self._stop.is_set():
+            return False
+        if version != self._seen:
+            # Let related changes (both halves of a failover) arrive before reporting.
+            if self._seen != -1 and self._stop.wait(self.config.global_.settle):
+                return False
+            self._seen = self.snapshots.version
+        for state in list(self._dests.values()):
+            self._service(state)
+        self.metrics.write(every=10.0)
+        return not self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop the sources and close the destinations (after stop(), or instead of it)."""
+        self._stop.set()
+        self._notifier.stopping()
+        self._notifier.close()
+        log.info("stopping")
+        self._stop_sources()
+        for state in self._dests.values():
+            state.delivery.close()
+
+    def __enter__(self) -> Reporter:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def run(self, load: Callable[[], Config] | None = None) -> int:
+        """Run until stop(); returns the exit code."""
+        self.start(load)
         try:
-            while not self._stop.is_set():
-                if self._reload.is_set():
-                    self._reload.clear()
-                    if load is not None:
-                        self._reload_config(load)
-                version = self.snapshots.wait(seen, timeout=0.5)
-                if self._stop.is_set():
-                    break
-                if version != seen:
-                    # Let related changes (both halves of a failover) arrive before reporting.
-                    if seen != -1 and self._stop.wait(self.config.global_.settle):
-                        break
-                    seen = self.snapshots.version
-                for state in list(self._dests.values()):
-                    self._service(state)
-                self.metrics.write(every=10.0)
+            while self.step():
+                pass
         finally:
-            self._notifier.stopping()
-            self._notifier.close()
-            log.info("stopping")
-            self._stop_sources()
-            for state in self._dests.values():
-                state.destination.close()
+            self.close()
         return 0
 
 

@@ -247,3 +247,28 @@ def test_the_first_report_waits_for_every_source_within_first_report_wait(tmp_pa
     finally:
         rep.stop()
         thread.join(timeout=10)
+
+
+def test_the_daemon_steps_one_cycle_at_a_time(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    """Driven cycle by cycle on its own clock: the first report once the source is read, nothing
+    more while nothing changes, a heartbeat once `interval` has passed."""
+    now = [1000.0]
+    recorder = Recorder()
+    rep = Reporter(load_config([str(_config(tmp_path, interval=60))]), connection_factory=recorder.factory,
+                   clock=lambda: now[0])
+    with rep:
+        deadline = time.monotonic() + 10
+        while not recorder.bodies:  # the source's thread reads the file once started
+            assert time.monotonic() < deadline, "no first report"
+            rep.step()
+        assert recorder.bodies == [examples.REPORT_1]
+        for _ in range(3):
+            assert rep.step(wait=0)
+        now[0] += 59
+        assert rep.step(wait=0)
+        assert (len(recorder.bodies), recorder.heartbeats) == (1, 0)
+        now[0] += 1
+        assert rep.step(wait=0)
+        assert (len(recorder.bodies), recorder.heartbeats) == (1, 1)
+        rep.stop()
+        assert not rep.step(wait=0)

@@ -4,6 +4,9 @@ Any libvirt URI works (``qemu:///system``, ``qemu+ssh://host/system``, ``test://
 The host's UUID comes from the capabilities (``host/uuid``), else from SMBIOS sysinfo, else it
 is derived from the URI and host name (libvirt's test driver has neither). Domain lifecycle
 events give prompt updates where the driver supports them; otherwise the domains are polled.
+
+libvirt-python is imported inside the functions that use it: it is an optional binding, needed only
+once a libvirt source runs (:func:`ftreport.sources.create_source` checks for it).
 """
 
 from __future__ import annotations
