@@ -14,6 +14,7 @@ from ftagent.atomic import write_atomic
 from .api import PREFIX, Api, create_owner
 from .auth import set_password
 from .ca import CertificateAuthority
+from .errors import ConfigError, Unavailable
 from .hypervisors import JobRunner
 from .server import DEFAULT_REQUEST_TIMEOUT, FtmockHTTPServer, make_tls_context
 from .store import Database
@@ -45,13 +46,24 @@ class FtmockApp:
     def __init__(self, data_dir: Path, host: str, port: int, admin_password: str | None = None,
                  honour_csr: bool = True, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.data_dir = data_dir
-        self.db = open_database(data_dir, admin_password)
-        self.ca = CertificateAuthority.load_or_create(data_dir)
-        cert, key = self.ca.server_certificate(data_dir, host)
+        # The address first: a port in use fails here, before a first start writes a CA and a database.
+        try:
+            self.httpd = FtmockHTTPServer((host, port), request_timeout)
+        except OSError as exc:
+            raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        try:
+            self.db = open_database(data_dir, admin_password)
+            self.ca = CertificateAuthority.load_or_create(data_dir)
+            cert, key = self.ca.server_certificate(data_dir, host)
+        except OSError as exc:
+            self.httpd.server_close()
+            raise ConfigError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from exc
+        except BaseException:
+            self.httpd.server_close()
+            raise
         self.jobs = JobRunner(self.db, self.ca)
         self.api = Api(self.db, self.ca, self.jobs.enqueue, honour_csr=honour_csr)
-        self.httpd = FtmockHTTPServer((host, port), self.api, make_tls_context(cert, key, data_dir / "ca.pem"),
-                                      request_timeout)
+        self.httpd.open(self.api, make_tls_context(cert, key, data_dir / "ca.pem"))
         bound_host, bound_port = str(self.httpd.server_address[0]), self.httpd.server_address[1]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"https://{shown}:{bound_port}{PREFIX}"

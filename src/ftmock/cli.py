@@ -1,5 +1,18 @@
 """The `ftmock` command: run the server, and create fixtures (orgs, products, pools, keys) offline.
 
+Exit codes, mapped in one place (:func:`exit_code_for`):
+
+====  ==========================================================================
+0     success
+64    usage error, or a request the data refuses (an unknown organization, a bad value)
+69    unavailable: ``serve`` cannot listen on its address (in use, not permitted)
+70    internal error (a bug)
+78    configuration: no database in the data directory, or the directory cannot be used
+130   interrupted
+====  ==========================================================================
+
+Errors are one line on stderr, ``ftmock: error: MESSAGE``.
+
 Each command imports the server's modules when it runs: ``ftmock --help``, a usage error and shell
 completion (which runs the program on every Tab) then start without them, ~75 ms sooner.
 """
@@ -15,9 +28,32 @@ from typing import Any
 
 import click
 
-from ftagent.clickcompat import Group
+from ftagent.cliexit import EXIT_INTERNAL, EXIT_USAGE, ProgramGroup
 
-__all__ = ["main"]
+from . import __version__
+from .errors import ApiError, BadRequest, ConfigError, FtmockError, Unavailable
+
+__all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "exit_code_for", "main"]
+
+EXIT_UNAVAILABLE = 69
+EXIT_CONFIG = 78
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The one mapping from ftmock's errors to exit codes."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, Unavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, ApiError):
+        return EXIT_USAGE
+    return EXIT_INTERNAL
+
+
+class FtmockGroup(ProgramGroup):
+    program = "ftmock"
+    errors = (FtmockError,)
+    exit_code_for = staticmethod(exit_code_for)
 
 DEFAULT_DATA_DIR = "ftmock-data"
 
@@ -30,10 +66,11 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FtmockGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(file_okay=False), default=DEFAULT_DATA_DIR,
               show_default=True, envvar="FTMOCK_DATA_DIR", help="Directory with the database, CA and keys.")
 @click.option("-d", "--debug", is_flag=True, help="Log debug messages.")
+@click.version_option(__version__, prog_name="ftmock")
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str, debug: bool) -> None:
     """ftmock: reference entitlement server (a Candlepin subset) with fault-tolerance support."""
@@ -65,28 +102,22 @@ def serve(data_dir: Path, listen: str, serve_data_dir: str | None, admin_passwor
     if serve_data_dir is not None:
         data_dir = Path(serve_data_dir).resolve()
     host, port = _parse_listen(listen)
-    try:
-        app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr,
-                        request_timeout=request_timeout)
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr, request_timeout=request_timeout)
     app.serve()
 
 
 def _query(data_dir: Path, fn: Any, *args: Any) -> Any:
     from .app import open_database
-    from .errors import ApiError
 
     if not (data_dir / "ftmock.db").exists():
-        raise click.ClickException(f"no ftmock database in {data_dir}; run 'ftmock serve' there first")
+        raise ConfigError(f"no ftmock database in {data_dir} (--data-dir, FTMOCK_DATA_DIR); run "
+                          "'ftmock serve' there first")
     db = open_database(data_dir)
     try:
         with db.transaction() as tx:
             return fn(tx, *args)
-    except ApiError as exc:
-        raise click.ClickException(exc.message) from None
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadRequest(str(exc)) from exc
     finally:
         db.close()
 
@@ -384,4 +415,4 @@ def share_delete(data_dir: Path, owner: str, recipient: str) -> None:
 
 def main() -> None:
     os.umask(0o077)
-    cli(prog_name="ftmock")
+    cli.main(prog_name="ftmock")

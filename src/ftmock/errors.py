@@ -1,4 +1,8 @@
-"""The server's exception tree: each maps to an HTTP status and a Candlepin-style JSON error body."""
+"""ftmock's one exception tree.
+
+:class:`ApiError` and its subclasses are answered to clients, each with an HTTP status and a
+Candlepin-style JSON error body; the command line maps the whole tree to exit codes in one place
+(``ftmock.cli.exit_code_for``)."""
 
 from __future__ import annotations
 
@@ -8,17 +12,32 @@ from typing import Any
 __all__ = [
     "ApiError",
     "BadRequest",
+    "ConfigError",
     "Conflict",
     "Forbidden",
+    "FtmockError",
     "Gone",
     "NotFound",
     "PayloadTooLarge",
     "RequestTimeout",
     "Unauthorized",
+    "Unavailable",
 ]
 
 
-class ApiError(Exception):
+class FtmockError(Exception):
+    """Base of every error ftmock raises on purpose."""
+
+
+class ConfigError(FtmockError):
+    """The data directory cannot be used as asked (missing database, not writable)."""
+
+
+class Unavailable(FtmockError):
+    """Something the server needs is taken or out of reach (its listen address)."""
+
+
+class ApiError(FtmockError):
     """An error answered to the client as `{"displayMessage": ...}` with an HTTP status."""
 
     status = 500

@@ -258,14 +258,20 @@ class FtmockHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], api: Api, tls: ssl.SSLContext,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
-        self.api = api
-        self.tls = tls
+    api: Api
+    tls: ssl.SSLContext
+
+    def __init__(self, address: tuple[str, int], request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+        """Bind and listen at once (OSError if the address is taken); :meth:`open` gives it the API
+        and the TLS context before it serves."""
         self.request_timeout = request_timeout
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, Handler)
         self._stopping = threading.Event()
+
+    def open(self, api: Api, tls: ssl.SSLContext) -> None:
+        self.api = api
+        self.tls = tls
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()

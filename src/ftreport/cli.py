@@ -6,7 +6,20 @@ with virt-who's flags; ``ftreport password`` (also ``ftreport-password``) encryp
 the configuration. ``--print`` writes the JSON body to stdout and sends nothing; logs go to stderr,
 and to files when the configuration asks for them (:mod:`ftreport.logfiles`).
 
-Exit codes: 0 success, 1 a source or the server failed, 2 configuration or usage error.
+Exit codes, mapped in one place (:func:`exit_code_for`); 1 is virt-who's, for the same failures, so
+that scripts and monitoring written for ``virt-who --one-shot`` keep working:
+
+====  ==========================================================================
+0     success
+1     a source or the server failed (the other sources were still collected and sent), or
+      ``--status`` found one that does not work; ``password``: the key file could not be used
+64    usage error (an unknown option, a bad value, an empty password)
+70    internal error (a bug)
+78    configuration error: the message names the file, section and key, or where no file was found
+130   interrupted
+====  ==========================================================================
+
+Errors that are the user's to fix are one line on stderr, ``ftreport: error: MESSAGE``.
 """
 
 from __future__ import annotations
@@ -21,25 +34,49 @@ from typing import Any
 
 import click
 
-from ftagent.clickcompat import Group
+from ftagent.cliexit import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ProgramGroup, run_program
 from ftagent.journal import JournalFormatter, stderr_is_journal
 
 from . import __version__
-from .config import load_config
-from .errors import ConfigError, FtreportError, PasswordError
+from .config import load_config, no_sources_error
+from .errors import ConfigError, FtreportError, PasswordError, SendError, SourceError
 from .logfiles import file_handlers
 from .password import encrypt_password
 from .progress import Progress
 from .service import Reporter, dump_json, run_oneshot, run_status
 from .settings import Config
 
-__all__ = ["main"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "exit_code_for",
+    "main",
+    "password_main",
+]
 
 log = logging.getLogger("ftreport")
 
-EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_CONFIG = 2
+EXIT_CONFIG = 78
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The one mapping from ftreport's errors to exit codes."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, (SourceError, SendError, PasswordError)):
+        return EXIT_FAILED
+    return EXIT_INTERNAL
+
+
+class FtreportGroup(ProgramGroup):
+    program = "ftreport"
+    errors = (FtreportError,)
+    exit_code_for = staticmethod(exit_code_for)
 
 
 def _setup_logging(debug: bool, config: Config | None = None) -> None:
@@ -100,7 +137,7 @@ def _config_error_json(exc: FtreportError) -> str:
     return dump_json({"ok": False, "config_error": error, "sources": {}, "servers": {}})
 
 
-@click.group(cls=Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FtreportGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "configs", multiple=True, metavar="FILE",
               help="Configuration file (repeatable); replaces /etc/ftreport.d/*.conf.")
 @click.option("-o", "--oneshot", "--one-shot", "oneshot", is_flag=True, help="Collect and send once, then exit.")
@@ -126,31 +163,22 @@ def main(ctx: click.Context, configs: tuple[str, ...], oneshot: bool, print_: bo
     cli = _Overrides(interval, log_dir, log_file, log_per_config, reporter_id)
     try:
         config = _load(configs, cli)
+        if not config.sources:
+            raise no_sources_error(config.files)
     except FtreportError as exc:
         if status and as_json:
             click.echo(_config_error_json(exc))
-        log.error("%s", exc)
-        ctx.exit(EXIT_CONFIG)
+        raise
     _setup_logging(debug or config.global_.debug, config)
-    log.debug("configuration read from %s: sources %s", ", ".join(config.files) or "no file",
-              ", ".join(f"{s.name} ({s.type})" for s in config.sources) or "none")
-    if not config.sources:
-        error = ConfigError(f"no sources configured (files read: {', '.join(config.files) or 'none'})")
-        if status and as_json:
-            click.echo(_config_error_json(error))
-        log.error("%s", error)
-        ctx.exit(EXIT_CONFIG)
+    log.debug("configuration read from %s: sources %s", ", ".join(config.files),
+              ", ".join(f"{s.name} ({s.type})" for s in config.sources))
     if status:
         ctx.exit(_status(config, as_json))
     print_ = print_ or config.global_.print_
     oneshot = oneshot or print_ or config.global_.oneshot
-    try:
-        if oneshot:
-            ctx.exit(_oneshot(config, print_))
-        ctx.exit(_daemon(config, configs, cli))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        ctx.exit(EXIT_CONFIG)
+    if oneshot:
+        ctx.exit(_oneshot(config, print_))
+    ctx.exit(_daemon(config, configs, cli))
 
 
 def _oneshot(config: Config, print_: bool) -> int:
@@ -209,32 +237,22 @@ def password_cmd(configs: tuple[str, ...], key_file: str | None, password: str |
     """Encrypt a password for encrypted_password, rhsm_encrypted_password or
     rhsm_encrypted_proxy_password (virt-who-password's -p works too)."""
     _setup_logging(False)
-    if key_file is not None:
-        key_path = Path(key_file)
-    else:
-        try:
-            key_path = load_config(configs).global_.password_key_file
-        except FtreportError as exc:
-            log.error("%s", exc)
-            sys.exit(EXIT_CONFIG)
+    key_path = Path(key_file) if key_file is not None else load_config(configs).global_.password_key_file
     if password is None:
         if sys.stdin.isatty():
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         else:
             password = sys.stdin.readline().rstrip("\n")
     if not password:
-        log.error("empty password")
-        sys.exit(EXIT_CONFIG)
-    try:
-        encrypted = encrypt_password(password, key_path)
-        click.echo("Use the following as the value of encrypted_password (or rhsm_encrypted_password, "
-                   "rhsm_encrypted_proxy_password):", err=True)
-        click.echo(encrypted)
-    except PasswordError as exc:
-        log.error("%s", exc)
-        sys.exit(EXIT_FAILED)
+        raise click.UsageError("empty password")
+    encrypted = encrypt_password(password, key_path)
+    click.echo("Use the following as the value of encrypted_password (or rhsm_encrypted_password, "
+               "rhsm_encrypted_proxy_password):", err=True)
+    click.echo(encrypted)
 
 
 def password_main() -> None:
-    """Entry point of ``ftreport-password``."""
-    password_cmd()
+    """Entry point of ``ftreport-password``, with ftreport's exit codes."""
+    argv = sys.argv[1:]
+    sys.exit(run_program(lambda: password_cmd.main(argv, prog_name="ftreport-password", standalone_mode=False),
+                         "ftreport-password", FtreportGroup.errors, exit_code_for))

@@ -35,6 +35,7 @@ __all__ = [
     "SHARED_KEYS",
     "config_paths",
     "load_config",
+    "no_sources_error",
     "source_keys",
 ]
 
@@ -96,6 +97,16 @@ def config_paths(explicit: Sequence[str] = ()) -> list[Path]:
             paths.extend(sorted(p for p in (directory / n for n in names)
                                 if p.name.endswith(".conf") and p.is_file()))
     return paths
+
+
+def no_sources_error(files: Sequence[str]) -> ConfigError:
+    """The error for a configuration without a source section, naming where it was looked for."""
+    if files:
+        return ConfigError(f"no sources configured (files read: {', '.join(files)})")
+    main = os.environ.get("FTREPORT_CONFIG", DEFAULT_CONFIG)
+    directory = os.environ.get("FTREPORT_CONFIG_DIR", DEFAULT_CONFIG_DIR)
+    return ConfigError(f"no sources configured: no configuration file found (looked for {main} and "
+                       f"{directory}/*.conf; -c FILE names one)")
 
 
 _Sections = dict[str, dict[str, tuple[str, str]]]

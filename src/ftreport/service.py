@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from ftagent.sdnotify import Notifier
 
+from .config import no_sources_error
 from .delivery import Delivery
 from .encoding import EncodedReport, ReportEncoder
 from .errors import ConfigError, FtreportError, SendError, SourceError
@@ -206,7 +207,7 @@ def run_oneshot(config: Config, *, print_to: TextIO | None = None,
                 progress: Progress | None = None) -> int:
     """Collect once; print the merged body, or check it in and wait for the job. Returns an exit code."""
     if not config.sources:
-        raise ConfigError("no sources configured", file=", ".join(config.files) or None)
+        raise no_sources_error(config.files)
     groups = {} if print_to is not None else _group_destinations(config.sources)
     snapshots, errors = collect_all(config.sources, factory=factory, progress=progress,
                                     processes=config.global_.processes)
@@ -415,7 +416,7 @@ class Reporter:
         try:
             new = load()
             if not new.sources:
-                raise ConfigError("no sources configured", file=", ".join(new.files) or None)
+                raise no_sources_error(new.files)
             _group_destinations(new.sources)
         except FtreportError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
@@ -479,7 +480,7 @@ class Reporter:
         """Start the sources and set up the destinations; ``load`` re-reads the configuration on
         :meth:`request_reload`."""
         if not self.config.sources:
-            raise ConfigError("no sources configured", file=", ".join(self.config.files) or None)
+            raise no_sources_error(self.config.files)
         self._load = load
         self._setup_destinations(self.config.sources)
         self._start_sources(self.config.sources)

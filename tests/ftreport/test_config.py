@@ -151,15 +151,15 @@ def test_bad_global_and_syntax_errors(tmp_path: Path, isolated_env: dict[str, st
         load_config([str(tmp_path / "missing.conf")])
 
 
-def test_cli_reports_config_errors_with_exit_2(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+def test_cli_reports_config_errors_with_exit_78(tmp_path: Path, isolated_env: dict[str, str]) -> None:
     conf = write_config(tmp_path / "bad.conf", {"vc": {**ESX_OK, "hypervisor_id": "mac"}})
     out = run_ftreport(["-c", str(conf), "-p"], isolated_env)
-    assert out.returncode == 2
+    assert out.returncode == 78
     assert f"{conf} [vc] hypervisor_id: must be one of" in out.stderr
     # Sending needs a server and an owner; printing does not.
     conf = write_config(tmp_path / "noserver.conf", {"f": {"type": "fake"}})
     out = run_ftreport(["-c", str(conf), "-o"], isolated_env)
-    assert out.returncode == 2
+    assert out.returncode == 78
     assert f"{conf} [f] rhsm_hostname: no entitlement server" in out.stderr
     out = run_ftreport(["-c", str(conf), "-p"], isolated_env)
     assert out.returncode == 0, out.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clirunner import Runner
 from tests.conftest import FtmockServer
 from tests.kit.orgs import new_org
 
@@ -50,7 +51,7 @@ def test_unreadable_config_directory_is_named(shared_dir: Path, isolated_env: di
     env = dict(isolated_env, FTREPORT_CONFIG_DIR=str(confd), FTREPORT_STATE_DIR=str(shared_dir / "state"),
                FTREPORT_CONFIG=str(shared_dir / "ftreport.conf"))
     out = unprivileged(["-o"], env)
-    assert out.returncode == 2
+    assert out.returncode == 78
     assert "no sources configured" not in out.stderr
     assert f"directory {confd} is not readable" in out.stderr and "run as root" in out.stderr
     assert "Traceback" not in out.stderr
@@ -104,7 +105,7 @@ def test_unreachable_main_config_is_one_line(shared_dir: Path, isolated_env: dic
     if not ROOT:
         os.chmod(private, 0)
     out = unprivileged(["-o"], dict(isolated_env, FTREPORT_CONFIG=str(private / "ftreport.conf")))
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.returncode == 78 and "Traceback" not in out.stderr
     assert f"cannot reach {private}/ftreport.conf: permission denied" in out.stderr
 
 
@@ -131,3 +132,60 @@ def test_parent_filter_dropping_every_host_warns(vcsim_session: Vcsim, tmp_path:
     out = run_ftreport(["-c", str(write_config(tmp_path / "ok.conf", {"vcenter": esx_section(
         vcsim_session, filter_host_parents="DC0_C0")})), "-p"], isolated_env)
     assert "filter_host_parents" not in out.stderr
+
+
+# -- exit codes (ftreport.cli.exit_code_for) and one-line errors -------------------------------------------
+
+def test_usage_error_exits_64_with_clicks_hint(isolated_env: dict[str, str]) -> None:
+    out = run_ftreport(["--no-such-option"], isolated_env)
+    assert out.returncode == 64
+    assert "No such option" in out.stderr and "Usage: ftreport" in out.stderr
+    out = run_ftreport(["-i", "0", "-p"], isolated_env)
+    assert out.returncode == 64 and "--interval" in out.stderr
+
+
+def test_configuration_error_is_one_plain_line_exit_78(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    conf = write_config(tmp_path / "bad.conf", {"vc": {"type": "fake", "hypervisor_id": "mac"}})
+    out = run_ftreport(["-c", str(conf), "-p"], isolated_env)
+    assert out.returncode == 78
+    assert out.stderr.splitlines() == [f"ftreport: error: {conf} [vc] hypervisor_id: must be one of uuid, hostname, "
+                                       "hwuuid, got 'mac'"]
+
+
+def test_without_any_configuration_file_the_error_names_where_it_looked(isolated_env: dict[str, str]) -> None:
+    main, directory = isolated_env["FTREPORT_CONFIG"], isolated_env["FTREPORT_CONFIG_DIR"]
+    for args in (["-o"], ["-p"], ["-s"]):
+        out = run_ftreport(args, isolated_env)
+        assert out.returncode == 78, out.stderr
+        assert out.stderr.splitlines() == [f"ftreport: error: no sources configured: no configuration file found "
+                                           f"(looked for {main} and {directory}/*.conf; -c FILE names one)"]
+
+
+def test_a_bug_exits_70_and_says_how_to_see_the_traceback(tmp_path: Path, isolated_env: dict[str, str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftreport import cli
+
+    def broken(*_args: object, **_kwargs: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "run_oneshot", broken)
+    conf = write_config(tmp_path / "f.conf", {"f": {"type": "fake"}})
+    result = Runner().invoke(cli.main, ["-c", str(conf), "-p"])
+    assert result.exit_code == 70
+    assert "ftreport: error: internal error: RuntimeError: boom" in result.stderr
+    assert "--debug" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_password_command_errors(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    out = run_ftreport(["password", "--key-file", str(tmp_path / "key")], isolated_env, stdin="\n")
+    assert out.returncode == 64 and "empty password" in out.stderr
+    out = run_ftreport(["password", "-c", str(tmp_path / "missing.conf"), "-p", "x"], isolated_env)
+    assert out.returncode == 78
+    assert out.stderr.splitlines() == [f"ftreport: error: {tmp_path / 'missing.conf'}: file does not exist"]
+
+
+def test_version(isolated_env: dict[str, str]) -> None:
+    from ftreport import __version__
+
+    out = run_ftreport(["--version"], isolated_env)
+    assert out.returncode == 0 and __version__ in out.stdout

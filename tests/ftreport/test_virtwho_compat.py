@@ -339,7 +339,7 @@ def test_one_shot_print_with_virt_who_flags_and_environment(corpus: Path, isolat
 def test_status_json_on_a_configuration_error(corpus: Path, isolated_env: dict[str, str]) -> None:
     for flags in (["-s", "-j"], ["--status", "--json"]):
         proc = run_ftreport([*flags, "-c", str(corpus / "refused-hypervisor-id.conf")], isolated_env)
-        assert proc.returncode == 2
+        assert proc.returncode == 78
         out = json.loads(proc.stdout)
         assert out["ok"] is False and out["sources"] == {} and out["servers"] == {}
         err = out["config_error"]
@@ -347,7 +347,7 @@ def test_status_json_on_a_configuration_error(corpus: Path, isolated_env: dict[s
             "refused-hypervisor-id.conf", "bad-id", "hypervisor_id")
         assert "must be one of" in err["reason"]
     proc = run_ftreport(["-s", "-j", "-c", str(corpus / "template.conf")], isolated_env)
-    assert proc.returncode == 2 and "no sources configured" in json.loads(proc.stdout)["config_error"]["message"]
+    assert proc.returncode == 78 and "no sources configured" in json.loads(proc.stdout)["config_error"]["message"]
 
 
 def test_log_dir_and_log_per_config(corpus: Path, tmp_path: Path, isolated_env: dict[str, str]) -> None:
