@@ -102,10 +102,11 @@ test-newest: venv-newest vcsim
 
 # Debian's python3-sanlock is compiled for Debian's python3 (3.11 on bookworm), so the sanlock
 # lease tests, which the two legs skip saying so, run here on .venv (the machine's Python 3.11).
-SANLOCK_TESTS := tests/ftagent/test_lease_sanlock.py
+# The sanlock tests are the ones marked `sanlock`: tests/ftagent/test_lease_sanlock.py and the sanlock
+# cases of the shared lease fault scenarios (tests/ftagent/test_lease_faults.py).
 test-sanlock: venv-test sanlock-binding
 	$(PY) -c 'import sanlock'
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q $(SANLOCK_TESTS)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -m sanlock tests/ftagent
 
 bench: venv-test sanlock-binding vcsim
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH FTVCSIM=$(CURDIR)/$(BUILD)/ftvcsim $(PY) -m bench

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from tests.ftagent.etcd_cluster import EtcdCluster, KeyWatch  # noqa: E402
+from tests.kit.etcd import EtcdCluster, KeyWatch  # noqa: E402
 from tests.kit.ftmock import FtmockServer, start_ftmock  # noqa: E402
 from tests.kit.guest import Guest, clone_guest, send_signal  # noqa: E402
 from tests.kit.lease import lease_guest, lease_log, overlaps  # noqa: E402
@@ -146,7 +146,7 @@ def _measure(server: FtmockServer, a: Guest, b: Guest, pa: object, pb: object) -
 
 def etcd_frozen(server: FtmockServer, cluster: EtcdCluster, tmp: Path, run: int) -> dict[str, float]:
     """The holder freezes; the standby takes over after etcd expired the holder's etcd lease."""
-    from tests.ftagent.test_lease_etcd import PREFIX, check_history, key_of
+    from tests.kit.etcd import PREFIX, check_history, key_of
 
     a = lease_guest(server, tmp / f"ef{run}-a", new_org(server), f"bench-etcd-{run}", backend="etcd",
                    etcd_endpoints=cluster.endpoints, etcd_prefix=PREFIX)

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bench.ftagent_heartbeat import proc_stats  # noqa: E402
 from bench.table import print_table  # noqa: E402
-from tests.ftagent.sanlock_kit import SanlockSite  # noqa: E402
 from tests.kit.ftmock import start_ftmock  # noqa: E402
 from tests.kit.orgs import new_org  # noqa: E402
+from tests.kit.sanlock import SanlockSite  # noqa: E402
 from tests.kit.wait import wait_until  # noqa: E402
 
 _n = iter(range(10_000))

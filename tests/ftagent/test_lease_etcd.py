@@ -1,4 +1,6 @@
-"""``[lease] backend = etcd``: ``ftagent heartbeat`` processes on a real 3-member etcd cluster.
+"""``[lease] backend = etcd``: ``ftagent heartbeat`` processes on a real 3-member etcd cluster, in
+what only etcd has (members and quorum lost, a stalling member, its configuration and TLS); the
+scenarios every backend faces are in test_lease_faults.py.
 
 The guests register with ftmock (their identity gives the org), but the lease lives in etcd only.
 Short timings (ttl 3 s, renew 0.5 s, margin 1 s).  After every scenario, etcd's own history of the
@@ -10,39 +12,21 @@ that fenced must have fenced before etcd deleted its key (before anybody else co
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftagent.etcd_cluster import EtcdCluster, Event, KeyWatch, b64, free_ports, unb64
 from tests.kit.ca import CertAuthority
-from tests.kit.guest import Guest, clone_guest, send_signal
+from tests.kit.etcd import PREFIX, EtcdCluster, KeyWatch, b64, check_history, free_ports, key_of, unb64
+from tests.kit.guest import Guest, clone_guest
 from tests.kit.lease import lease_guest, unique_vm
 from tests.kit.orgs import new_org
 from tests.kit.wait import wait_until
-
-PREFIX = "/ftagent-test/leases"
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    c = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def etcd(cluster: EtcdCluster) -> Iterator[EtcdCluster]:
-    cluster.heal()  # a test that killed members gets them back before the next one
-    yield cluster
-    cluster.heal()
 
 
 def vm() -> str:
@@ -51,152 +35,7 @@ def vm() -> str:
 
 def etcd_guest(server: FtmockServer, root: Path, endpoints: str, **lease: str) -> Guest:
     return lease_guest(server, root, new_org(server), vm(), backend="etcd", etcd_endpoints=endpoints,
-                      etcd_prefix=PREFIX, **lease)
-
-
-def key_of(guest: Guest) -> str:
-    from ftagent.identity import IdentityStore
-
-    org = IdentityStore(guest.id_dir).load().org
-    return f"{PREFIX}/{org}/{guest.virt_uuid.lower()}"
-
-
-@dataclass(frozen=True)
-class Period:
-    holder: str
-    generation: int
-    start: float
-    end: float | None  # wall time etcd's deletion was seen; None while the key exists
-
-
-def periods(events: list[Event]) -> list[Period]:
-    """The key's holders in etcd's history, checked: a creation and a deletion in turn, never an overwrite."""
-    out: list[Period] = []
-    open_: Event | None = None
-    for ev in events:
-        if ev.type == "PUT":
-            assert open_ is None, f"key overwritten while held: {open_} then {ev}"
-            assert ev.create_revision == ev.revision, f"a put that did not create the key: {ev}"
-            assert ev.lease, f"key created without an etcd lease: {ev}"
-            open_ = ev
-        else:
-            assert open_ is not None, f"deletion without a holder: {ev}"
-            out.append(Period(open_.value, open_.create_revision, open_.seen, ev.seen))
-            open_ = None
-    if open_ is not None:
-        out.append(Period(open_.value, open_.create_revision, open_.seen, None))
-    gens = [p.generation for p in out]
-    assert gens == sorted(set(gens)), f"generations not increasing: {gens}"
-    return out
-
-
-def check_history(watch: KeyWatch, *fenced: Guest) -> list[Period]:
-    """No two holders at once in etcd, and each fenced guest fenced before etcd deleted its key."""
-    found = periods(watch.sync())
-    for guest in fenced:
-        holder = guest.status()["holder"]
-        fence_time = guest.fences()[0][0]
-        mine = [p for p in found if p.holder == holder and p.start < fence_time]
-        assert mine, f"{holder} fenced but never held the key: {found}"
-        end = mine[-1].end
-        assert end is None or fence_time < end, (
-            f"{holder} fenced at {fence_time:.3f}, after etcd deleted its key at {end:.3f}")
-    return found
-
-
-@pytest.fixture
-def watches() -> Iterator[list[KeyWatch]]:
-    made: list[KeyWatch] = []
-    yield made
-    for w in made:
-        w.close()
-
-
-def test_steady_renewals_then_release_hands_over_at_once(ftmock_session: FtmockServer, etcd: EtcdCluster,
-                                                         tmp_path: Path, guests: list[Guest],
-                                                         watches: list[KeyWatch]) -> None:
-    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
-    guests.append(a)
-    watch = KeyWatch(etcd.members[0].url, key_of(a))
-    watches.append(watch)
-    proc = a.start()
-    wait_until(lambda: a.state() == "HELD", 15, "HELD")
-    gen, first = a.status()["generation"], a.status()["renewals"]
-    time.sleep(2.5)
-    st = a.status()
-    assert st["state"] == "HELD" and st["generation"] == gen and st["renewals"] >= first + 3
-    assert st["holder"] == st["held_by"] and 0 < st["deadline_in"] <= 2.0 and st["failures"] == 0
-    out = json.loads(a.ftagent("status", "--json").stdout)
-    assert out["lease"]["state"] == "HELD" and out["lease"]["generation"] == gen and out["lease"]["running"]
-    # Renewals are keep-alives: the key was created once, by this holder, and never written again.
-    [held] = check_history(watch)
-    assert (held.holder, held.generation, held.end) == (st["holder"], gen, None)
-    assert a.stop(proc) == 0
-    assert a.state() == "RELEASED" and not a.fences()
-    b = clone_guest(a, tmp_path / "b")
-    r = b.ftagent("heartbeat", "--once", "--json")
-    assert r.returncode == 0, r.stderr  # at once: the release revoked the etcd lease
-    gen_b = json.loads(r.stdout)["generation"]
-    assert gen_b > gen
-    assert a.ftagent("heartbeat", "--once").returncode == 3  # another instance holds it now
-    r = b.ftagent("heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
-    assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen_b
-    found = check_history(watch)
-    assert [(p.holder, p.generation) for p in found] == [(st["holder"], gen), (b.status()["holder"], gen_b)]
-    assert found[0].end is not None and found[0].end <= found[1].start
-
-
-def test_two_agents_started_together_only_one_holds(ftmock_session: FtmockServer, etcd: EtcdCluster,
-                                                    tmp_path: Path, guests: list[Guest],
-                                                    watches: list[KeyWatch]) -> None:
-    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
-    b = clone_guest(a, tmp_path / "b")
-    guests += [a, b]
-    watch = KeyWatch(etcd.members[1].url, key_of(a))
-    watches.append(watch)
-    pa, pb = a.start(), b.start()
-    wait_until(lambda: "HELD" in (a.state(), b.state()), 15, "one HELD")
-    time.sleep(2)
-    assert sorted([a.state(), b.state()]) == ["ACQUIRING", "HELD"]
-    winner, loser = (a, b) if a.state() == "HELD" else (b, a)
-    assert loser.status()["held_by"] == winner.status()["holder"]
-    [held] = check_history(watch)
-    assert held.holder == winner.status()["holder"] and held.end is None  # the other never held
-    assert winner.stop(pa if winner is a else pb) == 0
-    wait_until(lambda: loser.state() == "HELD", 5, "the other takes over after the release")
-    assert loser.stop(pb if winner is a else pa) == 0
-    assert not a.fences() and not b.fences()
-    found = check_history(watch)
-    assert [p.holder for p in found] == [winner.status()["holder"], loser.status()["holder"]]
-
-
-def test_frozen_holder_is_taken_over_after_expiry_and_fences_on_resume(
-        ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
-        watches: list[KeyWatch]) -> None:
-    a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
-    b = clone_guest(a, tmp_path / "b")
-    guests += [a, b]
-    watch = KeyWatch(etcd.members[2].url, key_of(a))
-    watches.append(watch)
-    pa = a.start()
-    wait_until(lambda: a.state() == "HELD", 15, "A HELD")
-    pb = b.start()
-    wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
-    send_signal(pa, signal.SIGSTOP)
-    before = a.status()
-    wait_until(lambda: b.state() == "HELD", 10, "B acquires after etcd expired A's lease")
-    time.sleep(0.5)
-    send_signal(pa, signal.SIGCONT)
-    wait_until(lambda: a.state() == "FENCED", 5, "A fences")
-    after = a.status()
-    assert after["renewals"] == before["renewals"]  # no keep-alive was accepted after the pause
-    assert after["generation"] < b.status()["generation"]
-    time.sleep(1)
-    assert b.state() == "HELD" and not b.fences() and a.state() == "FENCED"
-    found = check_history(watch)
-    assert [p.holder for p in found] == [after["holder"], b.status()["holder"]]
-    assert found[0].end is not None and found[0].end <= found[1].start
-    assert a.stop(pa) == 3 and b.stop(pb) == 0
+                       etcd_prefix=PREFIX, **lease)
 
 
 def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServer, etcd: EtcdCluster,

@@ -7,5 +7,8 @@
 - ``orgs``: an org of the test's own (the ``org`` fixture, ``new_org``), its users and pools;
 - ``guest``: the one guest builder (``make_guest``) and ``Guest``, with the ``guest``, ``any_guest``
   and ``guests`` fixtures;
-- ``lease``: lease guests and the server's lease log checked for overlapping holders.
+- ``lease``: lease guests and the server's lease log checked for overlapping holders;
+- ``etcd``, ``sanlock``: the real lease backends (a 3-member etcd cluster, two sanlock daemons);
+- ``lease_sites``: two instances of one FT VM on each backend, for the fault scenarios every
+  backend faces (``tests/ftagent/test_lease_faults.py``).
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import requests
 from tests.kit.ftmock import FtmockServer
 from tests.kit.guest import Guest, make_guest
 
-__all__ = ["assert_no_overlap", "lease_guest", "lease_log", "no_overlap", "overlaps", "unique_vm"]
+__all__ = ["assert_no_overlap", "boottime", "holding", "lease_guest", "lease_log", "no_overlap", "overlaps",
+           "unique_vm"]
 
 _vm_numbers = itertools.count()
 
@@ -33,12 +35,46 @@ def lease_guest(server: FtmockServer, root: Path, org: str, virt_uuid: str, **le
     return make_guest(root, server, org, virt_uuid=virt_uuid, timeout=5, lease=lease, register=True)
 
 
+def boottime() -> float:
+    """The clock of the heartbeat's deadlines (CLOCK_BOOTTIME; its status file says which)."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
+
+
+def holding(guest: Guest, now: float | None = None) -> bool:
+    """Whether the guest's status file says it may act as the holder now (HELD/DEGRADED, deadline ahead)."""
+    status = guest.status()
+    deadline = status.get("deadline")
+    return (status.get("state") in ("HELD", "DEGRADED") and isinstance(deadline, (int, float))
+            and deadline > (boottime() if now is None else now) and _alive(status.get("pid")))
+
+
+def _alive(pid: Any) -> bool:
+    """A killed agent leaves a status file that still says HELD: it holds nothing any more."""
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
 def lease_log(server: FtmockServer, consumer: str) -> list[dict[str, Any]]:
     """The server's log of a consumer's lease (admins only)."""
     r = requests.get(f"{server.url}/consumers/{consumer}/lease/log", auth=server.admin_auth,
                      verify=str(server.ca_path), timeout=30)
     assert r.status_code == 200, r.text
     return list(r.json())
+
+
+Period = tuple[str, float, float]
 
 
 def _periods(log: list[dict[str, Any]]) -> Iterator[tuple[str, float, float]]:
@@ -54,9 +90,6 @@ def _periods(log: list[dict[str, Any]]) -> Iterator[tuple[str, float, float]]:
                 end = float(later["start"])
                 break
         yield entry["holder"], float(entry["start"]), end
-
-
-Period = tuple[str, float, float]
 
 
 def overlaps(log: list[dict[str, Any]]) -> list[tuple[Period, Period]]:

@@ -1,4 +1,5 @@
-"""A real etcd cluster for the tests: three ``etcd`` members (Debian's ``etcd-server``) on loopback.
+"""A real etcd cluster for the tests: three ``etcd`` members (Debian's ``etcd-server``) on loopback,
+and the FT lease's history in it.
 
 Each member has its own data directory and free client and peer ports; members can be killed and
 started again (same data directory), so the fault tests can take quorum away and give it back.
@@ -16,13 +17,19 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
-__all__ = ["EtcdCluster", "Event", "KeyWatch", "b64", "etcd_binary", "free_ports", "history", "unb64"]
+from tests.kit.guest import Guest
+from tests.kit.wait import wait_until
+
+__all__ = ["PREFIX", "EtcdCluster", "Event", "KeyWatch", "Period", "b64", "check_history", "etcd", "etcd_binary",
+           "etcd_cluster", "free_ports", "history", "key_of", "periods", "unb64", "watches"]
 
 
 def etcd_binary() -> str:
@@ -136,17 +143,16 @@ class EtcdCluster:
 
     def wait_healthy(self, timeout: float = 30) -> None:
         """Until every running member answers and the cluster has a leader that accepts writes."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def healthy() -> bool:
             try:
                 if all(self.status(m) is not None for m in self.members if m.alive()) and self.leader() is not None:
                     self.post(self.any_alive(), "kv/put", {"key": b64("/health"), "value": b64("ok")})
-                    return
+                    return True
             except requests.RequestException:
                 pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"etcd cluster not healthy after {timeout} s; logs in {self.root}")
-            time.sleep(0.1)
+            return False
+
+        wait_until(healthy, timeout, f"a healthy etcd cluster (logs in {self.root})", step=0.1)
 
     def any_alive(self, exclude: tuple[Member, ...] = ()) -> Member:
         return next(m for m in self.members if m.alive() and m not in exclude)
@@ -284,15 +290,16 @@ class KeyWatch:
     def sync(self, timeout: float = 20) -> list[Event]:
         token = f"{time.time()}"
         deadline = time.monotonic() + timeout
-        while True:
+
+        def sent() -> bool:
             try:
                 requests.post(f"{self.url}/v3/kv/put", json={"key": b64(self.sentinel), "value": b64(token)},
                               timeout=2).raise_for_status()
-                break
             except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return False
+            return True
+
+        wait_until(sent, timeout, f"the sentinel written through {self.url}", step=0.2)
         with self._lock:
             if not self._lock.wait_for(lambda: token in self._synced, max(0.1, deadline - time.monotonic())):
                 raise AssertionError("the watch did not deliver the sentinel")
@@ -319,3 +326,90 @@ def history(url: str, key: str) -> list[Event]:
         return watch.sync()
     finally:
         watch.close()
+
+
+# -- the FT lease in etcd -------------------------------------------------------------------------
+
+#: Where the tests' guests keep their leases (``[lease] etcd_prefix``).
+PREFIX = "/ftagent-test/leases"
+
+
+def key_of(guest: Guest) -> str:
+    """The etcd key of a registered guest's FT group lease."""
+    from ftagent.identity import IdentityStore
+
+    org = IdentityStore(guest.id_dir).load().org
+    return f"{PREFIX}/{org}/{guest.virt_uuid.lower()}"
+
+
+@dataclass(frozen=True)
+class Period:
+    holder: str
+    generation: int
+    start: float
+    end: float | None  # wall time etcd's deletion was seen; None while the key exists
+
+
+def periods(events: list[Event]) -> list[Period]:
+    """The key's holders in etcd's history, checked: a creation and a deletion in turn, never an overwrite."""
+    out: list[Period] = []
+    open_: Event | None = None
+    for ev in events:
+        if ev.type == "PUT":
+            assert open_ is None, f"key overwritten while held: {open_} then {ev}"
+            assert ev.create_revision == ev.revision, f"a put that did not create the key: {ev}"
+            assert ev.lease, f"key created without an etcd lease: {ev}"
+            open_ = ev
+        else:
+            assert open_ is not None, f"deletion without a holder: {ev}"
+            out.append(Period(open_.value, open_.create_revision, open_.seen, ev.seen))
+            open_ = None
+    if open_ is not None:
+        out.append(Period(open_.value, open_.create_revision, open_.seen, None))
+    gens = [p.generation for p in out]
+    assert gens == sorted(set(gens)), f"generations not increasing: {gens}"
+    return out
+
+
+def check_history(watch: KeyWatch, *fenced: Guest) -> list[Period]:
+    """No two holders at once in etcd, and each fenced guest fenced before etcd deleted its key."""
+    found = periods(watch.sync())
+    for guest in fenced:
+        holder = guest.status()["holder"]
+        fence_time = guest.fences()[0][0]
+        mine = [p for p in found if p.holder == holder and p.start < fence_time]
+        assert mine, f"{holder} fenced but never held the key: {found}"
+        end = mine[-1].end
+        assert end is None or fence_time < end, (
+            f"{holder} fenced at {fence_time:.3f}, after etcd deleted its key at {end:.3f}")
+    return found
+
+
+# -- fixtures (registered in tests/ftagent/conftest.py) --------------------------------------------
+
+
+@pytest.fixture(scope="package")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One 3-member cluster for the lease tests of the package."""
+    c = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def etcd(etcd_cluster: EtcdCluster) -> Iterator[EtcdCluster]:
+    """The package's cluster with all its members running (a test that killed members gets them back)."""
+    etcd_cluster.heal()
+    yield etcd_cluster
+    etcd_cluster.heal()
+
+
+@pytest.fixture
+def watches() -> Iterator[list[KeyWatch]]:
+    """Key watches a test opens; closed when it ends."""
+    made: list[KeyWatch] = []
+    yield made
+    for w in made:
+        w.close()

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.kit.guest import Guest, clone_guest
-from tests.kit.lease import lease_guest
+from tests.kit.guest import clone_guest
+from tests.kit.lease import boottime, holding, lease_guest
 from tests.kit.wait import wait_until
 
 DEBIAN_BINDINGS = "/usr/lib/python3/dist-packages/sanlock.cpython-*.so"
@@ -117,36 +117,6 @@ def read_leader(path: Path, lockspace: str, resource: str) -> dict[str, str]:
         key, _, value = line.partition(" ")
         out[key] = value.strip()
     return out
-
-
-def boottime() -> float:
-    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
-
-
-def holding(guest: Guest, now: float | None = None) -> bool:
-    """Whether the guest's status file says it may act as the holder now (HELD/DEGRADED, deadline ahead)."""
-    status = guest.status()
-    deadline = status.get("deadline")
-    return (status.get("state") in ("HELD", "DEGRADED") and isinstance(deadline, (int, float))
-            and deadline > (boottime() if now is None else now) and _alive(status.get("pid")))
-
-
-def _alive(pid: Any) -> bool:
-    """A killed agent leaves a status file that still says HELD: it holds nothing any more."""
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text().lower()
-    except OSError:
-        return "zombie"
 
 
 class SanlockSite:
