@@ -84,6 +84,7 @@ def scalar(text: str | None, xsi_type: str | None) -> Any:
     return converter(xsi_type)(text)
 
 
+@lru_cache(maxsize=256)
 def is_array(xsi_type: str | None) -> bool:
     """Whether a value of this ``xsi:type`` is an array (ArrayOfString, ArrayOfInt...)."""
     return xsi_type is not None and xsi_type.rpartition(":")[2].startswith("ArrayOf")

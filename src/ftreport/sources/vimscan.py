@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .vimparse import MAX_TEXT
 from .vimrecords import Change, Records, apply_update, converter, is_array, item_type, store_object
 
 __all__ = ["RegularShapeScanner"]
@@ -72,7 +73,10 @@ _DECL = re.compile(rb'xmlns:(' + _NAME + rb')="(' + _ATTR + rb')"')
 
 
 _OPENING_LIMIT = 16 * 1024  # an opening longer than this is not the regular shape
-_ELEMENT_LIMIT = 4 * 1024 * 1024  # nor is one object of this size
+# Nor is an object longer than the longest text the parser accepts: it is left to the parser,
+# which holds texts to that bound (the scanner's patterns would take a text of any length).
+_ELEMENT_LIMIT = MAX_TEXT
+_PROBE = 16  # held-back bytes searched again with a new chunk: a marker may straddle the two
 
 _OPENING_STATE, _REGULAR, _PARSER = 0, 1, 2
 
@@ -94,7 +98,13 @@ class RegularShapeScanner:
         self.objects = 0
         self.updates = 0
         self._state = _OPENING_STATE
-        self._pending = b""
+        # What is held back (the opening, or an element) until the chunk that can complete it:
+        # its pieces, their length, and the marker whose arrival completes it. A new chunk is
+        # searched for the marker only (with the last bytes held), never what was held, so an
+        # element that comes in many small chunks costs its length once, not once per chunk.
+        self._held: list[bytes] = []
+        self._held_len = 0
+        self._tail = b""
         self._start = b"<objects>"
         self._end = b"</objects>"
         self._xsi_prefixes: frozenset[bytes] = frozenset()
@@ -105,17 +115,38 @@ class RegularShapeScanner:
         """The bytes of ``data`` (and of what was held back before) that go to the XML parser."""
         if self._state == _PARSER:
             return data
-        buf = self._pending + data if self._pending else data
-        self._pending = b""
+        if self._held:
+            probe = self._tail + data
+            if self._state == _OPENING_STATE:
+                complete = b"<objects>" in probe or b"<objectSet>" in probe
+                limit = _OPENING_LIMIT
+            else:
+                complete = self._end in probe
+                limit = _ELEMENT_LIMIT
+            self._held.append(data)
+            self._held_len += len(data)
+            if not complete and self._held_len < limit:
+                self._tail = probe[-_PROBE:]
+                return b""
+            buf = b"".join(self._held)
+            self._held, self._held_len, self._tail = [], 0, b""
+            if not complete:  # too long to be the regular shape
+                return self._to_parser(buf, 0)
+        else:
+            buf = data
         if self._state == _OPENING_STATE:
             return self._opening(buf)
         return self._scan(buf, 0, b"")
 
     def flush(self) -> bytes:
         """The end of the answer: whatever was held back goes to the parser."""
-        rest, self._pending = self._pending, b""
+        rest = b"".join(self._held)
+        self._held, self._held_len, self._tail = [], 0, b""
         self._state = _PARSER
         return rest
+
+    def _hold(self, part: bytes) -> None:
+        self._held, self._held_len, self._tail = [part], len(part), part[-_PROBE:]
 
     def _to_parser(self, buf: bytes, pos: int, before: bytes = b"") -> bytes:
         self._state = _PARSER
@@ -125,7 +156,7 @@ class RegularShapeScanner:
         first = [i for i in (buf.find(b"<objects>"), buf.find(b"<objectSet>")) if i >= 0]
         if not first:
             if len(buf) < _OPENING_LIMIT:
-                self._pending = buf
+                self._hold(buf)
                 return b""
             return self._to_parser(buf, 0)
         start = min(first)
@@ -162,7 +193,7 @@ class RegularShapeScanner:
                 parts.append(m.groups(b""))
                 at = m.end()
                 m = part(buf, at)
-            if not buf.startswith(end, at):
+            if not buf.startswith(end, at) or at - pos > _ELEMENT_LIMIT:
                 break
             try:
                 fold(h, parts)
@@ -172,7 +203,7 @@ class RegularShapeScanner:
         rest = buf[pos:pos + len(self._start) + 4].lstrip(b" \t\n\r")
         incomplete = (self._start.startswith(rest) or rest.startswith(self._start)) and buf.find(end, pos) < 0
         if incomplete and len(buf) - pos < _ELEMENT_LIMIT:
-            self._pending = buf[pos:]
+            self._hold(buf[pos:])
             return out
         return self._to_parser(buf, pos, out)
 

@@ -7,8 +7,9 @@ itself and folds the response, as it arrives from the socket in chunks, straight
 per-object records of an inventory (moId -> {property path: value}), one ``<objects>`` /
 ``<objectSet>`` element at a time; neither the document nor a decoded object graph is ever held.
 The chunks go through the scanner of the regular shape (``vimscan``) first; what it does not
-fold goes, in order, to ElementTree's pull parser. Values are decoded as pyvmomi would decode
-them (``vimrecords``).
+fold goes, in order, to the XML parser (``vimparse``), which drops whatever ftreport does not
+read as it streams. Values are decoded as pyvmomi would decode them (``vimrecords``). Each call
+has a deadline and a size bound (``vimhttp``); a page larger than it asked for is an error.
 
 SOAP faults become :class:`VimFault` carrying the fault's vSphere type name (``NotAuthenticated``,
 ``InvalidLogin``, ``RequestCanceled``...) so callers map them as they map pyvmomi's exceptions.
@@ -20,13 +21,15 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
-from .vimrecords import Change, Records, apply_update, is_array, item_type, scalar, store_object
+from .vimerrors import VimFault, VimLimitError, VimProtocolError
+from .vimhttp import DEFAULT_MAX_ANSWER_SIZE, BoundedHTTPConnection, BoundedHTTPSConnection, Limits
+from .vimparse import AnswerParser, page_too_big
+from .vimrecords import Records
 from .vimscan import RegularShapeScanner
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "RetrievePage",
     "UpdatePage",
     "VimFault",
+    "VimLimitError",
     "VimProtocolError",
     "VimSoapClient",
     "decode_retrieve",
@@ -42,74 +46,6 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 64 * 1024
-
-_SOAP = "{http://schemas.xmlsoap.org/soap/envelope/}"
-_VIM = "{urn:vim25}"
-_XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
-
-_T_OBJECTS = _VIM + "objects"
-_T_OBJECT_SET = _VIM + "objectSet"
-_T_OBJ = _VIM + "obj"
-_T_PROP_SET = _VIM + "propSet"
-_T_CHANGE_SET = _VIM + "changeSet"
-_T_NAME = _VIM + "name"
-_T_VAL = _VIM + "val"
-_T_OP = _VIM + "op"
-_T_KIND = _VIM + "kind"
-_T_TOKEN = _VIM + "token"
-_T_VERSION = _VIM + "version"
-_T_TRUNCATED = _VIM + "truncated"
-_T_RETURNVAL = _VIM + "returnval"
-_T_FILTER_SET = _VIM + "filterSet"
-_T_FAULT = _SOAP + "Fault"
-_T_BODY = _SOAP + "Body"
-
-class VimFault(Exception):
-    """A SOAP fault from vCenter: ``fault`` is the vSphere fault type (``NotAuthenticated``...)."""
-
-    def __init__(self, fault: str, message: str) -> None:
-        self.fault = fault
-        self.message = message
-        super().__init__(f"{fault}: {message}" if message else fault)
-
-
-class VimProtocolError(Exception):
-    """A response that is not the SOAP document the call promises (HTML error page, cut short...)."""
-
-
-def _value(val: ET.Element) -> Any:
-    xsi_type = val.get(_XSI_TYPE)
-    if is_array(xsi_type):
-        # ArrayOfString, ArrayOfInt, ArrayOfManagedObjectReference...: one child per item.
-        return [scalar(item.text, item.get(_XSI_TYPE) or item_type(item.tag.rpartition("}")[2])) for item in val]
-    return scalar(val.text, xsi_type)
-
-
-def _fault(elem: ET.Element) -> VimFault:
-    message = (elem.findtext("faultstring") or "").strip()
-    detail = elem.find("detail")
-    name = "SystemError"
-    if detail is not None and len(detail):
-        first = detail[0]
-        name = first.get(_XSI_TYPE) or first.tag.rpartition("}")[2]
-        name = name.rpartition(":")[2]
-        if name.endswith("Fault") and first.get(_XSI_TYPE) is None:
-            name = name[: -len("Fault")]
-    return VimFault(name, message)
-
-
-def _parts(elem: ET.Element) -> tuple[str | None, str | None, ET.Element | None]:
-    """(name, op, val) of a ``propSet`` or ``changeSet`` element (op: changeSet only)."""
-    name = op = val = None
-    for part in elem:
-        tag = part.tag
-        if tag == _T_NAME:
-            name = part.text
-        elif tag == _T_VAL:
-            val = part
-        elif tag == _T_OP:
-            op = part.text
-    return name, op, val
 
 
 @dataclass
@@ -136,138 +72,67 @@ class _Decoder:
     """Folds one SOAP response, fed in chunks, into ``records``.
 
     The chunks go through the scanner of the regular shape first (``vimscan``): what it folds,
-    the parser never sees. The rest is parsed with only end events asked for: a finished
-    ``objects``/``objectSet`` element has all its children, is folded and then emptied. Start
-    events would double the Python-level work for nothing. The emptied shells stay in their
-    parent until it ends, which bounds them to one page (``maxObjects``/``maxObjectUpdates``).
+    the parser (``vimparse``) never sees. ``max_objects``: the most objects the page may hold
+    (the ``maxObjects`` or ``maxObjectUpdates`` the call asked for); more is an error.
     """
 
-    def __init__(self, records: Records, touched: set[str] | None = None, *, scan: bool = True) -> None:
-        self.records = records
-        self.touched = touched
-        self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+    def __init__(self, records: Records, touched: set[str] | None = None, *, scan: bool = True,
+                 max_objects: int | None = None) -> None:
+        self.parser = AnswerParser(records, touched)
+        self.parser.max_objects = self.parser.objects_left = max_objects
         self.scanner = RegularShapeScanner(records, touched) if scan else None
-        self.fault: VimFault | None = None
-        self.retrieve = RetrievePage()
-        self.update = UpdatePage()
-        self._seen_body = False
+        self._max = max_objects
 
     def feed(self, data: bytes) -> None:
-        if self.scanner is not None:
-            data = self.scanner.feed(data)
+        scanner = self.scanner
+        if scanner is not None:
+            data = scanner.feed(data)
+            if self._max is not None:
+                left = self._max - scanner.objects - scanner.updates
+                if left < self.parser.objects + self.parser.updates:
+                    raise page_too_big(self._max)
+                self.parser.objects_left = left
             if not data:
                 return
-        self._parse(data)
+        self.parser.feed(data)
 
-    def _parse(self, data: bytes) -> None:
-        try:
-            self._parser.feed(data)
-            self._drain()  # the pull parser keeps a syntax error to raise it from here
-        except ET.ParseError as exc:
-            raise VimProtocolError(f"malformed SOAP response: {exc}") from exc
-
-    def _drain(self) -> None:
-        records = self.records
-        # Only end events are asked for: every item is an Element.
-        events: Iterator[tuple[str, ET.Element]] = self._parser.read_events()  # type: ignore[assignment]
-        for _event, elem in events:
-            tag = elem.tag
-            if tag == _T_OBJECTS:
-                self._fold_object_content(elem, records)
-                self.retrieve.objects += 1
-                elem.clear()
-            elif tag == _T_OBJECT_SET:
-                self._fold_object_update(elem, records, self.touched)
-                self.update.updates += 1
-                elem.clear()
-            elif tag == _T_TOKEN:
-                self.retrieve.token = elem.text or None
-            elif tag == _T_VERSION:
-                self.update.version = elem.text or ""
-            elif tag == _T_TRUNCATED:
-                self.update.truncated = elem.text in ("true", "1")
-            elif tag == _T_RETURNVAL:
-                self.update.received = True
-                elem.clear()
-            elif tag == _T_FILTER_SET:
-                elem.clear()
-            elif tag == _T_FAULT:
-                self.fault = _fault(elem)
-            elif tag == _T_BODY:
-                self._seen_body = True
-
-    @staticmethod
-    def _fold_object_content(elem: ET.Element, records: Records) -> None:
-        obj = None
-        props: dict[str, Any] = {}
-        for child in elem:  # obj, then propSet* (in the WSDL's order, not relied upon)
-            tag = child.tag
-            if tag == _T_PROP_SET:
-                name, _op, val = _parts(child)
-                if name is not None:
-                    props[name] = None if val is None else _value(val)
-            elif tag == _T_OBJ:
-                obj = child
-        if obj is not None:
-            store_object(records, obj.get("type") or "", obj.text or "", props)
-
-    @staticmethod
-    def _fold_object_update(elem: ET.Element, records: Records, touched: set[str] | None) -> None:
-        obj = kind = None
-        changes: list[Change] = []
-        for child in elem:  # kind, obj, changeSet* (in the WSDL's order, not relied upon)
-            tag = child.tag
-            if tag == _T_CHANGE_SET:
-                name, op, val = _parts(child)
-                if name is not None:
-                    changes.append((name, op, None if val is None else _value(val)))
-            elif tag == _T_OBJ:
-                obj = child
-            elif tag == _T_KIND:
-                kind = child.text
-        if obj is not None:
-            apply_update(records, touched, obj.get("type") or "", obj.text or "", kind, changes)
-
-    def close(self) -> None:
-        if self.scanner is not None:
-            rest = self.scanner.flush()
+    def close(self) -> tuple[RetrievePage, UpdatePage]:
+        """The end of the answer: what it said besides its objects (raises on a fault)."""
+        scanner = self.scanner
+        if scanner is not None:
+            rest = scanner.flush()
             if rest:
-                self._parse(rest)
-            self.retrieve.objects += self.scanner.objects
-            self.retrieve.scanned = self.scanner.objects
-            self.update.updates += self.scanner.updates
-            self.update.scanned = self.scanner.updates
-        try:
-            self._parser.close()
-            self._drain()
-        except ET.ParseError as exc:
-            raise VimProtocolError(f"SOAP response cut short or malformed: {exc}") from exc
-        if self.fault is not None:
-            raise self.fault
-        if not self._seen_body:
-            raise VimProtocolError("not a SOAP response")
+                self.parser.feed(rest)
+        self.parser.close()
+        parser = self.parser
+        objects = scanner.objects if scanner is not None else 0
+        updates = scanner.updates if scanner is not None else 0
+        return (RetrievePage(objects=parser.objects + objects, token=parser.token, scanned=objects),
+                UpdatePage(received=parser.received, version=parser.version, truncated=parser.truncated,
+                           updates=parser.updates + updates, scanned=updates))
 
 
-def decode_retrieve(chunks: Iterable[bytes], records: Records, *, scan: bool = True) -> RetrievePage:
-    """Fold a (Continue)RetrievePropertiesEx response into ``records``; raises VimFault on a fault.
+def decode_retrieve(chunks: Iterable[bytes], records: Records, *, scan: bool = True,
+                    max_objects: int | None = None) -> RetrievePage:
+    """Fold a (Continue)RetrievePropertiesEx response into ``records``; raises VimFault on a fault,
+    VimLimitError on a page of more than ``max_objects`` objects or another bound broken.
 
     ``scan=False``: the XML parser reads all of it, without the scanner of the regular shape."""
-    decoder = _Decoder(records, scan=scan)
+    decoder = _Decoder(records, scan=scan, max_objects=max_objects)
     for chunk in chunks:
         decoder.feed(chunk)
-    decoder.close()
-    return decoder.retrieve
+    return decoder.close()[0]
 
 
 def decode_updates(chunks: Iterable[bytes], records: Records, touched: set[str] | None = None, *,
-                   scan: bool = True) -> UpdatePage:
+                   scan: bool = True, max_objects: int | None = None) -> UpdatePage:
     """Fold a WaitForUpdatesEx response (an UpdateSet, or none) into ``records``; the moIds of the
-    objects it changed are added to ``touched`` when given. ``scan`` as for :func:`decode_retrieve`."""
-    decoder = _Decoder(records, touched, scan=scan)
+    objects it changed are added to ``touched`` when given. ``scan`` and ``max_objects`` as for
+    :func:`decode_retrieve`."""
+    decoder = _Decoder(records, touched, scan=scan, max_objects=max_objects)
     for chunk in chunks:
         decoder.feed(chunk)
-    decoder.close()
-    return decoder.update
+    return decoder.close()[1]
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -306,11 +171,15 @@ class VimSoapClient:
     """Raw SOAP calls on an existing vCenter session (cookie and API version from pyvmomi's stub).
 
     One keep-alive connection, verified with the same SSL context the session was opened with.
+    Every call ends within ``timeout`` seconds (``WaitForUpdatesEx``: plus the wait it asks
+    for), and what vCenter sends is counted against ``max_answer_size``: one retrieval's pages
+    together, or one update set's truncated parts together, count as one answer. A page may hold
+    no more objects than it asked for.
     """
 
     def __init__(self, *, host: str, port: int, path: str, ssl_context: ssl.SSLContext | None,
                  timeout: float, session_id: str, soap_action: str,
-                 connection: Callable[[], http.client.HTTPConnection] | None = None) -> None:
+                 max_answer_size: int = DEFAULT_MAX_ANSWER_SIZE) -> None:
         self._path = path
         self._headers = {
             "Content-Type": "text/xml; charset=utf-8",
@@ -318,26 +187,29 @@ class VimSoapClient:
             "Cookie": f'vmware_soap_session="{session_id}"',
             "Accept-Encoding": "identity",
         }
-        if connection is not None:
-            self._new = connection
-        elif ssl_context is None:
-            self._new = lambda: http.client.HTTPConnection(host, port, timeout=timeout)
+        self.limits = Limits(timeout=timeout, max_size=max_answer_size, per_call=False)
+        if ssl_context is None:
+            self._new: Callable[[], http.client.HTTPConnection] = (
+                lambda: BoundedHTTPConnection(host, port, limits=self.limits))
         else:
-            self._new = lambda: http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
+            self._new = lambda: BoundedHTTPSConnection(host, port, limits=self.limits, context=ssl_context)
         self._conn: http.client.HTTPConnection | None = None
+        self._page_size: int | None = None  # asked of the retrieval being continued
+        self._truncated = False  # the last update set was truncated: the next call continues it
 
-    def call(self, body: str, fold: Callable[[Iterable[bytes]], Any]) -> Any:
-        """POST one SOAP request; ``fold`` consumes the response body as chunks."""
+    def call(self, body: str, fold: Callable[[Iterable[bytes]], Any], *, grace: float = 0.0) -> Any:
+        """POST one SOAP request; ``fold`` consumes the response body as chunks. ``grace``: the
+        seconds the request asks vCenter to wait, on top of the timeout."""
         data = _ENVELOPE.format(body=body).encode()
         conn = self._conn
         if conn is None:
             conn = self._conn = self._new()
+        self.limits.grace = grace
         try:
             conn.request("POST", self._path, body=data, headers=self._headers)
             response = conn.getresponse()
             ctype = response.getheader("Content-Type", "")
-            if "xml" not in ctype:
-                response.read()
+            if "xml" not in ctype:  # not read: an error page could be of any size
                 raise VimProtocolError(f"HTTP {response.status} {response.reason} ({ctype or 'no content type'})")
             result = fold(_chunks(response, CHUNK_SIZE))
             response.read()  # the (empty) rest, so the connection can be reused
@@ -347,20 +219,25 @@ class VimSoapClient:
         except BaseException:
             self.close()  # a half-read response leaves the connection unusable
             raise
+        finally:
+            self.limits.grace = 0.0
 
     def retrieve(self, collector: str, view: str, properties: Sequence[tuple[str, Sequence[str]]],
                  records: Records, max_objects: int | None) -> RetrievePage:
         options = f"<options><maxObjects>{int(max_objects)}</maxObjects></options>" if max_objects else "<options/>"
         body = (f'<RetrievePropertiesEx xmlns="urn:vim25">{_moref("_this", "PropertyCollector", collector)}'
                 f"{filter_spec_xml('specSet', view, properties)}{options}</RetrievePropertiesEx>")
-        page: RetrievePage = self.call(body, lambda chunks: decode_retrieve(chunks, records))
+        self.limits.restart()  # a new retrieval: its pages count as one answer
+        self._page_size = max_objects
+        page: RetrievePage = self.call(body, lambda chunks: decode_retrieve(chunks, records, max_objects=max_objects))
         return page
 
     def continue_retrieve(self, collector: str, token: str, records: Records) -> RetrievePage:
         body = (f'<ContinueRetrievePropertiesEx xmlns="urn:vim25">'
                 f'{_moref("_this", "PropertyCollector", collector)}<token>{escape(token)}</token>'
                 "</ContinueRetrievePropertiesEx>")
-        page: RetrievePage = self.call(body, lambda chunks: decode_retrieve(chunks, records))
+        size = self._page_size
+        page: RetrievePage = self.call(body, lambda chunks: decode_retrieve(chunks, records, max_objects=size))
         return page
 
     def wait_for_updates(self, collector: str, version: str, records: Records, *, max_wait_seconds: int,
@@ -369,7 +246,12 @@ class VimSoapClient:
         body = (f'<WaitForUpdatesEx xmlns="urn:vim25">{_moref("_this", "PropertyCollector", collector)}'
                 f"<version>{escape(version)}</version><options><maxWaitSeconds>{int(max_wait_seconds)}"
                 f"</maxWaitSeconds>{extra}</options></WaitForUpdatesEx>")
-        page: UpdatePage = self.call(body, lambda chunks: decode_updates(chunks, records, touched))
+        if not self._truncated:
+            self.limits.restart()  # a new update set (its truncated parts count as one answer)
+        page: UpdatePage = self.call(
+            body, lambda chunks: decode_updates(chunks, records, touched, max_objects=max_object_updates),
+            grace=max_wait_seconds)
+        self._truncated = page.truncated
         return page
 
     def close(self) -> None:
