@@ -9,6 +9,12 @@ and then only the changes, so an FT failover or a VM moving shows up within abou
 
 TLS is verified against ``ca_cert`` (or the system trust store); only ``insecure = true`` in
 the configuration turns verification off.
+
+Every call to vCenter, pyvmomi's included, goes through the connections of ``vimhttp``: it ends
+``timeout`` seconds after it started, answered or not, and what vCenter sends is bounded
+(``max_answer_size`` for the inventory; a few MiB for the session's calls). The stream decoder
+bounds each element as it reads (``vimparse``), and pyvmomi's answers are read through the same
+bounds; a page of more objects than asked for (``page_size``) is an error.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import ssl
 import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +40,16 @@ from ..section import Section
 from ..settings import SourceConfig
 from .base import ProgressCallback, Snapshot, SourceType, no_progress, settings_of
 from .inventory import Inventory
-from .vimstream import VimFault, VimProtocolError, VimSoapClient
+from .vimhttp import (
+    DEFAULT_MAX_ANSWER_SIZE,
+    BoundedHTTPConnection,
+    BoundedHTTPSConnection,
+    Limits,
+    connection_factory,
+    format_size,
+)
+from .vimparse import page_too_big
+from .vimstream import VimFault, VimLimitError, VimProtocolError, VimSoapClient
 
 __all__ = [
     "CLUSTER_PROPERTIES",
@@ -87,8 +103,13 @@ PROPERTIES = (
 #: The section keys of an esx source (besides those every source has; see ftreport.conf(5)).
 #: ``is_hypervisor`` and ``simplified_vim`` are virt-who's, accepted with no effect.
 KEYS = frozenset({"server", "username", "password", "encrypted_password", "ca_cert", "insecure", "timeout",
-                  "decoder", "page_size", "is_hypervisor", "simplified_vim"})
+                  "decoder", "page_size", "max_answer_size", "is_hypervisor", "simplified_vim"})
 DECODERS = ("stream", "pyvmomi")
+#: The answers of the session's own calls (API versions, login, service content, view, filter,
+#: logout) take a few KiB; they are held to this, or to ``max_answer_size`` if smaller.
+SESSION_ANSWER_SIZE = 4 << 20
+_MIN_ANSWER_SIZE = 1 << 20
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -103,6 +124,7 @@ class EsxSettings:
     timeout: float = 60.0
     decoder: str = "stream"
     page_size: int = 2000
+    max_answer_size: int = DEFAULT_MAX_ANSWER_SIZE
 
 
 def esx_scheme(value: str) -> str:
@@ -133,6 +155,21 @@ def parse_esx_server(value: str) -> tuple[str, int, str]:
     if not path.endswith("/sdk"):
         path += "/sdk"
     return host, port, path
+
+
+def _size(sec: Section, key: str, default: int) -> int:
+    """A size in bytes: ``536870912``, ``512M``, ``512MiB``, ``1G``, ``64K``."""
+    raw = (sec.get(key) or "").strip()
+    if not raw:
+        return default
+    m = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", raw)
+    unit = _SIZE_UNITS.get(m.group(2).lower()) if m else None
+    if m is None or unit is None:
+        raise sec.error(key, f"expected a size in bytes, or with K, M or G (KiB, MiB, GiB), got {raw!r}")
+    size = int(m.group(1)) * unit
+    if size < _MIN_ANSWER_SIZE:
+        raise sec.error(key, f"must be at least {format_size(_MIN_ANSWER_SIZE)}, got {raw!r}")
+    return size
 
 
 def read_settings(sec: Section) -> EsxSettings:
@@ -168,6 +205,7 @@ def read_settings(sec: Section) -> EsxSettings:
         timeout=sec.number("timeout", 60.0, minimum=1),
         decoder=decoder,
         page_size=int(sec.number("page_size", 2000, minimum=1, integer=True)),
+        max_answer_size=_size(sec, "max_answer_size", DEFAULT_MAX_ANSWER_SIZE),
     )
 
 
@@ -177,50 +215,62 @@ def esx_settings(config: SourceConfig) -> EsxSettings:
 
 
 class EsxConnector(Protocol):
-    """Opens a logged-in vCenter session; returns pyvmomi's ServiceInstance."""
+    """Opens a logged-in vCenter session; returns pyvmomi's ServiceInstance. Its calls are bounded
+    by ``limits`` (:mod:`ftreport.sources.vimhttp`)."""
 
     def __call__(self, *, host: str, port: int, path: str, user: str, password: str,
-                 ssl_context: ssl.SSLContext, timeout: float) -> Any: ...
+                 ssl_context: ssl.SSLContext, timeout: float, limits: Limits) -> Any: ...
 
 
 def smart_connect(*, host: str, port: int, path: str, user: str, password: str,
-                  ssl_context: ssl.SSLContext, timeout: float, protocol: str = "https") -> Any:
-    """The real connector: API version negotiation, then pyVim's Connect (login).
+                  ssl_context: ssl.SSLContext, timeout: float, limits: Limits, protocol: str = "https") -> Any:
+    """The real connector: API version negotiation, then login, on pyvmomi's SOAP stub with the
+    bounded connections of ``vimhttp`` in place of its own.
 
-    pyVim's SmartConnect fetches ``vimServiceVersions.xml`` without any timeout, so a vCenter
-    that accepts connections but never answers would hang the source for ever; the negotiation
-    is therefore done here, with the timeout, and the login by pyVim with the chosen version.
+    pyVim's ``SmartConnect`` fetches ``vimServiceVersions.xml`` without any timeout, and its
+    ``Connect`` makes its stub's connections itself, bounded only per socket read: so ftreport
+    negotiates the version itself and makes the stub, as ``Connect`` does, with its own
+    connections (and without compressed answers, whose size says nothing of what they unpack to).
     """
-    connect: Any = importlib.import_module("pyVim.connect")
-    version = _negotiate_version(host, port, path, None if protocol == "http" else ssl_context, timeout)
-    if version is None:  # no vimServiceVersions.xml: let pyVim try its other ways
-        return connect.SmartConnect(protocol=protocol, host=host, port=port, path=path, user=user, pwd=password,
-                                    sslContext=ssl_context, httpConnectionTimeout=timeout)
-    # pyVim's Connect takes plain http as a negative port (as SmartConnect passes it).
-    return connect.Connect(host=host, port=-port if protocol == "http" else port, path=path, user=user,
-                           pwd=password, version=version, sslContext=ssl_context, httpConnectionTimeout=timeout)
+    pyvmomi: Any = importlib.import_module("pyVmomi")
+    plain = protocol == "http"
+    context = None if plain else ssl_context
+    version = _negotiate_version(host, port, path, context, timeout)
+    # pyvmomi's stub takes plain http as a negative port (as pyVim passes it).
+    stub = pyvmomi.SoapStubAdapter(host=host, port=-port if plain else port, path=path, version=version,
+                                   sslContext=context, httpConnectionTimeout=timeout,
+                                   acceptCompressedResponses=False)
+    stub.scheme = connection_factory(limits, context)
+    si = pyvmomi.vim.ServiceInstance("ServiceInstance", stub)
+    si.RetrieveContent().sessionManager.Login(user, password, None)
+    return si
+
+
+_VERSIONS_SIZE = 1 << 20  # vimServiceVersions.xml: about 1 KiB
 
 
 def _negotiate_version(host: str, port: int, path: str, ssl_context: ssl.SSLContext | None,
-                       timeout: float) -> str | None:
-    """The newest vim25 API version pyvmomi and the server both speak (None: not advertised)."""
+                       timeout: float) -> str:
+    """The newest vim25 API version pyvmomi and the server both speak."""
     support: Any = importlib.import_module("pyVmomi.VmomiSupport")
+    limits = Limits(timeout=timeout, max_size=_VERSIONS_SIZE, size_name="the size of vimServiceVersions.xml",
+                    guard=True)
     if ssl_context is None:
-        conn: http.client.HTTPConnection = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn: http.client.HTTPConnection = BoundedHTTPConnection(host, port, limits=limits)
     else:
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
+        conn = BoundedHTTPSConnection(host, port, limits=limits, context=ssl_context)
     try:
         conn.request("GET", path.rstrip("/") + "/vimServiceVersions.xml")
         response = conn.getresponse()
-        data = response.read()
         if response.status != 200:
-            return None
+            raise VimProtocolError(f"no list of API versions (vimServiceVersions.xml: HTTP {response.status})")
+        data = response.read()  # read through the guard: no DTD, hence no entity to expand below
     finally:
         conn.close()
     try:
-        root = ElementTree.fromstring(data)  # noqa: S314 - from the TLS-verified vCenter, as pyvmomi parses it
-    except ElementTree.ParseError:
-        return None
+        root = ElementTree.fromstring(data)  # noqa: S314 - checked by the guard (vimhttp), no DTD
+    except ElementTree.ParseError as exc:
+        raise VimProtocolError(f"malformed list of API versions (vimServiceVersions.xml): {exc}") from None
     offered: set[str] = set()
     for namespace in root.iter("namespace"):
         if (namespace.findtext("name") or "") != "urn:vim25":
@@ -230,7 +280,8 @@ def _negotiate_version(host: str, port: int, path: str, ssl_context: ssl.SSLCont
     for version in support.GetServiceVersions("vim25"):  # newest first
         if support.versionIdMap.get(version) in offered:
             return str(version)
-    return None
+    raise VimProtocolError(f"none of the API versions it offers ({', '.join(sorted(offered)) or 'none'}) is "
+                           "one this pyvmomi speaks")
 
 
 def _session_id(stub: Any) -> str:
@@ -268,6 +319,16 @@ class EsxSource:
         self._si: Any = None
         self._ctx: ssl.SSLContext | None = None
         self._logins = 0
+        # The bounds of the calls pyvmomi makes: the session's own, and, with decoder = pyvmomi,
+        # the inventory's (whose pages, as one answer, are counted together: see _retrieve_pyvmomi).
+        if settings.decoder == "pyvmomi":
+            self._limits = Limits(timeout=settings.timeout, max_size=settings.max_answer_size, per_call=False,
+                                  guard=True)
+        elif settings.max_answer_size <= SESSION_ANSWER_SIZE:
+            self._limits = Limits(timeout=settings.timeout, max_size=settings.max_answer_size, guard=True)
+        else:
+            self._limits = Limits(timeout=settings.timeout, max_size=SESSION_ANSWER_SIZE,
+                                  size_name="the bound on session calls", guard=True)
 
     @property
     def name(self) -> str:
@@ -294,6 +355,8 @@ class EsxSource:
             return self._fault_error(exc.fault, exc.message, doing)
         if isinstance(exc, VimProtocolError):
             return SourceError(self.name, f"{doing} at {self.address} failed: {exc}")
+        if isinstance(exc, VimLimitError):
+            return SourceError(self.name, f"{doing} at {self.address} stopped: {exc}")
         vim, vmodl = _pyvmomi()
         if isinstance(exc, ssl.SSLCertVerificationError):
             ca = self._settings.ca_cert or "the system trust store"
@@ -337,7 +400,8 @@ class EsxSource:
             extra = {"protocol": "http"} if self._scheme == "http" else {}
             si = self._connector(host=self._host, port=self._port, path=self._path,
                                  user=self._settings.username or "", password=self._settings.password or "",
-                                 ssl_context=self._ctx, timeout=self._settings.timeout, **extra)
+                                 ssl_context=self._ctx, timeout=self._settings.timeout, limits=self._limits,
+                                 **extra)
         except Exception as exc:
             raise self._error(exc, "login") from exc
         with self._lock:
@@ -372,7 +436,7 @@ class EsxSource:
         ssl_context = None if self._scheme == "http" else self._ctx
         return VimSoapClient(host=self._host, port=self._port, path=self._path, ssl_context=ssl_context,
                              timeout=self._settings.timeout, session_id=_session_id(stub),
-                             soap_action=stub.versionId)
+                             soap_action=stub.versionId, max_answer_size=self._settings.max_answer_size)
 
     def _report_counts(self, inventory: Inventory) -> None:
         hosts, vms = inventory.counts()
@@ -403,9 +467,13 @@ class EsxSource:
         _vim, vmodl = _pyvmomi()
         inventory = Inventory()
         collector = content.propertyCollector
-        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=self._settings.page_size)
+        page_size = self._settings.page_size
+        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
+        self._limits.restart()  # the retrieval's pages count as one answer
         result = collector.RetrievePropertiesEx([spec], options)
         while result is not None:
+            if len(result.objects or ()) > page_size:
+                raise page_too_big(page_size)
             inventory.load(result.objects)
             self._report_counts(inventory)
             if not result.token:
@@ -457,6 +525,7 @@ class EsxSource:
             inventory = Inventory()
             version = ""
             first = True
+            truncated = False
             while not stop.is_set():
                 try:
                     if client is not None:
@@ -470,9 +539,12 @@ class EsxSource:
                         scanned: int | None = page.scanned
                     else:
                         scanned = None
-                        update = collector.WaitForUpdatesEx(version, options)
+                        with self._waiting(restart=not truncated):
+                            update = collector.WaitForUpdatesEx(version, options)
                         if update is None:
                             continue
+                        if sum(len(fs.objectSet or ()) for fs in update.filterSet or ()) > self._settings.page_size:
+                            raise page_too_big(self._settings.page_size)
                         changed = inventory.update(update)
                         version, truncated = update.version, bool(update.truncated)
                 except Exception as exc:
@@ -496,6 +568,18 @@ class EsxSource:
             if client is not None:
                 client.close()
             self.close()
+
+    @contextmanager
+    def _waiting(self, *, restart: bool) -> Iterator[None]:
+        """pyvmomi's WaitForUpdatesEx: vCenter may hold it for the wait it asks; a new update set
+        (not the rest of a truncated one) is a new answer."""
+        if restart:
+            self._limits.restart()
+        self._limits.grace = self._wait
+        try:
+            yield
+        finally:
+            self._limits.grace = 0.0
 
     def close(self) -> None:
         with self._lock:

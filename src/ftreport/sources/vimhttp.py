@@ -9,7 +9,10 @@ sends. The connections of this module bound each call instead:
   ``timeout`` seconds after it started (plus ``grace``, the time the call asks vCenter to wait,
   for ``WaitForUpdatesEx``);
 - a count of the bytes read, headers included, against ``Limits.max_size``: for one call, or for
-  a run of calls (the pages of one retrieval) when the owner resets the count itself.
+  a run of calls (the pages of one retrieval) when the owner resets the count itself;
+- with ``Limits.guard``, the body is also read by :class:`~.vimparse.AnswerParser` with nowhere
+  to fold to, for its bounds on one element (depth, text, no DTD): for answers that pyvmomi
+  parses itself, with an XML parser that expands entities and knows no such bounds.
 
 Both connection classes take the keyword arguments pyvmomi's SOAP stub gives its own (pyvmomi
 8.0.0.1 passes ``"host:port"``, later releases ``host=`` and ``port=``), so they are installed
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .vimerrors import VimLimitError
+from .vimparse import AnswerParser
 
 __all__ = [
     "DEFAULT_MAX_ANSWER_SIZE",
@@ -57,12 +61,14 @@ class Limits:
     ``used`` counts the bytes read; with ``per_call`` it restarts at every request, otherwise its
     owner restarts it (:meth:`restart`) where a run of calls that counts as one answer begins.
     ``size_name`` is how an error names ``max_size`` (a configuration key, or a description).
+    ``guard``: check the bounds of one element in the body as it is read (for pyvmomi's parser).
     """
 
     timeout: float
     max_size: int
     size_name: str = "max_answer_size"
     per_call: bool = True
+    guard: bool = False
     grace: float = 0.0
     used: int = 0
 
@@ -140,6 +146,21 @@ class _BoundedSocket:
         return getattr(self._sock, name)
 
 
+class _GuardedResponse(http.client.HTTPResponse):
+    """A response whose body, as it is read, goes through :class:`AnswerParser` too (to no
+    records: it only checks the bounds of one element and that no DTD is declared)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = AnswerParser({})
+
+    def read(self, amt: int | None = None) -> bytes:
+        data = super().read(amt)
+        if data:
+            self._guard.feed(data)
+        return data
+
+
 class _Bounded(http.client.HTTPConnection):
     """What both connection classes add to http.client's: the call's deadline and byte count."""
 
@@ -155,6 +176,8 @@ class _Bounded(http.client.HTTPConnection):
             self.deadline = time.monotonic() + self.limits.timeout + self.limits.grace
         if self.limits.per_call:
             self.limits.restart()
+        if self.limits.guard:
+            self.response_class = _GuardedResponse
         super().putrequest(method, url, skip_host=skip_host, skip_accept_encoding=skip_accept_encoding)
 
     def connect(self) -> None:
