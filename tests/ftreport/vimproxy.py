@@ -7,7 +7,10 @@ by more ``WaitForUpdatesEx`` calls. This proxy forwards every request to the sim
 real answers into such pages (the text of the simulator's own elements, untouched), so both
 ftreport decoders can be run through the paging paths on real data.
 
-It can also answer one chosen call with a SOAP fault recorded from the simulator (``inject``).
+It can also answer one chosen call with a SOAP fault recorded from the simulator (``inject``), or
+answer every call of a method as a hostile vCenter would (``hostile``): slowly, too much, too deep.
+The answers of ``hostile`` are made from the simulator's own (see :mod:`tests.ftreport.vimhostile`)
+and streamed as they are made, so a flood of hundreds of MB costs the proxy no memory.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import http.client
 import re
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +33,22 @@ _THIS = re.compile(rb"<_this[^>]*>([^<]*)</_this>")
 _VERSION = re.compile(rb"<version[^>]*>([^<]*)</version>")
 _OBJECTS = re.compile(rb"<objects>.*?</objects>", re.S)
 _OBJECT_SET = re.compile(rb"<objectSet>.*?</objectSet>", re.S)
+
+
+@dataclass
+class HostileAnswer:
+    """What the proxy sends instead of a method's answer: the chunks ``body(real)`` gives, ``real``
+    being the simulator's own answer (when ``forward``), each ``pace`` seconds after the previous;
+    with ``drip_head``, the status line and headers too, one byte at a time. The answer has no
+    length: it ends when the proxy closes the connection."""
+
+    body: Callable[[bytes], Iterable[bytes]]
+    pace: float = 0.0
+    forward: bool = True
+    drip_head: bool = False
+
+
+_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nConnection: close\r\n\r\n"
 
 
 def _split(items: list[bytes], size: int) -> list[list[bytes]]:
@@ -49,6 +69,8 @@ class PagingProxy:
     _tokens: dict[bytes, list[bytes]] = field(default_factory=dict)
     _updates: dict[bytes, tuple[bytes, list[bytes]]] = field(default_factory=dict)
     _faults: dict[str, bytes] = field(default_factory=dict)
+    _hostile: dict[str, HostileAnswer] = field(default_factory=dict)
+    arrived: dict[str, float] = field(default_factory=dict)  # method -> when its last hostile call came
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _serial: int = 0
 
@@ -63,6 +85,14 @@ class PagingProxy:
         """Answer the next ``method`` call with this recorded SOAP fault (HTTP 500)."""
         with self._lock:
             self._faults[method] = fault_file.read_bytes()
+
+    def hostile(self, method: str, answer: HostileAnswer | None) -> None:
+        """Answer every ``method`` call (``GET``: the API version list) so; None: normally again."""
+        with self._lock:
+            if answer is None:
+                self._hostile.pop(method, None)
+            else:
+                self._hostile[method] = answer
 
     def start(self) -> None:
         proxy = self
@@ -97,7 +127,29 @@ class PagingProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, method: str, answer: HostileAnswer, body: bytes | None) -> None:
+                with proxy._lock:
+                    proxy.arrived[method] = time.monotonic()
+                real = self._forward(body)[2] if answer.forward else b""
+                self.close_connection = True
+                try:
+                    for chunk in ((bytes([b]) for b in _HEAD) if answer.drip_head else (_HEAD,)):
+                        self.wfile.write(chunk)
+                        if answer.drip_head:
+                            time.sleep(answer.pace)
+                    for chunk in answer.body(real):
+                        self.wfile.write(chunk)
+                        if answer.pace:
+                            time.sleep(answer.pace)
+                except OSError:  # the client gave up (as it should): stop making the answer
+                    pass
+
             def do_GET(self) -> None:
+                with proxy._lock:
+                    answer = proxy._hostile.get("GET")
+                if answer is not None:
+                    self._stream("GET", answer, None)
+                    return
                 self._reply(*self._forward(None))
 
             def do_POST(self) -> None:
@@ -106,6 +158,10 @@ class PagingProxy:
                 method = match.group(1).decode() if match else ""
                 with proxy._lock:
                     fault = proxy._faults.pop(method, None)
+                    hostile = proxy._hostile.get(method)
+                if hostile is not None:
+                    self._stream(method, hostile, body)
+                    return
                 if fault is not None:
                     self._reply(500, [("Content-Type", "text/xml; charset=utf-8")], fault)
                     return
