@@ -33,7 +33,7 @@ from pathlib import Path
 import requests
 
 from bench._vimreplay import Recording
-from bench.ftreport_esx import BARE, _new_org
+from bench.ftreport_esx import BARE, SIMULATOR_PAGE, _new_org
 from bench.table import print_table
 from ftreport.sources.esx import PROPERTIES
 from ftreport.sources.vimstream import decode_retrieve, filter_spec_xml
@@ -126,7 +126,7 @@ print(len(objects))
 
 def _section(name: str, sim: Vcsim, decoder: str = "stream") -> str:
     return (f"[{name}]\ntype=esx\nserver={sim.url}\nusername={VCSIM_USER}\npassword={VCSIM_PASSWORD}\n"
-            f"ca_cert={sim.tls.ca_path}\ndecoder={decoder}\n\n")
+            f"ca_cert={sim.tls.ca_path}\ndecoder={decoder}\npage_size={SIMULATOR_PAGE}\n\n")
 
 
 def _mib(rss: float) -> str:
