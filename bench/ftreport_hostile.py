@@ -31,10 +31,11 @@ from typing import Any
 from bench.table import print_table
 from ftreport.sources import vimscan
 from ftreport.sources.vimstream import decode_retrieve
-from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, CertAuthority, Vcsim
+from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
 from tests.ftreport.peak import run_measured
 from tests.ftreport.vimhostile import big_page, deep, drip, flood, huge_text
 from tests.ftreport.vimproxy import HostileAnswer, PagingProxy
+from tests.kit.ca import server_tls
 
 VIM = Path(__file__).resolve().parent.parent / "tests" / "ftreport" / "data" / "vim"
 ENVELOPE = ('<?xml version="1.0" encoding="UTF-8"?>\n<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/'
@@ -116,7 +117,7 @@ CASES: list[tuple[str, HostileAnswer | None, dict[str, object]]] = [
 
 
 def _hostile(work: Path) -> list[list[object]]:
-    tls = CertAuthority(work / "ca")
+    tls = server_tls(work / "ca")
     sim = Vcsim(work / "sim", tls, ["-cluster", "2", "-host", "3", "-vm", "4", "-standalone-host", "1", "-ft", "2"])
     sim.workdir.mkdir()
     sim.start()

@@ -39,6 +39,7 @@ from ftreport.sources.esx import PROPERTIES
 from ftreport.sources.vimstream import decode_retrieve, filter_spec_xml
 from tests.conftest import FtmockServer
 from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
+from tests.ftreport.peak import measure
 from tests.kit.ca import TLSFiles, server_tls
 
 CLUSTERS, HOSTS_PER_CLUSTER, FT_PAIRS = 10, 20, 10
@@ -49,33 +50,14 @@ SIZES = [int(s) for s in os.environ.get("FTBENCH_SCALE_SIZES", "100,1000,4500").
 PARTS = set(os.environ.get("FTBENCH_SCALE_PARTS", "sizes,failover,concurrent").split(","))
 
 
-# Peak RSS is only right when the measured process is started by a small one: Linux carries the
-# peak of the address space a child was forked from across exec, so a child of this (big) bench
-# process would never show less than the bench itself. A bare `python -S` starts it instead.
-_SPAWN = r"""
-import os, sys, time
-out, args = sys.argv[1], sys.argv[2:]
-started = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    os.execv(args[0], args)
-_pid, status, usage = os.wait4(pid, 0)
-with open(out, "w") as f:
-    f.write(f"{time.monotonic() - started} {usage.ru_maxrss / 1024} {os.waitstatus_to_exitcode(status)}")
-"""
-
-
-def _measure(args: list[str], env: dict[str, str]) -> tuple[float, float, bytes]:
-    """(wall seconds, peak RSS MiB, stdout) of a command."""
+def _measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB, stdout) of a command, measured from a small spawner
+    (tests/ftreport/peak.py says why)."""
     with tempfile.TemporaryDirectory() as tmp:
-        result, out = Path(tmp) / "result", Path(tmp) / "out"
-        with open(out, "wb") as stdout:
-            subprocess.run([sys.executable, "-S", "-c", _SPAWN, str(result), *args], stdout=stdout,
-                           stderr=subprocess.DEVNULL, env=env, check=True)
-        wall, rss, code = result.read_text().split()
-        if int(code) != 0:
-            raise RuntimeError(f"{args[:3]} exited with {code}")
-        return float(wall), float(rss), out.read_bytes()
+        run = measure(args, env, Path(tmp), timeout=3600)
+    if run.returncode != 0:
+        raise RuntimeError(f"{args[:3]} exited with {run.returncode}")
+    return run.ended - run.started, run.rss_mib, run.stdout
 
 
 # The issue's floor: the same PropertyCollector request sent with http.client (login too, no
@@ -243,7 +225,7 @@ def _concurrent(work: Path, env: dict[str, str], tls: TLSFiles) -> list[list[obj
             wall, rss, out = _measure([sys.executable, "-m", "ftreport", "-c", str(many), "-o", "-p"], env)
             alls.append(wall)
             rss_all.append(rss)
-            guests = out.count(b'"guestId"')
+            guests = out.count('"guestId"')
         replayed = _replayed(work, env, sims[0])
     finally:
         for sim in sims:

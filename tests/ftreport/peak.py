@@ -1,4 +1,4 @@
-"""Running ``ftreport`` as a user would, with its own peak RSS and the moment it exited.
+"""Running a command (``ftreport`` as a user would), with its own peak RSS and when it ran.
 
 The peak is the child's ``ru_maxrss``, read by a bare ``python -S`` that starts it: Linux
 carries the peak of the process a child was forked from across ``exec``, so a child of pytest (or
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Run", "run_measured"]
+__all__ = ["Run", "measure", "run_measured"]
 
 _SPAWN = r"""
 import os, sys, time
@@ -40,10 +40,15 @@ class Run:
     rss_mib: float  # its peak RSS
 
 
-def run_measured(args: list[str], env: Mapping[str, str], work: Path, timeout: float = 120) -> Run:
-    """``ftreport ARGS`` (``work``: a directory for the measurement's own file)."""
+def measure(argv: list[str], env: Mapping[str, str], work: Path, timeout: float = 120) -> Run:
+    """Run ``argv`` (``work``: a directory for the measurement's own file)."""
     result = work / "measured"
-    out = subprocess.run([sys.executable, "-S", "-c", _SPAWN, str(result), sys.executable, "-m", "ftreport", *args],
-                         env=dict(env), capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run([sys.executable, "-S", "-c", _SPAWN, str(result), *argv], env=dict(env),
+                         capture_output=True, text=True, timeout=timeout)
     started, ended, rss, code = result.read_text().split()
     return Run(int(code), out.stdout, out.stderr, float(started), float(ended), int(rss) / 1024)
+
+
+def run_measured(args: list[str], env: Mapping[str, str], work: Path, timeout: float = 120) -> Run:
+    """``ftreport ARGS``."""
+    return measure([sys.executable, "-m", "ftreport", *args], env, work, timeout)
