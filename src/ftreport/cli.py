@@ -143,7 +143,7 @@ def _config_error_json(exc: FtreportError) -> str:
 @click.option("-o", "--oneshot", "--one-shot", "oneshot", is_flag=True, help="Collect and send once, then exit.")
 @click.option("-p", "--print", "print_", is_flag=True, help="Print the JSON report to stdout; send nothing.")
 @click.option("-i", "--interval", type=click.IntRange(min=1), metavar="N",
-              help="Seconds between heartbeats when nothing changes (default 3600).")
+              help="Seconds between full reports when nothing changes (default 3600).")
 @click.option("-d", "--debug", is_flag=True, help="Debug logging.")
 @click.option("-s", "--status", is_flag=True, help="Check every source and server, say what works, exit.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="With --status: machine-readable output.")

@@ -1,9 +1,14 @@
 """How a report reaches one destination: the one path for the one-shot run and the daemon alike.
 
 A :class:`Delivery` is a destination (server and owner) with what it has sent: given the newest
-report for it, it decides what is due (the report, a heartbeat, or nothing), sends it, records what
-the server accepted, counts it in the metrics and logs it. The one-shot run makes one delivery; the
-daemon makes one per cycle and retries failures with backoff.
+report for it, it decides whether the report is due, sends it, records what the server accepted,
+counts it in the metrics and logs it. The one-shot run makes one delivery; the daemon makes one per
+cycle and retries failures with backoff.
+
+A full report goes at start and at least every ``interval`` (virt-who's meaning), whatever was sent
+before: a server restored from a backup, or a new one, knows every hypervisor again within one
+interval even if nothing changes in the sources. In between, a report is sent when it differs from
+the last one the server accepted; the same report again within the interval is not.
 """
 
 from __future__ import annotations
@@ -67,44 +72,50 @@ def log_failovers(result: Mapping[str, Any], label: str) -> None:
 class Delivery:
     """One destination's reports.
 
-    ``interval``: seconds without contact after which an unchanged report is answered by a
-    heartbeat; ``last_contact`` (monotonic, from ``clock``): the last contact, None for never."""
+    ``interval``: the longest time between two full reports the server accepted. The first
+    delivery always sends (the start)."""
 
     def __init__(self, destination: Destination, metrics: ReportMetrics, *, interval: float,
-                 clock: Callable[[], float] = time.monotonic, last_contact: float | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.destination = destination
         self.metrics = metrics
         self.interval = interval
         self._clock = clock
-        self.last_contact = last_contact
+        self._accepted: tuple[str, float] | None = None  # the last accepted report's digest, and when
 
     @property
     def label(self) -> str:
         return self.destination.label
 
-    def deliver(self, report: EncodedReport, sizes: dict[str, tuple[int, int]]) -> bool:
-        """Send what is due for this report; returns whether anything was sent.
+    def due(self, report: EncodedReport) -> str | None:
+        """Why this report is to be sent now (``start``, ``changed``, ``interval``), or None."""
+        if self._accepted is None:
+            return "start"
+        digest, when = self._accepted
+        if report.digest != digest:
+            return "changed"
+        if self._clock() - when >= self.interval:
+            return "interval"
+        return None
 
-        The report goes when the server has not accepted it yet; a heartbeat when it has and
-        nothing reached the server for ``interval`` seconds. ``sizes``: (hypervisors, guests) by
-        source, for the metrics. Raises SendError, having recorded nothing."""
-        dest = self.destination
-        now = self._clock()
-        if report.digest != dest.record.get():
-            result = dest.check_in(report.data)
-            dest.record.set(report.digest)
-            took = self._clock() - now
-            self.metrics.delivered(sizes, took, _failovers(result))
-            log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s", dest.label,
-                     report.hypervisors, report.guests, describe_result(result), took)
-            log_failovers(result, dest.label)
-        elif self.last_contact is None or now - self.last_contact >= self.interval:
-            dest.heartbeat()
-            self.metrics.delivered(sizes, None, 0)
-            log.info("report for %s unchanged since last accepted; sent a heartbeat instead", dest.label)
-        else:
+    def deliver(self, report: EncodedReport, sizes: dict[str, tuple[int, int]]) -> bool:
+        """Send this report if it is due (:meth:`due`); returns whether it was sent.
+
+        ``sizes``: (hypervisors, guests) by source, for the metrics. Raises SendError, having
+        recorded nothing."""
+        why = self.due(report)
+        if why is None:
             return False
-        self.last_contact = self._clock()
+        dest = self.destination
+        started = self._clock()
+        result = dest.check_in(report.data)
+        self._accepted = (report.digest, started)
+        dest.record.set(report.digest)
+        took = self._clock() - started
+        self.metrics.delivered(sizes, took, _failovers(result))
+        log.info("report accepted by %s: %d hypervisors, %d guests (%s) in %.2f s (sent: %s)", dest.label,
+                 report.hypervisors, report.guests, describe_result(result), took, why)
+        log_failovers(result, dest.label)
         return True
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Per-source Prometheus metrics of the reporter, for node_exporter's textfile collector.
 
-``[global] metrics_file`` names the file (off by default).  For every source: when a report (or
-heartbeat) covering it was last accepted, how long that check-in took, how many hypervisors and
+``[global] metrics_file`` names the file (off by default).  For every source: when a report
+covering it was last accepted, how long that check-in took, how many hypervisors and
 guests it reported, how many failovers the server saw in its reports, and how many collection or
 delivery errors it had.  Counters continue from the file's previous values, so one-shot runs add
 up like the daemon does.  Writing goes through :class:`ftagent.metrics.MetricsFile` (atomic,
@@ -59,17 +59,16 @@ class ReportMetrics:
             src.up = False
             src.new_errors += 1
 
-    def delivered(self, counts: dict[str, tuple[int, int]], duration: float | None, failovers: int) -> None:
-        """A report (``duration`` set) or heartbeat (``None``) covering these sources was accepted."""
+    def delivered(self, counts: dict[str, tuple[int, int]], duration: float, failovers: int) -> None:
+        """A report covering these sources was accepted after ``duration`` seconds."""
         now = time.time()
         with self._lock:
             for name, (hvs, guests) in counts.items():
                 src = self._get(name)
                 src.last_success = now
-                if duration is not None:
-                    src.duration = duration
-                    src.hypervisors, src.guests = hvs, guests
-                    src.new_failovers += failovers
+                src.duration = duration
+                src.hypervisors, src.guests = hvs, guests
+                src.new_failovers += failovers
 
     def delivery_failed(self, names: list[str]) -> None:
         with self._lock:
@@ -103,7 +102,7 @@ class ReportMetrics:
                                                        source=name) or None
                 if last is not None:
                     gauge("ftreport_source_last_success_timestamp_seconds",
-                          "When the server last accepted a report or heartbeat covering the source."
+                          "When the server last accepted a report covering the source."
                           ).labels(name).set(last)
                 keep = {"ftreport_source_last_report_duration_seconds": src.duration,
                         "ftreport_source_hypervisors": src.hypervisors, "ftreport_source_guests": src.guests}

@@ -1,13 +1,13 @@
-"""Delivering reports: hypervisor check-in, job polling, heartbeat, and the sent-report record.
+"""Sending reports: hypervisor check-in, job polling, and the record of the last accepted report.
 
 HTTP goes through ftagent's :class:`~ftagent.connection.Connection` (TLS verification, proxies,
 retries, error classes); this module adds the check-in protocol on top:
 
 - ``POST /hypervisors/{owner}?reporter_id=R`` with the report body, then ``GET /jobs/{id}``
   until the job is FINISHED (accepted) or FAILED/CANCELED/ABORTED (rejected);
-- ``PUT /hypervisors/{owner}/heartbeat?reporter_id=R`` when the report has not changed;
-- the hash of the last report the server *accepted* is kept in the state directory, so an
-  unchanged report is not sent again, even across restarts.
+- the hash of the last report the server *accepted*, and when, are kept in the state directory for
+  ``--status``. Whether a report is due is :mod:`ftreport.delivery`'s decision, never this record's:
+  a server may have lost what it accepted.
 """
 
 from __future__ import annotations
@@ -66,28 +66,12 @@ def default_connection_factory(server: ServerConfig, timeout: float) -> Connecti
 
 
 class SentRecord:
-    """The hash of the last report the server accepted for one destination, kept on disk."""
+    """The last report the server accepted for one destination (its hash, and when), kept on disk."""
 
     def __init__(self, state_dir: Path, destination_key: str) -> None:
         digest = hashlib.sha256(destination_key.encode()).hexdigest()[:16]
         self.path = state_dir / f"sent-{digest}.json"
         self.destination_key = destination_key
-        self._hash: str | None = None
-        self._loaded = False
-
-    def get(self) -> str | None:
-        if not self._loaded:
-            self._loaded = True
-            try:
-                data = json.loads(self.path.read_text())
-                if isinstance(data, dict) and data.get("destination") == self.destination_key:
-                    value = data.get("hash")
-                    self._hash = value if isinstance(value, str) else None
-            except FileNotFoundError:
-                pass
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable state file %s: %s", self.path, exc)
-        return self._hash
 
     def accepted_at(self) -> float | None:
         """When the server last accepted a report for this destination (from the record on disk)."""
@@ -100,14 +84,12 @@ class SentRecord:
         return float(value) if isinstance(value, (int, float)) else None
 
     def set(self, value: str) -> None:
-        self._hash = value
-        self._loaded = True
         data = json.dumps({"destination": self.destination_key, "hash": value, "time": time.time()})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomic(self.path, data.encode(), mode=0o600)
         except OSError as exc:
-            # Not fatal: the report was delivered; at worst it is sent again after a restart.
+            # Not fatal: the report was delivered; only --status's "last accepted" misses it.
             log.warning("cannot record the sent report in %s: %s", self.path, exc)
 
 
@@ -186,11 +168,6 @@ class Destination:
             if not isinstance(polled, Mapping):
                 raise SendError(f"{self.label}: unexpected job status {polled!r}")
             job = polled
-
-    def heartbeat(self) -> None:
-        owner = quote(self.server.owner, safe="")
-        self._request("PUT", f"/hypervisors/{owner}/heartbeat", "heartbeat",
-                      params={"reporter_id": self.reporter_id})
 
     def status(self) -> Mapping[str, Any]:
         """``GET /status``: reachability (and version) of the server."""

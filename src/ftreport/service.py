@@ -4,8 +4,8 @@ Sources run concurrently, each in its own thread; one failing source never stops
 Their latest snapshots meet in :class:`~ftreport.snapshots.Snapshots`. Reports are merged per destination (same
 server, owner and credentials) and checked in by the daemon loop, which
 
-- sends a report only when its hash differs from the last one the server accepted,
-- sends a heartbeat instead when nothing changed for ``interval`` seconds,
+- sends a full report at start and at least every ``interval`` seconds, and in between whenever
+  the report differs from the last one the server accepted (:mod:`ftreport.delivery`),
 - backs off on failures and honours ``Retry-After``, always sending the *newest* report when the
   server is back (older unsent reports are simply superseded),
 - reloads its configuration on request (SIGHUP) and stops cleanly (SIGTERM).
@@ -405,8 +405,7 @@ class Reporter:
                                state_dir=self.config.global_.state_dir,
                                connection_factory=self._connection_factory,
                                job_timeout=self.config.global_.job_timeout, stop=self._stop, clock=self._clock)
-            delivery = Delivery(dest, self.metrics, interval=self.config.global_.interval, clock=self._clock,
-                                last_contact=self._clock())
+            delivery = Delivery(dest, self.metrics, interval=self.config.global_.interval, clock=self._clock)
             self._dests[key] = _DestinationState(delivery, names)
         for state in old.values():
             state.delivery.close()

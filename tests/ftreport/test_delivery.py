@@ -1,5 +1,5 @@
-"""Sending: check-in and job polling through ftagent's Connection, skipping unchanged reports,
-heartbeats, failures, Retry-After, and the newest report winning after an outage."""
+"""Sending: check-in and job polling through ftagent's Connection, a full report at start and every
+interval, failures, Retry-After, and the newest report winning after an outage."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _query(url: str | None) -> dict[str, list[str]]:
 
 
 @responses.activate
-def test_oneshot_posts_waits_for_the_job_and_skips_unchanged(tmp_path: Path, isolated_env: dict[str, str]) -> None:
+def test_oneshot_posts_and_waits_for_the_job_every_time(tmp_path: Path, isolated_env: dict[str, str]) -> None:
     config = load_config([str(_config(tmp_path))])
     responses.post(f"{URL}/hypervisors/org1", json={"id": "j1", "state": "CREATED"})
     responses.get(f"{URL}/jobs/j1", json={"id": "j1", "state": "RUNNING"})
@@ -55,11 +55,12 @@ def test_oneshot_posts_waits_for_the_job_and_skips_unchanged(tmp_path: Path, iso
     assert _query(post.url) == {"reporter_id": ["rep-1"]}
     assert post.headers["Authorization"].startswith("Basic ")
     assert json.loads(post.body) == examples.REPORT_1
-    # Same report again: not sent, a heartbeat instead (the accepted hash is kept on disk).
-    responses.put(f"{URL}/hypervisors/org1/heartbeat", json={"id": "h", "state": "FINISHED"})
+    # The same report again: a one-shot run is a start, so it goes in full whatever the state
+    # directory says was accepted (the server may have lost it since).
+    assert len(list((tmp_path / "state").glob("sent-*"))) == 1
     assert run_oneshot(load_config([str(_config(tmp_path))])) == 0
-    assert [c.request.method for c in responses.calls] == ["POST", "GET", "GET", "PUT"]
-    assert _query(responses.calls[3].request.url) == {"reporter_id": ["rep-1"]}
+    assert [c.request.method for c in responses.calls] == ["POST", "GET", "GET", "POST", "GET"]
+    assert json.loads(responses.calls[3].request.body) == examples.REPORT_1
 
 
 @responses.activate
@@ -90,7 +91,7 @@ def test_rate_limit_keeps_retry_after(tmp_path: Path, isolated_env: dict[str, st
 def running(tmp_path: Path, isolated_env: dict[str, str]) -> Iterator[tuple[Reporter, Recorder, Path]]:
     data = tmp_path / "report.json"
     data.write_text(json.dumps(examples.REPORT_1))
-    config = load_config([str(_config(tmp_path, data, interval=1))])
+    config = load_config([str(_config(tmp_path, data))])
     recorder = Recorder()
     rep = Reporter(config, connection_factory=recorder.factory)
     thread = threading.Thread(target=rep.run, daemon=True)
@@ -105,16 +106,6 @@ def _write(path: Path, body: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body))
     tmp.replace(path)
-
-
-def test_daemon_heartbeats_when_unchanged(running: tuple[Reporter, Recorder, Path]) -> None:
-    _rep, recorder, _data = running
-    recorder.wait_for(lambda b: True)
-    deadline = time.monotonic() + 10
-    while recorder.heartbeats < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert len(recorder.bodies) == 1
 
 
 def test_outage_sends_only_the_newest_report_when_back(running: tuple[Reporter, Recorder, Path]) -> None:
@@ -250,8 +241,8 @@ def test_the_first_report_waits_for_every_source_within_first_report_wait(tmp_pa
 
 
 def test_the_daemon_steps_one_cycle_at_a_time(tmp_path: Path, isolated_env: dict[str, str]) -> None:
-    """Driven cycle by cycle on its own clock: the first report once the source is read, nothing
-    more while nothing changes, a heartbeat once `interval` has passed."""
+    """Driven cycle by cycle on its own clock: the full report once the source is read, nothing
+    more while nothing changes, the full report again once `interval` has passed."""
     now = [1000.0]
     recorder = Recorder()
     rep = Reporter(load_config([str(_config(tmp_path, interval=60))]), connection_factory=recorder.factory,
@@ -266,9 +257,12 @@ def test_the_daemon_steps_one_cycle_at_a_time(tmp_path: Path, isolated_env: dict
             assert rep.step(wait=0)
         now[0] += 59
         assert rep.step(wait=0)
-        assert (len(recorder.bodies), recorder.heartbeats) == (1, 0)
+        assert len(recorder.bodies) == 1
         now[0] += 1
         assert rep.step(wait=0)
-        assert (len(recorder.bodies), recorder.heartbeats) == (1, 1)
+        assert recorder.bodies == [examples.REPORT_1, examples.REPORT_1] and recorder.heartbeats == 0
+        now[0] += 30
+        assert rep.step(wait=0)
+        assert len(recorder.bodies) == 2  # the interval counts from the last full report
         rep.stop()
         assert not rep.step(wait=0)

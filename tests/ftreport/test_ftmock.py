@@ -1,4 +1,5 @@
-"""ftreport against the reference server ftmock: check-in, skipping, outages, reload, signals."""
+"""ftreport against the reference server ftmock: check-in, full reports, a server that forgot,
+outages, reload, signals."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 import requests
 
 from ftreport import examples
+from ftreport.config import load_config
+from ftreport.service import Reporter
 from tests.conftest import FtmockServer
 from tests.kit.orgs import new_org
 from tests.kit.wait import wait_until
@@ -40,7 +43,7 @@ def server_section(server: FtmockServer, org: str) -> dict[str, object]:
             "rhsm_username": server.admin_auth[0], "rhsm_password": server.admin_auth[1]}
 
 
-def test_checkin_creates_hypervisors_and_guests_and_skips_unchanged(
+def test_checkin_creates_hypervisors_and_guests_and_a_second_run_changes_nothing(
         ftmock_session: FtmockServer, tmp_path: Path, isolated_env: dict[str, str]) -> None:
     org = new_org(ftmock_session)
     conf = write_config(tmp_path / "f.conf", {"report1": {"type": "fake", **server_section(ftmock_session, org)}})
@@ -57,9 +60,44 @@ def test_checkin_creates_hypervisors_and_guests_and_skips_unchanged(
     before = {c["uuid"]: c["updated"] for c in consumers(ftmock_session, org)}
     out = run_ftreport(["-c", str(conf), "-o"], isolated_env)
     assert out.returncode == 0, out.stderr
-    assert "unchanged since last accepted; sent a heartbeat instead" in out.stderr
-    assert "report accepted" not in out.stderr
+    # Every one-shot run sends the full report; the same report again changes nothing on the server.
+    assert f"report accepted by {org}@{ftmock_session.url}: 2 hypervisors, 2 guests (0 created, 0 updated, 2 unchanged" in out.stderr
     assert {c["uuid"]: c["updated"] for c in consumers(ftmock_session, org)} == before
+
+
+def test_a_server_that_forgot_has_every_hypervisor_back_within_one_interval(
+        ftmock: FtmockServer, tmp_path: Path, isolated_env: dict[str, str]) -> None:
+    """The server loses its database (an old backup restored, or a new server) and its operator
+    brings the organisation back: with nothing changed in the source, the daemon's next full
+    report, due `interval` after the last one, gives the server every hypervisor again."""
+    org = new_org(ftmock)
+    conf = write_config(tmp_path / "f.conf", {
+        "global": {"state_dir": tmp_path / "state", "interval": 600, "settle": 0},
+        "site": {"type": "fake", **server_section(ftmock, org)}})
+    now = [0.0]  # the reporter's clock: the interval passes when the test says so
+
+    def hypervisors() -> set[str]:
+        return {c["hypervisorId"]["hypervisorId"] for c in consumers(ftmock, org, "hypervisor")}
+
+    expected = {examples.HYPERVISOR_A, examples.HYPERVISOR_B}
+    with Reporter(load_config([str(conf)]), clock=lambda: now[0]) as rep:
+        wait_until(lambda: rep.step(wait=0.1) and hypervisors() == expected, 30, "the first report")
+        ftmock.stop()
+        for db in ftmock.data_dir.glob("ftmock.db*"):
+            db.unlink()  # the CA and the server's certificate stay, as after a restore
+        ftmock.start()
+        r = requests.post(ftmock.url + "/owners", json={"key": org}, auth=ftmock.admin_auth,
+                          verify=str(ftmock.ca_path), timeout=30)
+        assert r.status_code == 200, r.text
+        assert hypervisors() == set()
+        now[0] += 599
+        for _ in range(3):
+            assert rep.step(wait=0)
+        assert hypervisors() == set()  # the same report within the interval is not sent again
+        now[0] += 1
+        assert rep.step(wait=0)
+        assert hypervisors() == expected
+        assert ft_roles(ftmock, org) == {examples.INSTANCE_A: ("0", False), examples.INSTANCE_B: ("1", False)}
 
 
 def test_daemon_survives_server_outage_and_sends_newest_report(
@@ -193,9 +231,6 @@ def test_a_slow_source_is_reported_later_and_the_others_stay(
     """first_report_wait against the real server: the fast source's hypervisors are checked in while
     the slow one still collects; its own follow, and the first ones keep their guests."""
     import threading
-
-    from ftreport.config import load_config
-    from ftreport.service import Reporter
 
     org = new_org(ftmock_session)
     fast, slow = tmp_path / "fast.json", tmp_path / "slow.json"
