@@ -21,19 +21,14 @@ from ftagent.connection import Connection
 from ftagent.errors import FailoverRequired
 from ftagent.identity import IdentityStore
 from tests.conftest import FtmockServer
+from tests.ftmock.conftest import checkin, hypervisor
 from tests.kit.guest import FTAGENT, Guest, cli_guest
 from tests.kit.orgs import new_org
 
 
 def hyp_checkin(g: Guest, report: dict[str, Any]) -> dict[str, Any]:
-    r = g.admin_api("POST", f"hypervisors/{g.org}", params={"reporter_id": "rep1"}, json=report)
-    assert r.status_code == 200, r.text
-    job = r.json()
-    deadline = time.monotonic() + 30
-    while job["state"] not in ("FINISHED", "FAILED"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-        job = g.admin_api("GET", f"jobs/{job['id']}").json()
+    assert g.server is not None
+    job = checkin(g.server, g.org, report)
     assert job["state"] == "FINISHED", job
     return job
 
@@ -41,11 +36,6 @@ def hyp_checkin(g: Guest, report: dict[str, Any]) -> dict[str, Any]:
 def ft_guest(virt: str, inst: str, role: int, instances: list[str]) -> dict[str, Any]:
     return {"guestId": virt, "state": 1,
             "attributes": {"instanceUUID": inst, "ftinfo.role": str(role), "ftinfo.instanceUUIDs": instances}}
-
-
-def hyp(hid: str, guests: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"hypervisorId": {"hypervisorId": hid}, "name": hid, "guestIds": guests,
-            "facts": {"hypervisor.type": "VMware ESXi", "cpu.cpu_socket(s)": "2"}}
 
 
 class FtScenario:
@@ -56,12 +46,12 @@ class FtScenario:
         v = g.virt_uuid
         self.a, self.b, self.c = (str(uuidlib.uuid4()) for _ in range(3))
         hosts = [f"esx-{n}-{uuidlib.uuid4().hex[:6]}" for n in "abc"]
-        self.report1 = {"hypervisors": [hyp(hosts[0], [ft_guest(v, self.a, 0, [self.a, self.b])]),
-                                        hyp(hosts[1], [ft_guest(v, self.b, 1, [self.a, self.b])]),
-                                        hyp(hosts[2], [])]}
-        self.report2 = {"hypervisors": [hyp(hosts[0], []),
-                                        hyp(hosts[1], [ft_guest(v, self.b, 0, [self.b, self.c])]),
-                                        hyp(hosts[2], [ft_guest(v, self.c, 1, [self.b, self.c])])]}
+        self.report1 = {"hypervisors": [hypervisor(hosts[0], [ft_guest(v, self.a, 0, [self.a, self.b])]),
+                                        hypervisor(hosts[1], [ft_guest(v, self.b, 1, [self.a, self.b])]),
+                                        hypervisor(hosts[2], [])]}
+        self.report2 = {"hypervisors": [hypervisor(hosts[0], []),
+                                        hypervisor(hosts[1], [ft_guest(v, self.b, 0, [self.b, self.c])]),
+                                        hypervisor(hosts[2], [ft_guest(v, self.c, 1, [self.b, self.c])])]}
         hyp_checkin(g, self.report1)
         # Each hypervisor holds a subscription with virt_limit: its guests get derived pools.
         g.server.admin("product", "create", "--org", g.org, "--id", "100", "--name", "OS",
@@ -160,7 +150,7 @@ def test_kill_during_swap_leaves_usable_identity_and_next_checkin_completes(ft: 
             shutil.rmtree(state)
             shutil.copytree(backup / state.name, state, symlinks=True)
         proc = subprocess.Popen([FTAGENT, "checkin"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.15, 0.6))
+        time.sleep(rng.uniform(0.15, 0.6))  # a real duration: the kill lands at a random point of the swap
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         ident = IdentityStore(g.id_dir).load(full=True)  # old or new, always a valid pair

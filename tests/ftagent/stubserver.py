@@ -34,6 +34,7 @@ class Stub:
     seen: list[Seen] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     scheme: str = "http"
+    closing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -59,8 +60,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                 Seen(self.command, self.path, dict(self.headers), body, time.monotonic(), self.client_address[1])
             )
             status, headers, payload = stub.next_answer()
-            if status == 0:  # hang: never answer
-                time.sleep(5)
+            if status == 0:  # hang: never answer (until the stub is shut down, or 5 s)
+                stub.closing.wait(5)
                 return
             data = b"" if payload is None else (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
             self.send_response(status)
@@ -93,6 +94,7 @@ def stub() -> Iterator[Stub]:
     s = start_stub(Stub())
     yield s
     assert s.server is not None
+    s.closing.set()
     s.server.shutdown()
     s.server.server_close()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.conftest import FtmockServer
 from tests.kit.guest import FTAGENT, Guest, send_signal
-from tests.kit.lease import lease_guest, unique_vm
+from tests.kit.lease import boottime, lease_guest, unique_vm
 from tests.kit.orgs import new_org
 from tests.kit.wait import wait_until
 
@@ -39,18 +39,25 @@ def start_journaled(g: Guest, *args: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+def pause_past_deadline(g: Guest) -> None:
+    """Until the deadline in the guest's status file (the heartbeat's, or a one-shot claim's) has passed."""
+    deadline = float(g.status()["deadline"])
+    wait_until(lambda: boottime() > deadline + 0.1, 10, "the lease deadline passing")
+
+
 def test_second_heartbeat_refuses_and_the_first_keeps_the_lease(ftmock_session: FtmockServer, tmp_path: Path,
                                                                 guests: list[Guest]) -> None:
     a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
     guests.append(a)
     first = start_journaled(a)
     wait_until(lambda: a.state() == "HELD", 15, "HELD")
-    generation = a.status()["generation"]
+    generation, renewals = a.status()["generation"], a.status()["renewals"]
     for args in (("heartbeat",), ("heartbeat", "--once")):
         r = ftagent(a, *args)
         assert r.returncode == 69, r.stderr
         assert f"ftagent heartbeat is already running (pid {first.pid})" in r.stderr
-    time.sleep(1.5)  # several renewals later: nothing was released, nothing fenced
+    # Several renewals later: nothing was released, nothing fenced.
+    wait_until(lambda: a.status().get("renewals", 0) >= renewals + 3, 5, "three more renewals")
     st = a.status()
     assert (st["state"], st["generation"], st["pid"]) == ("HELD", generation, first.pid)
     assert first.poll() is None and not a.fences()
@@ -68,7 +75,7 @@ def test_journal_priorities_start_line_and_fencing_under_systemd(ftmock_session:
     proc = start_journaled(a)
     wait_until(lambda: a.state() == "HELD", 15, "HELD")
     send_signal(proc, signal.SIGSTOP)  # a pause past the deadline: the heartbeat must fence on resume
-    time.sleep(3.5)
+    pause_past_deadline(a)
     send_signal(proc, signal.SIGCONT)
     wait_until(lambda: a.state() == "FENCED", 10, "FENCED")
     assert a.stop(proc) == 3
@@ -121,7 +128,7 @@ def test_status_after_a_one_shot_claim_turns_stale(ftmock_session: FtmockServer,
     r = ftagent(a, "status")
     assert r.returncode == 0, r.stdout + r.stderr  # held, within its deadline
     assert "Lease: HELD" in r.stdout
-    time.sleep(2.2)  # ttl 3 - margin 1: the deadline has passed, and no daemon renews
+    pause_past_deadline(a)  # ttl 3 - margin 1 after the claim; no daemon renews
     r = ftagent(a, "status")
     assert r.returncode == 3
     assert "Overall status: stale" in r.stdout and "Lease: STALE (was HELD: its deadline passed" in r.stdout
@@ -182,7 +189,8 @@ def test_heartbeat_metrics_lease_state_generation_and_fences(ftmock_session: Ftm
     a.configure("agent", metrics_file=prom)
     proc = start_journaled(a)
     wait_until(lambda: a.state() == "HELD" and prom.exists(), 15, "HELD")
-    time.sleep(1.2)
+    renewals = a.status()["renewals"]
+    wait_until(lambda: a.status().get("renewals", 0) >= renewals + 2, 5, "two more renewals")
     m = lease_metrics(prom)
     assert m["ftagent_lease_state{HELD}"] == 1 and m["ftagent_lease_state{FENCED}"] == 0
     assert m["ftagent_lease_generation"] == a.status()["generation"]
@@ -190,7 +198,7 @@ def test_heartbeat_metrics_lease_state_generation_and_fences(ftmock_session: Ftm
     assert m["ftagent_lease_fences_total"] == 0
     assert abs(m["ftagent_lease_updated_timestamp_seconds"] - time.time()) < 5
     send_signal(proc, signal.SIGSTOP)
-    time.sleep(3.5)
+    pause_past_deadline(a)
     send_signal(proc, signal.SIGCONT)
     wait_until(lambda: lease_metrics(prom).get("ftagent_lease_state{FENCED}") == 1, 10, "FENCED in the metrics")
     assert lease_metrics(prom)["ftagent_lease_fences_total"] == 1

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.conftest import FtmockServer
 from tests.ftagent.hostile import hostile_server
 from tests.kit.guest import FTAGENT, Guest
 from tests.kit.lease import lease_guest
+from tests.kit.wait import wait_until
 
 TIMEOUT = 2.0
 RETRIES = 1
@@ -43,16 +45,16 @@ def run_measured(guest: Guest, *args: str) -> tuple[int, float, float, str]:
     started = time.monotonic()
     proc = subprocess.Popen([FTAGENT, "--config", str(guest.conf), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=guest.env())
-    deadline = started + 120
-    while True:
+
+    def exited() -> tuple[int, Any] | None:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.05)
+        return (status, usage) if pid else None
+
+    try:
+        status, usage = wait_until(exited, 120, f"ftagent {' '.join(args)} to exit")
+    except AssertionError:
+        proc.kill()
+        _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = proc.stderr.read().decode() if proc.stderr else ""

@@ -194,7 +194,7 @@ def test_sigkill_during_writes_always_leaves_an_intact_pair(tmp_path: Path, ca: 
         # however slow the disk is, then kill at a random point of the next save.
         for _ in range(rng.randrange(0, 6)):
             assert proc.stdout.readline().strip() == b"saved"
-        time.sleep(rng.uniform(0.0, 0.02))
+        time.sleep(rng.uniform(0.0, 0.02))  # a real duration: the kill lands at a random point of the save
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         entries = [p.name for p in store.directory.iterdir()]

@@ -26,7 +26,7 @@ from tests.kit.etcd import PREFIX, EtcdCluster, KeyWatch, b64, check_history, fr
 from tests.kit.guest import Guest, clone_guest
 from tests.kit.lease import lease_guest, unique_vm
 from tests.kit.orgs import new_org
-from tests.kit.wait import wait_until
+from tests.kit.wait import hold_for, wait_until
 
 
 def vm() -> str:
@@ -56,12 +56,10 @@ def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServ
     wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
     gen = a.status()["generation"]
     etcd.kill(leader)  # a leader change too: keep-alives move to the new leader
-    killed = time.monotonic()
     renewals = a.status()["renewals"]
-    while time.monotonic() - killed < 7:  # longer than the ttl
+    for _ in hold_for(7, step=0.1):  # longer than the ttl
         st = a.status()
         assert st["state"] in ("HELD", "DEGRADED") and st["generation"] == gen, st
-        time.sleep(0.1)
     wait_until(lambda: a.state() == "HELD", 3, "A HELD again")
     assert a.status()["renewals"] >= renewals + 4
     assert not a.fences() and b.state() == "ACQUIRING"
@@ -90,12 +88,12 @@ def test_quorum_lost_the_holder_fences_before_expiry_and_one_holder_after(
             etcd.kill(m)
     wait_until(lambda: a.state() == "FENCED", 6, "A fences without quorum")
     assert "deadline" in a.status()["reason"]
-    time.sleep(1)
-    assert b.state() == "ACQUIRING"  # nobody can get the lease without quorum
+    for _ in hold_for(1):
+        assert b.state() == "ACQUIRING"  # nobody can get the lease without quorum
     etcd.heal()
     wait_until(lambda: b.state() == "HELD", 15, "B takes over once quorum is back and A's lease expired")
-    time.sleep(1)
-    assert a.state() == "FENCED" and b.state() == "HELD" and len(a.fences()) == 1 and not b.fences()
+    for _ in hold_for(1):
+        assert a.state() == "FENCED" and b.state() == "HELD" and len(a.fences()) == 1 and not b.fences()
     found = check_history(watch, a)
     assert [p.holder for p in found] == [a.status()["holder"], b.status()["holder"]]
     assert a.stop(pa) == 3 and b.stop(pb) == 0
@@ -140,7 +138,7 @@ class StallingProxy:
         src.settimeout(0.1)
         while not self.closed.is_set():
             if self.stalled.is_set():
-                time.sleep(0.05)  # read nothing, send nothing: the peer waits until its timeout
+                self.closed.wait(0.05)  # read nothing, send nothing: the peer waits until its timeout
                 continue
             try:
                 data = src.recv(65536)
@@ -306,9 +304,9 @@ def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successo
     r = a.ftagent("checkin")
     assert r.returncode == 0, r.stderr
     assert a.uuid() == consumer2
-    time.sleep(1)
-    st = a.status()  # the key is the FT group's: nothing changed in etcd
-    assert st["state"] == "HELD" and st["generation"] == gen and not a.fences()
+    for _ in hold_for(1):
+        st = a.status()  # the key is the FT group's: nothing changed in etcd
+        assert st["state"] == "HELD" and st["generation"] == gen and not a.fences()
     [held] = check_history(watch)
     assert held.holder == st["holder"] and held.generation == gen and held.end is None
     assert a.stop(pa) == 0 and b.stop(pb) == 0

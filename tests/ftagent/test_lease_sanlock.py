@@ -25,7 +25,7 @@ from tests.conftest import FtmockServer
 from tests.kit.lease import unique_vm
 from tests.kit.orgs import new_org
 from tests.kit.sanlock import SanlockSite, require_binding
-from tests.kit.wait import wait_until
+from tests.kit.wait import hold_for, wait_until
 
 pytestmark = pytest.mark.sanlock
 
@@ -124,8 +124,8 @@ def test_lockspace_lost_runs_the_fencing_ladder_through_killpath(site: SanlockSi
     assert "SIGUSR1" in reason and "sanlock" in reason
     wait_until(lambda: a.state() == "FENCED", 5, "FENCED")
     # The ladder ran instead of a SIGKILL: the agent is alive, fenced, and has given the lease up.
-    time.sleep(2)
-    assert proc_a.poll() is None
+    for _ in hold_for(2):
+        assert proc_a.poll() is None
     assert site.daemons["a"].held_resources() == []
     assert "SIGUSR1" in a.status()["fence"]["reason"]
     assert a.stop(proc_a) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import FtmockServer
+from tests.kit.ftmock import finished_job
 
 _counter = itertools.count()
 
@@ -108,20 +110,11 @@ def register(server: FtmockServer, tmp: Path, org: str, *, name: str = "guest", 
 def checkin(server: FtmockServer, org: str, report: dict[str, Any], reporter: str = "rep1",
             content_type: str = "application/json") -> dict[str, Any]:
     """Send a hypervisor report and wait for its job to finish; returns the finished job."""
-    import json
-    import time
-
     admin = admin_client(server)
     r = admin.post(f"/hypervisors/{org}?reporter_id={reporter}", data=json.dumps(report),
                    headers={"Content-Type": content_type})
     assert r.status_code == 200, r.text
-    job = r.json()
-    deadline = time.monotonic() + 30
-    while job["state"] not in ("FINISHED", "FAILED"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.02)
-        job = admin.get(f"/jobs/{job['id']}").json()
-    return job
+    return finished_job(lambda job_id: admin.get(f"/jobs/{job_id}").json(), r.json()["id"])
 
 
 def hypervisor(hid: str, guests: list[dict[str, Any]] | list[str], name: str | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ftmock.ca import CertificateAuthority
 from ftmock.store import Database
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import Client, admin_client, hypervisor, make_key_and_csr
+from tests.kit.ftmock import finished_job
 
 SPEC_PATH = Path(__file__).parent / "data" / "candlepin-api-spec.yaml"
 
@@ -170,12 +171,7 @@ class FieldCounter:
 
 
 def _wait_job(admin: Recorder, job: dict[str, Any]) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while job["state"] not in ("FINISHED", "FAILED"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.05)
-        job = admin.call("GET", f"/jobs/{job['id']}", 200)
-    return job
+    return finished_job(lambda job_id: admin.call("GET", f"/jobs/{job_id}", 200), job["id"])
 
 
 def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:

@@ -129,7 +129,7 @@ def test_last_checkin_moves_only_on_the_consumers_check_in_calls(server: FtmockS
 
     def moved(call: Any) -> bool:
         before = last()
-        time.sleep(0.01)  # lastCheckin has millisecond resolution
+        time.sleep(0.01)  # a real duration: lastCheckin has millisecond resolution
         r = call()
         assert r.status_code < 300, r.text
         return last() != before

@@ -158,7 +158,7 @@ def test_request_deadlines_end_trickling_clients(quick_server: FtmockServer) -> 
     assert time.monotonic() - started < 4
     # A client idle between requests is not cut by the request deadline.
     with tls_socket(quick_server) as sock:
-        time.sleep(1.5)
+        time.sleep(1.5)  # a real duration: idle longer than the request deadline
         sock.sendall(b"GET /candlepin/status HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_answer(sock)[0] == 200
 

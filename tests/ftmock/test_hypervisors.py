@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import admin_client, checkin, hypervisor
+from tests.kit.ftmock import finished_job
 
 
 def test_checkin_creates_hypervisors_and_reports_job_result(server: FtmockServer, org: str) -> None:
@@ -96,7 +97,7 @@ def test_identical_report_is_unchanged_and_keeps_every_guest(server: FtmockServe
     report = {"hypervisors": [hypervisor("same-1", [_guest("g1"), _guest("g2")]), hypervisor("same-2", ["g3"])]}
     checkin(server, org, report)
     before = _host(server, org, "same-1")
-    time.sleep(0.01)  # timestamps have millisecond resolution
+    time.sleep(0.01)  # a real duration: timestamps have millisecond resolution
     job = checkin(server, org, report)
     assert _kinds(job) == {"unchanged": ["same-1", "same-2"]}
     after = _host(server, org, "same-1")
@@ -110,7 +111,7 @@ def test_changed_facts_or_name_with_the_same_guests_is_updated(server: FtmockSer
     host = hypervisor("facts-1", [_guest("g1")])
     checkin(server, org, {"hypervisors": [host]})
     before = _host(server, org, "facts-1")
-    time.sleep(0.01)
+    time.sleep(0.01)  # a real duration: timestamps have millisecond resolution
     job = checkin(server, org, {"hypervisors": [{**host, "facts": {**host["facts"], "cpu.cpu_socket(s)": "4"}}]})
     assert _kinds(job) == {"updated": ["facts-1"]}
     after = _host(server, org, "facts-1")
@@ -222,11 +223,8 @@ def test_a_burst_of_reports_is_applied_in_order(server: FtmockServer, org: str) 
         assert r.status_code == 200, r.text
         jobs.append(r.json()["id"])
     results = []
-    deadline = time.monotonic() + 60
     for job_id in jobs:
-        while (job := admin.get(f"/jobs/{job_id}").json())["state"] not in ("FINISHED", "FAILED"):
-            assert time.monotonic() < deadline, job
-            time.sleep(0.02)
+        job = finished_job(lambda job_id: admin.get(f"/jobs/{job_id}").json(), job_id, timeout=60)
         assert job["state"] == "FINISHED", job
         results.append(_kinds(job))
     expected = [{"created": ["burst-1", "burst-2"]}] + [{"updated": ["burst-1"], "unchanged": ["burst-2"]}] * 8

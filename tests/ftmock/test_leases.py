@@ -47,7 +47,7 @@ def test_grant_renew_conflict_expiry_and_log(server: FtmockServer, org: str, tmp
     assert r.status_code == 409
     assert r.json()["holder"] == "agent-1"
     assert claim(reg.client, reg.uuid, "agent-1", gen + 5).status_code == 409  # wrong token
-    time.sleep(2.2)
+    time.sleep(2.2)  # a real duration: the lease's ttl (2 s) runs out on the server's clock
     # Expired on the server's clock: the old holder's token is stale, a new holder gets gen + 1.
     assert claim(reg.client, reg.uuid, "agent-1", gen).status_code == 409
     r = claim(reg.client, reg.uuid, "agent-2", None)

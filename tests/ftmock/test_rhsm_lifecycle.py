@@ -9,7 +9,6 @@ does not serve are listed in `REFUSED` and checked to fail the documented way (d
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +21,7 @@ from rhsm.certificate2 import EntitlementCertificate, IdentityCertificate
 
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import admin_client
+from tests.kit.ftmock import finished_job
 
 VIRT_UUID = "4c4c4544-0051-3410-8050-b4c04f4b4e31"
 HOST_ID = "esx-host-1.example.com"
@@ -99,11 +99,7 @@ def test_a_guests_whole_life_through_python_rhsm(server: FtmockServer, org: str,
                                 "facts": {"hypervisor.type": "VMware ESXi"}}]}
     job = admin.hypervisorCheckIn(org, "", mapping, options=SimpleNamespace(reporter_id="virt-who-1"))
     assert job["statusPath"] == f"/jobs/{job['id']}" and job["key"] == "HypervisorUpdateJob"
-    deadline = time.monotonic() + 30
-    while job["state"] not in ("FINISHED", "FAILED"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-        job = admin.getJob(job["id"])
+    job = finished_job(admin.getJob, job["id"])
     assert job["state"] == "FINISHED" and job["principal"] == "admin" and "endTime" in job
     assert [h["hypervisorId"]["hypervisorId"] for h in job["resultData"]["created"]] == [HOST_ID]
     host = next(c for c in admin.getConsumers(owner=org) if c["type"]["label"] == "hypervisor")

@@ -6,12 +6,12 @@ import json
 import signal
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, make_key_and_csr, register
+from tests.kit.ftmock import finished_job
 from tests.kit.orgs import make_pool
 
 
@@ -147,23 +147,14 @@ def test_job_left_by_a_stop_is_resumed_at_start(ftmock: FtmockServer) -> None:
                    (json.dumps(report),))
     db.close()
     ftmock.start()
-    admin = admin_client(ftmock)
-    import time
-
-    deadline = time.monotonic() + 10
-    while (job := admin.get("/jobs/hypervisor_update_left").json())["state"] != "FINISHED":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.05)
+    job = _wait_job(ftmock, "hypervisor_update_left")
+    assert job["state"] == "FINISHED", job
     assert [h["name"] for h in job["resultData"]["created"]] == ["resumed-host"]
 
 
 def _wait_job(server: FtmockServer, job_id: str) -> dict[str, Any]:
     admin = admin_client(server)
-    deadline = time.monotonic() + 10
-    while (job := admin.get(f"/jobs/{job_id}").json())["state"] not in ("FINISHED", "FAILED"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.05)
-    return dict(job)
+    return finished_job(lambda job_id: admin.get(f"/jobs/{job_id}").json(), job_id, timeout=10)
 
 
 def _stored_guests(server: FtmockServer) -> dict[str, dict[str, Any]]:

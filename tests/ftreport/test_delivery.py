@@ -20,6 +20,7 @@ from ftreport.config import load_config
 from ftreport.errors import SendError
 from ftreport.sender import Destination
 from ftreport.service import Reporter, run_oneshot
+from tests.kit.wait import hold_for, wait_until
 
 from .conftest import Recorder, ft_guests, held_back_factory, write_config
 
@@ -108,26 +109,30 @@ def _write(path: Path, body: dict[str, object]) -> None:
     tmp.replace(path)
 
 
+def _sends(recorder: Recorder) -> int:
+    """How many reports the daemon tried to send (the ones refused too)."""
+    with recorder.lock:
+        return sum(1 for method, path in recorder.calls if method == "POST" and path.startswith("/hypervisors/"))
+
+
 def test_outage_sends_only_the_newest_report_when_back(running: tuple[Reporter, Recorder, Path]) -> None:
     _rep, recorder, data = running
     recorder.wait_for(lambda b: True)
     recorder.fail = ConnectionFailed("cannot connect: connection refused")
+    sends = _sends(recorder)
     _write(data, examples.REPORT_2)
-    time.sleep(0.6)
+    wait_until(lambda: _sends(recorder) > sends, 10, "a send of report 2 while the server is away")
     newest = json.loads(json.dumps(examples.REPORT_2))
     newest["hypervisors"][0]["guestIds"].append({"guestId": "late-guest", "state": 1, "attributes": {}})
     _write(data, newest)
-    deadline = time.monotonic() + 10
-    while not any(g.guest_id == "late-guest" for snap in _rep.snapshots.gather(["fake"])[0]
-                  for hv in snap for g in hv.guests):
-        assert time.monotonic() < deadline, "the fake source did not pick up the newest file"
-        time.sleep(0.02)
+    wait_until(lambda: any(g.guest_id == "late-guest" for snap in _rep.snapshots.gather(["fake"])[0]
+                           for hv in snap for g in hv.guests), 10, "the fake source picking up the newest file")
     assert len(recorder.bodies) == 1
     recorder.fail = None
     body = recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
-    time.sleep(1.0)
-    # Report 2 was superseded while the server was away: only the newest one was sent.
-    assert len(recorder.bodies) == 2
+    for _ in hold_for(1.0):
+        # Report 2 was superseded while the server was away: only the newest one was sent.
+        assert len(recorder.bodies) == 2
     assert body == newest
     assert set(ft_guests(body)) == {examples.INSTANCE_B, examples.INSTANCE_C}
 
@@ -136,8 +141,9 @@ def test_retry_after_is_honoured(running: tuple[Reporter, Recorder, Path]) -> No
     _rep, recorder, data = running
     recorder.wait_for(lambda b: True)
     recorder.fail = RateLimited(429, "slow down", retry_after=1.5)
+    sends = _sends(recorder)
     _write(data, examples.REPORT_2)
-    time.sleep(0.5)
+    wait_until(lambda: _sends(recorder) > sends, 10, "a send of report 2 answered 429")
     failed_at = time.monotonic()
     recorder.fail = None
     recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
@@ -168,8 +174,8 @@ def test_idle_daemon_does_not_rebuild_the_report(tmp_path: Path, isolated_env: d
     try:
         recorder.wait_for(lambda b: True)
         before = len(built)
-        time.sleep(1.6)  # three wake-ups of the loop with nothing new
-        assert len(built) == before
+        for _ in hold_for(1.6):  # three wake-ups of the loop with nothing new
+            assert len(built) == before
         _write(data, examples.REPORT_2)
         recorder.wait_for(lambda b: len(b["hypervisors"]) == 3)
         assert len(built) == before + 1

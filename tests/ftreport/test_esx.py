@@ -15,6 +15,7 @@ import pytest
 from ftreport.config import load_config
 from ftreport.service import Reporter
 from tests.kit.ca import TLSFiles
+from tests.kit.wait import wait_until
 
 from .conftest import (
     VCSIM_PASSWORD,
@@ -215,17 +216,11 @@ def test_vcenter_restart_is_survived(vcsim: Vcsim, reporter: tuple[Reporter, Rec
     recorder.wait_for(lambda body: True)
     sent = len(recorder.bodies)
     vcsim.kill()
-    deadline = time.monotonic() + 10
-    while rep.snapshots.describe()["vcenter"]["ok"]:  # the daemon notices the outage
-        assert time.monotonic() < deadline, "the outage went unnoticed"
-        time.sleep(0.05)
+    wait_until(lambda: not rep.snapshots.describe()["vcenter"]["ok"], 10, "the daemon noticing the outage")
     vcsim.start()
     plain = next(v for v in vcsim.state(all_objects=True)["vms"] if "ftRole" not in v)
     # The restarted simulator has the same inventory: nothing new to send until something changes.
-    deadline = time.monotonic() + 20
-    while not rep.snapshots.describe()["vcenter"]["ok"]:
-        assert time.monotonic() < deadline, "the daemon did not reconnect"
-        time.sleep(0.05)
+    wait_until(lambda: rep.snapshots.describe()["vcenter"]["ok"], 20, "the daemon reconnecting")
     assert len(recorder.bodies) == sent
     vcsim.power(plain["name"], "poweredOff")
     recorder.wait_for(lambda body: any(g["guestId"] == plain["uuid"] and g["state"] == 5
@@ -242,9 +237,8 @@ def test_expired_session_is_logged_in_again(vcsim: Vcsim, reporter: tuple[Report
     recorder.wait_for(lambda body: len(ft_guests(body)) == 2)
 
     def wait_log(needle: str, deadline: float, what: str) -> None:
-        while needle not in caplog.text:
-            assert time.monotonic() < deadline, f"{what}; log:\n{caplog.text}"
-            time.sleep(0.02)
+        wait_until(lambda: needle in caplog.text, max(0.0, deadline - time.monotonic()),
+                   lambda: f"{what}; log:\n{caplog.text}")
 
     for round_ in (1, 2):
         caplog.clear()
@@ -268,8 +262,7 @@ def test_expired_session_is_logged_in_again(vcsim: Vcsim, reporter: tuple[Report
         assert errors[0].startswith(f"vcenter: session with {vcsim.url} ended (expired or vCenter restarted); "
                                     "retrying in "), errors
         # Healthy again, and nothing stale or half-applied was sent around the reconnect.
-        while not rep.snapshots.describe()["vcenter"]["ok"]:
-            assert time.monotonic() < deadline, "the source stayed failed"
-            time.sleep(0.05)
+        wait_until(lambda: rep.snapshots.describe()["vcenter"]["ok"], max(0.0, deadline - time.monotonic()),
+                   "the source healthy again")
         later = recorder.bodies[sent:]
         assert later and all(ft_guests(b)[primary]["role"] == "0" for b in later)

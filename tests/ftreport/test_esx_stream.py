@@ -28,6 +28,7 @@ from ftreport.sources.vimstream import (
     decode_retrieve,
     decode_updates,
 )
+from tests.kit.wait import wait_until
 
 from .conftest import (
     VCSIM_PASSWORD,
@@ -259,16 +260,15 @@ class _Watcher:
 
 
 def _wait_same(watchers: list[_Watcher], predicate: Any, what: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def same() -> dict[str, Any] | None:
         bodies = [w.latest for w in watchers]
         for w in watchers:
             assert w.error is None, w.error
         if all(b is not None and predicate(b) for b in bodies) and all(b == bodies[0] for b in bodies):
-            assert bodies[0] is not None
             return bodies[0]
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: the decoders disagree or never saw it: {[w.latest for w in watchers]}")
+        return None
+
+    return wait_until(same, 15, lambda: f"{what}: the decoders disagree or never saw it: {[w.latest for w in watchers]}")
 
 
 def test_watch_is_identical_with_both_decoders_through_changes(vcsim: Vcsim, pager: PagingProxy,
@@ -384,10 +384,8 @@ def test_canceled_wait_reconnects_and_a_failover_still_arrives(vcsim: Vcsim, pag
     try:
         recorder.wait_for(lambda body: len(ft_guests(body)) == 2)
         pager.inject("WaitForUpdatesEx", VIM / "fault-requestcanceled.xml")
-        deadline = time.monotonic() + 10
-        while "failed: RequestCanceled; retrying in" not in caplog.text:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.02)
+        wait_until(lambda: "failed: RequestCanceled; retrying in" in caplog.text, 10,
+                   lambda: f"the canceled wait logged; log:\n{caplog.text}")
         primary = vcsim.failover()["ft"][0]["instances"][0]["instanceUuid"]
         recorder.wait_for(lambda body: ft_guests(body).get(primary, {}).get("role") == "0")
         assert "logged in to" in caplog.text and "again (new session)" in caplog.text

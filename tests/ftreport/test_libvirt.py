@@ -13,6 +13,7 @@ import libvirt
 
 from ftreport.config import load_config
 from ftreport.sources.libvirt import LibvirtSource
+from tests.kit.wait import wait_until
 
 from .conftest import DATA, run_ftreport, write_config
 
@@ -60,14 +61,11 @@ def test_domain_events_give_prompt_updates(tmp_path: Path, isolated_env: dict[st
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not snaps and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: snaps, 10, "the first snapshot")
     assert {g.guest_id: g.state for g in snaps[0][0].guests} == {WEB: 1, DB: 1, BATCH: 1}
     started = time.monotonic()
     conns[0].lookupByUUIDString(BATCH).destroy()
-    while len(snaps) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(snaps) >= 2, 10, "the snapshot after the guest stopped")
     assert time.monotonic() - started < 2.0  # an event, not the (hour-long) poll
     assert {g.guest_id: (g.state, g.attributes["active"]) for g in snaps[1][0].guests} == {
         WEB: (1, 1), DB: (1, 1), BATCH: (5, 0)}

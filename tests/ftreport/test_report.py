@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 from ftreport import examples
@@ -12,6 +11,7 @@ from ftreport.config import load_config
 from ftreport.filters import HostFilter, parse_patterns
 from ftreport.model import Guest, Hypervisor, body_hash, ft_attributes, merge_hypervisors, report_body
 from ftreport.sources.fake import FakeSource
+from tests.kit.wait import hold_for, wait_until
 
 from .conftest import ft_guests, run_ftreport, write_config
 
@@ -103,15 +103,13 @@ def test_fake_source_reads_virt_who_format_and_follows_changes(tmp_path: Path, i
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: seen, 5, "the first snapshot")
     assert seen[0] == [Hypervisor("h1", "host1", (Guest("g1", 1, {"active": 1}),), {"hypervisor.type": "fake"})]
     data.write_text("{broken")  # a half-written file is skipped, not reported
-    time.sleep(0.3)
+    for _ in hold_for(0.3, step=0.05):  # several polls of the broken file
+        assert len(seen) == 1
     data.write_text(json.dumps(examples.REPORT_2))
-    while len(seen) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(seen) >= 2, 5, "the snapshot of the new file")
     stop.set()
     thread.join(timeout=5)
     assert len(seen) == 2
@@ -129,7 +127,7 @@ def test_progress_line_is_drawn_and_erased() -> None:
     report = progress.callback("vcenter")
     progress.start()
     report("1200 hosts, 40000 VMs")
-    time.sleep(0.1)
+    wait_until(lambda: "vcenter: 1200 hosts, 40000 VMs" in stream.getvalue(), 5, "the progress line")
     progress.stop()
     text = stream.getvalue()
     assert "vcenter: 1200 hosts, 40000 VMs" in text

@@ -13,7 +13,6 @@ reported once, as that path with the object's whole current value.
 from __future__ import annotations
 
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from ftreport.sources.esx import CLUSTER_PROPERTIES, HOST_PROPERTIES, VM_PROPERTIES
+from tests.kit.wait import wait_until
 
 from .conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
 
@@ -109,10 +109,7 @@ def content(vcsim: Vcsim) -> Iterator[Any]:
 
 def _finish(task: Any) -> None:
     """Waits for a task (pyVim.task.WaitForTask of pyvmomi 8.0.0.1 raises AttributeError here)."""
-    deadline = time.monotonic() + 30
-    while task.info.state not in ("success", "error"):
-        assert time.monotonic() < deadline, "task never ends"
-        time.sleep(0.05)
+    wait_until(lambda: task.info.state in ("success", "error"), 30, "the task to end")
     assert task.info.state == "success", task.info.error
 
 

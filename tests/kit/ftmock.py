@@ -1,7 +1,7 @@
 """The reference server for tests: ``ftmock serve`` as a process on a free loopback port.
 
 The fixtures in ``tests/conftest.py`` start it (one per run, or one per test that needs a clean
-slate); benchmarks start it with :func:`start_ftmock`.
+slate); benchmarks start it with :func:`start_ftmock`.  :func:`finished_job` waits for a check-in job.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.kit.wait import wait_for_file
+from tests.kit.wait import wait_for_file, wait_until
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-secret"
@@ -92,3 +94,14 @@ def start_ftmock(tmp: Path, **kwargs: object) -> FtmockServer:
     server = FtmockServer(data_dir=data, **kwargs)  # type: ignore[arg-type]
     server.start()
     return server
+
+
+def finished_job(fetch: Callable[[str], Mapping[str, Any]], job_id: str, timeout: float = 30) -> dict[str, Any]:
+    """A hypervisor check-in job once it has FINISHED or FAILED, read through ``fetch(job_id)``
+    (whatever client the test uses: requests, python-rhsm)."""
+
+    def done() -> dict[str, Any] | None:
+        job = dict(fetch(job_id))
+        return job if job["state"] in ("FINISHED", "FAILED") else None
+
+    return wait_until(done, timeout, f"job {job_id} to finish")

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import pytest
 
 from tests.kit.guest import clone_guest
 from tests.kit.lease import boottime, holding, lease_guest
-from tests.kit.wait import wait_until
+from tests.kit.wait import hold_for, wait_until
 
 DEBIAN_BINDINGS = "/usr/lib/python3/dist-packages/sanlock.cpython-*.so"
 
@@ -174,10 +173,9 @@ class SanlockSite:
         return holders
 
     def watch(self, seconds: float, step: float = 0.2) -> Iterator[list[str]]:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        """The holders, sampled (with :meth:`check`) every ``step`` during ``seconds``."""
+        for _ in hold_for(seconds, step=step):
             yield self.check()
-            time.sleep(step)
 
     def close(self) -> None:
         for guest in self.guests.values():

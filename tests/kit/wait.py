@@ -1,7 +1,7 @@
 """Waiting in tests: poll a condition up to a deadline, or watch one hold for a real duration.
 
 ``wait_until`` is the one way a test waits for something another process or thread does: it polls
-and fails with a message naming what never happened.  A bare ``time.sleep`` as synchronisation
+and fails with a message naming what never happened.  A bare sleep as synchronisation
 passes on a fast machine and fails on a loaded one (or waits longer than needed everywhere).
 ``hold_for`` is for the other case, where a duration is the thing tested ("still HELD three
 seconds later", "nothing was sent during three wake-ups"): it samples while the time passes.
