@@ -136,11 +136,11 @@ class PagingProxy:
                     for chunk in ((bytes([b]) for b in _HEAD) if answer.drip_head else (_HEAD,)):
                         self.wfile.write(chunk)
                         if answer.drip_head:
-                            time.sleep(answer.pace)
+                            time.sleep(answer.pace)  # a real duration: the drip the deadline is tested on
                     for chunk in answer.body(real):
                         self.wfile.write(chunk)
                         if answer.pace:
-                            time.sleep(answer.pace)
+                            time.sleep(answer.pace)  # a real duration: the drip the deadline is tested on
                 except OSError:  # the client gave up (as it should): stop making the answer
                     pass
 
