@@ -58,7 +58,10 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
     url_file = DATA / "ftmock" / "url"
     log = open(DATA / "ftmock.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([str(BIN / "ftmock"), "serve", "--listen", "127.0.0.1:0",
-                             "--data-dir", str(DATA / "ftmock"), "--admin-password", ADMIN_PASSWORD],
+                             "--data-dir", str(DATA / "ftmock"), "--admin-password", ADMIN_PASSWORD,
+                             # The use case entitles each FT instance from its own hypervisor: entitlement
+                             # mode (with simple content access there would be nothing to attach).
+                             "--content-access-mode", "entitlement"],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while not (url_file.exists() and url_file.read_text().strip()):
@@ -86,6 +89,9 @@ facts_dir = {guest / 'facts'}
 product_dir = {guest / 'products'}
 lock_file = {guest / 'ftagent.lock'}
 log_file = {guest / 'ftagent.log'}
+
+[content]
+repo_file = {guest / 'yum.repos.d' / 'redhat.repo'}
 
 [lease]
 renew_interval = 1

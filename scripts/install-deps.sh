@@ -5,6 +5,7 @@
 # python3-packaging: rpm's python3dist() dependency generator runs with Debian's python3 and needs it.
 # util-linux (unshare) and curl: the sandbox test of the heartbeat unit and the README's by-hand block.
 # etcd-server: the etcd lease backend's tests start a 3-member cluster on loopback.
+# dnf, createrepo-c (and rpm's rpmbuild): tests build an RPM, index it, and install it through ftmock.
 set -euo pipefail
 level=${1:-all}
 
@@ -16,6 +17,7 @@ fi
 all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-govmomi-dev
           rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl etcd-server
           sanlock python3-sanlock
+          dnf createrepo-c  # the content tests: dnf reads ftmock's content server through ftagent's repo file
           patchelf)  # patchelf: scripts/find-python.sh stages the test matrix's interpreters
 
 pkgs=("${base_pkgs[@]}")

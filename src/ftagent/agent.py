@@ -39,6 +39,7 @@ from ftagent.errors import (
 from ftagent.facts import SystemPaths, collect_facts, facts_digest
 from ftagent.identity import Identity, IdentityStore
 from ftagent.lock import FileLock
+from ftagent.repos import SCA_MODE, RepoManager
 
 if TYPE_CHECKING:
     from ftagent.connection import Connection
@@ -101,7 +102,11 @@ class Agent:
         self.system_paths = system_paths
         self.lease_claim = lease_claim
         self.identity = IdentityStore(self.config.agent.identity_dir)
-        self.entitlements = EntitlementStore(self.config.agent.entitlement_dir)
+        self.repos = RepoManager(self.config)
+        # The repository file follows the certificates: written after new ones, before old ones go.
+        self.entitlements = EntitlementStore(self.config.agent.entitlement_dir, listener=self.repos)
+        #: The content access mode of the org the last registration went to (None before one).
+        self.registered_mode: str | None = None
         self._connection: Connection | None = None
         #: The last failover this agent followed (``None`` before any).
         self.followed: FollowedFailover | None = None
@@ -279,7 +284,12 @@ class Agent:
         except BaseException as exc:
             self._abandon_consumer(consumer, key_pem, username, password, exc)
             raise
-        if auto_attach:
+        owner = consumer.get("owner") if isinstance(consumer, dict) else None
+        self.registered_mode = owner.get("contentAccessMode") if isinstance(owner, dict) else None
+        if auto_attach and self.registered_mode == SCA_MODE:
+            logger.info("organization %s uses Simple Content Access: nothing to attach", org)
+            self.refresh()
+        elif auto_attach:
             self.attach(None)
         else:
             self.refresh()
@@ -428,11 +438,45 @@ class Agent:
             key_pem, origin = self.identity.key_pem(), current.key_origin
         identity = self.identity.save(cert_pem, key_pem, key_origin=origin)
         self.close()
+        # A new identity revokes the content access certificate: fetch its replacement now.
+        self.refresh()
         return identity
 
     def refresh(self) -> RefreshResult:
-        """Synchronise entitlement certificates with the server."""
-        return self._consumer_call(lambda conn, u: self.entitlements.refresh(conn, u))
+        """Synchronise entitlement certificates (and the repository file, overrides fetched anew) with the server."""
+        return self._consumer_call(lambda conn, u: self.entitlements.refresh(conn, u, full=True))
+
+    def content_access_mode(self) -> str | None:
+        """The content access mode of this consumer's organization (``org_environment`` for SCA)."""
+        owner = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}/owner"))
+        mode = owner.get("contentAccessMode") if isinstance(owner, dict) else None
+        return mode if isinstance(mode, str) else None
+
+    def repositories(self, *, online: bool = True) -> list[Any]:
+        """The repositories this system's certificates grant, with the consumer's overrides.
+
+        ``online`` fetches the overrides from the server (and rewrites the repository file if it
+        differs); offline, or when the server cannot be reached, the last known ones are used.
+        """
+        uuid = self._uuid()
+        overrides = None
+        if online:
+            try:
+                overrides = self._consumer_call(lambda conn, u: self.repos.fetch_overrides(conn, u))
+            except (Gone, NotFound):
+                raise
+            except FtagentError as exc:
+                logger.warning("cannot fetch the content overrides (%s); using the last known", exc)
+        if overrides is None:
+            overrides = self.repos.cached_overrides(uuid) or []
+        repos = self.repos.repos(overrides)
+        if online and self.config.content.manage_repos:
+            self.repos.write(repos)
+        return repos
+
+    def set_repositories(self, enable: Sequence[str] = (), disable: Sequence[str] = ()) -> dict[str, list[str]]:
+        """Enable/disable repositories (labels or ``*`` patterns) through content overrides on the server."""
+        return self._consumer_call(lambda conn, u: self.repos.set_enabled(conn, u, enable, disable))
 
     def checkin(self) -> CheckinResult:
         """The periodic job: send facts if changed, check in, refresh certificates.

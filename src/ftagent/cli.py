@@ -52,6 +52,7 @@ from ftagent.errors import (
     RemoteError,
     Unauthorized,
 )
+from ftagent.repos import SCA_MODE
 
 if TYPE_CHECKING:
     from ftagent.agent import Agent
@@ -396,14 +397,14 @@ def register(
     _save_server_overrides(agent, server_url, insecure)
     data = identity.as_dict()
     data["entitlement_serials"] = sorted(agent.entitlements.serials())
-    _emit(
-        as_json,
-        data,
-        [
-            f"Registered as {identity.uuid} (name {identity.name}, org {identity.org})",
-            f"Entitlement certificates: {len(data['entitlement_serials'])}",
-        ],
-    )
+    data["content_access_mode"] = agent.registered_mode
+    lines = [
+        f"Registered as {identity.uuid} (name {identity.name}, org {identity.org})",
+        f"Entitlement certificates: {len(data['entitlement_serials'])}",
+    ]
+    if auto_attach and agent.registered_mode == SCA_MODE:
+        lines.append(_SCA_NO_ATTACH.format(org=identity.org))
+    _emit(as_json, data, lines)
 
 
 def _apply_server_overrides(agent: Agent, server_url: str | None, insecure: bool | None) -> None:
@@ -515,9 +516,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
     lines = [f"Overall status: {overall}" if holds else
              f"Overall status: {overall}: this instance does not hold the FT lease and must not run the "
              f"workload (entitlements: {entitlement_status})"]
+    # The server reports "disabled" compliance for an org in Simple Content Access.
+    sca = entitlement_status == "disabled"
+    if sca:
+        lines.append("Content access mode: Simple Content Access: this system has access to its "
+                     "organization's content, whatever subscriptions it has")
     for item in compliance.get("nonCompliantProducts") or []:
         lines.append(f"  not covered: {item}")
-    data = dict(compliance, overall=overall)
+    data = dict(compliance, overall=overall, content_access_mode=SCA_MODE if sca else "entitlement")
     if lease is not None:
         data["lease"] = lease
         state = lease.get("state") or "no heartbeat yet"
@@ -530,6 +536,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     _emit(as_json, data, lines)
     if not holds:
         ctx.exit(EXIT_LEASE_NOT_HELD)
+
+
+_SCA_NO_ATTACH = ("Nothing attached: organization {org} uses Simple Content Access, so this system has access "
+                  "to its content without subscriptions (see 'ftagent repos --list')")
 
 
 #: Lease states in which ``status`` exits 0: held, handed back on purpose, or switched off.
@@ -637,6 +647,12 @@ def attach(ctx: click.Context, auto: bool, pool: str | None, quantity: int | Non
     if quantity is not None and not pool:
         raise InvalidUsage("--quantity goes with --pool")
     agent = _locked(ctx)
+    if agent.content_access_mode() == SCA_MODE:
+        # As subscription-manager: nothing to attach, the content access certificate grants the content.
+        org = agent.current_identity().org
+        agent.refresh()
+        _emit(as_json, [], _SCA_NO_ATTACH.format(org=org))
+        return
     entitlements = agent.attach(None if auto else pool, quantity)
     lines = [f"Attached {len(entitlements)} entitlement(s)"]
     for ent in entitlements:
@@ -683,14 +699,57 @@ def list_(ctx: click.Context, consumed: bool, available: bool, installed: bool, 
             lines.append(f"serial {serial}: cannot be read: {cert}")
             continue
         ents.append(cert.as_dict())
-        lines.append(f"{cert.id}  pool {cert.pool.get('id')}  {cert.name or cert.sku}")
-        lines.append(f"  SKU {cert.sku}, serial {serial}, quantity {cert.quantity}, signature {cert.signature}")
+        if cert.content_access:
+            lines.append(f"Content access (Simple Content Access, org {cert.org})")
+            lines.append(f"  serial {serial}, signature {cert.signature}")
+        else:
+            lines.append(f"{cert.id}  pool {cert.pool.get('id')}  {cert.name or cert.sku}")
+            lines.append(f"  SKU {cert.sku}, serial {serial}, quantity {cert.quantity}, signature {cert.signature}")
         lines.append(f"  valid:    {cert.start[:10]} to {cert.end[:10]}")
         lines.extend(f"  product:  {p['id']}  {p['name']}" for p in cert.products)
         lines.extend(
             f"  content:  {c['label']}  {c['path']}{'' if c['enabled'] else '  (disabled)'}" for c in cert.content
         )
     _emit(as_json, ents, lines or ["No entitlements consumed"])
+
+
+@cli.command()
+@click.option("--list", "list_all", is_flag=True, help="List the repositories this system may use (the default).")
+@click.option("--list-enabled", is_flag=True, help="List the enabled repositories.")
+@click.option("--list-disabled", is_flag=True, help="List the disabled repositories.")
+@click.option("--enable", "enable", multiple=True, metavar="LABEL",
+              help="Enable repositories by label; '*' wildcards allowed; repeatable.")
+@click.option("--disable", "disable", multiple=True, metavar="LABEL",
+              help="Disable repositories by label; '*' wildcards allowed; repeatable (applied before --enable).")
+@json_option
+@click.pass_context
+def repos(ctx: click.Context, list_all: bool, list_enabled: bool, list_disabled: bool, enable: tuple[str, ...],
+          disable: tuple[str, ...], as_json: bool) -> None:
+    """List the repositories the certificates grant, and enable or disable them (overrides on the server)."""
+    agent = _locked(ctx)
+    changed: dict[str, list[str]] = {"enabled": [], "disabled": []}
+    if enable or disable:
+        changed = agent.set_repositories(enable=enable, disable=disable)
+    listing = list_all or list_enabled or list_disabled or not (enable or disable)
+    data: dict[str, Any] = dict(changed)
+    lines = [f"Repository '{label}' is enabled for this system." for label in changed["enabled"]]
+    lines += [f"Repository '{label}' is disabled for this system." for label in changed["disabled"]]
+    if listing:
+        shown = [r for r in agent.repositories(online=not (enable or disable))
+                 if (list_all or not (list_enabled or list_disabled)) or (r.enabled and list_enabled)
+                 or (not r.enabled and list_disabled)]
+        data["repositories"] = [r.as_dict() for r in shown]
+        repo_file = agent.config.content.repo_file
+        if shown:
+            lines.append(f"Available repositories in {repo_file}" if agent.config.content.manage_repos else
+                         "Available repositories (the repository file is not managed: [content] manage_repos = no)")
+        else:
+            lines.append("No repositories match" if (list_enabled or list_disabled) else
+                         "This system has no repositories available through its certificates")
+        for r in shown:
+            lines += ["", f"Repo ID:   {r.label}", f"Repo Name: {r.name}",
+                      f"Repo URL:  {r.options.get('baseurl', r.baseurl)}", f"Enabled:   {1 if r.enabled else 0}"]
+    _emit(as_json, data, lines)
 
 
 @cli.command()

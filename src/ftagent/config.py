@@ -5,6 +5,7 @@
     [server]  url, ca_cert (file or directory), insecure, timeout, proxy, no_proxy, retries
     [agent]   identity_dir, entitlement_dir, facts_dir, product_dir, lock_file, lock_timeout, log_file,
               metrics_file
+    [content] repo_file, manage_repos, baseurl, repo_ca_cert (the repository file, see ftagent.repos)
     [lease]   reserved for the heartbeat agent: kept as raw strings, never warned about
 
 Relative paths are relative to the directory of the configuration file, so a test can run an agent
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AgentConfig",
     "Config",
+    "ContentConfig",
     "ServerConfig",
     "config_path",
     "describe",
@@ -82,6 +84,16 @@ class AgentConfig:
 
 
 @dataclass
+class ContentConfig:
+    """``[content]``: the repository file written from the certificates (see :mod:`ftagent.repos`)."""
+
+    repo_file: Path = Path("/etc/yum.repos.d/redhat.repo")
+    manage_repos: bool = True
+    baseurl: str = "https://cdn.redhat.com"
+    repo_ca_cert: Path | None = None  # None: [server] ca_cert when that is a file
+
+
+@dataclass
 class Config:
     """The whole configuration.  ``path`` is the file read (``None`` if none existed);
     ``looked_for`` the file that was looked for when there was none."""
@@ -89,6 +101,7 @@ class Config:
     path: Path | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
     sections: dict[str, dict[str, str]] = field(default_factory=dict)
     looked_for: Path | None = None
 
@@ -175,6 +188,7 @@ _AGENT_KEYS = {
     "log_file",
     "metrics_file",
 }
+_CONTENT_KEYS = {"repo_file", "manage_repos", "baseurl", "repo_ca_cert"}
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -215,7 +229,7 @@ def load_config(
 
     reader = _Reader(str(file), file.resolve().parent, parser)
     for section in parser.sections():
-        known = {"server": _SERVER_KEYS, "agent": _AGENT_KEYS}.get(section)
+        known = {"server": _SERVER_KEYS, "agent": _AGENT_KEYS, "content": _CONTENT_KEYS}.get(section)
         if known is None:
             if section not in _EXTRA_SECTIONS:
                 logger.warning("%s: unknown section [%s] ignored", file, section)
@@ -252,6 +266,15 @@ def load_config(
         log_file=reader.path("agent", "log_file", None),
         metrics_file=reader.path("agent", "metrics_file", None),
     )
+    content_defaults = ContentConfig()
+    content = ContentConfig(
+        repo_file=reader.path("content", "repo_file", content_defaults.repo_file) or content_defaults.repo_file,
+        manage_repos=reader.boolean("content", "manage_repos", True),
+        baseurl=reader.text("content", "baseurl") or content_defaults.baseurl,
+        repo_ca_cert=reader.path("content", "repo_ca_cert", None),
+    )
+    if not content.baseurl.startswith(("https://", "http://")):
+        raise reader.error("content", "baseurl", f"invalid URL {content.baseurl!r}: expected https://HOST[/PATH]")
     sections = {name: dict(parser.items(name)) for name in parser.sections()}
     for name, validator in _EXTRA_SECTIONS.items():
         if validator is not None and name in sections:
@@ -261,7 +284,7 @@ def load_config(
                 raise
             except ValueError as exc:
                 raise ConfigError(str(exc), file=str(file), section=name) from exc
-    return Config(path=file, server=server, agent=agent, sections=sections)
+    return Config(path=file, server=server, agent=agent, content=content, sections=sections)
 
 
 def _nearest(key: str, known: set[str]) -> str:
@@ -271,10 +294,10 @@ def _nearest(key: str, known: set[str]) -> str:
 
 
 def describe(config: Config) -> list[dict[str, Any]]:
-    """The effective ``[server]`` and ``[agent]`` values, each with where it came from."""
+    """The effective ``[server]``, ``[agent]`` and ``[content]`` values, each with where it came from."""
     origin = str(config.path) if config.path is not None else None
     out = []
-    for section, obj in (("server", config.server), ("agent", config.agent)):
+    for section, obj in (("server", config.server), ("agent", config.agent), ("content", config.content)):
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             from_file = origin is not None and f.name in config.sections.get(section, {})

@@ -28,9 +28,12 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from ftagent.errors import FtagentError
 
-__all__ = ["EntitlementCert", "EntitlementCertError", "read_entitlement"]
+__all__ = ["CONTENT_ACCESS", "EntitlementCert", "EntitlementCertError", "read_entitlement"]
 
 OID_CERT_VERSION = ObjectIdentifier("1.3.6.1.4.1.2312.9.6")
+OID_ENTITLEMENT_TYPE = ObjectIdentifier("1.3.6.1.4.1.2312.9.8")
+#: The entitlement type of a simple content access certificate (one per system, the org's content).
+CONTENT_ACCESS = "OrgLevel"
 MAX_PAYLOAD = 16 * 1024 * 1024  # decompressed; a certificate's payload is a few kilobytes
 
 _BLOCK = re.compile(r"-----BEGIN (?P<kind>[A-Z ]+)-----\s*(?P<body>.*?)-----END (?P=kind)-----", re.S)
@@ -57,6 +60,12 @@ class EntitlementCert:
     products: list[dict[str, Any]] = field(default_factory=list)
     content: list[dict[str, Any]] = field(default_factory=list)
     signature: str = "unchecked"  # "verified", "invalid", "missing" or "unchecked" (no CA given)
+    type: str = "Basic"  # the entitlement type: "OrgLevel" for a content access certificate
+
+    @property
+    def content_access(self) -> bool:
+        """Whether this is a simple content access certificate (the org's content, no subscription)."""
+        return self.type == CONTENT_ACCESS
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -119,6 +128,11 @@ def read_entitlement(pem: str, *, ca_cert: Path | None = None) -> EntitlementCer
     except x509.ExtensionNotFound:
         raise EntitlementCertError("not a Candlepin v3 entitlement certificate (no version extension)") from None
     version = _der_string(ext.value) if isinstance(ext, x509.UnrecognizedExtension) else ""
+    try:
+        type_ext = cert.extensions.get_extension_for_oid(OID_ENTITLEMENT_TYPE).value
+        ent_type = _der_string(type_ext.value) if isinstance(type_ext, x509.UnrecognizedExtension) else "Basic"
+    except x509.ExtensionNotFound:
+        ent_type = "Basic"
     if not version.startswith("3."):
         raise EntitlementCertError(f"unsupported entitlement certificate version {version!r}")
     if "ENTITLEMENT DATA" not in blocks:
@@ -152,9 +166,11 @@ def read_entitlement(pem: str, *, ca_cert: Path | None = None) -> EntitlementCer
                          "version": product.get("version"), "architectures": product.get("architectures") or []})
         for item in product.get("content") or []:
             if isinstance(item, dict):
-                content.append({"label": item.get("label"), "name": item.get("name"), "type": item.get("type"),
-                                "path": item.get("path"), "enabled": bool(item.get("enabled", True)),
-                                "product": product.get("id")})
+                content.append({"id": item.get("id"), "label": item.get("label"), "name": item.get("name"),
+                                "type": item.get("type"), "path": item.get("path"),
+                                "enabled": bool(item.get("enabled", True)), "gpg_url": item.get("gpg_url"),
+                                "metadata_expire": item.get("metadata_expire"),
+                                "arches": item.get("arches") or [], "product": product.get("id")})
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     pool: dict[str, Any] = payload["pool"] if isinstance(payload.get("pool"), dict) else {}
@@ -174,4 +190,5 @@ def read_entitlement(pem: str, *, ca_cert: Path | None = None) -> EntitlementCer
         products=products,
         content=content,
         signature=signature,
+        type=ent_type or "Basic",
     )

@@ -5,6 +5,10 @@ only the missing certificates (``GET /consumers/{uuid}/certificates?serials=...`
 local ones the server no longer lists.  A serial's files never change, so writing the key first and
 the certificate last (each atomically) means a certificate on disk always has its key; a crash
 leaves at worst an orphan key that the next refresh removes or completes.
+
+A :class:`CertificateListener` (the repository file, :mod:`ftagent.repos`) hears of the settled set
+of serials after the new certificates are written and before the old ones are removed, and of a
+clear before anything is removed: what it writes only ever names files that exist.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ftagent.atomic import fsync_dir, remove_durably, write_atomic
 from ftagent.errors import BadAnswer, RemoteError
@@ -23,7 +27,7 @@ from ftagent.errors import BadAnswer, RemoteError
 if TYPE_CHECKING:
     from ftagent.connection import Connection
 
-__all__ = ["EntitlementStore", "RefreshResult", "serial_of"]
+__all__ = ["CertificateListener", "EntitlementStore", "RefreshResult", "serial_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +68,23 @@ class RefreshResult:
         return cls(added=sorted(new - old), removed=sorted(old - new), kept=sorted(old & new))
 
 
-class EntitlementStore:
-    """The entitlement certificate directory."""
+class CertificateListener(Protocol):
+    """What depends on the certificate files (the repository file) and must follow them in order."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def certificates_settled(self, connection: Connection, uuid: str, serials: set[int], *, changed: bool,
+                             full: bool) -> None:
+        """``serials`` are on disk and will be all that is (the others go next); ``changed`` if any came or go."""
+
+    def certificates_cleared(self) -> None:
+        """Every certificate is about to be removed."""
+
+
+class EntitlementStore:
+    """The entitlement certificate directory (and the listener that follows its changes)."""
+
+    def __init__(self, directory: str | os.PathLike[str], listener: CertificateListener | None = None) -> None:
         self.directory = Path(directory)
+        self.listener = listener
 
     def cert_path(self, serial: int) -> Path:
         """Path of a serial's certificate."""
@@ -120,6 +136,8 @@ class EntitlementStore:
 
     def clear(self) -> list[int]:
         """Remove every entitlement certificate and key (and leftovers); return removed serials."""
+        if self.listener is not None:
+            self.listener.certificates_cleared()
         removed = sorted(self.serials())
         if not self.directory.is_dir():
             return removed
@@ -150,8 +168,11 @@ class EntitlementStore:
             fsync_dir(self.directory)
         return written
 
-    def refresh(self, connection: Connection, uuid: str) -> RefreshResult:
-        """Make the directory hold exactly the certificates the server lists for ``uuid``."""
+    def refresh(self, connection: Connection, uuid: str, *, full: bool = False) -> RefreshResult:
+        """Make the directory hold exactly the certificates the server lists for ``uuid``.
+
+        ``full`` (an explicit refresh) tells the listener to fetch what it keeps from the server anew.
+        """
         listing = connection.get(f"consumers/{uuid}/certificates/serials")
         if not isinstance(listing, list):
             raise RemoteError(200, "unexpected answer to the certificate serial listing")
@@ -172,6 +193,10 @@ class EntitlementStore:
                 params={"serials": ",".join(str(s) for s in sorted(missing))},
             )
             result.added = sorted(self.save_from_server(certs if isinstance(certs, list) else [], missing))
+        if self.listener is not None:
+            settled = (server & local) | set(result.added)
+            self.listener.certificates_settled(connection, uuid, settled, changed=bool(result.added or local - server),
+                                               full=full)
         for serial in sorted(local - server):
             self.remove(serial)
             result.removed.append(serial)

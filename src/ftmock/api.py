@@ -13,7 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, consumers, dto, failover, fleet, hypervisors, leases, shares, subscriptions
+from . import (
+    __version__,
+    consumers,
+    contentaccess,
+    dto,
+    failover,
+    fleet,
+    hypervisors,
+    leases,
+    overrides,
+    owners,
+    shares,
+    subscriptions,
+)
 from .auth import ANONYMOUS, Principal, authenticate_basic
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -218,6 +231,11 @@ class Api:
         r("DELETE", "/consumers/{uuid}/entitlements/pool/{pool}", self.unattach_by_pool)
         r("GET", "/consumers/{uuid}/entitlements/dry-run", self.dry_run)
         r("GET", "/consumers/{uuid}/owner", self.consumer_owner)
+        r("GET", "/consumers/{uuid}/content_access", self.consumer_content_access)
+        r("GET", "/consumers/{uuid}/accessible_content", self.accessible_content)
+        r("GET", "/consumers/{uuid}/content_overrides", self.content_overrides)
+        r("PUT", "/consumers/{uuid}/content_overrides", self.put_content_overrides)
+        r("DELETE", "/consumers/{uuid}/content_overrides", self.delete_content_overrides)
         r("GET", "/consumers", self.search_consumers)
         r("GET", "/consumers/{uuid}/lease", self.get_lease, ft=True)
         r("POST", "/consumers/{uuid}/lease", self.claim_lease, ft=True)
@@ -228,6 +246,8 @@ class Api:
         r("GET", "/owners", self.owners)
         r("POST", "/owners", self.create_owner)
         r("GET", "/owners/{owner}", self.owner)
+        r("PUT", "/owners/{owner}", self.update_owner)
+        r("GET", "/owners/{owner}/content_access", self.owner_content_access)
         r("GET", "/owners/{owner}/consumers", self.owner_consumers)
         r("GET", "/owners/{owner}/products", self.owner_products)
         r("POST", "/owners/{owner}/products", self.create_product)
@@ -286,15 +306,18 @@ class Api:
         return Response(200, consumers.regenerate(ctx.tx, ctx.ca, row, ctx.req.json(), honour_csr=self.honour_csr))
 
     def certificates(self, ctx: Ctx, uuid: str) -> Response:
+        """Entitlement certificates, and in an SCA org the content access certificate."""
         row = self._consumer(ctx, uuid)
         _checked_in(ctx, row)
         serials = subscriptions.parse_serials(ctx.req.query.get("serials"))
-        return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], serials))
+        return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], serials)
+                        + contentaccess.certificate_dtos(ctx.tx, ctx.ca, row, serials))
 
     def serials(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
         _checked_in(ctx, row)
-        return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], with_body=False))
+        return Response(200, subscriptions.certificate_dtos(ctx.tx, row["uuid"], with_body=False)
+                        + contentaccess.certificate_dtos(ctx.tx, ctx.ca, row, with_body=False))
 
     def entitlements(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
@@ -333,7 +356,10 @@ class Api:
         """PUT /consumers/{uuid}/certificates[?entitlement=ID]: new entitlement certificates (a check-in)."""
         row = self._consumer(ctx, uuid)
         _checked_in(ctx, row)
-        subscriptions.regenerate_certificates(ctx.tx, ctx.ca, row, ctx.req.query.get("entitlement"))
+        entitlement = ctx.req.query.get("entitlement")
+        subscriptions.regenerate_certificates(ctx.tx, ctx.ca, row, entitlement)
+        if not entitlement:
+            contentaccess.revoke(ctx.tx, row["uuid"])  # reissued, with a new serial, when next listed
         return Response(204)
 
     def unattach_by_serial(self, ctx: Ctx, uuid: str, serial: str) -> Response:
@@ -358,6 +384,29 @@ class Api:
         if row["owner"] is None:
             raise NotFound(f"Consumer {uuid} belongs to no organization yet")
         return Response(200, dto.owner_dto(consumers.require_owner(ctx.tx, row["owner"])))
+
+    def consumer_content_access(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        return Response(200, contentaccess.content_access_dto(ctx.tx, row["owner"]))
+
+    def accessible_content(self, ctx: Ctx, uuid: str) -> Response:
+        """The content access certificate's body, unless not modified since If-Modified-Since (304)."""
+        row = self._consumer(ctx, uuid)
+        status, body, headers = contentaccess.accessible_content(ctx.tx, ctx.ca, row,
+                                                                 ctx.req.header("If-Modified-Since"))
+        return Response(status, body, headers)
+
+    def content_overrides(self, ctx: Ctx, uuid: str) -> Response:
+        return Response(200, overrides.list_for(ctx.tx, self._consumer(ctx, uuid)["uuid"]))
+
+    def put_content_overrides(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        return Response(200, overrides.put(ctx.tx, row["uuid"], ctx.req.json()))
+
+    def delete_content_overrides(self, ctx: Ctx, uuid: str) -> Response:
+        row = self._consumer(ctx, uuid)
+        body = ctx.req.json() if ctx.req.body.strip() else None
+        return Response(200, overrides.delete(ctx.tx, row["uuid"], body))
 
     def search_consumers(self, ctx: Ctx) -> Response:
         """GET /consumers?owner=O[&type=T]: users only; without owner, superadmins see every org."""
@@ -474,11 +523,23 @@ class Api:
         if not who.superadmin:
             raise Forbidden("Only administrators create organizations")
         body = req_dict(ctx.req.json(), "owner")
-        return Response(200, create_owner(ctx.tx, body.get("key"), body.get("displayName")))
+        return Response(200, owners.create_owner(ctx.tx, body.get("key"), body.get("displayName"),
+                                                 body.get("contentAccessMode"), body.get("contentAccessModeList")))
 
     def owner(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
         return Response(200, dto.owner_dto(consumers.require_owner(ctx.tx, owner)))
+
+    def update_owner(self, ctx: Ctx, owner: str) -> Response:
+        """PUT /owners/{owner}: display name and content access mode (list); administrators only."""
+        self._require_owner_access(ctx, owner)
+        if not ctx.who.superadmin:
+            raise Forbidden("Only administrators update organizations")
+        return Response(200, owners.update_owner(ctx.tx, owner, ctx.req.json()))
+
+    def owner_content_access(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, contentaccess.content_access_dto(ctx.tx, owner))
 
     def owner_consumers(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
@@ -577,17 +638,3 @@ def _checked_in(ctx: Ctx, row: sqlite3.Row) -> None:
     """The consumer's own check-in calls (not a user's) update lastCheckin, as Candlepin's check-in filter does."""
     if ctx.who.is_consumer:
         ctx.tx.execute("UPDATE consumers SET last_checkin=? WHERE uuid=?", (now_iso(), row["uuid"]))
-
-
-_OWNER_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def create_owner(tx: Tx, key: Any, display_name: Any = None) -> dict[str, Any]:
-    if not isinstance(key, str) or not _OWNER_KEY.match(key):
-        raise BadRequest("Organization key must be 1-64 letters, digits, '.', '_' or '-'")
-    if display_name is not None and not isinstance(display_name, str):
-        raise BadRequest("displayName must be a string")
-    if tx.one("SELECT 1 FROM owners WHERE key = ?", (key,)):
-        raise BadRequest(f"Organization '{key}' already exists")
-    tx.execute("INSERT INTO owners(key, display_name, created) VALUES(?,?,?)", (key, display_name or key, now_iso()))
-    return dto.owner_dto(consumers.require_owner(tx, key))

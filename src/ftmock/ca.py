@@ -231,8 +231,13 @@ class CertificateAuthority:
         )
 
     def entitlement(self, entitlement_id: str, owner: str, serial: int, payload: dict[str, Any],
-                    not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> IssuedCert:
-        """Issue a v3 entitlement certificate (see `entcert`) with its own key for a payload."""
+                    not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
+                    entitlement_type: str | None = None) -> IssuedCert:
+        """Issue a v3 certificate (see `entcert`) with its own key for a payload.
+
+        CN is ``entitlement_id``: an entitlement's id, or for a content access certificate
+        (``entitlement_type`` "OrgLevel") the consumer's UUID.
+        """
         key = generate_key()
         builder = self._builder(
             x509.Name([
@@ -241,7 +246,7 @@ class CertificateAuthority:
             ]),
             key.public_key(), ENTITLEMENT_DAYS, serial, not_after, not_before,
         )
-        for ext in entcert.extensions():
+        for ext in entcert.extensions(payload, entitlement_type or entcert.ENTITLEMENT_TYPE):
             builder = builder.add_extension(ext, critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         compressed = entcert.encode_payload(payload)

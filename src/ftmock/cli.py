@@ -93,16 +93,24 @@ def cli(ctx: click.Context, data_dir: str, debug: bool) -> None:
 @click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds for a request's line and headers to arrive once begun, and for its body "
                    "(plus one second per MiB); slower clients get 408 and are disconnected.")
+@click.option("--content-access-mode", type=click.Choice(["org_environment", "entitlement"]), default=None,
+              help="Content access mode of org 'admin': org_environment (simple content access; the default "
+                   "when the org is created) or entitlement; given, it is applied at every start.")
+@click.option("--content-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Serve this directory as the content delivery network at the server's root (URL written "
+                   "to DIR/cdn-url), to clients whose entitlement or content access certificate grants the path.")
 @click.pass_obj
 def serve(data_dir: Path, listen: str, serve_data_dir: str | None, admin_password: str | None,
-          no_csr: bool, request_timeout: float) -> None:
+          no_csr: bool, request_timeout: float, content_access_mode: str | None, content_dir: str | None) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
 
     if serve_data_dir is not None:
         data_dir = Path(serve_data_dir).resolve()
     host, port = _parse_listen(listen)
-    app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr, request_timeout=request_timeout)
+    app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr, request_timeout=request_timeout,
+                    content_access_mode=content_access_mode,
+                    content_dir=Path(content_dir).resolve() if content_dir else None)
     app.serve()
 
 
@@ -156,30 +164,55 @@ def org() -> None:
     """Organizations."""
 
 
+_MODES = click.Choice(["org_environment", "entitlement"])
+
+
 @org.command("create")
 @click.argument("key")
 @click.option("--name", help="Display name.")
+@click.option("--content-access-mode", "mode", type=_MODES, default=None,
+              help="org_environment (simple content access, the default) or entitlement (content from "
+                   "attached subscriptions).")
 @click.pass_obj
-def org_create(data_dir: Path, key: str, name: str | None) -> None:
+def org_create(data_dir: Path, key: str, name: str | None, mode: str | None) -> None:
     """Create organization KEY."""
-    from .api import create_owner
+    from .owners import create_owner
 
-    _admin(data_dir, create_owner, key, name)
+    _admin(data_dir, create_owner, key, name, mode)
+
+
+@org.command("update")
+@click.argument("key")
+@click.option("--name", help="New display name.")
+@click.option("--content-access-mode", "mode", type=_MODES, default=None,
+              help="Switch to org_environment (simple content access) or entitlement; leaving simple "
+                   "content access revokes the org's content access certificates.")
+@click.pass_obj
+def org_update(data_dir: Path, key: str, name: str | None, mode: str | None) -> None:
+    """Change organization KEY's display name or content access mode."""
+    from .owners import update_owner
+
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["displayName"] = name
+    if mode is not None:
+        body["contentAccessMode"] = mode
+    _admin(data_dir, update_owner, key, body)
 
 
 @org.command("list")
 @_json_flag
 @click.pass_obj
 def org_list(data_dir: Path, as_json: bool) -> None:
-    """List organizations with their numbers of systems, hypervisors and FT groups."""
+    """List organizations with their numbers of systems, hypervisors and FT groups, and content access mode."""
     from .fleet import org_list as orgs
 
     rows = _query(data_dir, orgs)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    _table([[o["key"], o["systems"], o["hypervisors"], o["ftGroups"], o["displayName"]] for o in rows],
-           ["ORG", "SYSTEMS", "HYPERVISORS", "FT GROUPS", "NAME"])
+    _table([[o["key"], o["systems"], o["hypervisors"], o["ftGroups"], o["contentAccessMode"], o["displayName"]]
+            for o in rows], ["ORG", "SYSTEMS", "HYPERVISORS", "FT GROUPS", "CONTENT ACCESS", "NAME"])
 
 
 @cli.group()

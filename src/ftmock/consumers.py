@@ -7,8 +7,8 @@ import sqlite3
 import uuid as uuidlib
 from typing import Any
 
+from . import contentaccess, overrides, shares, subscriptions
 from . import dto as dto_
-from . import shares, subscriptions
 from .auth import Principal
 from .ca import CertificateAuthority, IssuedCert
 from .errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized
@@ -79,7 +79,7 @@ def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[s
         "releaseVer": {"releaseVer": None},
         "hypervisorId": hypervisor_id,
         "environments": [],
-        "contentAccessMode": dto_.CONTENT_ACCESS_MODE,
+        "contentAccessMode": dto_.content_access_mode(tx, owner),
         "entitlementStatus": subscriptions.compliance(tx, row)["status"] if owner else "unknown",
         "entitlementCount": int(ent_count["n"]) if ent_count else 0,
         "guestIds": guest_id_dtos(tx, row["uuid"]),
@@ -344,6 +344,7 @@ def regenerate(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, body: Any,
     elif row["key_pem"] is None:
         public_key = row["public_key_pem"]
     issued = issue_identity(tx, ca, row, public_key)
+    contentaccess.revoke(tx, row["uuid"])  # a new identity gets a new content access certificate
     return consumer_dto(tx, get_row(tx, row["uuid"]), issued.key_pem)
 
 
@@ -352,6 +353,8 @@ def delete(tx: Tx, row: sqlite3.Row) -> None:
         subscriptions.remove_entitlement(tx, ent["id"])
     # Pools derived from this consumer's entitlements went with them; guests it reported go too.
     tx.execute("DELETE FROM guests WHERE hypervisor = ?", (row["uuid"],))
+    contentaccess.revoke(tx, row["uuid"])
+    overrides.forget(tx, row["uuid"])
     tx.execute("DELETE FROM consumers WHERE uuid = ?", (row["uuid"],))
     tx.execute(
         "INSERT OR REPLACE INTO deleted_consumers(uuid, owner, name, deleted) VALUES(?,?,?,?)",

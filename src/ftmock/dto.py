@@ -15,8 +15,11 @@ from typing import Any
 from .store import Tx
 
 __all__ = [
-    "CONTENT_ACCESS_MODE",
+    "CONTENT_ACCESS_MODES",
+    "DEFAULT_CONTENT_ACCESS_MODE",
+    "ENTITLEMENT_MODE",
     "HYPERVISOR_JOB_KEY",
+    "SCA_MODE",
     "job",
     "nested_owner",
     "owner_dto",
@@ -24,8 +27,13 @@ __all__ = [
     "without_nulls",
 ]
 
-# ftmock grants content by entitlement certificates only (no simple content access).
-CONTENT_ACCESS_MODE = "entitlement"
+# Candlepin's two content access modes: content by entitlement certificates of attached pools, or
+# Simple Content Access ("org_environment"): one content access certificate per system for all of
+# the org's content. New orgs are SCA, as Candlepin's have been since Red Hat moved every account.
+ENTITLEMENT_MODE = "entitlement"
+SCA_MODE = "org_environment"
+CONTENT_ACCESS_MODES = (ENTITLEMENT_MODE, SCA_MODE)
+DEFAULT_CONTENT_ACCESS_MODE = SCA_MODE
 HYPERVISOR_JOB_KEY = "HypervisorUpdateJob"
 HEARTBEAT_JOB_KEY = "HypervisorHeartbeatUpdateJob"
 _FINAL_STATES = ("FINISHED", "FAILED", "CANCELED", "ABORTED")
@@ -45,10 +53,10 @@ def owner_id(key: str) -> str:
     return uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"ftmock:owner:{key}").hex
 
 
-def nested_owner(key: str, display_name: str | None = None) -> dict[str, Any]:
-    """NestedOwnerDTO: how consumers, pools and keys name their org."""
+def nested_owner(key: str, display_name: str | None = None, mode: str = ENTITLEMENT_MODE) -> dict[str, Any]:
+    """NestedOwnerDTO: how consumers, pools and keys name their org (with its content access mode)."""
     return {"id": owner_id(key), "key": key, "displayName": display_name or key, "href": f"/owners/{key}",
-            "contentAccessMode": CONTENT_ACCESS_MODE}
+            "contentAccessMode": mode}
 
 
 def owner_dto(row: sqlite3.Row) -> dict[str, Any]:
@@ -58,9 +66,9 @@ def owner_dto(row: sqlite3.Row) -> dict[str, Any]:
         "key": row["key"],
         "displayName": row["display_name"],
         "created": row["created"],
-        "updated": row["created"],
-        "contentAccessMode": CONTENT_ACCESS_MODE,
-        "contentAccessModeList": CONTENT_ACCESS_MODE,
+        "updated": row["updated"] or row["created"],
+        "contentAccessMode": row["content_access_mode"],
+        "contentAccessModeList": row["content_access_mode_list"],
         "autobindDisabled": False,
         "autobindHypervisorDisabled": False,
         "anonymous": False,
@@ -70,7 +78,17 @@ def owner_dto(row: sqlite3.Row) -> dict[str, Any]:
 
 def owner_by_key(tx: Tx, key: str) -> dict[str, Any]:
     row = tx.one("SELECT * FROM owners WHERE key = ?", (key,))
-    return nested_owner(key, row["display_name"] if row else None)
+    if row is None:
+        return nested_owner(key)
+    return nested_owner(key, row["display_name"], row["content_access_mode"])
+
+
+def content_access_mode(tx: Tx, key: str | None) -> str | None:
+    """The content access mode of an org (None for no org, or an unknown one)."""
+    if not key:
+        return None
+    row = tx.one("SELECT content_access_mode FROM owners WHERE key = ?", (key,))
+    return str(row["content_access_mode"]) if row else None
 
 
 def job(tx: Tx, dto: dict[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,19 @@
-"""Entitlement certificates in Candlepin's version 3 form.
+"""Entitlement and content access certificates in Candlepin's version 3 form.
 
-What a v3 entitlement certificate is, as subscription-manager reads it:
+What a v3 certificate is, as subscription-manager reads it:
 
-- an X.509 certificate (CN = entitlement id, O = org) valid from the entitlement's start to its
-  end, carrying extensions under Red Hat's OID arc 1.3.6.1.4.1.2312.9: ``.6`` the certificate
-  version (``"3.4"``) and ``.8`` the entitlement type (``"Basic"``), each a DER UTF8String;
+- an X.509 certificate (an entitlement's: CN = entitlement id, O = org, valid over the pool's
+  period; a content access certificate's: CN = consumer UUID, O = org) carrying extensions under
+  Red Hat's OID arc 1.3.6.1.4.1.2312.9: ``.6`` the certificate version (``"3.4"``) and ``.8`` the
+  entitlement type (``"Basic"``, or ``"OrgLevel"`` for simple content access), each a DER
+  UTF8String, and ``.7`` the content paths it grants as a DER OCTET STRING holding the
+  Huffman-coded path tree (:mod:`ftmock.pathtree`);
 - after it, ``-----BEGIN ENTITLEMENT DATA-----``: base64 of the zlib-compressed JSON payload
   (consumer, quantity, subscription, order, products with their content, pool);
 - then ``-----BEGIN RSA SIGNATURE-----``: the CA's signature over the compressed payload, so a
   client holding the CA certificate can check the payload was not altered.  Candlepin signs with
   an RSA key; ftmock's CA key is EC P-256, so the block (named as clients expect it) holds an
   ECDSA-SHA256 signature.
-
-Not emitted: Candlepin's ``.7`` extension (the Huffman-coded tree of entitled content paths that
-python-rhsm's ``check_path`` reads); clients that need content paths read them from the payload.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
+from .pathtree import encode_paths
+
 __all__ = [
     "CERT_VERSION",
+    "CONTENT_ACCESS_TYPE",
     "ENTITLEMENT_TYPE",
     "REDHAT_OID",
     "der_utf8_string",
@@ -40,7 +43,9 @@ __all__ = [
 REDHAT_OID = "1.3.6.1.4.1.2312.9"
 CERT_VERSION = "3.4"
 ENTITLEMENT_TYPE = "Basic"
+CONTENT_ACCESS_TYPE = "OrgLevel"
 OID_CERT_VERSION = ObjectIdentifier(f"{REDHAT_OID}.6")
+OID_CONTENT_PATHS = ObjectIdentifier(f"{REDHAT_OID}.7")
 OID_ENTITLEMENT_TYPE = ObjectIdentifier(f"{REDHAT_OID}.8")
 
 DATA_BEGIN = "-----BEGIN ENTITLEMENT DATA-----"
@@ -49,24 +54,36 @@ SIGNATURE_BEGIN = "-----BEGIN RSA SIGNATURE-----"
 SIGNATURE_END = "-----END RSA SIGNATURE-----"
 
 
-def der_utf8_string(text: str) -> bytes:
-    """DER encoding of an ASN.1 UTF8String (tag 12), the value type of Candlepin's extensions."""
-    data = text.encode()
+def _der(tag: int, data: bytes) -> bytes:
     n = len(data)
     if n < 0x80:
         length = bytes([n])
     else:
         octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
         length = bytes([0x80 | len(octets)]) + octets
-    return b"\x0c" + length + data
+    return bytes([tag]) + length + data
 
 
-def extensions() -> list[x509.UnrecognizedExtension]:
-    """The Red Hat extensions of a v3 entitlement certificate."""
-    return [
+def der_utf8_string(text: str) -> bytes:
+    """DER encoding of an ASN.1 UTF8String (tag 12), the value type of Candlepin's text extensions."""
+    return _der(0x0C, text.encode())
+
+
+def content_paths(payload: dict[str, Any]) -> list[str]:
+    """Every content path the payload's products carry."""
+    return [c["path"] for p in payload.get("products") or [] for c in p.get("content") or [] if c.get("path")]
+
+
+def extensions(payload: dict[str, Any], entitlement_type: str = ENTITLEMENT_TYPE) -> list[x509.UnrecognizedExtension]:
+    """The Red Hat extensions of a v3 certificate for this payload (no path tree without content)."""
+    out = [
         x509.UnrecognizedExtension(OID_CERT_VERSION, der_utf8_string(CERT_VERSION)),
-        x509.UnrecognizedExtension(OID_ENTITLEMENT_TYPE, der_utf8_string(ENTITLEMENT_TYPE)),
+        x509.UnrecognizedExtension(OID_ENTITLEMENT_TYPE, der_utf8_string(entitlement_type)),
     ]
+    tree = encode_paths(content_paths(payload))
+    if tree is not None:
+        out.append(x509.UnrecognizedExtension(OID_CONTENT_PATHS, _der(0x04, tree)))
+    return out
 
 
 def content_entry(item: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ The rules, so that partial, repeated or out-of-order reports have one outcome:
   instance that no longer runs) ever loses entitlements through a report.
 * The successor's identity certificate is issued once, for the predecessor's public key, and then
   returned to every request made with any older identity of the group (A -> B -> C leads to C).
+* The predecessor's content access certificate is revoked at the failover, and the successor
+  inherits its content overrides (repository choices are the VM's, not the instance's).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
-from . import shares, subscriptions
+from . import contentaccess, overrides, shares, subscriptions
 from .ca import CertificateAuthority
 from .consumers import consumer_dto, get_row, issue_identity
 from .store import Tx, dumps, loads, now_iso
@@ -140,6 +142,10 @@ def reconcile_group(tx: Tx, ca: CertificateAuthority, gkey: str, entries: list[F
                         successor["uuid"])
             _inherit_facts(tx, current, successor)
             _move_entitlements(tx, ca, get_row(tx, current["uuid"]), get_row(tx, successor["uuid"]))
+            # The instance that failed no longer runs: its content access ends; the VM's repository
+            # choices go on with it.
+            contentaccess.revoke(tx, current["uuid"])
+            overrides.inherit(tx, current["uuid"], successor["uuid"])
     sync_group_entitlements(tx, ca, reported_owner, gkey)
     return {"created": created, "failover": failed_over}
 

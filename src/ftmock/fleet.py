@@ -22,7 +22,7 @@ def _iso(epoch: float) -> str:
 
 
 def org_list(tx: Tx) -> list[dict[str, Any]]:
-    """Every organization with how many systems, hypervisors and FT groups it has."""
+    """Every organization with how many systems, hypervisors and FT groups it has, and its content access mode."""
     out = []
     for row in tx.all("SELECT * FROM owners ORDER BY key"):
         key = row["key"]
@@ -33,7 +33,7 @@ def org_list(tx: Tx) -> list[dict[str, Any]]:
         assert counts is not None
         out.append({"key": key, "displayName": row["display_name"],
                     "systems": counts["systems"] or 0, "hypervisors": counts["hyps"] or 0,
-                    "ftGroups": counts["groups"] or 0})
+                    "ftGroups": counts["groups"] or 0, "contentAccessMode": row["content_access_mode"]})
     return out
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .api import Api, Request, Response
+from .api import PREFIX, Api, Request, Response
+from .cdn import CHUNK, ContentAnswer, ContentServer
 from .errors import ApiError, BadRequest, PayloadTooLarge, RequestTimeout
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "FtmockHTTPServer", "make_tls_context"]
@@ -90,6 +91,7 @@ class Handler(BaseHTTPRequestHandler):
     server: FtmockHTTPServer
     timeout = IDLE_TIMEOUT
     peer: dict[str, Any] | None = None
+    peer_der: bytes | None = None
     _reader: _DeadlineReader | None = None
 
     def setup(self) -> None:
@@ -100,6 +102,7 @@ class Handler(BaseHTTPRequestHandler):
             conn.settimeout(self.server.request_timeout)  # a dribbled handshake ends too
             conn.do_handshake()
             self.peer = conn.getpeercert() or None
+            self.peer_der = conn.getpeercert(binary_form=True) if self.peer else None
         except (ssl.SSLError, OSError) as exc:
             log.debug("TLS handshake with %s failed: %s", self.client_address[0], exc)
             self.close_connection = True
@@ -193,6 +196,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         split = urlsplit(self.path)
+        content = self.server.content
+        if content is not None and split.path != PREFIX and not split.path.startswith(PREFIX + "/"):
+            self._dispatch_content(content, split.path)
+            return
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         try:
             body = self._read_body()
@@ -207,6 +214,46 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("internal error on %s %s", self.command, split.path)
             response = Response(500, {"displayMessage": "Internal server error"})
         self._send(response)
+
+    def _dispatch_content(self, content: ContentServer, path: str) -> None:
+        """A request for the content server (anything outside the API's prefix)."""
+        try:
+            self._read_body()
+            answer = content.answer(self.command, path, dict(self.headers.items()), self.peer_der)
+        except ApiError as exc:
+            self._send(Response(exc.status, exc.body()))
+            return
+        except Exception:
+            log.exception("internal error on content %s %s", self.command, path)
+            self._send(Response(500, {"displayMessage": "Internal server error"}))
+            return
+        self._send_content(answer)
+
+    def _send_content(self, answer: ContentAnswer) -> None:
+        self.connection.settimeout(IDLE_TIMEOUT)
+        length = answer.length if answer.file is not None else len(answer.body)
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if answer.file is None:
+            self.wfile.write(answer.body)
+            return
+        with open(answer.file, "rb") as fh:
+            fh.seek(answer.offset)
+            left = answer.length
+            while left > 0:
+                chunk = fh.read(min(CHUNK, left))
+                if not chunk:  # the file shrank under us: the client sees a short body and retries
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
     def _read_body(self) -> bytes:
         length_text = self.headers.get("Content-Length")
@@ -260,6 +307,7 @@ class FtmockHTTPServer(ThreadingHTTPServer):
 
     api: Api
     tls: ssl.SSLContext
+    content: ContentServer | None = None
 
     def __init__(self, address: tuple[str, int], request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         """Bind and listen at once (OSError if the address is taken); :meth:`open` gives it the API
@@ -269,9 +317,10 @@ class FtmockHTTPServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self._stopping = threading.Event()
 
-    def open(self, api: Api, tls: ssl.SSLContext) -> None:
+    def open(self, api: Api, tls: ssl.SSLContext, content: ContentServer | None = None) -> None:
         self.api = api
         self.tls = tls
+        self.content = content
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()

@@ -23,7 +23,9 @@ SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS owners(
-    key TEXT PRIMARY KEY, display_name TEXT NOT NULL, created TEXT NOT NULL);
+    key TEXT PRIMARY KEY, display_name TEXT NOT NULL, created TEXT NOT NULL,
+    content_access_mode TEXT NOT NULL DEFAULT 'entitlement',
+    content_access_mode_list TEXT NOT NULL DEFAULT 'entitlement,org_environment', updated TEXT);
 CREATE TABLE IF NOT EXISTS users(
     username TEXT PRIMARY KEY, salt TEXT NOT NULL, pw_hash TEXT NOT NULL, superadmin INTEGER NOT NULL,
     owner TEXT, role TEXT NOT NULL DEFAULT 'admin');
@@ -158,6 +160,25 @@ CREATE TABLE IF NOT EXISTS shares(
     created TEXT NOT NULL,
     PRIMARY KEY(owner, recipient));
 CREATE INDEX IF NOT EXISTS shares_recipient ON shares(recipient);
+CREATE TABLE IF NOT EXISTS content_access_certs(
+    consumer TEXT PRIMARY KEY,
+    serial INTEGER NOT NULL,
+    cert TEXT NOT NULL,
+    key TEXT NOT NULL,
+    expiration TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS content_access_serial ON content_access_certs(serial);
+CREATE TABLE IF NOT EXISTS content_overrides(
+    consumer TEXT NOT NULL,
+    label TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY(consumer, label, name)
+);
 """
 
 
@@ -212,8 +233,12 @@ class Database:
 
 
 # Columns added after the first release: a database created earlier gains them on open.
+# Orgs made before content access modes existed had entitlement-mode behaviour: they keep it.
 _ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT 'admin'")],
-                  "consumers": [("guests_digest", "TEXT")]}
+                  "consumers": [("guests_digest", "TEXT")],
+                  "owners": [("content_access_mode", "TEXT NOT NULL DEFAULT 'entitlement'"),
+                             ("content_access_mode_list", "TEXT NOT NULL DEFAULT 'entitlement,org_environment'"),
+                             ("updated", "TEXT")]}
 
 
 def _add_missing_columns(tx: Tx) -> None:

@@ -507,12 +507,19 @@ def auto_attach(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row,
                 dry_run: bool = False) -> list[dict[str, Any]]:
     """Attach one pool per uncovered installed product, preferring the guest's own host's virt pool.
 
+    In an SCA org a client's auto-attach (no `only_products`) binds nothing.
     `only_products` widens or narrows what is wanted (FT instances copy what their primary holds);
     `host_only` restricts the choice to pools derived from the consumer's own hypervisor. With
     `dry_run` nothing is attached: the answer is the PoolQuantityDTOs that would be.
     """
     if consumer["owner"] is None:
         raise Forbidden("The system is not registered to an organization.")
+    if only_products is None and dto.content_access_mode(tx, consumer["owner"]) == dto.SCA_MODE:
+        # Simple content access: the content access certificate grants the org's content, so a
+        # client's auto-attach binds nothing (an empty answer, as Candlepin). The FT rules' own
+        # moves (`only_products`) still carry what was bound by pool id.
+        log.debug("auto-attach for %s in SCA org %s: nothing to bind", consumer["uuid"], consumer["owner"])
+        return []
     wanted = only_products if only_products is not None else [
         p["productId"] for p in loads(consumer["installed_products"], [])]
     covered = products_covered(tx, consumer["uuid"])
@@ -589,7 +596,14 @@ def entitlement_dtos(tx: Tx, consumer_uuid: str) -> list[dict[str, Any]]:
 
 
 def compliance(tx: Tx, consumer: sqlite3.Row) -> dict[str, Any]:
-    """valid: every installed product covered (or none installed); partial: some; invalid: none."""
+    """valid: every installed product covered (or none installed); partial: some; invalid: none.
+
+    In an SCA org, "disabled" (as Candlepin): content does not depend on subscriptions there.
+    """
+    if dto.content_access_mode(tx, consumer["owner"]) == dto.SCA_MODE:
+        return {"status": "disabled", "compliant": True, "date": now_iso(), "compliantProducts": {},
+                "partiallyCompliantProducts": {}, "partialStacks": {}, "nonCompliantProducts": [], "reasons": [],
+                "productComplianceDateRanges": {}, "consumerUuid": consumer["uuid"]}
     installed = loads(consumer["installed_products"], [])
     covered = products_covered(tx, consumer["uuid"])
     compliant = {p["productId"]: covered[p["productId"]] for p in installed if p["productId"] in covered}

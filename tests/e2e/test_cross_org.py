@@ -7,12 +7,12 @@ from pathlib import Path
 from ftreport import examples
 from tests.conftest import FtmockServer
 from tests.e2e.conftest import Admin, report_config, run, vm_guest
-from tests.kit.orgs import new_org
+from tests.kit.orgs import ENTITLEMENT, new_org
 
 
 def test_failover_reported_by_the_sharing_org_reaches_the_guest(server: FtmockServer, admin: Admin,
                                                                 tmp_path: Path, isolated_reporter_env: None) -> None:
-    orgx, orgy = new_org(server), new_org(server)
+    orgx, orgy = new_org(server, mode=ENTITLEMENT), new_org(server, mode=ENTITLEMENT)
     pool = admin.virt_pool(orgx)
     conf = report_config(tmp_path / "ftreport.conf", server, orgx, {"type": "fake", "file": "builtin:report1"})
     run("ftreport", "-c", str(conf), "--oneshot")

@@ -23,7 +23,7 @@ from ftagent.identity import IdentityStore
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import checkin, hypervisor
 from tests.kit.guest import FTAGENT, Guest, cli_guest
-from tests.kit.orgs import new_org
+from tests.kit.orgs import ENTITLEMENT, new_org
 
 
 def hyp_checkin(g: Guest, report: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class FtScenario:
 
 @pytest.fixture
 def ft(tmp_path: Path, ftmock_session: FtmockServer) -> FtScenario:
-    return FtScenario(cli_guest(tmp_path / "vm", ftmock_session, new_org(ftmock_session)))
+    return FtScenario(cli_guest(tmp_path / "vm", ftmock_session, new_org(ftmock_session, mode=ENTITLEMENT)))
 
 
 def server_serials(g: Guest, uuid: str) -> set[int]:

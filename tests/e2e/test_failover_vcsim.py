@@ -9,13 +9,13 @@ from pathlib import Path
 from tests.conftest import FtmockServer
 from tests.e2e.conftest import Admin, report_config, vm_guest
 from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
-from tests.kit.orgs import new_org
+from tests.kit.orgs import ENTITLEMENT, new_org
 from tests.kit.wait import wait_until
 
 
 def test_vcsim_failover_reaches_the_guest(vcsim: Vcsim, server: FtmockServer, admin: Admin, tmp_path: Path,
                                           isolated_reporter_env: None) -> None:
-    org = new_org(server)
+    org = new_org(server, mode=ENTITLEMENT)  # the design's entitlements follow the hypervisor
     pool = admin.virt_pool(org)
     group = vcsim.state()["ft"][0]
     primary, backup = group["instances"]

@@ -9,12 +9,12 @@ import requests
 from ftreport import examples
 from tests.conftest import FtmockServer
 from tests.e2e.conftest import Admin, report_config, run, vm_guest
-from tests.kit.orgs import new_org
+from tests.kit.orgs import ENTITLEMENT, new_org
 
 
 def test_report1_register_report2_checkin_swaps_identity(server: FtmockServer, admin: Admin, tmp_path: Path,
                                                          isolated_reporter_env: None) -> None:
-    org = new_org(server)
+    org = new_org(server, mode=ENTITLEMENT)  # the design's entitlements follow the hypervisor
     pool = admin.virt_pool(org)
     conf = report_config(tmp_path / "ftreport.conf", server, org, {"type": "fake", "file": "builtin:report1"})
 

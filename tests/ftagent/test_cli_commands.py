@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ADMIN_PASSWORD, FtmockServer
 from tests.kit.guest import FTAGENT, Guest, cli_guest
 from tests.kit.orgs import make_pool
@@ -49,6 +51,7 @@ def test_clean_removes_local_state_without_the_server(guest: Guest) -> None:
     assert res.returncode == 0 and "Nothing to remove" in res.stdout
 
 
+@pytest.mark.content_access("entitlement")  # entitlement certificates by serial and pool
 def test_remove_by_serial_pool_and_all(guest: Guest) -> None:
     pools = [make_pool(guest.server, guest.org, "100"), make_pool(guest.server, guest.org, "100"),
              make_pool(guest.server, guest.org, "100")]
@@ -75,6 +78,7 @@ def test_remove_by_serial_pool_and_all(guest: Guest) -> None:
     assert ftagent(guest, "remove", "--all", "--pool", pools[0]).returncode == 64
 
 
+@pytest.mark.content_access("entitlement")  # attach by pool, then subscribed
 def test_attach_quantity_and_list_installed(guest: Guest) -> None:
     pool = make_pool(guest.server, guest.org, "100", 10)
     guest.register()

@@ -20,11 +20,12 @@ from tests.clirunner import Runner
 from tests.conftest import ADMIN_PASSWORD, FtmockServer
 from tests.kit.ca import CertAuthority, key_pem, new_key
 from tests.kit.guest import FTAGENT, Guest, cli_guest
-from tests.kit.orgs import make_pool, new_org
+from tests.kit.orgs import ENTITLEMENT, make_pool, new_org
 
 # -- registration --------------------------------------------------------------------------------
 
 
+@pytest.mark.content_access("entitlement")  # a consumer with no certificate at all
 def test_register_then_identity_checkin_unregister(any_guest: Guest) -> None:
     guest = any_guest
     data = guest.register("--name", "vm-one")
@@ -92,6 +93,7 @@ def test_wrong_password_is_401_with_server_message(guest: Guest) -> None:
     assert not guest.id_dir.exists() or not any(guest.id_dir.iterdir())
 
 
+@pytest.mark.content_access("entitlement")  # the key's pool is attached for content
 def test_activation_key_registration_attaches_its_pool(any_guest: Guest) -> None:
     guest = any_guest
     pool = make_pool(guest.server, guest.org)
@@ -104,6 +106,7 @@ def test_activation_key_registration_attaches_its_pool(any_guest: Guest) -> None
     assert stat.S_IMODE(os.stat(guest.ent_dir / f"{serial}-key.pem").st_mode) == 0o600
 
 
+@pytest.mark.content_access("entitlement")  # attach and compliance
 def test_attach_list_status_and_refresh_adds_and_removes(any_guest: Guest) -> None:
     guest = any_guest
     pool = make_pool(guest.server, guest.org)
@@ -304,9 +307,10 @@ def test_identity_and_help_do_not_import_the_network_stack(guest: Guest) -> None
     assert res.stdout.strip() == "[]"
 
 
+@pytest.mark.content_access("entitlement")  # auto-attach binds pools
 def test_register_auto_attach_and_attach_auto(tmp_path: Path, any_ftmock: FtmockServer) -> None:
     ftmock_session = any_ftmock
-    org = new_org(ftmock_session)
+    org = new_org(ftmock_session, mode=ENTITLEMENT)
     make_pool(ftmock_session, org, "100", 10)
     g = cli_guest(tmp_path / "g", ftmock_session, org)
     data = g.register("--auto-attach")
@@ -319,6 +323,7 @@ def test_register_auto_attach_and_attach_auto(tmp_path: Path, any_ftmock: Ftmock
     assert len(list(g2.ent_dir.glob("*-key.pem"))) == 1
 
 
+@pytest.mark.content_access("entitlement")  # entitlement certificates of attached pools
 def test_list_consumed_reads_the_certificates_offline(any_guest: Guest) -> None:
     guest = any_guest
     server = guest.server

@@ -165,7 +165,9 @@ def test_wall_clock_jumps_change_nothing(ftmock_session: FtmockServer, tmp_path:
 def test_zombie_primary_gets_308_claims_successor_gets_409_and_fences(ftmock_session: FtmockServer, tmp_path: Path,
                                                                      guests: list[Guest]) -> None:
     server = ftmock_session
-    org = new_org(server)
+    org = new_org(server)  # simple content access: the swap also moves the repository file
+    server.admin("product", "create", "--org", org, "--id", "69", "--name", "OS", "--content", "os-rpms=/content/os")
+    server.admin("pool", "create", "--org", org, "--product", "69")
     checkin(server, org, REPORT1)
     timing = {"ttl": "10", "margin": "2", "renew_interval": "0.5"}
     a = lease_guest(server, tmp_path / "a", org, VM1, **timing)
@@ -197,6 +199,12 @@ def test_zombie_primary_gets_308_claims_successor_gets_409_and_fences(ftmock_ses
     assert not b.fences()
     log = assert_no_overlap(server, consumer2)
     assert [e["event"] for e in log if e["event"] != "renew"] == ["grant", "handover"]
+    # The heartbeat's swap rewrote the repository file for the successor's content access certificate.
+    [cert] = [line.split(" = ", 1)[1] for line in b.repo_file.read_text().splitlines()
+              if line.startswith("sslclientcert")]
+    served = Client(server, cert=tuple(str(p) for p in b.identity_files()))  # type: ignore[arg-type]
+    [serial] = [s["serial"] for s in served.get(f"/consumers/{consumer2}/certificates/serials").json()]
+    assert cert == str(b.ent_dir / f"{serial}.pem") and Path(cert).is_file()
     assert a.stop(pa) == 3 and b.stop(pb) == 0
 
 

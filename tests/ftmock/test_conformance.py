@@ -59,6 +59,8 @@ CLIENT_READS: dict[str, list[str]] = {
     "PoolQuantityDTO": ["pool", "quantity"],
     "DeleteResult": ["deletedRecords"],
     "Link": ["rel", "href"],
+    "ContentAccessDTO": ["contentAccessMode", "contentAccessModeList"],
+    "ContentOverrideDTO": ["contentLabel", "name", "value"],
     "ExceptionMessage": ["displayMessage"],
 }
 
@@ -68,6 +70,13 @@ KNOWN_DIFFERENCES = {
     # list of created entitlements, which python-rhsm and subscription-manager parse.
     ("POST", "/consumers/{consumer_uuid}/entitlements"): {
         "type": "array", "items": {"$ref": "#/components/schemas/EntitlementDTO"}},
+    # The description types the content access body as text/plain; Candlepin answers with a JSON
+    # listing (serial -> [certificate, entitlement data and signature]) that subscription-manager reads.
+    ("GET", "/consumers/{consumer_uuid}/accessible_content"): {
+        "type": "object", "required": ["contentListing", "lastUpdate"],
+        "properties": {"contentListing": {"type": "object", "additionalProperties": {
+                           "type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}},
+                       "lastUpdate": {"type": "string", "format": "date-time"}}},
 }
 
 # A guest asking for its host gets the reduced view (no facts, no identity certificate) that the
@@ -181,7 +190,9 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
     anon.call("GET", "/", 200)
     anon.call("GET", "/status", 200)
     org = f"conf-{int(time.time() * 1000) % 10**9}"
-    admin.call("POST", "/owners", 200, json={"key": org, "displayName": "Conformance"})
+    # Entitlement mode: the scenario binds, lists and removes entitlement certificates.
+    admin.call("POST", "/owners", 200, json={"key": org, "displayName": "Conformance",
+                                              "contentAccessMode": "entitlement"})
     admin.call("GET", "/owners", 200)
     admin.call("GET", f"/owners/{org}", 200)
     admin.call("GET", "/users/admin/owners", 200)
@@ -252,6 +263,8 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
     admin.call("GET", f"/consumers?owner={org}", 200)
     admin.call("GET", f"/owners/{org}/consumers", 200)
 
+    _sca_scenario(server, tmp, admin, anon, log)
+
     # Identity regeneration, deletion, and the errors Candlepin documents
     me.call("POST", f"/consumers/{uuid}", 200, json={"csr": csr})
     admin.call("GET", "/consumers/no-such-consumer", 404)
@@ -259,6 +272,36 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
     admin.call("POST", "/owners", 400, json={"key": "bad key!"})
     admin.call("DELETE", f"/consumers/{keyed['uuid']}", 204)
     admin.call("GET", f"/consumers/{keyed['uuid']}", 410)
+
+
+def _sca_scenario(server: FtmockServer, tmp: Path, admin: Recorder, anon: Recorder, log: list[Exchange]) -> None:
+    """Simple content access: the org's mode, a system's content access certificate, its overrides."""
+    org = f"conf-sca-{int(time.time() * 1000) % 10**9}"
+    admin.call("POST", "/owners", 200, json={"key": org, "contentAccessMode": "entitlement"})
+    admin.call("PUT", f"/owners/{org}", 200, json={"contentAccessMode": "org_environment"})
+    admin.call("GET", f"/owners/{org}/content_access", 200)
+    admin.call("POST", f"/owners/{org}/products", 200, json={
+        "id": "70", "name": "Server OS", "productContent": [
+            {"content": {"label": "sca-base", "contentUrl": "/content/sca/$releasever/$basearch/base"},
+             "enabled": True}]})
+    admin.call("POST", f"/owners/{org}/pools", 200, json={"productId": "70", "quantity": 10})
+    key_pem, csr = make_key_and_csr("sca-guest")
+    guest = admin.call("POST", f"/consumers?owner={org}", 200, json={
+        "name": "sca-guest", "type": {"label": "system"}, "facts": {}, "csr": csr})
+    cert, key = tmp / "sca-cert.pem", tmp / "sca-key.pem"
+    cert.write_text(guest["idCert"]["cert"])
+    key.write_text(key_pem)
+    me = Recorder(Client(server, cert=(str(cert), str(key))), log)
+    uuid = guest["uuid"]
+    me.call("GET", f"/consumers/{uuid}/content_access", 200)
+    me.call("GET", f"/consumers/{uuid}/certificates", 200)
+    me.call("GET", f"/consumers/{uuid}/accessible_content", 200)
+    me.call("GET", f"/consumers/{uuid}/accessible_content", 304,
+            headers={"If-Modified-Since": "Fri, 31 Dec 2100 23:59:59 GMT"})
+    me.call("PUT", f"/consumers/{uuid}/content_overrides", 200,
+            json=[{"contentLabel": "sca-base", "name": "enabled", "value": "0"}])
+    me.call("GET", f"/consumers/{uuid}/content_overrides", 200)
+    me.call("DELETE", f"/consumers/{uuid}/content_overrides", 200, json=[{"contentLabel": "sca-base"}])
 
 
 def test_every_candlepin_route_answers_as_candlepins_api_description_says(

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, public_key_der, register
 from tests.kit.orgs import make_pool
+
+# The FT rules' entitlement moves are checked where content comes from entitlements.
+pytestmark = pytest.mark.content_access("entitlement")
 
 VM1 = "4a2f3e1c-0d9b-4e5f-8a7b-6c5d4e3f2a1b"
 
@@ -205,3 +209,35 @@ def test_ft_groups_are_per_organization(server: FtmockServer, org: str, tmp_path
     # A failover in one org leaves the other org's system alone.
     checkin(server, org, REPORT2)
     assert stranger.client.get(f"/consumers/{stranger.uuid}").status_code == 200
+
+
+@pytest.mark.content_access("org_environment")
+def test_failover_in_an_sca_org_moves_content_access_and_overrides(server: FtmockServer, org: str,
+                                                                   tmp_path: Path) -> None:
+    """The FT rules hold in SCA: role-0 registration, 308, successor; content access follows the instance."""
+    admin = admin_client(server)
+    assert admin.post(f"/owners/{org}/products", json={"id": "69", "name": "OS", "productContent": [
+        {"content": {"label": "os", "contentUrl": "/content/os"}, "enabled": True}]}).status_code == 200
+    assert admin.post(f"/owners/{org}/pools", json={"productId": "69", "quantity": 5}).status_code == 200
+    checkin(server, org, REPORT1)
+    reg = register(server, tmp_path, org, name="ft-vm", facts={"virt.uuid": VM1}, installed=["69"])
+    g = group(server, org)
+    assert reg.uuid == g["VM_A"]["uuid"]
+    assert reg.client.post(f"/consumers/{reg.uuid}/entitlements").json() == []  # SCA: auto-attach binds nothing
+    [old_serial] = [s["serial"] for s in reg.client.get(f"/consumers/{reg.uuid}/certificates/serials").json()]
+    assert reg.client.put(f"/consumers/{reg.uuid}/content_overrides",
+                          json=[{"contentLabel": "os", "name": "enabled", "value": "0"}]).status_code == 200
+
+    checkin(server, org, REPORT2)
+    successor = g["VM_B"]["uuid"]
+    r = reg.client.get(f"/consumers/{reg.uuid}/certificates/serials")
+    assert r.status_code == 308 and r.json()["failover"]["to"] == successor
+    new_cert = tmp_path / "successor.pem"
+    new_cert.write_text(r.json()["failover"]["consumer"]["idCert"]["cert"])
+    client2 = Client(server, cert=(str(new_cert), reg.key_path))
+    [new_serial] = [s["serial"] for s in client2.get(f"/consumers/{successor}/certificates/serials").json()]
+    assert new_serial != old_serial
+    # The predecessor's certificate is gone (revoked), the successor kept the VM's repository choices.
+    assert not any(s["serial"] == old_serial for s in admin.get(f"/consumers/{reg.uuid}/certificates/serials").json())
+    assert [(o["contentLabel"], o["value"]) for o in client2.get(f"/consumers/{successor}/content_overrides").json()] \
+        == [("os", "0")]

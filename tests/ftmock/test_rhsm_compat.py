@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import FtmockServer
 
 
+@pytest.mark.content_access("entitlement")  # a new consumer of this org holds no certificate at all
 def test_python_rhsm_registers_and_reads_back_with_identity(server: FtmockServer, org: str,
                                                             tmp_path: Path) -> None:
     import rhsm.connection as rc

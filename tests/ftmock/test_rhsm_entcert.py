@@ -67,6 +67,11 @@ def test_python_rhsm_reads_ftmock_entitlement_certificates(server: FtmockServer,
     assert content["el-9-baseos"].gpg == "file:///etc/pki/rpm-gpg/KEY"
     assert content["el-9-baseos"].vendor == "Example" and content["el-9-baseos"].content_type == "yum"
     assert content["el-9-baseos"].enabled is True and content["el-9-debug"].enabled is False
+    # The content path tree (extension .7): $basearch matches any architecture, below the path only
+    assert cert.check_path("/content/el9/x86_64/baseos/repodata/repomd.xml")
+    assert cert.check_path("/content/el9/debug/Packages/a.rpm")
+    assert not cert.check_path("/content/el9/x86_64/appstream/repodata/repomd.xml")
+    assert not cert.check_path("/content/el8/debug")
     # Valid for the pool's period
     assert cert.valid_range.begin() == dt.datetime(2026, 1, 1, tzinfo=UTC)
     assert cert.valid_range.end() == dt.datetime(2030, 1, 1, tzinfo=UTC)

@@ -73,12 +73,12 @@ def _identity(tmp: Path, name: str, consumer: dict[str, Any]) -> tuple[str, str]
 REFUSED = {
     "getEnvironmentList": (lambda c, uuid, org: c.getEnvironmentList(org), 404),
     "getServiceLevelList": (lambda c, uuid, org: c.getServiceLevelList(org), 404),
-    "getContentOverrides": (lambda c, uuid, org: c.getContentOverrides(uuid), 404),
     "getRelease": (lambda c, uuid, org: c.getRelease(uuid), 404),
     "checkin": (lambda c, uuid, org: c.checkin(uuid), 404),  # gone from Candlepin 5's API as well
 }
 
 
+@pytest.mark.content_access("entitlement")  # binds, derived pools, compliance: entitlement-mode content
 def test_a_guests_whole_life_through_python_rhsm(server: FtmockServer, org: str, tmp_path: Path,
                                                   rhsm_common: dict[str, Any]) -> None:
     pools = _products(server, org)

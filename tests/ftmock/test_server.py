@@ -12,12 +12,13 @@ from typing import Any
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, make_key_and_csr, register
 from tests.kit.ftmock import finished_job
-from tests.kit.orgs import make_pool
+from tests.kit.orgs import ENTITLEMENT, make_pool, new_org
 
 
 def test_state_survives_restart(ftmock: FtmockServer, tmp_path: Path) -> None:
-    pool = make_pool(ftmock, "admin", "PERSIST")
-    reg = register(ftmock, tmp_path, "admin", name="persistent", installed=["PERSIST"])
+    org = new_org(ftmock, mode=ENTITLEMENT)  # the entitlement, and the compliance it makes, survive too
+    pool = make_pool(ftmock, org, "PERSIST")
+    reg = register(ftmock, tmp_path, org, name="persistent", installed=["PERSIST"])
     reg.client.post(f"/consumers/{reg.uuid}/entitlements?pool={pool}")
     ca_before = ftmock.ca_path.read_bytes()
     port = ftmock.port

@@ -9,7 +9,7 @@ from typing import Any
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import Client, admin_client, checkin, register
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1, entitle_hosts
-from tests.kit.orgs import make_pool, new_org, org_user
+from tests.kit.orgs import ENTITLEMENT, make_pool, new_org, org_user
 
 
 def consumer(server: FtmockServer, uuid: str) -> dict[str, Any]:
@@ -31,8 +31,10 @@ def hosts_of_entitlements(server: FtmockServer, uuid: str) -> list[tuple[str, st
 
 
 def ft_setup(server: FtmockServer) -> tuple[str, str, dict[str, str]]:
-    """orgx reports the design's Report 1 and entitles its hypervisors; orgy is where the VM registers."""
-    orgx, orgy = new_org(server), new_org(server)
+    """orgx reports the design's Report 1 and entitles its hypervisors; orgy is where the VM registers.
+
+    Both in entitlement mode: what a share grants is entitlements from orgx's hosts."""
+    orgx, orgy = new_org(server, mode=ENTITLEMENT), new_org(server, mode=ENTITLEMENT)
     pool = make_pool(server, orgx, "RHEL-VDC", attributes={"virt_limit": "unlimited"})
     assert checkin(server, orgx, REPORT1)["state"] == "FINISHED"
     entitle_hosts(server, orgx, pool, ["hyp-a", "hyp-b", "hyp-c"])

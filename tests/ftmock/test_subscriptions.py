@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import admin_client, checkin, hypervisor, register
 from tests.kit.orgs import make_pool
+
+# Attach, auto-attach and derived pools: entitlement-mode behaviour.
+pytestmark = pytest.mark.content_access("entitlement")
 
 
 def test_attach_issues_certificates_and_unattach_removes_them(server: FtmockServer, org: str,

@@ -32,7 +32,7 @@ from click.testing import Result
 
 from tests.clirunner import Runner
 from tests.kit.ftmock import ADMIN_PASSWORD, ADMIN_USER, FtmockServer
-from tests.kit.orgs import new_org
+from tests.kit.orgs import new_org, org_mode
 
 __all__ = ["FTAGENT", "Guest", "any_guest", "cli_guest", "clone_guest", "copy_identity", "guest", "guests", "make_guest",
            "marker_command", "send_signal"]
@@ -84,6 +84,11 @@ class Guest:
     @property
     def log(self) -> Path:
         return self.root / "heartbeat.log"
+
+    @property
+    def repo_file(self) -> Path:
+        """The repository file ftagent writes (``[content] repo_file``)."""
+        return self.root / "yum.repos.d" / "redhat.repo"
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -282,11 +287,14 @@ def make_guest(root: Path, server: FtmockServer | None, org: str = "", *, virt_u
         "server": {"url": str(url), "ca_cert": str(ca), "timeout": f"{timeout:g}"},
         "agent": {"identity_dir": "identity", "entitlement_dir": "entitlements", "facts_dir": "facts",
                   "product_dir": "products", "lock_file": "ftagent.lock"},
+        # The repository file in the guest's tree: a test never writes /etc/yum.repos.d.
+        "content": {"repo_file": "yum.repos.d/redhat.repo"},
     }
     settings["server"].update({k: str(v) for k, v in (server_options or {}).items()})
     settings["agent"].update({k: str(v) for k, v in (agent_options or {}).items()})
     if lease is not None:
         settings["lease"] = {**LEASE_DEFAULTS, "fence_command": marker_command(root / "fenced.txt"), **lease}
+    (root / "yum.repos.d").mkdir(exist_ok=True)
     guest = Guest(root, server, org, virt, settings)
     guest.facts_file.write_text(json.dumps(guest_facts))
     guest.write_config()
@@ -323,6 +331,7 @@ def clone_guest(guest: Guest, root: Path, *, share_holder: bool = False, **lease
         settings["lease"]["fence_command"] = marker_command(root / "fenced.txt")
     settings.setdefault("lease", {}).update(lease)
     root.mkdir(parents=True, exist_ok=True)
+    (root / "yum.repos.d").mkdir(exist_ok=True)
     shutil.copytree(guest.root / "facts", root / "facts", dirs_exist_ok=True)
     shutil.copytree(guest.root / "products", root / "products", dirs_exist_ok=True)
     clone = Guest(root, guest.server, guest.org, guest.virt_uuid, settings)
@@ -355,6 +364,7 @@ def guest(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> Guest:
 
 
 @pytest.fixture
-def any_guest(tmp_path: Path, any_ftmock: FtmockServer) -> Guest:
-    """A guest against each kind of server: CSR honoured (ftmock) and CSR ignored (stock Candlepin)."""
-    return cli_guest(tmp_path / "guest", any_ftmock, new_org(any_ftmock))
+def any_guest(tmp_path: Path, any_ftmock: FtmockServer, request: pytest.FixtureRequest) -> Guest:
+    """A guest against each kind of server: CSR honoured (ftmock) and CSR ignored (stock Candlepin);
+    its org's content access mode as the test's ``content_access`` mark says (see ``org_mode``)."""
+    return cli_guest(tmp_path / "guest", any_ftmock, new_org(any_ftmock, mode=org_mode(request)))

@@ -3,6 +3,10 @@
 The session's ftmock is shared by the whole run, so a test isolates itself by creating its own
 organisation (``new_org``, or the ``org`` fixture), with users of that org in a role (``org_user``)
 and pools of products (``make_pool``) where it needs them.
+
+New orgs use the server's default content access mode, Simple Content Access (``SCA``); a test
+that relies on content from attached pools asks for ``ENTITLEMENT``: ``new_org(server,
+mode=ENTITLEMENT)``, or ``@pytest.mark.content_access("entitlement")`` for the ``org`` fixture.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ import requests
 
 from tests.kit.ftmock import FtmockServer
 
-__all__ = ["make_pool", "new_org", "org", "org_user"]
+__all__ = ["ENTITLEMENT", "SCA", "make_pool", "new_org", "org", "org_mode", "org_user"]
+
+ENTITLEMENT = "entitlement"
+SCA = "org_environment"
 
 _numbers = itertools.count()
 
 
-def new_org(server: FtmockServer, prefix: str = "org") -> str:
-    """A new organisation on ``server`` (created by its admin); its key."""
+def new_org(server: FtmockServer, prefix: str = "org", *, mode: str | None = None) -> str:
+    """A new organisation on ``server`` (created by its admin), in content access ``mode``; its key."""
     key = f"{prefix}{next(_numbers)}-{uuid.uuid4().hex[:8]}"
-    r = _admin(server, "POST", "/owners", json={"key": key})
+    r = _admin(server, "POST", "/owners", json={"key": key, **({"contentAccessMode": mode} if mode else {})})
     assert r.status_code == 200, r.text
     return key
 
@@ -37,10 +44,16 @@ def org_user(server: FtmockServer, org: str, role: str = "admin") -> tuple[str, 
     return name, password
 
 
+def org_mode(request: pytest.FixtureRequest) -> str | None:
+    """The content access mode a test asks for with ``@pytest.mark.content_access(MODE)``, if any."""
+    marker = request.node.get_closest_marker("content_access")
+    return str(marker.args[0]) if marker else None
+
+
 @pytest.fixture
-def org(ftmock_session: FtmockServer) -> str:
-    """An organisation of the test's own on the session's server."""
-    return new_org(ftmock_session)
+def org(ftmock_session: FtmockServer, request: pytest.FixtureRequest) -> str:
+    """An organisation of the test's own on the session's server (see ``org_mode``)."""
+    return new_org(ftmock_session, mode=org_mode(request))
 
 
 def _admin(server: FtmockServer, method: str, path: str, **kw: Any) -> requests.Response:

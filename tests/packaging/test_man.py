@@ -105,7 +105,8 @@ def _ftagent_sections() -> dict[str, set[str]]:
     except ImportError:  # the heartbeat's module not present: the keys issue 6 names
         lease_keys = {"enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units",
                       "fence_signal", "status_file"}
-    return {"server": set(config._SERVER_KEYS), "agent": set(config._AGENT_KEYS), "lease": set(lease_keys)}
+    return {"server": set(config._SERVER_KEYS), "agent": set(config._AGENT_KEYS),
+            "content": set(config._CONTENT_KEYS), "lease": set(lease_keys)}
 
 
 def _ftreport_sections() -> dict[str, set[str]]:

@@ -38,7 +38,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ftagent.connection import Connection, server_connection
-from ftagent.entitlements import EntitlementStore
 from ftagent.errors import ConnectionFailed, FailoverRequired
 from ftagent.facts import collect_facts
 from ftagent.failover import IdentitySwapper, LeaseClaim
@@ -49,6 +48,7 @@ from ftagent.lease.keeper import LeaseKeeper
 from ftagent.lease.settings import LeaseSettings, parse_lease_settings
 from ftagent.lease.states import LeaseState
 from ftagent.lease.status import load_or_create_holder, read_status, write_status
+from ftagent.repos import entitlement_store
 from ftagent.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class Heartbeat:
         self.notifier = notifier if notifier is not None else Notifier()
         self.mode = mode
         self.identity = IdentityStore(config.agent.identity_dir)
-        self.entitlements = EntitlementStore(config.agent.entitlement_dir)
+        self.entitlements = entitlement_store(config)  # a failover swap rewrites the repository file too
         self.boot_id = boot_id()
         self.fence_count = 0
         self._fences_written = 0
