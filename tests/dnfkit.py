@@ -8,7 +8,8 @@ guest's repository file with everything that would make it slow or touch the mac
 an empty install root, caches under the test's directory, no plugins, no weak dependencies, and
 ``skip_if_unavailable=0`` so that a refused repository is an error, not a warning.
 
-Import the fixtures into a test module (``from tests.dnfkit import cdn_server, test_repo  # noqa``).
+The fixtures are the whole run's (``tests/conftest.py`` makes them visible everywhere): the RPM is
+built once, one server serves it.
 """
 
 from __future__ import annotations
@@ -57,17 +58,15 @@ def basearch() -> str:
 
 
 @dataclass(frozen=True)
-class TestRepo:
+class RpmRepo:
     """The content directory (for ``--content-dir``) and what is in it."""
-
-    __test__ = False  # not a test class, whatever pytest thinks of its name
 
     content_dir: Path
     rpm: Path
 
 
 @pytest.fixture(scope="session")
-def test_repo(tmp_path_factory: pytest.TempPathFactory) -> TestRepo:
+def rpm_repo(tmp_path_factory: pytest.TempPathFactory) -> RpmRepo:
     """Build the RPM and its repository once for the whole run."""
     top = tmp_path_factory.mktemp("rpmbuild")
     (top / "SPECS").mkdir()
@@ -82,13 +81,13 @@ def test_repo(tmp_path_factory: pytest.TempPathFactory) -> TestRepo:
     (repo / "Packages" / rpm.name).write_bytes(rpm.read_bytes())
     subprocess.run(["createrepo_c", "--no-database", "-q", str(repo)], check=True, capture_output=True, text=True,
                    timeout=120)
-    return TestRepo(content, repo / "Packages" / rpm.name)
+    return RpmRepo(content, repo / "Packages" / rpm.name)
 
 
 @pytest.fixture(scope="session")
-def cdn_server(tmp_path_factory: pytest.TempPathFactory, test_repo: TestRepo) -> Iterator[FtmockServer]:
+def cdn_server(tmp_path_factory: pytest.TempPathFactory, rpm_repo: RpmRepo) -> Iterator[FtmockServer]:
     """A shared ftmock that is also the content server for the test repository."""
-    server = start_ftmock(tmp_path_factory.mktemp("ftmock-cdn"), extra_args=["--content-dir", str(test_repo.content_dir)])
+    server = start_ftmock(tmp_path_factory.mktemp("ftmock-cdn"), extra_args=["--content-dir", str(rpm_repo.content_dir)])
     yield server
     server.stop()
 
@@ -110,9 +109,11 @@ def dnf(work: Path, reposdir: Path, *args: str, timeout: float = 120) -> subproc
     conf = work / "dnf.conf"
     if not conf.exists():
         conf.write_text("[main]\ngpgcheck=0\ninstall_weak_deps=0\n")
-    # dnf puts the cache under the install root: fresh for each root, so no run sees another's metadata.
+    # As root dnf keeps metadata in system_cachedir (the machine's /var/cache/dnf, install root or not):
+    # both caches go under ``work``, so no run sees another's metadata and the machine is left alone.
+    cache = work / "cache"
     cmd = [DNF, "-c", str(conf), f"--installroot={work / 'root'}", f"--setopt=reposdir={reposdir}",
-           "--setopt=cachedir=/var/cache/dnf", f"--releasever={RELEASE}", "--noplugins",
+           f"--setopt=cachedir={cache}", f"--setopt=system_cachedir={cache}", f"--releasever={RELEASE}", "--noplugins",
            "--setopt=skip_if_unavailable=0", "--setopt=metadata_expire=0", "-y", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 

@@ -103,7 +103,7 @@ class ContentServer:
     def answer(self, method: str, raw_path: str, headers: dict[str, str], peer_der: bytes | None) -> ContentAnswer:
         if method not in ("GET", "HEAD"):
             return _error(405, f"Method {method} not allowed on content")
-        path = posixpath.normpath("/" + unquote(raw_path))
+        path = "/" + posixpath.normpath("/" + unquote(raw_path)).lstrip("/")  # POSIX keeps a leading "//"
         if peer_der is None:
             return _error(403, "A client certificate that grants this content is required")
         serial = x509.load_der_x509_certificate(peer_der).serial_number

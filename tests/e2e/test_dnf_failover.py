@@ -15,17 +15,15 @@ import sys
 from pathlib import Path
 
 from tests.conftest import FtmockServer
-from tests.dnfkit import (  # noqa: F401  (pytest fixtures)
+from tests.dnfkit import (
     CONTENT_LABEL,
     PACKAGE,
-    TestRepo,
+    RpmRepo,
     add_test_product,
     borrow,
-    cdn_server,
     cdn_url,
     dnf_download,
     dnf_lists,
-    test_repo,
 )
 from tests.e2e.conftest import Admin, report_config, vm_guest
 from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
@@ -35,8 +33,8 @@ from tests.kit.wait import wait_until
 DEBUG_LABEL = "ftagent-test-debug-rpms"
 
 
-def test_dnf_keeps_working_across_a_vcsim_failover(vcsim: Vcsim, cdn_server: FtmockServer,  # noqa: F811
-                                                   test_repo: TestRepo, tmp_path: Path,  # noqa: F811
+def test_dnf_keeps_working_across_a_vcsim_failover(vcsim: Vcsim, cdn_server: FtmockServer,
+                                                   rpm_repo: RpmRepo, tmp_path: Path,
                                                    isolated_reporter_env: None) -> None:
     server = cdn_server
     admin = Admin(server)
@@ -93,7 +91,7 @@ def test_dnf_keeps_working_across_a_vcsim_failover(vcsim: Vcsim, cdn_server: Ftm
         assert listed.returncode == 0 and PACKAGE in listed.stdout, listed.stderr
         done, rpm = dnf_download(tmp_path / "dnf-download", reposdir)
         assert done.returncode == 0, done.stderr
-        assert rpm.read_bytes() == test_repo.rpm.read_bytes()
+        assert rpm.read_bytes() == rpm_repo.rpm.read_bytes()
         # The predecessor's certificate: revoked at the failover, refused by the content server.
         old = borrow(reposdir / "redhat.repo", kept / f"{old_serial}.pem", kept / f"{old_serial}-key.pem",
                      tmp_path / "old.repos.d")

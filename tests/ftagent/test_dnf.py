@@ -7,17 +7,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.dnfkit import (  # noqa: F401  (pytest fixtures)
+from tests.dnfkit import (
     CONTENT_LABEL,
     PACKAGE,
-    TestRepo,
+    RpmRepo,
     add_test_product,
     borrow,
-    cdn_server,
     cdn_url,
     dnf_download,
     dnf_lists,
-    test_repo,
 )
 from tests.kit.guest import Guest, cli_guest
 from tests.kit.orgs import new_org, org_mode
@@ -34,7 +32,7 @@ def reposdir(guest: Guest) -> Path:
 
 
 def test_dnf_lists_and_downloads_with_the_content_access_certificate(
-        tmp_path: Path, cdn_server: FtmockServer, test_repo: TestRepo) -> None:  # noqa: F811
+        tmp_path: Path, cdn_server: FtmockServer, rpm_repo: RpmRepo) -> None:
     org = new_org(cdn_server)
     add_test_product(cdn_server, org)
     guest = cdn_guest(tmp_path / "guest", cdn_server, org)
@@ -44,7 +42,7 @@ def test_dnf_lists_and_downloads_with_the_content_access_certificate(
     assert PACKAGE in listed.stdout and CONTENT_LABEL in listed.stdout
     done, rpm = dnf_download(tmp_path / "dnf2", reposdir(guest))
     assert done.returncode == 0, done.stderr
-    assert rpm.read_bytes() == test_repo.rpm.read_bytes()
+    assert rpm.read_bytes() == rpm_repo.rpm.read_bytes()
 
     # After --disable dnf no longer sees the repository; --enable brings it back.
     guest.ok("repos", "--disable", CONTENT_LABEL)
@@ -54,7 +52,7 @@ def test_dnf_lists_and_downloads_with_the_content_access_certificate(
     assert dnf_lists(tmp_path / "dnf4", reposdir(guest)).returncode == 0
 
 
-def test_a_guest_of_an_org_without_the_product_gets_403(tmp_path: Path, cdn_server: FtmockServer) -> None:  # noqa: F811
+def test_a_guest_of_an_org_without_the_product_gets_403(tmp_path: Path, cdn_server: FtmockServer) -> None:
     org = new_org(cdn_server)
     add_test_product(cdn_server, org)
     entitled = cdn_guest(tmp_path / "entitled", cdn_server, org)
@@ -70,7 +68,7 @@ def test_a_guest_of_an_org_without_the_product_gets_403(tmp_path: Path, cdn_serv
 
 
 @pytest.mark.content_access("entitlement")
-def test_dnf_with_an_entitlement_certificate(tmp_path: Path, cdn_server: FtmockServer,  # noqa: F811
+def test_dnf_with_an_entitlement_certificate(tmp_path: Path, cdn_server: FtmockServer,
                                              request: pytest.FixtureRequest) -> None:
     import json
 
