@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FtmockServer
-from tests.ftmock.conftest import checkin
+from tests.ftmock.conftest import Client, checkin
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
 from tests.kit.guest import Guest, clone_guest, send_signal
 from tests.kit.lease import assert_no_overlap, lease_guest, unique_vm
