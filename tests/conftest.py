@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.dnfkit import cdn_server, rpm_repo
+from tests.kit.closing import closing
 from tests.kit.ftmock import ADMIN_PASSWORD, ADMIN_USER, FtmockServer, start_ftmock
 from tests.kit.guest import any_guest, guest, guests
 from tests.kit.orgs import org
 
-__all__ = ["ADMIN_PASSWORD", "ADMIN_USER", "FtmockServer", "any_guest", "cdn_server", "guest", "guests", "org",
-           "rpm_repo"]
+__all__ = ["ADMIN_PASSWORD", "ADMIN_USER", "FtmockServer", "any_guest", "cdn_server", "closing", "guest", "guests",
+           "org", "rpm_repo"]
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,6 @@
 the stub HTTP server, and the etcd cluster the lease tests share."""
 
 from tests.ftagent.stubserver import stub
-from tests.kit.etcd import etcd, etcd_cluster, watches
+from tests.kit.etcd import etcd, etcd_cluster
 
-__all__ = ["etcd", "etcd_cluster", "stub", "watches"]
+__all__ = ["etcd", "etcd_cluster", "stub"]

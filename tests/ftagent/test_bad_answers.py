@@ -39,27 +39,31 @@ def entitled(tmp_path: Path, ftmock_session: FtmockServer, org: str) -> Guest:
     return guest
 
 
-def test_malformed_serial_list_deletes_nothing(entitled: Guest, ftmock_session: FtmockServer) -> None:
-    before = sorted(p.name for p in entitled.ent_dir.iterdir())
-    with hostile_server(ftmock_session.data_dir, "bad-serials") as (url, served):
-        entitled.configure("server", url=url)
-        for command in ("refresh", "checkin"):
-            result = entitled.ftagent(command)
+def unavailable(guest: Guest, server: FtmockServer, mode: str, *commands: str) -> tuple[list[str], bool]:
+    """Each command against the hostile server in ``mode`` ends with exit 69, without a crash;
+    (their error output, whether the server was reached)."""
+    errors = []
+    with hostile_server(server.data_dir, mode) as (url, served):
+        guest.configure("server", url=url)
+        for command in commands:
+            result = guest.ftagent(command)
             no_crash(result)
             assert result.returncode == 69, result.stderr
-            assert "malformed" in result.stderr
+            errors.append(result.stderr)
+    return errors, bool(served)
+
+
+def test_malformed_serial_list_deletes_nothing(entitled: Guest, ftmock_session: FtmockServer) -> None:
+    before = sorted(p.name for p in entitled.ent_dir.iterdir())
+    errors, served = unavailable(entitled, ftmock_session, "bad-serials", "refresh", "checkin")
     assert served
+    assert all("malformed" in stderr for stderr in errors), errors
     assert sorted(p.name for p in entitled.ent_dir.iterdir()) == before
 
 
 def test_deeply_nested_failover_answer_is_a_clear_error(entitled: Guest, ftmock_session: FtmockServer) -> None:
     identity_before = (entitled.id_dir / "cert.pem").read_bytes()
-    with hostile_server(ftmock_session.data_dir, "deep-308") as (url, _):
-        entitled.configure("server", url=url)
-        for command in ("checkin", "refresh"):
-            result = entitled.ftagent(command)
-            no_crash(result)
-            assert result.returncode == 69, result.stderr
+    unavailable(entitled, ftmock_session, "deep-308", "checkin", "refresh")
     assert (entitled.id_dir / "cert.pem").read_bytes() == identity_before
 
 

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import FtmockServer
 from tests.kit.guest import FTAGENT, Guest, send_signal
 from tests.kit.lease import boottime, lease_guest, unique_vm
@@ -39,18 +41,29 @@ def start_journaled(g: Guest, *args: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+@pytest.fixture
+def a(ftmock_session: FtmockServer, tmp_path: Path, guests: list[Guest]) -> Guest:
+    """A registered guest with a lease (its heartbeats are killed when the test ends)."""
+    made = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+    guests.append(made)
+    return made
+
+
+def start_held(g: Guest) -> subprocess.Popen[bytes]:
+    """A journaled heartbeat, once it holds the lease."""
+    proc = start_journaled(g)
+    wait_until(lambda: g.state() == "HELD", 15, "HELD")
+    return proc
+
+
 def pause_past_deadline(g: Guest) -> None:
     """Until the deadline in the guest's status file (the heartbeat's, or a one-shot claim's) has passed."""
     deadline = float(g.status()["deadline"])
     wait_until(lambda: boottime() > deadline + 0.1, 10, "the lease deadline passing")
 
 
-def test_second_heartbeat_refuses_and_the_first_keeps_the_lease(ftmock_session: FtmockServer, tmp_path: Path,
-                                                                guests: list[Guest]) -> None:
-    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
-    guests.append(a)
-    first = start_journaled(a)
-    wait_until(lambda: a.state() == "HELD", 15, "HELD")
+def test_second_heartbeat_refuses_and_the_first_keeps_the_lease(a: Guest) -> None:
+    first = start_held(a)
     generation, renewals = a.status()["generation"], a.status()["renewals"]
     for args in (("heartbeat",), ("heartbeat", "--once")):
         r = ftagent(a, *args)
@@ -68,12 +81,8 @@ def test_second_heartbeat_refuses_and_the_first_keeps_the_lease(ftmock_session: 
     assert r.returncode == 0, r.stderr
 
 
-def test_journal_priorities_start_line_and_fencing_under_systemd(ftmock_session: FtmockServer, tmp_path: Path,
-                                                                guests: list[Guest]) -> None:
-    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
-    guests.append(a)
-    proc = start_journaled(a)
-    wait_until(lambda: a.state() == "HELD", 15, "HELD")
+def test_journal_priorities_start_line_and_fencing_under_systemd(a: Guest) -> None:
+    proc = start_held(a)
     send_signal(proc, signal.SIGSTOP)  # a pause past the deadline: the heartbeat must fence on resume
     pause_past_deadline(a)
     send_signal(proc, signal.SIGCONT)
@@ -97,8 +106,7 @@ def test_journal_priorities_start_line_and_fencing_under_systemd(ftmock_session:
     assert data["lease"]["state"] == "FENCED" and data["overall"] == "fenced"
 
 
-def test_plain_stderr_outside_systemd(ftmock_session: FtmockServer, tmp_path: Path, guests: list[Guest]) -> None:
-    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+def test_plain_stderr_outside_systemd(a: Guest) -> None:
     a.configure("server", timeout=None, timout=5)  # a misspelt key
     r = ftagent(a, "identity")
     assert r.returncode == 0
@@ -120,9 +128,7 @@ def test_errors_carry_priority_3_in_the_journal(tmp_path: Path) -> None:
     assert any(line.startswith("<3>ftagent: error: this system is not registered") for line in lines), lines
 
 
-def test_status_after_a_one_shot_claim_turns_stale(ftmock_session: FtmockServer, tmp_path: Path,
-                                                   guests: list[Guest]) -> None:
-    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+def test_status_after_a_one_shot_claim_turns_stale(a: Guest) -> None:
     r = ftagent(a, "heartbeat", "--once")
     assert r.returncode == 0, r.stderr
     r = ftagent(a, "status")
@@ -136,8 +142,7 @@ def test_status_after_a_one_shot_claim_turns_stale(ftmock_session: FtmockServer,
     assert lease["state"] == "STALE" and lease["recorded_state"] == "HELD" and lease["deadline_in"] < 0
 
 
-def test_status_without_any_heartbeat_is_not_ok(ftmock_session: FtmockServer, tmp_path: Path) -> None:
-    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+def test_status_without_any_heartbeat_is_not_ok(a: Guest) -> None:
     r = ftagent(a, "status")
     assert r.returncode == 3 and "Lease: no heartbeat yet" in r.stdout
     # The kill switch is a choice: DISABLED is fine.
@@ -147,8 +152,7 @@ def test_status_without_any_heartbeat_is_not_ok(ftmock_session: FtmockServer, tm
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_only_ttl_set_works_and_bad_settings_let_status_run(ftmock_session: FtmockServer, tmp_path: Path) -> None:
-    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
+def test_only_ttl_set_works_and_bad_settings_let_status_run(a: Guest) -> None:
     a.lease = {"status_file": "lease.json", "ttl": "8"}
     a.write_config()
     r = ftagent(a, "heartbeat", "--once", "--json")
@@ -181,11 +185,8 @@ def lease_metrics(path: Path) -> dict[str, float]:
     return out
 
 
-def test_heartbeat_metrics_lease_state_generation_and_fences(ftmock_session: FtmockServer, tmp_path: Path,
-                                                            guests: list[Guest]) -> None:
-    a = lease_guest(ftmock_session, tmp_path / "a", new_org(ftmock_session), vm())
-    guests.append(a)
-    prom = tmp_path / "textfile" / "ftagent.prom"
+def test_heartbeat_metrics_lease_state_generation_and_fences(a: Guest) -> None:
+    prom = a.root / "textfile" / "ftagent.prom"
     a.configure("agent", metrics_file=prom)
     proc = start_journaled(a)
     wait_until(lambda: a.state() == "HELD" and prom.exists(), 15, "HELD")

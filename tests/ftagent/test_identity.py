@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,39 +59,26 @@ def test_save_refuses_mismatched_pair_and_changes_nothing(tmp_path: Path, ca: Ce
     assert store.load(full=True).uuid == "u1"
 
 
-def test_corrupt_certificate_refused_with_clear_message(tmp_path: Path, ca: CertAuthority) -> None:
+DAMAGE: dict[str, tuple[Callable[[Path, bytes], object], str]] = {
+    "corrupt certificate": (lambda d, cert: (d / "cert.pem").write_bytes(cert[:100] + b"garbage" + cert[120:]),
+                            r"identity certificate .*cert\.pem is corrupt"),
+    "corrupt key": (lambda d, _: (d / "key.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n"
+                                                             b"-----END PRIVATE KEY-----\n"),
+                    r"identity key .*key\.pem is corrupt"),
+    "mismatched key": (lambda d, _: (d / "key.pem").write_bytes(key_pem(new_key())),
+                       r"key .*key\.pem does not match certificate"),
+    "missing key": (lambda d, _: (d / "key.pem").unlink(), r"key .* is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_identity_refused_with_clear_message(tmp_path: Path, ca: CertAuthority, damage: str) -> None:
     store = IdentityStore(tmp_path / "id")
     cert, key = ca.pair("u1")
     store.save(cert, key)
-    (store.directory / ".current" / "cert.pem").write_bytes(cert[:100] + b"garbage" + cert[120:])
-    with pytest.raises(IdentityError, match=r"identity certificate .*cert\.pem is corrupt"):
-        store.load()
-
-
-def test_corrupt_key_refused(tmp_path: Path, ca: CertAuthority) -> None:
-    store = IdentityStore(tmp_path / "id")
-    cert, key = ca.pair("u1")
-    store.save(cert, key)
-    (store.directory / ".current" / "key.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-    with pytest.raises(IdentityError, match=r"identity key .*key\.pem is corrupt"):
-        store.load()
-
-
-def test_mismatched_key_refused(tmp_path: Path, ca: CertAuthority) -> None:
-    store = IdentityStore(tmp_path / "id")
-    cert, key = ca.pair("u1")
-    store.save(cert, key)
-    (store.directory / ".current" / "key.pem").write_bytes(key_pem(new_key()))
-    with pytest.raises(IdentityError, match=r"key .*key\.pem does not match certificate"):
-        store.load()
-
-
-def test_missing_key_refused(tmp_path: Path, ca: CertAuthority) -> None:
-    store = IdentityStore(tmp_path / "id")
-    cert, key = ca.pair("u1")
-    store.save(cert, key)
-    (store.directory / ".current" / "key.pem").unlink()
-    with pytest.raises(IdentityError, match=r"key .* is missing"):
+    spoil, message = DAMAGE[damage]
+    spoil(store.directory / ".current", cert)
+    with pytest.raises(IdentityError, match=message):
         store.load()
 
 

@@ -86,11 +86,16 @@ def keeper(clock: ManualClock, transport: FakeTransport, fenced: list[str], **se
     return LeaseKeeper(s, transport, holder="me", consumer="c1", clock=clock, fence=lambda r: fenced.append(r) or None)
 
 
-def test_acquire_renew_and_deadline_fence() -> None:
+def rig(**settings: Any) -> tuple[ManualClock, FakeTransport, list[str], LeaseKeeper]:
+    """A keeper on a manual clock with a scripted backend; the reasons it fenced for go into the list."""
     clock = ManualClock()
-    t = FakeTransport(clock)
+    transport = FakeTransport(clock)
     fenced: list[str] = []
-    k = keeper(clock, t, fenced)
+    return clock, transport, fenced, keeper(clock, transport, fenced, **settings)
+
+
+def test_acquire_renew_and_deadline_fence() -> None:
+    clock, t, fenced, k = rig()
     assert k.step() == LeaseState.HELD and k.generation == 7
     assert t.calls[0][1]["generation"] is None  # acquisition sends no token
     assert k.deadline == pytest.approx(clock.now() + 4.0)  # send time + ttl - margin
@@ -111,10 +116,7 @@ def test_acquire_renew_and_deadline_fence() -> None:
 
 
 def test_conflict_on_renewal_fences_at_once_but_not_while_acquiring() -> None:
-    clock = ManualClock()
-    t = FakeTransport(clock)
-    fenced: list[str] = []
-    k = keeper(clock, t, fenced)
+    _clock, t, fenced, k = rig()
     t.answers = [conflict("other", 3)]
     assert k.step() == LeaseState.ACQUIRING and k.held_by == "other" and not fenced
     assert k.step() == LeaseState.HELD
@@ -123,10 +125,7 @@ def test_conflict_on_renewal_fences_at_once_but_not_while_acquiring() -> None:
 
 
 def test_late_answer_and_unexpected_generation() -> None:
-    clock = ManualClock()
-    t = FakeTransport(clock)
-    fenced: list[str] = []
-    k = keeper(clock, t, fenced)
+    _clock, t, fenced, k = rig()
     t.delay = 4.5  # the grant arrives after its own deadline: not usable, not fenced
     assert k.step() == LeaseState.ACQUIRING and not fenced
     t.delay = 0
@@ -136,10 +135,7 @@ def test_late_answer_and_unexpected_generation() -> None:
 
 
 def test_wall_clock_jumps_change_nothing() -> None:
-    clock = ManualClock()
-    t = FakeTransport(clock)
-    fenced: list[str] = []
-    k = keeper(clock, t, fenced)
+    clock, _t, fenced, k = rig()
     k.step()
     deadline = k.deadline
     for jump in (3600.0, -7200.0):
@@ -165,10 +161,7 @@ def test_kill_switch_observes_and_never_fences() -> None:
 
 
 def test_failover_claim_handover_and_loss() -> None:
-    clock = ManualClock()
-    t = FakeTransport(clock)
-    fenced: list[str] = []
-    k = keeper(clock, t, fenced)
+    _clock, t, fenced, k = rig()
     k.step()
     t.answers = [{"holder": "me", "generation": 8, "consumer": "c2"}]
     k.claim_successor("c1", "c2", {"idCert": {"cert": "x"}})

@@ -15,10 +15,9 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from tests.conftest import FtmockServer
 from tests.kit.ca import CertAuthority
@@ -40,7 +39,7 @@ def etcd_guest(server: FtmockServer, root: Path, endpoints: str, **lease: str) -
 
 def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServer, etcd: EtcdCluster,
                                                       tmp_path: Path, guests: list[Guest],
-                                                      watches: list[KeyWatch]) -> None:
+                                                      closing: Callable[[Any], Any]) -> None:
     # A leader change takes up to a few election timeouts (1 s each) on a loaded machine: the
     # holder's budget (ttl - margin) must cover it, as docs/heartbeat.md advises for real sites.
     a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints, ttl="6", margin="1", renew_interval="0.5")
@@ -48,8 +47,7 @@ def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServ
     guests += [a, b]
     leader = etcd.leader()
     assert leader is not None
-    watch = KeyWatch(etcd.any_alive(exclude=(leader,)).url, key_of(a))
-    watches.append(watch)
+    watch = closing(KeyWatch(etcd.any_alive(exclude=(leader,)).url, key_of(a)))
     pa = a.start()
     wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
@@ -70,15 +68,14 @@ def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServ
 
 def test_quorum_lost_the_holder_fences_before_expiry_and_one_holder_after(
         ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
-        watches: list[KeyWatch]) -> None:
+        closing: Callable[[Any], Any]) -> None:
     a = etcd_guest(ftmock_session, tmp_path / "a", etcd.endpoints)
     b = clone_guest(a, tmp_path / "b")
     guests += [a, b]
     leader = etcd.leader()
     assert leader is not None
     survivor = etcd.any_alive(exclude=(leader,))
-    watch = KeyWatch(survivor.url, key_of(a))
-    watches.append(watch)
+    watch = closing(KeyWatch(survivor.url, key_of(a)))
     pa = a.start()
     wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
@@ -167,26 +164,15 @@ class StallingProxy:
             s.close()
 
 
-@pytest.fixture
-def proxies() -> Iterator[list[StallingProxy]]:
-    made: list[StallingProxy] = []
-    yield made
-    for p in made:
-        p.close()
-
-
 def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: FtmockServer, etcd: EtcdCluster,
                                                            tmp_path: Path, guests: list[Guest],
-                                                           watches: list[KeyWatch],
-                                                           proxies: list[StallingProxy]) -> None:
+                                                           closing: Callable[[Any], Any]) -> None:
     member = etcd.members[0]
-    proxy = StallingProxy(("127.0.0.1", member.client_port))
-    proxies.append(proxy)
+    proxy = closing(StallingProxy(("127.0.0.1", member.client_port)))
     a = etcd_guest(ftmock_session, tmp_path / "a", proxy.url)
     b = clone_guest(a, tmp_path / "b", etcd_endpoints=etcd.endpoints)
     guests += [a, b]
-    watch = KeyWatch(etcd.members[1].url, key_of(a))
-    watches.append(watch)
+    watch = closing(KeyWatch(etcd.members[1].url, key_of(a)))
     pa = a.start()
     wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
@@ -205,13 +191,11 @@ def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: Ftmoc
 
 def test_restart_after_fenced_waits_for_expiry_and_gets_a_new_generation(
         ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
-        watches: list[KeyWatch], proxies: list[StallingProxy]) -> None:
-    proxy = StallingProxy(("127.0.0.1", etcd.members[2].client_port))
-    proxies.append(proxy)
+        closing: Callable[[Any], Any]) -> None:
+    proxy = closing(StallingProxy(("127.0.0.1", etcd.members[2].client_port)))
     a = etcd_guest(ftmock_session, tmp_path / "a", proxy.url, ttl="5", margin="1", renew_interval="0.5")
     guests.append(a)
-    watch = KeyWatch(etcd.members[0].url, key_of(a))
-    watches.append(watch)
+    watch = closing(KeyWatch(etcd.members[0].url, key_of(a)))
     pa = a.start()
     wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     gen = a.status()["generation"]
@@ -277,7 +261,7 @@ def test_password_is_not_in_settings_repr(tmp_path: Path) -> None:
 
 def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successor(
         ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
-        watches: list[KeyWatch]) -> None:
+        closing: Callable[[Any], Any]) -> None:
     from tests.ftmock.conftest import checkin
     from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
 
@@ -288,8 +272,7 @@ def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successo
                    etcd_prefix=PREFIX)
     b = clone_guest(a, tmp_path / "b")  # another instance with the same identity, its own holder id
     guests += [a, b]
-    watch = KeyWatch(etcd.members[0].url, key_of(a))
-    watches.append(watch)
+    watch = closing(KeyWatch(etcd.members[0].url, key_of(a)))
     consumer1 = a.uuid()
     pa = a.start()
     wait_until(lambda: a.state() == "HELD", 15, "A HELD")

@@ -320,6 +320,36 @@ class Recorder:
         return wait_until(matching, timeout, lambda: f"a matching report; got {len(self.bodies)} reports")
 
 
+class SourceWatch:
+    """A source's ``watch()`` in a thread: every snapshot it yields, or the error that ended it."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.stop = threading.Event()
+        self.snapshots: list[Any] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for snapshot in self.source.watch(self.stop):
+                self.snapshots.append(snapshot)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        """The report body of the latest snapshot (``None`` before the first)."""
+        from ftreport.model import report_body
+
+        return report_body(self.snapshots[-1]) if self.snapshots else None
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
 def ft_guests(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """instanceUUID -> {hypervisor, role, instances, guestId} for FT guests of a report body."""
     out = {}

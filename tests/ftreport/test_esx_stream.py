@@ -34,6 +34,7 @@ from .conftest import (
     VCSIM_PASSWORD,
     VCSIM_USER,
     Recorder,
+    SourceWatch,
     Vcsim,
     esx_section,
     ft_guests,
@@ -234,32 +235,7 @@ def test_print_is_identical_with_both_decoders(vcsim_session: Vcsim, tmp_path: P
     assert out.returncode == EXIT_CONFIG and "decoder" in out.stderr and "stream, pyvmomi" in out.stderr
 
 
-class _Watcher:
-    """One source's watch() in a thread, keeping its latest report body."""
-
-    def __init__(self, source: EsxSource) -> None:
-        self.source = source
-        self.stop = threading.Event()
-        self.latest: dict[str, Any] | None = None
-        self.count = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for snapshot in self.source.watch(self.stop):
-                self.latest = report_body(snapshot)
-                self.count += 1
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-
-def _wait_same(watchers: list[_Watcher], predicate: Any, what: str) -> dict[str, Any]:
+def _wait_same(watchers: list[SourceWatch], predicate: Any, what: str) -> dict[str, Any]:
     def same() -> dict[str, Any] | None:
         bodies = [w.latest for w in watchers]
         for w in watchers:
@@ -277,7 +253,7 @@ def test_watch_is_identical_with_both_decoders_through_changes(vcsim: Vcsim, pag
     through FT failovers, a power-off and a move: after every change, identical reports."""
     caplog.set_level(logging.DEBUG, logger="ftreport.sources.esx")
     ca = vcsim.tls.ca_path
-    watchers = [_Watcher(EsxSource(_config(url, ca, decoder=d, page_size=size)))
+    watchers = [SourceWatch(EsxSource(_config(url, ca, decoder=d, page_size=size)))
                 for d in ("stream", "pyvmomi") for url, size in ((vcsim.url, 2000), (pager.url, 2))]
     try:
         first = _wait_same(watchers, lambda b: len(ft_guests(b)) == 2, "first report")
@@ -324,7 +300,7 @@ def test_fault_tolerance_state_through_a_failover_with_both_decoders(vcsim: Vcsi
     both decoders: running, needSecondary once the primary is lost, starting while a new secondary
     is made, running again; after FT is turned off the VM is a plain guest again."""
     ca = vcsim.tls.ca_path
-    watchers = [_Watcher(EsxSource(_config(vcsim.url, ca, decoder=d))) for d in ("stream", "pyvmomi")]
+    watchers = [SourceWatch(EsxSource(_config(vcsim.url, ca, decoder=d))) for d in ("stream", "pyvmomi")]
     try:
         a, b = vcsim.state()["ft"][0]["instances"]
         a_id, b_id = a["instanceUuid"], b["instanceUuid"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from ftreport.config import load_config
 from ftreport.sources.libvirt import LibvirtSource
 from tests.kit.wait import wait_until
 
-from .conftest import DATA, run_ftreport, write_config
+from .conftest import DATA, SourceWatch, run_ftreport, write_config
 
 NODE = DATA / "libvirt-node.xml"
 WEB, DB, BATCH = (f"6a0b1f1e-3c2d-4e5f-8a9b-0c1d2e3f4a0{i}" for i in (1, 2, 3))
@@ -51,16 +50,8 @@ def test_domain_events_give_prompt_updates(tmp_path: Path, isolated_env: dict[st
         conns.append(conn)
         return conn
 
-    source = LibvirtSource(config, connector=connector, poll_interval=3600, refresh_interval=3600)
-    stop = threading.Event()
-    snaps: list[Any] = []
-
-    def watch() -> None:
-        for snap in source.watch(stop):
-            snaps.append(snap)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
+    watch = SourceWatch(LibvirtSource(config, connector=connector, poll_interval=3600, refresh_interval=3600))
+    snaps = watch.snapshots
     wait_until(lambda: snaps, 10, "the first snapshot")
     assert {g.guest_id: g.state for g in snaps[0][0].guests} == {WEB: 1, DB: 1, BATCH: 1}
     started = time.monotonic()
@@ -69,9 +60,8 @@ def test_domain_events_give_prompt_updates(tmp_path: Path, isolated_env: dict[st
     assert time.monotonic() - started < 2.0  # an event, not the (hour-long) poll
     assert {g.guest_id: (g.state, g.attributes["active"]) for g in snaps[1][0].guests} == {
         WEB: (1, 1), DB: (1, 1), BATCH: (5, 0)}
-    stop.set()
-    thread.join(timeout=5)
-    assert not thread.is_alive()
+    watch.close()
+    assert not watch.thread.is_alive() and watch.error is None
 
 
 def test_unreachable_uri_fails_cleanly(tmp_path: Path, isolated_env: dict[str, str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 from ftreport import examples
@@ -13,7 +12,7 @@ from ftreport.model import Guest, Hypervisor, body_hash, ft_attributes, merge_hy
 from ftreport.sources.fake import FakeSource
 from tests.kit.wait import hold_for, wait_until
 
-from .conftest import ft_guests, run_ftreport, write_config
+from .conftest import SourceWatch, ft_guests, run_ftreport, write_config
 
 
 def test_ft_role_is_converted_to_zero_based() -> None:
@@ -93,16 +92,8 @@ def test_fake_source_reads_virt_who_format_and_follows_changes(tmp_path: Path, i
         {"uuid": "h1", "name": "host1", "guests": [{"guestId": "g1", "state": 1, "attributes": {"active": 1}}],
          "facts": {"hypervisor.type": "fake"}}]}))
     conf = write_config(tmp_path / "fake.conf", {"f": {"type": "fake", "file": data, "is_hypervisor": "true"}})
-    source = FakeSource(load_config([str(conf)]).sources[0], poll=0.05)
-    stop = threading.Event()
-    seen: list[list[Hypervisor]] = []
-
-    def run() -> None:
-        for snap in source.watch(stop):
-            seen.append(snap)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    watch = SourceWatch(FakeSource(load_config([str(conf)]).sources[0], poll=0.05))
+    seen: list[list[Hypervisor]] = watch.snapshots
     wait_until(lambda: seen, 5, "the first snapshot")
     assert seen[0] == [Hypervisor("h1", "host1", (Guest("g1", 1, {"active": 1}),), {"hypervisor.type": "fake"})]
     data.write_text("{broken")  # a half-written file is skipped, not reported
@@ -110,8 +101,7 @@ def test_fake_source_reads_virt_who_format_and_follows_changes(tmp_path: Path, i
         assert len(seen) == 1
     data.write_text(json.dumps(examples.REPORT_2))
     wait_until(lambda: len(seen) >= 2, 5, "the snapshot of the new file")
-    stop.set()
-    thread.join(timeout=5)
+    watch.close()
     assert len(seen) == 2
     assert report_body(seen[1]) == report_body(merge_hypervisors([seen[1]]))
     assert {h.hypervisor_id for h in seen[1]} == {examples.HYPERVISOR_A, examples.HYPERVISOR_B, examples.HYPERVISOR_C}

@@ -29,7 +29,7 @@ from tests.kit.guest import Guest
 from tests.kit.wait import wait_until
 
 __all__ = ["PREFIX", "EtcdCluster", "Event", "KeyWatch", "Period", "b64", "check_history", "etcd", "etcd_binary",
-           "etcd_cluster", "free_ports", "history", "key_of", "periods", "unb64", "watches"]
+           "etcd_cluster", "free_ports", "history", "key_of", "periods", "unb64"]
 
 
 def etcd_binary() -> str:
@@ -404,12 +404,3 @@ def etcd(etcd_cluster: EtcdCluster) -> Iterator[EtcdCluster]:
     etcd_cluster.heal()
     yield etcd_cluster
     etcd_cluster.heal()
-
-
-@pytest.fixture
-def watches() -> Iterator[list[KeyWatch]]:
-    """Key watches a test opens; closed when it ends."""
-    made: list[KeyWatch] = []
-    yield made
-    for w in made:
-        w.close()
