@@ -3,7 +3,9 @@
 - ``wait``: ``wait_until`` (poll with a deadline and a message), ``hold_for`` (a real duration),
   ``wait_for_file`` (a started process's ready file);
 - ``ca``: the one test CA (TLS certificates through trustme, identity certificates for chosen keys);
-- ``ftmock``: the reference server as a process (the fixtures are in ``tests/conftest.py``);
+- ``ftmock``: the reference server as a process (the fixtures are in ``tests/conftest.py``), and
+  ``finished_job`` for its check-in jobs;
+- ``closing``: the fixture that closes what a test opened, whatever its outcome;
 - ``orgs``: an org of the test's own (the ``org`` fixture, ``new_org``), its users and pools;
 - ``guest``: the one guest builder (``make_guest``) and ``Guest``, with the ``guest``, ``any_guest``
   and ``guests`` fixtures;
