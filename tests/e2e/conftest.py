@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ BIN = Path(sys.executable).parent
 PRODUCT = "RH00001"
 
 # The simulator fixtures, shared with the reporter's own tests.
-from tests.ftreport.conftest import test_ca, vcsim  # noqa: E402, F401  (pytest fixtures)
+from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim, test_ca, vcsim  # noqa: E402, F401
 
 
 def run(cmd: str, *args: str, env: dict[str, str] | None = None, check: bool = True,
@@ -70,6 +72,24 @@ def vm_guest(root: Path, server: FtmockServer, virt_uuid: str, lease: bool = Fal
     holds the FT group's lease when asked (``heartbeat --once``)."""
     return make_guest(root, server, virt_uuid=virt_uuid, product=(PRODUCT, "RHEL"),
                       agent_options={"log_file": root / "ftagent.log"}, lease=VM_LEASE if lease else None)
+
+
+@contextmanager
+def esx_reporter(tmp_path: Path, server: FtmockServer, org: str, sim: Vcsim) -> Iterator[subprocess.Popen[bytes]]:
+    """``ftreport`` as a daemon reporting the simulator's hosts and guests to ``org`` (its log in
+    ``tmp_path/ftreport.log``), stopped when the block ends."""
+    conf = report_config(tmp_path / "ftreport.conf", server, org,
+                         {"type": "esx", "server": sim.url, "username": VCSIM_USER, "password": VCSIM_PASSWORD,
+                          "ca_cert": sim.tls.ca_path},
+                         extra_global={"settle": 0.2})
+    with open(tmp_path / "ftreport.log", "wb") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "ftreport", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                  stderr=log)
+        try:
+            yield daemon
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=20)
 
 
 def report_config(path: Path, server: FtmockServer, org: str, source: dict[str, object],

@@ -10,8 +10,6 @@ override), and the predecessor's certificate is refused by the content server (4
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import FtmockServer
@@ -25,8 +23,8 @@ from tests.dnfkit import (
     dnf_download,
     dnf_lists,
 )
-from tests.e2e.conftest import Admin, report_config, vm_guest
-from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
+from tests.e2e.conftest import Admin, esx_reporter, vm_guest
+from tests.ftreport.conftest import Vcsim
 from tests.kit.orgs import SCA, new_org
 from tests.kit.wait import wait_until
 
@@ -43,14 +41,7 @@ def test_dnf_keeps_working_across_a_vcsim_failover(vcsim: Vcsim, cdn_server: Ftm
     add_test_product(server, org, "ftagent-test", f"{DEBUG_LABEL}=/content/dist/ftagent-test-debug")
     group = vcsim.state()["ft"][0]
     primary, backup = group["instances"]
-    conf = report_config(tmp_path / "ftreport.conf", server, org,
-                         {"type": "esx", "server": vcsim.url, "username": VCSIM_USER, "password": VCSIM_PASSWORD,
-                          "ca_cert": vcsim.tls.ca_path},
-                         extra_global={"settle": 0.2})
-    log = open(tmp_path / "ftreport.log", "wb")  # noqa: SIM115
-    daemon = subprocess.Popen([sys.executable, "-m", "ftreport", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                              stderr=log)
-    try:
+    with esx_reporter(tmp_path, server, org, vcsim):
         wait_until(lambda: len(admin.ft_consumers(org)) == 2, 30, "the first report")
         guest = vm_guest(tmp_path / "guest", server, primary["uuid"])
         guest.configure("content", baseurl=cdn_url(server))
@@ -97,7 +88,3 @@ def test_dnf_keeps_working_across_a_vcsim_failover(vcsim: Vcsim, cdn_server: Ftm
                      tmp_path / "old.repos.d")
         refused = dnf_lists(tmp_path / "dnf-old", old)
         assert refused.returncode != 0 and "403" in refused.stderr
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=20)
-        log.close()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import FtmockServer
-from tests.e2e.conftest import Admin, report_config, vm_guest
-from tests.ftreport.conftest import VCSIM_PASSWORD, VCSIM_USER, Vcsim
+from tests.e2e.conftest import Admin, esx_reporter, vm_guest
+from tests.ftreport.conftest import Vcsim
 from tests.kit.orgs import ENTITLEMENT, new_org
 from tests.kit.wait import wait_until
 
@@ -19,14 +17,7 @@ def test_vcsim_failover_reaches_the_guest(vcsim: Vcsim, server: FtmockServer, ad
     pool = admin.virt_pool(org)
     group = vcsim.state()["ft"][0]
     primary, backup = group["instances"]
-    conf = report_config(tmp_path / "ftreport.conf", server, org,
-                         {"type": "esx", "server": vcsim.url, "username": VCSIM_USER, "password": VCSIM_PASSWORD,
-                          "ca_cert": vcsim.tls.ca_path},
-                         extra_global={"settle": 0.2})
-    log = open(tmp_path / "ftreport.log", "wb")  # noqa: SIM115
-    daemon = subprocess.Popen([sys.executable, "-m", "ftreport", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                              stderr=log)
-    try:
+    with esx_reporter(tmp_path, server, org, vcsim):
         wait_until(lambda: len(admin.ft_consumers(org)) == 2, 30, "the first report")
         admin.entitle_hypervisors(org, pool)
         guest = vm_guest(tmp_path / "guest", server, primary["uuid"])
@@ -50,7 +41,3 @@ def test_vcsim_failover_reaches_the_guest(vcsim: Vcsim, server: FtmockServer, ad
         assert admin.entitlement_hosts(ident["uuid"]) == [new_host]
         assert guest.json("status")["status"] == "valid"
         assert after[1]["instanceUuid"].lower() in admin.ft_consumers(org)  # the new backup's consumer
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=20)
-        log.close()

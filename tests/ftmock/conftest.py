@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,20 @@ def hypervisor(hid: str, guests: list[dict[str, Any]] | list[str], name: str | N
 @pytest.fixture
 def server(ftmock_session: FtmockServer) -> FtmockServer:
     return ftmock_session
+
+
+@pytest.fixture
+def rhsm_common(server: FtmockServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """python-rhsm's connection arguments for the server, with its CA as python-rhsm's only trusted CA
+    (python-rhsm's settings are put back afterwards)."""
+    import rhsm.connection as rc
+
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    shutil.copy(server.ca_path, ca_dir / "ftmock-ca.pem")
+    saved = {(s, k): rc.config.get(s, k) for s, k in (("rhsm", "ca_cert_dir"), ("server", "insecure"))}
+    rc.config.set("rhsm", "ca_cert_dir", f"{ca_dir}/")
+    rc.config.set("server", "insecure", "0")
+    yield {"host": "127.0.0.1", "ssl_port": server.port, "handler": "/candlepin", "timeout": 30}
+    for (section, key), value in saved.items():
+        rc.config.set(section, key, value)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import rhsm.connection as rc
 from rhsm.certificate import create_from_pem
 from rhsm.certificate2 import EntitlementCertificate
@@ -222,19 +219,6 @@ def test_content_overrides(server: FtmockServer, org: str, tmp_path: Path) -> No
     # Another consumer's overrides are not ours to read.
     other = register(server, tmp_path, org)
     assert other.client.get(path).status_code == 403
-
-
-@pytest.fixture
-def rhsm_common(server: FtmockServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    ca_dir = tmp_path / "ca"
-    ca_dir.mkdir()
-    shutil.copy(server.ca_path, ca_dir / "ftmock-ca.pem")
-    saved = {(s, k): rc.config.get(s, k) for s, k in (("rhsm", "ca_cert_dir"), ("server", "insecure"))}
-    rc.config.set("rhsm", "ca_cert_dir", f"{ca_dir}/")
-    rc.config.set("server", "insecure", "0")
-    yield {"host": "127.0.0.1", "ssl_port": server.port, "handler": "/candlepin", "timeout": 30}
-    for (section, key), value in saved.items():
-        rc.config.set(section, key, value)
 
 
 def test_python_rhsm_calls_of_simple_content_access(server: FtmockServer, org: str, tmp_path: Path,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,16 +11,11 @@ from tests.conftest import FtmockServer
 
 
 @pytest.mark.content_access("entitlement")  # a new consumer of this org holds no certificate at all
-def test_python_rhsm_registers_and_reads_back_with_identity(server: FtmockServer, org: str,
-                                                            tmp_path: Path) -> None:
+def test_python_rhsm_registers_and_reads_back_with_identity(server: FtmockServer, org: str, tmp_path: Path,
+                                                            rhsm_common: dict[str, Any]) -> None:
     import rhsm.connection as rc
 
-    ca_dir = tmp_path / "ca"
-    ca_dir.mkdir()
-    shutil.copy(server.ca_path, ca_dir / "ftmock-ca.pem")
-    rc.config.set("rhsm", "ca_cert_dir", f"{ca_dir}/")
-    rc.config.set("server", "insecure", "0")
-    common = {"host": "127.0.0.1", "ssl_port": server.port, "handler": "/candlepin", "timeout": 30}
+    common = rhsm_common
 
     admin = rc.UEPConnection(username="admin", password=server.admin_password, **common)
     assert admin.ping()["result"] is True

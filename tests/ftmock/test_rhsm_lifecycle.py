@@ -8,8 +8,6 @@ does not serve are listed in `REFUSED` and checked to fail the documented way (d
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,20 +23,6 @@ from tests.kit.ftmock import finished_job
 
 VIRT_UUID = "4c4c4544-0051-3410-8050-b4c04f4b4e31"
 HOST_ID = "esx-host-1.example.com"
-
-
-@pytest.fixture
-def rhsm_common(server: FtmockServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Connection arguments, with the server's CA as python-rhsm's only trusted CA."""
-    ca_dir = tmp_path / "ca"
-    ca_dir.mkdir()
-    shutil.copy(server.ca_path, ca_dir / "ftmock-ca.pem")
-    saved = {(s, k): rc.config.get(s, k) for s, k in (("rhsm", "ca_cert_dir"), ("server", "insecure"))}
-    rc.config.set("rhsm", "ca_cert_dir", f"{ca_dir}/")
-    rc.config.set("server", "insecure", "0")
-    yield {"host": "127.0.0.1", "ssl_port": server.port, "handler": "/candlepin", "timeout": 30}
-    for (section, key), value in saved.items():
-        rc.config.set(section, key, value)
 
 
 def _products(server: FtmockServer, org: str) -> dict[str, str]:
