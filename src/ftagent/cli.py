@@ -56,6 +56,7 @@ from ftagent.repos import SCA_MODE
 
 if TYPE_CHECKING:
     from ftagent.agent import Agent
+    from ftagent.failover import LeaseClaim
 
 __all__ = [
     "EXIT_CONFIG",
@@ -187,7 +188,7 @@ class State:
 
             config = load_config(self.config_path)
             _open_log(config.agent.log_file)
-            claim = None
+            claim: LeaseClaim | None = None
             if config.lease:
                 # A guest using the FT lease applies a failover only after winning the successor's lease.
                 from ftagent.lease.claim import command_lease_claim
@@ -605,13 +606,11 @@ def sanlock_init(ctx: click.Context, force: bool, as_json: bool) -> None:
     """Initialise the FT group's sanlock lease file: lockspace at 0, resource virt.uuid at 1 MiB."""
     from ftagent.config import load_config
     from ftagent.lease import parse_lease_settings
-    from ftagent.lease.backends.sanlock import initialise, virt_uuid_of
+    from ftagent.lease.backends.sanlock import initialise, sanlock_options, virt_uuid_of
 
     config = load_config(_state(ctx).config_path)
     settings = parse_lease_settings(config)
-    if settings.sanlock_path is None:
-        raise ConfigError("sanlock-init needs [lease] backend = sanlock and its sanlock_path", section="lease",
-                          key="sanlock_path")
+    sanlock_options(settings, needed_by="sanlock-init")  # before looking for the resource's name
     done = initialise(settings, virt_uuid_of(config), force=force)
     what = " and ".join(done["written"]) or "nothing (already initialised)"
     _emit(as_json, done, f"{done['path']}: wrote {what}: lockspace {done['lockspace']} at offset 0, resource "

@@ -243,11 +243,12 @@ def test_unreachable_cluster_is_unavailable_for_once(ftmock_session: FtmockServe
     assert a.status()["state"] == "ACQUIRING"
 
 
-def test_backend_keys_are_declared_once() -> None:
-    from ftagent.lease.backends import BACKEND_KEYS
+def test_backend_keys_are_declared_once_by_the_backend() -> None:
+    from ftagent.lease.backends import backend_spec
     from ftagent.lease.backends.etcd import KEYS
+    from ftagent.lease.settings import lease_keys
 
-    assert BACKEND_KEYS["etcd"] == KEYS
+    assert backend_spec("etcd").keys == KEYS and set(KEYS) <= lease_keys()
 
 
 def test_password_is_not_in_settings_repr(tmp_path: Path) -> None:

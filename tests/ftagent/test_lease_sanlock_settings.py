@@ -13,7 +13,7 @@ import pytest
 from ftagent.config import load_config
 from ftagent.errors import ConfigError
 from ftagent.lease import parse_lease_settings
-from ftagent.lease.backends.sanlock import SanlockTiming, margin_warnings
+from ftagent.lease.backends.sanlock import SanlockSettings, SanlockTiming, margin_warnings
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "backend = sanlock\nsanlock_path = group.lease\nsanlock_host_id = 2\n"
@@ -28,8 +28,9 @@ def write_conf(tmp_path: Path, lease: str) -> Path:
 def test_sanlock_settings_and_sanlock_timing_replace_ttl(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         s = parse_lease_settings(load_config(write_conf(tmp_path, BASE + "sanlock_io_timeout = 1\nttl = 20")))
-    assert s.backend == "sanlock" and s.sanlock_host_id == 2 and s.sanlock_lockspace == "ftagent"
-    assert s.sanlock_path == tmp_path.resolve() / "group.lease"
+    assert s.backend == "sanlock" and isinstance(s.backend_options, SanlockSettings)
+    assert s.backend_options.sanlock_host_id == 2 and s.backend_options.sanlock_lockspace == "ftagent"
+    assert s.backend_options.sanlock_path == tmp_path.resolve() / "group.lease"
     assert s.ttl == 68.0  # 8 x 1 + 60: sanlock's host_dead, not the configured ttl
     assert (s.renew_interval, s.margin) == (17.0, 17.0)  # derived from it in the usual ratios
     assert "[lease] ttl is ignored by the sanlock backend" in caplog.text

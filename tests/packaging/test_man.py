@@ -99,14 +99,10 @@ def test_environment_variables_of_options_are_documented(prog: str) -> None:
 
 def _ftagent_sections() -> dict[str, set[str]]:
     from ftagent import config
+    from ftagent.lease.settings import lease_keys
 
-    try:
-        from ftagent.lease.settings import _KEYS as lease_keys
-    except ImportError:  # the heartbeat's module not present: the keys issue 6 names
-        lease_keys = {"enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units",
-                      "fence_signal", "status_file"}
     return {"server": set(config._SERVER_KEYS), "agent": set(config._AGENT_KEYS),
-            "content": set(config._CONTENT_KEYS), "lease": set(lease_keys)}
+            "content": set(config._CONTENT_KEYS), "lease": set(lease_keys())}
 
 
 def _ftreport_sections() -> dict[str, set[str]]:

@@ -10,8 +10,10 @@ What stays the same whatever holds the lease, and what varies, side by side:
 - :mod:`.status`     the holder id and the status file that ``ftagent status`` reads;
 - :mod:`.heartbeat`  the daemon and ``--once``: loop, guard thread, watchdog;
 - :mod:`.claim`      a one-shot command's claim of a failover successor's lease;
-- :mod:`.backend`    :class:`LeaseBackend`, the small protocol the state machine talks through;
-- :mod:`.backends`   one module per backend (``server`` today), chosen by ``[lease] backend``.
+- :mod:`.backend`    :class:`LeaseBackend`, the small protocol the state machine talks through, and
+                     :class:`~.backend.BackendSpec`, what each backend module declares;
+- :mod:`.backends`   one module per backend (``server``, ``etcd``, ``sanlock``) and their registry,
+                     chosen by ``[lease] backend``.
 
 Importing this package loads the standard library only, so ``ftagent status`` stays cheap.
 """

@@ -1,4 +1,5 @@
-"""What the lease state machine needs from a lease backend: :class:`LeaseBackend`.
+"""What the lease state machine needs from a lease backend (:class:`LeaseBackend`), and what a backend
+module declares about itself (:class:`BackendSpec`).
 
 The state machine (:mod:`ftagent.lease.keeper`), its timers and the fencing ladder are the same for
 every backend; a backend only carries four calls to wherever the lease lives (ftmock's lease API,
@@ -14,18 +15,29 @@ raises :class:`LeaseRefused`, on which a holder fences at once.
 The deadline rule: a grant or renewal *sent* at ``t`` keeps this instance the holder until
 ``t + ttl - margin``, where :attr:`LeaseBackend.ttl` is the time the backend promises that nobody
 else can get the lease after it received the call (or after an earlier moment the backend names in
-:attr:`Grant.age`).  Standard library only.
+:attr:`Grant.age`).
+
+Each backend module declares a module-level ``BACKEND``, a :class:`BackendSpec`: its name, its own
+``[lease]`` keys and their parser, and how to open it.  :mod:`ftagent.lease.backends` collects them;
+:mod:`ftagent.lease.settings` asks it.  Standard library only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from ftagent.errors import FtagentError
+from ftagent.errors import ConfigError, FtagentError
 
-__all__ = ["Grant", "LeaseBackend", "LeaseRefused"]
+if TYPE_CHECKING:
+    from ftagent.config import Config
+    from ftagent.connection import Connection
+    from ftagent.identity import IdentityStore
+    from ftagent.lease.settings import LeaseSettings
+
+__all__ = ["BackendSpec", "Grant", "LeaseBackend", "LeaseRefused", "Opener", "OptionsParser"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +118,31 @@ class LeaseBackend(Protocol):
     def close(self) -> None:
         """Close connections (the state machine is done with the backend)."""
         ...
+
+
+#: ``parse(raw, err, base)``: a backend's own ``[lease]`` keys of ``raw``, validated (the result is
+#: ``LeaseSettings.backend_options``); ``err(key, message)`` makes the error naming file, section and
+#: key; relative paths are relative to ``base``.
+OptionsParser = Callable[[Mapping[str, str], Callable[[str, str], ConfigError], Optional[Path]], object]
+#: ``open(config, settings, identity, connection)``: the backend, ready for the state machine.
+#: ``connection``, when given, makes the connection to ``[server]`` as this identity (the heartbeat's).
+Opener = Callable[["Config", "LeaseSettings", "IdentityStore", "Callable[[], Connection] | None"], LeaseBackend]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend module declares about itself (its module-level ``BACKEND``).
+
+    ``keys`` are its own ``[lease]`` keys (besides the shared ones), validated by ``parse``.
+    ``follows_identity``: the lease is keyed on the consumer identity, so that a failover moves it
+    to the successor (the heartbeat claims it when its own renewal gets the failover answer); the
+    others key it on the FT group, which a failover leaves where it is.  ``own_ttl(options)``, for a
+    backend whose lease time is its own rather than ``[lease] ttl``: ``(seconds, why)``.
+    """
+
+    name: str
+    opener: Opener
+    keys: tuple[str, ...] = ()
+    parse: OptionsParser | None = None
+    follows_identity: bool = False
+    own_ttl: Callable[[Any], tuple[float, str]] | None = None

@@ -1,45 +1,45 @@
 """``[lease]`` of ``ftagent.conf``, validated: timing, fencing ladder, status file and backend.
 
-Errors name the file, the section and the key (:class:`~ftagent.errors.ConfigError`, exit 78).
-Standard library only, so ``ftagent status`` stays cheap.
+The shared keys are validated here; the backend's own keys by the parser its module declares, found
+in the registry (:mod:`ftagent.lease.backends`).  Errors name the file, the section and the key
+(:class:`~ftagent.errors.ConfigError`, exit 78).  Standard library only, so ``ftagent status`` stays
+cheap.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ftagent.errors import ConfigError
-from ftagent.lease.backends import BACKEND_KEYS, BACKENDS, DEFAULT_BACKEND, parse_backend_options
+from ftagent.lease.backends import BACKENDS, DEFAULT_BACKEND, REGISTRY
 
 if TYPE_CHECKING:
     from ftagent.config import Config
 
-__all__ = ["DEFAULT_STATUS_FILE", "MAX_TTL", "LeaseSettings", "parse_lease_settings", "sanlock_ttl"]
+__all__ = ["DEFAULT_STATUS_FILE", "KEYS", "MAX_TTL", "LeaseSettings", "lease_keys", "parse_lease_settings"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATUS_FILE = Path("/var/lib/ftagent/lease.json")
 MAX_TTL = 300.0  # the server refuses longer leases (ftmock.leases.MAX_TTL)
 
-_KEYS = {
+#: The ``[lease]`` keys every backend shares.
+KEYS = frozenset({
     "enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units", "fence_signal",
     "fence_timeout", "status_file", "backend",
-} | {key for keys in BACKEND_KEYS.values() for key in keys}
-#: sanlock's limits: host ids 1..2000 (512-byte sectors, 1 MiB alignment), names up to 48 bytes.
-SANLOCK_MAX_HOST_ID = 2000
-SANLOCK_NAME_MAX = 48
-#: sanlock's fixed watchdog fire timeout, part of its host_dead bound (see ``sanlock_ttl``).
-SANLOCK_WATCHDOG_FIRE_TIMEOUT = 60.0
+})
 
 
-def sanlock_ttl(io_timeout: float) -> float:
-    """sanlock's host_dead bound: renewal failure (8 x io_timeout) + the watchdog fire timeout (60 s)."""
-    return 8 * io_timeout + SANLOCK_WATCHDOG_FIRE_TIMEOUT
+def lease_keys() -> frozenset[str]:
+    """Every key ``[lease]`` knows: the shared ones and each backend's own."""
+    return KEYS.union(*(spec.keys for spec in REGISTRY.values()))
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,8 @@ class LeaseSettings:
     fence_timeout: float = 2.0
     status_file: Path = DEFAULT_STATUS_FILE
     backend: str = DEFAULT_BACKEND
-    #: The backend's own keys, validated (:func:`ftagent.lease.backends.parse_backend_options`).
+    #: The backend's own keys, validated by the parser its module declares (``None`` without any).
     backend_options: object | None = None
-    sanlock_path: Path | None = None
-    sanlock_lockspace: str = "ftagent"
-    sanlock_host_id: int | None = None
-    sanlock_io_timeout: int = 10
 
     @property
     def lifetime(self) -> float:
@@ -119,21 +115,21 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     def err(key: str, message: str) -> ConfigError:
         return ConfigError(message, file=where, section="lease", key=key)
 
+    known = lease_keys()
     for key in raw:
-        if key not in _KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(key, sorted(_KEYS), n=1)
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
             logger.warning("%s: [lease] unknown key %s ignored%s", where, key,
                            f"; did you mean {close[0]}?" if close else "")
     backend = raw.get("backend", "").strip().lower() or DEFAULT_BACKEND
-    if backend not in BACKENDS:
+    spec = REGISTRY.get(backend)
+    if spec is None:
         raise err("backend", f"unknown lease backend {raw.get('backend', '').strip()!r} "
                              f"(known: {', '.join(BACKENDS)})")
-    for other, keys in BACKEND_KEYS.items():
-        for key in keys:
-            if other != backend and key in raw:
-                logger.warning("%s: [lease] %s is for backend %s; ignored with backend %s", where, key, other,
+    for other in REGISTRY.values():
+        for key in other.keys:
+            if other.name != backend and key in raw:
+                logger.warning("%s: [lease] %s is for backend %s; ignored with backend %s", where, key, other.name,
                                backend)
     enabled_raw = raw.get("enabled", "yes").strip().lower()
     if enabled_raw in ("1", "yes", "true", "on"):
@@ -143,15 +139,14 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     else:
         raise err("enabled", f"invalid boolean {raw.get('enabled')!r} (use yes/no, true/false, 1/0)")
     defaults = LeaseSettings()
-    sanlock = _sanlock_settings(raw, backend, base, err)
-    if backend == "sanlock":
-        # sanlock's own timing (its host_dead bound) replaces [lease] ttl: renew_interval and margin
-        # are derived from it and checked against it.
-        host_dead = sanlock_ttl(sanlock["sanlock_io_timeout"])
+    options = spec.parse(raw, err, base) if spec.parse is not None else None
+    if spec.own_ttl is not None:
+        # The backend's own timing replaces [lease] ttl: renew_interval and margin are derived from it
+        # and checked against it.
+        own, why = spec.own_ttl(options)
         if raw.get("ttl", "").strip():
-            logger.warning("%s: [lease] ttl is ignored by the sanlock backend (its host_dead bound is "
-                           "%g s for sanlock_io_timeout %d)", where, host_dead, sanlock["sanlock_io_timeout"])
-        raw = dict(raw, ttl=f"{host_dead:g}")
+            logger.warning("%s: [lease] ttl is ignored by the %s backend (%s)", where, backend, why)
+        raw = dict(raw, ttl=f"{own:g}")
     renew, ttl, margin, derived = _timing(raw, defaults, err)
     fence_timeout = _number(raw, "fence_timeout", defaults.fence_timeout, err)
     note = f" ({derived})" if derived else ""
@@ -169,8 +164,6 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
                        "when the server can grant the lease to another instance", where, fence_timeout, margin)
     command = raw.get("fence_command", "").strip() or None
     if command is not None:
-        import shlex
-
         try:
             if not shlex.split(command):
                 command = None
@@ -179,6 +172,8 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     units = tuple(u for u in raw.get("fence_units", "").replace(",", " ").split() if u)
     signal_text = raw.get("fence_signal", "").strip() or None
     if signal_text is not None:
+        # Imported only when a signal rung is set: fencing loads subprocess, which `ftagent status`
+        # (the monitoring command, run often) does not need otherwise (about 2.5 ms, python -X importtime).
         from ftagent.lease.fencing import parse_signal_spec
 
         try:
@@ -191,52 +186,7 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
         status = Path(os.path.expandvars(os.path.expanduser(status_raw)))
         if not status.is_absolute():
             status = (base or Path.cwd()) / status
-    options = parse_backend_options(backend, raw, err, base)
     return LeaseSettings(enabled=enabled, renew_interval=renew, ttl=ttl, margin=margin,
                          fence_command=command, fence_units=units, fence_signal=signal_text,
                          fence_timeout=fence_timeout, status_file=status, backend=backend,
-                         backend_options=options, **sanlock)
-
-
-def _sanlock_settings(raw: Mapping[str, str], backend: str, base: Path | None,
-                      err: Callable[[str, str], ConfigError]) -> dict[str, Any]:
-    """The ``sanlock_*`` keys, validated when ``backend = sanlock`` (ignored otherwise)."""
-    out: dict[str, Any] = {}
-    if backend != "sanlock":
-        return out
-    path_raw = raw.get("sanlock_path", "").strip()
-    if path_raw:
-        path = Path(os.path.expandvars(os.path.expanduser(path_raw)))
-        out["sanlock_path"] = path if path.is_absolute() else (base or Path.cwd()) / path
-    elif backend == "sanlock":
-        raise err("sanlock_path", "the sanlock backend needs sanlock_path (the FT group's lease file or device)")
-    name = raw.get("sanlock_lockspace", "").strip()
-    if name:
-        if len(name.encode()) > SANLOCK_NAME_MAX or ":" in name:
-            raise err("sanlock_lockspace", f"invalid lockspace name {name!r}: at most {SANLOCK_NAME_MAX} bytes, "
-                                           "no ':'")
-        out["sanlock_lockspace"] = name
-    host_raw = raw.get("sanlock_host_id", "").strip()
-    if host_raw:
-        try:
-            host_id = int(host_raw)
-        except ValueError:
-            raise err("sanlock_host_id", f"invalid host id {host_raw!r}: an integer 1..{SANLOCK_MAX_HOST_ID}") from None
-        if not 1 <= host_id <= SANLOCK_MAX_HOST_ID:
-            raise err("sanlock_host_id", f"host id {host_id} out of range 1..{SANLOCK_MAX_HOST_ID}")
-        out["sanlock_host_id"] = host_id
-    elif backend == "sanlock":
-        raise err("sanlock_host_id", f"the sanlock backend needs sanlock_host_id (1..{SANLOCK_MAX_HOST_ID}, "
-                                     "different for each instance of the FT group)")
-    io_raw = raw.get("sanlock_io_timeout", "").strip()
-    if io_raw:
-        try:
-            io_timeout = int(io_raw)
-        except ValueError:
-            raise err("sanlock_io_timeout", f"invalid io timeout {io_raw!r}: whole seconds, 1..60") from None
-        if not 1 <= io_timeout <= 60:
-            raise err("sanlock_io_timeout", f"io timeout {io_timeout} out of range 1..60 seconds")
-        out["sanlock_io_timeout"] = io_timeout
-    else:
-        out["sanlock_io_timeout"] = LeaseSettings.sanlock_io_timeout
-    return out
+                         backend_options=options)

@@ -1,6 +1,9 @@
-"""The lease backends, side by side, and :func:`open_backend` which picks one by ``[lease] backend``.
+"""The lease backends, side by side: the registry of what each one declares, and :func:`open_backend`.
 
-Each backend is one module here implementing :class:`ftagent.lease.backend.LeaseBackend`:
+Each backend is one module here implementing :class:`ftagent.lease.backend.LeaseBackend` and
+declaring itself in a module-level ``BACKEND`` (:class:`~ftagent.lease.backend.BackendSpec`): its
+name, its own ``[lease]`` keys with their parser, and its opener.  :data:`REGISTRY` collects them;
+``[lease]`` validation (:mod:`ftagent.lease.settings`) and the heartbeat ask it, and know no backend.
 
 - ``server``  (:mod:`.server`, the default): ftmock's lease API, ``POST``/``DELETE
   /consumers/{uuid}/lease`` over the agent's mutual-TLS identity.  Generation = the server's
@@ -17,57 +20,45 @@ Each backend is one module here implementing :class:`ftagent.lease.backend.Lease
   shared lease file, through the local sanlock daemon; generation = the lease version ``lver``;
   ``ttl`` = sanlock's host_dead bound for the lockspace's io timeout, counted from the daemon's last
   renewal (:attr:`~ftagent.lease.backend.Grant.age`); the daemon's kill path signals the heartbeat
-  (SIGUSR1), which runs the fencing ladder.
+  (SIGUSR1), which runs the fencing ladder.  Keys ``sanlock_*``.
 
-Adding one: a module here (standard library at import time, so ``ftagent status`` stays cheap), its
-name in :data:`BACKENDS`, its ``[lease]`` keys in :data:`BACKEND_KEYS` and a parser in
-:func:`parse_backend_options` (the result is ``LeaseSettings.backend_options``), a branch in
-:func:`open_backend`, and its keys in ``man/ftagent.conf.5`` and ``docs/heartbeat.md``.
+Adding one: a module here whose top-level imports stay light (``ftagent status`` loads every backend
+module for its keys), declaring its ``BACKEND``; its name in :data:`REGISTRY` below; its keys in
+``man/ftagent.conf.5`` and ``docs/heartbeat.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from ftagent.errors import ConfigError
+from ftagent.lease.backend import BackendSpec
+from ftagent.lease.backends import etcd, sanlock, server
 
 if TYPE_CHECKING:
     from ftagent.config import Config
     from ftagent.connection import Connection
-    from ftagent.errors import ConfigError
     from ftagent.identity import IdentityStore
     from ftagent.lease.backend import LeaseBackend
     from ftagent.lease.settings import LeaseSettings
 
-__all__ = ["BACKENDS", "BACKEND_KEYS", "DEFAULT_BACKEND", "FOLLOWS_IDENTITY", "open_backend",
-           "parse_backend_options"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "REGISTRY", "backend_spec", "open_backend"]
 
+#: Every backend by name, as its module declares it.
+REGISTRY: dict[str, BackendSpec] = {spec.name: spec for spec in (server.BACKEND, etcd.BACKEND, sanlock.BACKEND)}
 #: The values ``[lease] backend`` accepts.
-BACKENDS = ("server", "etcd", "sanlock")
-DEFAULT_BACKEND = "server"
-#: The ``[lease]`` keys each backend adds (kept in sync with the backends' own ``KEYS``).
-BACKEND_KEYS: dict[str, tuple[str, ...]] = {
-    "server": (),
-    "etcd": ("etcd_endpoints", "etcd_prefix", "etcd_ca_cert", "etcd_cert", "etcd_key", "etcd_username",
-             "etcd_password"),
-    # Validated into LeaseSettings.sanlock_* by ftagent.lease.settings.
-    "sanlock": ("sanlock_path", "sanlock_lockspace", "sanlock_host_id", "sanlock_io_timeout"),
-}
-
-#: Backends whose lease is keyed on the consumer identity, so that a failover moves it to the
-#: successor (the daemon claims it when its own renewal gets the failover answer).  The others key it
-#: on the FT group (org and ``virt.uuid``): a failover leaves the lease where it is.
-FOLLOWS_IDENTITY = frozenset({"server"})
+BACKENDS = tuple(REGISTRY)
+DEFAULT_BACKEND = server.BACKEND.name
 
 
-def parse_backend_options(backend: str, raw: Mapping[str, str], err: Callable[[str, str], ConfigError],
-                          base: Path | None) -> object | None:
-    """The backend's own ``[lease]`` keys, validated (``None`` for a backend without any)."""
-    if backend == "etcd":
-        from ftagent.lease.backends.etcd import parse_etcd_settings
-
-        return parse_etcd_settings(raw, err, base)
-    return None
+def backend_spec(name: str) -> BackendSpec:
+    """What the backend ``name`` declares; a :class:`ConfigError` for an unknown one."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise ConfigError(f"unknown lease backend {name!r} (known: {', '.join(BACKENDS)})", section="lease",
+                          key="backend")
+    return spec
 
 
 def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStore, *,
@@ -77,18 +68,4 @@ def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStor
     ``connection`` makes the connection to ``[server]`` as this identity, for a backend that uses
     it (the heartbeat shares its own); without it such a backend makes its own.
     """
-    from ftagent.errors import ConfigError
-
-    if settings.backend == "server":
-        from ftagent.lease.backends.server import open_server_backend
-
-        return open_server_backend(config, settings, identity, connection=connection)
-    if settings.backend == "etcd":
-        from ftagent.lease.backends.etcd import open_etcd_backend
-
-        return open_etcd_backend(config, settings, identity)
-    if settings.backend == "sanlock":
-        from ftagent.lease.backends.sanlock import open_sanlock_backend
-
-        return open_sanlock_backend(config, settings)
-    raise ConfigError(f"unknown lease backend {settings.backend!r}", section="lease", key="backend")
+    return backend_spec(settings.backend).opener(config, settings, identity, connection)

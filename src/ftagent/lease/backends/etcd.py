@@ -42,16 +42,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from ftagent.errors import ConfigError, ConnectionFailed, FtagentError
-from ftagent.facts import collect_facts
-from ftagent.lease.backend import Grant, LeaseRefused
-from ftagent.light_transport import LightTransport
+from ftagent.lease.backend import BackendSpec, Grant, LeaseRefused
 
 if TYPE_CHECKING:
     from ftagent.config import Config
+    from ftagent.connection import Connection
     from ftagent.identity import IdentityStore
     from ftagent.lease.settings import LeaseSettings
+    from ftagent.light_transport import LightTransport
 
-__all__ = ["DEFAULT_PREFIX", "KEYS", "EtcdBackend", "EtcdGateway", "EtcdSettings", "lease_key",
+__all__ = ["BACKEND", "DEFAULT_PREFIX", "KEYS", "EtcdBackend", "EtcdGateway", "EtcdSettings", "lease_key",
            "open_etcd_backend", "parse_etcd_settings"]
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,10 @@ class EtcdGateway:
     """
 
     def __init__(self, settings: EtcdSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        # Imported here, with the gateway: `ftagent status` loads this module for the registry and must
+        # not pay for ssl and http.client (about 10 ms, python -X importtime).
+        from ftagent.light_transport import LightTransport
+
         self.settings = settings
         self.clock = clock
         self.clients: list[LightTransport] = [
@@ -443,8 +447,11 @@ def _refused(key: str, state: KeyState | None, generation: int) -> LeaseRefused:
                         expired=state.create_revision != generation)
 
 
-def open_etcd_backend(config: Config, settings: LeaseSettings, identity: IdentityStore) -> EtcdBackend:
+def open_etcd_backend(config: Config, settings: LeaseSettings, identity: IdentityStore,
+                      connection: Callable[[], Connection] | None = None) -> EtcdBackend:
     """The backend for ``[lease] backend = etcd``: the key of this guest's FT group on the configured cluster."""
+    from ftagent.facts import collect_facts  # as LightTransport above: platform and subprocess, ~5 ms
+
     options = settings.backend_options
     if not isinstance(options, EtcdSettings):
         raise ConfigError("backend etcd is not configured", section="lease", key="etcd_endpoints")
@@ -455,3 +462,7 @@ def open_etcd_backend(config: Config, settings: LeaseSettings, identity: Identit
     if not virt_uuid:
         raise FtagentError("no virt.uuid fact (not a virtual machine, or not readable): the etcd lease key needs it")
     return EtcdBackend(EtcdGateway(options), lease_key(options.prefix, org, virt_uuid), ttl=settings.ttl)
+
+
+#: The lease as a key in an etcd cluster: keys ``etcd_*``, keyed on the FT group.
+BACKEND = BackendSpec(name="etcd", opener=open_etcd_backend, keys=KEYS, parse=parse_etcd_settings)

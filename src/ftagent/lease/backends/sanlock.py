@@ -34,27 +34,36 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftagent.errors import ConfigError, ConnectionFailed, FtagentError, InvalidUsage
-from ftagent.lease.backend import Grant, LeaseRefused
-from ftagent.lease.settings import sanlock_ttl
+from ftagent.lease.backend import BackendSpec, Grant, LeaseRefused
 
 if TYPE_CHECKING:
     from ftagent.config import Config
+    from ftagent.connection import Connection
+    from ftagent.identity import IdentityStore
     from ftagent.lease.settings import LeaseSettings
 
 __all__ = [
     "ALIGN",
+    "BACKEND",
+    "KEYS",
     "KILLPATH_SIGNAL",
     "LEASE_FILE_SIZE",
     "RESOURCE_OFFSET",
     "SECTOR",
     "SanlockBackend",
+    "SanlockSettings",
     "SanlockTiming",
     "import_sanlock",
     "initialise",
     "open_sanlock_backend",
+    "parse_sanlock_settings",
+    "sanlock_options",
+    "sanlock_ttl",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +75,79 @@ RESOURCE_OFFSET = ALIGN
 LEASE_FILE_SIZE = 2 * ALIGN
 #: The signal the daemon's kill path sends the heartbeat when the lockspace is lost.
 KILLPATH_SIGNAL = "USR1"
+#: The ``[lease]`` keys of this backend.
+KEYS = ("sanlock_path", "sanlock_lockspace", "sanlock_host_id", "sanlock_io_timeout")
+#: sanlock's limits: host ids 1..2000 (512-byte sectors, 1 MiB alignment), names up to 48 bytes.
+MAX_HOST_ID = 2000
+NAME_MAX = 48
+#: sanlock's fixed watchdog fire timeout, part of its host_dead bound (see ``sanlock_ttl``).
+WATCHDOG_FIRE_TIMEOUT = 60.0
+
+
+def sanlock_ttl(io_timeout: float) -> float:
+    """sanlock's host_dead bound: renewal failure (8 x io_timeout) + the watchdog fire timeout (60 s)."""
+    return 8 * io_timeout + WATCHDOG_FIRE_TIMEOUT
+
+
+@dataclass(frozen=True)
+class SanlockSettings:
+    """The ``sanlock_*`` keys of ``[lease]``, validated."""
+
+    sanlock_path: Path
+    sanlock_host_id: int
+    sanlock_lockspace: str = "ftagent"
+    sanlock_io_timeout: int = 10
+
+
+def parse_sanlock_settings(raw: Mapping[str, str], err: Callable[[str, str], ConfigError],
+                           base: Path | None) -> SanlockSettings:
+    """Validate the ``sanlock_*`` keys; ``err(key, message)`` makes the error naming file and key."""
+    path_raw = raw.get("sanlock_path", "").strip()
+    if not path_raw:
+        raise err("sanlock_path", "the sanlock backend needs sanlock_path (the FT group's lease file or device)")
+    path = Path(os.path.expandvars(os.path.expanduser(path_raw)))
+    name = raw.get("sanlock_lockspace", "").strip() or SanlockSettings.sanlock_lockspace
+    if len(name.encode()) > NAME_MAX or ":" in name:
+        raise err("sanlock_lockspace", f"invalid lockspace name {name!r}: at most {NAME_MAX} bytes, no ':'")
+    host_raw = raw.get("sanlock_host_id", "").strip()
+    if not host_raw:
+        raise err("sanlock_host_id", f"the sanlock backend needs sanlock_host_id (1..{MAX_HOST_ID}, "
+                                     "different for each instance of the FT group)")
+    try:
+        host_id = int(host_raw)
+    except ValueError:
+        raise err("sanlock_host_id", f"invalid host id {host_raw!r}: an integer 1..{MAX_HOST_ID}") from None
+    if not 1 <= host_id <= MAX_HOST_ID:
+        raise err("sanlock_host_id", f"host id {host_id} out of range 1..{MAX_HOST_ID}")
+    io_timeout = SanlockSettings.sanlock_io_timeout
+    io_raw = raw.get("sanlock_io_timeout", "").strip()
+    if io_raw:
+        try:
+            io_timeout = int(io_raw)
+        except ValueError:
+            raise err("sanlock_io_timeout", f"invalid io timeout {io_raw!r}: whole seconds, 1..60") from None
+        if not 1 <= io_timeout <= 60:
+            raise err("sanlock_io_timeout", f"io timeout {io_timeout} out of range 1..60 seconds")
+    return SanlockSettings(sanlock_path=path if path.is_absolute() else (base or Path.cwd()) / path,
+                           sanlock_lockspace=name, sanlock_host_id=host_id, sanlock_io_timeout=io_timeout)
+
+
+def _own_ttl(options: Any) -> tuple[float, str]:
+    """sanlock's own timing (its host_dead bound) replaces ``[lease] ttl``: (seconds, why)."""
+    io_timeout = options.sanlock_io_timeout if isinstance(options, SanlockSettings) else \
+        SanlockSettings.sanlock_io_timeout
+    host_dead = sanlock_ttl(io_timeout)
+    return host_dead, f"its host_dead bound is {host_dead:g} s for sanlock_io_timeout {io_timeout}"
+
+
+def sanlock_options(settings: LeaseSettings, *, needed_by: str = "the sanlock backend") -> SanlockSettings:
+    """The validated ``sanlock_*`` keys of ``settings``; a :class:`ConfigError` when the backend is another."""
+    options = settings.backend_options
+    if not isinstance(options, SanlockSettings):
+        raise ConfigError(f"{needed_by} needs [lease] backend = sanlock and its sanlock_path and sanlock_host_id",
+                          section="lease", key="sanlock_path")
+    return options
+
 
 # sanlock's answers to acquire that mean "someone else holds it" (sanlock.h: SANLK_ACQUIRE_*).
 _HELD_ELSEWHERE = {-243, -244, -245, -246, -247, -errno.EAGAIN, errno.EAGAIN}
@@ -138,15 +220,15 @@ class SanlockBackend:
 
     def __init__(self, settings: LeaseSettings, resource: str, *, sanlock: Any = None,
                  killpath: Callable[[], tuple[str, list[str]] | None] | None = None) -> None:
-        if settings.sanlock_path is None or settings.sanlock_host_id is None:
-            raise ConfigError("the sanlock backend needs sanlock_path and sanlock_host_id", section="lease")
+        options = sanlock_options(settings)
         self.settings = settings
-        self.path = str(settings.sanlock_path)
-        self.lockspace = settings.sanlock_lockspace.encode()
+        self.options = options
+        self.path = str(options.sanlock_path)
+        self.lockspace = options.sanlock_lockspace.encode()
         self.resource = resource.encode()
-        self.host_id = settings.sanlock_host_id
+        self.host_id = options.sanlock_host_id
         self.sanlock = sanlock if sanlock is not None else import_sanlock()
-        self.timing = SanlockTiming(settings.sanlock_io_timeout)
+        self.timing = SanlockTiming(options.sanlock_io_timeout)
         self._killpath = killpath if killpath is not None else default_killpath
         self._holder: Any = None  # subprocess.Popen of the lease holder child
         self._busy: threading.Thread | None = None
@@ -234,16 +316,16 @@ class SanlockBackend:
         if joined:
             return
         if joined is None:
-            raise ConnectionFailed(f"still joining lockspace {self.settings.sanlock_lockspace} as host id "
+            raise ConnectionFailed(f"still joining lockspace {self.options.sanlock_lockspace} as host id "
                                    f"{self.host_id}")
         logger.info("joining sanlock lockspace %s on %s as host id %d (io timeout %d s)",
-                    self.settings.sanlock_lockspace, self.path, self.host_id, self.settings.sanlock_io_timeout)
+                    self.options.sanlock_lockspace, self.path, self.host_id, self.options.sanlock_io_timeout)
         try:
             self._call("add_lockspace", deadline, self.sanlock.add_lockspace, self.lockspace, self.host_id,
-                       self.path, LOCKSPACE_OFFSET, iotimeout=self.settings.sanlock_io_timeout)
+                       self.path, LOCKSPACE_OFFSET, iotimeout=self.options.sanlock_io_timeout)
         except _Failed as exc:
             if exc.code not in _ALREADY:
-                raise ConnectionFailed(f"cannot join lockspace {self.settings.sanlock_lockspace} as host id "
+                raise ConnectionFailed(f"cannot join lockspace {self.options.sanlock_lockspace} as host id "
                                        f"{self.host_id}: {exc}") from exc
 
     def _our_renewal_age(self, deadline: float) -> float:
@@ -259,7 +341,7 @@ class SanlockBackend:
             except _Failed as exc:
                 if exc.code not in (errno.EAGAIN, -errno.EAGAIN) or time.monotonic() + 0.2 >= deadline:
                     raise ConnectionFailed(f"cannot read our host status in lockspace "
-                                           f"{self.settings.sanlock_lockspace}: {exc}") from exc
+                                           f"{self.options.sanlock_lockspace}: {exc}") from exc
                 time.sleep(0.2)
         ours = [h for h in hosts or [] if h.get("host_id") == self.host_id]
         if not ours or not ours[0].get("timestamp"):
@@ -267,7 +349,7 @@ class SanlockBackend:
         io_timeout = ours[0].get("io_timeout")
         if isinstance(io_timeout, int) and io_timeout > 0 and io_timeout != self.timing.io_timeout:
             logger.warning("lockspace %s runs with io timeout %d s, not the configured %d s: ttl is %g s",
-                           self.settings.sanlock_lockspace, io_timeout, self.settings.sanlock_io_timeout,
+                           self.options.sanlock_lockspace, io_timeout, self.options.sanlock_io_timeout,
                            sanlock_ttl(io_timeout))
             self.timing = SanlockTiming(io_timeout)
             for warning in margin_warnings(self.settings, self.timing):
@@ -334,7 +416,7 @@ class SanlockBackend:
         joined = self._call("inq_lockspace", deadline, self.sanlock.inq_lockspace, self.lockspace, self.host_id,
                             self.path, LOCKSPACE_OFFSET)
         if not joined:
-            raise LeaseRefused(f"the sanlock daemon lost lockspace {self.settings.sanlock_lockspace}",
+            raise LeaseRefused(f"the sanlock daemon lost lockspace {self.options.sanlock_lockspace}",
                                generation=generation, expired=True)
         version = self._held(deadline)
         if version is None:
@@ -368,7 +450,7 @@ class SanlockBackend:
             self._call("rem_lockspace", deadline, self.sanlock.rem_lockspace, self.lockspace, self.host_id,
                        self.path, LOCKSPACE_OFFSET, unused=True)
         except _Failed as exc:
-            logger.info("staying in lockspace %s: %s", self.settings.sanlock_lockspace, exc)
+            logger.info("staying in lockspace %s: %s", self.options.sanlock_lockspace, exc)
         self.close()
 
     def close(self) -> None:
@@ -435,6 +517,7 @@ def margin_warnings(settings: LeaseSettings, timing: SanlockTiming) -> list[str]
 
 def virt_uuid_of(config: Config) -> str:
     """The FT group's ``virt.uuid`` (the resource name), from the agent's facts."""
+    # Imported here: `ftagent status` loads this module for the registry (facts: ~5 ms, python -X importtime).
     from ftagent.facts import collect_facts
 
     value = collect_facts(config.agent.facts_dir).get("virt.uuid")
@@ -446,7 +529,8 @@ def virt_uuid_of(config: Config) -> str:
     return value
 
 
-def open_sanlock_backend(config: Config, settings: LeaseSettings) -> SanlockBackend:
+def open_sanlock_backend(config: Config, settings: LeaseSettings, identity: IdentityStore | None = None,
+                         connection: Callable[[], Connection] | None = None) -> SanlockBackend:
     """The backend for ``[lease] backend = sanlock``, warning when ``margin`` cannot be met."""
     backend = SanlockBackend(settings, virt_uuid_of(config))
     for warning in margin_warnings(settings, backend.timing):
@@ -462,11 +546,10 @@ def initialise(settings: LeaseSettings, resource: str, *, force: bool = False, s
     that holds something else is overwritten only with ``force``; a resource with an owner on disk
     is never overwritten (the lease may be live: release it, or wait until sanlock frees it).
     """
+    options = sanlock_options(settings, needed_by="sanlock-init")
     lib = sanlock if sanlock is not None else import_sanlock()
-    path = settings.sanlock_path
-    if path is None:
-        raise ConfigError("sanlock-init needs [lease] sanlock_path", section="lease", key="sanlock_path")
-    lockspace = settings.sanlock_lockspace.encode()
+    path = options.sanlock_path
+    lockspace = options.sanlock_lockspace.encode()
     name = resource.encode()
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660)
@@ -500,12 +583,17 @@ def initialise(settings: LeaseSettings, resource: str, *, force: bool = False, s
     written = []
     if not ls_ok:
         backend._bounded("write_lockspace", timeout, lib.write_lockspace, lockspace, str(path), LOCKSPACE_OFFSET,
-                         iotimeout=settings.sanlock_io_timeout, align=ALIGN, sector=SECTOR)
+                         iotimeout=options.sanlock_io_timeout, align=ALIGN, sector=SECTOR)
         written.append("lockspace")
     if not res_ok:
         backend._bounded("write_resource", timeout, lib.write_resource, lockspace, name,
                          [(str(path), RESOURCE_OFFSET)], align=ALIGN, sector=SECTOR)
         written.append("resource")
-    return {"path": str(path), "lockspace": settings.sanlock_lockspace, "lockspace_offset": LOCKSPACE_OFFSET,
+    return {"path": str(path), "lockspace": options.sanlock_lockspace, "lockspace_offset": LOCKSPACE_OFFSET,
             "resource": resource, "resource_offset": RESOURCE_OFFSET, "sector": SECTOR, "align": ALIGN,
-            "io_timeout": settings.sanlock_io_timeout, "written": written}
+            "io_timeout": options.sanlock_io_timeout, "written": written}
+
+
+#: The lease as a sanlock resource: keys ``sanlock_*``, keyed on the FT group, timing of its own.
+BACKEND = BackendSpec(name="sanlock", opener=open_sanlock_backend, keys=KEYS, parse=parse_sanlock_settings,
+                      own_ttl=_own_ttl)

@@ -19,21 +19,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftagent.atomic import write_atomic
-from ftagent.connection import Connection, server_connection
 from ftagent.errors import Conflict, ConnectionFailed
-from ftagent.lease.backend import Grant, LeaseRefused
+from ftagent.lease.backend import BackendSpec, Grant, LeaseRefused
 
 if TYPE_CHECKING:
     from ftagent.config import Config
+    from ftagent.connection import Connection
     from ftagent.identity import IdentityStore
     from ftagent.lease.settings import LeaseSettings
 
-__all__ = ["ServerBackend", "open_server_backend"]
+__all__ = ["BACKEND", "ServerBackend", "open_server_backend"]
 
 logger = logging.getLogger(__name__)
 
 #: ``successor_connection(cert_file, key_file)``: a connection presenting a failover successor's identity.
-SuccessorConnection = Callable[[Path, Path], Connection]
+SuccessorConnection = Callable[[Path, Path], "Connection"]
 
 
 def _grant(result: Any) -> Grant:
@@ -134,9 +134,12 @@ class ServerBackend:
         self.connection.close()
 
 
-def open_server_backend(config: Config, settings: LeaseSettings, identity: IdentityStore, *,
+def open_server_backend(config: Config, settings: LeaseSettings, identity: IdentityStore,
                         connection: Callable[[], Connection] | None = None) -> ServerBackend:
     """The backend for ``[server]``, on ``connection()`` (default: a light connection of its own)."""
+    # Imported when the backend opens: `ftagent status` loads this module for the registry and must
+    # not pay for the connection stack (ssl, http.client, email: about 17 ms, python -X importtime).
+    from ftagent.connection import server_connection
 
     def own() -> Connection:
         return server_connection(config, cert_file=identity.cert_path, key_file=identity.key_path, retries=0,
@@ -146,3 +149,7 @@ def open_server_backend(config: Config, settings: LeaseSettings, identity: Ident
         return server_connection(config, cert_file=cert_file, key_file=key_file, retries=0, light=True)
 
     return ServerBackend((connection or own)(), successor, ttl=settings.ttl, key_path=identity.key_path)
+
+
+#: The default backend: no keys of its own; the lease follows the identity through a failover.
+BACKEND = BackendSpec(name="server", opener=open_server_backend, follows_identity=True)
