@@ -132,6 +132,31 @@ def test_renewals_failing_degrade_then_fence_before_the_backend_lets_anyone_in(b
     assert [g[0] for g in backend.grants] == ["a", "b"]
 
 
+@pytest.mark.parametrize("jitter", [0.0, 0.5, 1.0])
+def test_degraded_retries_at_the_short_cadence_and_never_past_the_deadline(backend: MemoryBackend,
+                                                                         jitter: float) -> None:
+    settings = LeaseSettings(renew_interval=2.0, retry_interval=0.5, ttl=8.0, margin=2.0)
+    a = LeaseKeeper(settings, backend, holder="a", consumer="c1", clock=backend.clock, jitter=lambda: jitter,
+                    fence=lambda reason: None)
+    backend.ttl = settings.ttl
+    a.step()
+    assert a.next_step_in() == 2.0  # HELD: renew_interval
+    backend.clock.advance(2.0)
+    backend.down = True
+    a.step()
+    assert a.state == LeaseState.DEGRADED
+    expected = 0.5 * (1 + 0.2 * (2 * jitter - 1))  # retry_interval, jittered by up to 20 %
+    assert a.next_step_in() == pytest.approx(expected)
+    backend.clock.advance(0.3)  # counted from the start of the failed attempt
+    assert a.next_step_in() == pytest.approx(max(0.0, expected - 0.3))
+    backend.clock.advance(a.deadline - backend.clock.now() - 0.1)  # type: ignore[operator]
+    a.step()
+    assert a.next_step_in() == pytest.approx(0.1)  # the last retry comes before the deadline, not after
+    backend.down = False
+    a.step()
+    assert a.state == LeaseState.HELD and a.next_step_in() == 2.0
+
+
 def test_a_changed_generation_is_refused_and_fences(backend: MemoryBackend) -> None:
     fenced: list[str] = []
     a = make_keeper(backend, "a", fenced)

@@ -3,7 +3,8 @@
 The loop renews the FT group's lease every ``renew_interval`` seconds through the configured
 backend (:mod:`ftagent.lease.backends`; by default ftmock's lease API over one mutual-TLS
 connection), with no transparent retries and a timeout on every call shorter than what is left
-before the deadline.  A guard thread checks the deadline twice a second
+before the deadline.  While renewals fail (DEGRADED) it tries again every ``retry_interval``
+(jittered) until the deadline, so that a server back in time is used.  A guard thread checks the deadline twice a second
 on ``CLOCK_BOOTTIME`` and fences even when the loop is stuck in a request; it also sends
 ``WATCHDOG=1`` to systemd while the lease is valid (and while merely acquiring, when there is
 nothing to protect), never once fencing has started.
@@ -345,11 +346,7 @@ class Heartbeat:
                 if self.keeper.observed in (LeaseState.FENCING, LeaseState.FENCED):
                     stop.wait(None)  # terminal until an operator restarts the agent
                     break
-                interval = self.settings.renew_interval
-                remaining = self.keeper.remaining()
-                if remaining is not None:
-                    interval = min(interval, max(0.0, remaining))
-                if stop.wait(interval):
+                if stop.wait(self.keeper.next_step_in()):
                     break
                 self.keeper.step()
             self.notifier.notify("STOPPING=1")

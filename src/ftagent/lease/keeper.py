@@ -3,7 +3,8 @@
 States (after CloudStack's Host HA and sanlock)::
 
     DISABLED                       kill switch (``enabled = false``): observe and report only
-    ACQUIRING -> HELD <-> DEGRADED  renewals failing, still before the deadline
+    ACQUIRING -> HELD <-> DEGRADED  renewals failing, still before the deadline: retried every
+                                   ``retry_interval`` (jittered) instead of ``renew_interval``
     HELD|DEGRADED -> FENCING -> FENCED   lost (refused), or past the deadline; FENCED is terminal
     HELD|DEGRADED -> RELEASING -> RELEASED   clean stop
 
@@ -28,6 +29,7 @@ claim the successor's lease before the identity is swapped.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,13 +44,16 @@ if TYPE_CHECKING:
     from ftagent.failover import LeaseClaim
     from ftagent.lease.fencing import FenceReport
 
-__all__ = ["Fencer", "FollowFailover", "LeaseKeeper"]
+__all__ = ["RETRY_JITTER", "Fencer", "FollowFailover", "LeaseKeeper"]
 
 logger = logging.getLogger(__name__)
 
 Fencer = Callable[[str], "FenceReport | None"]
 #: ``follow(answer, claim)``: validate a failover answer, call ``claim(from, to, consumer)``, then swap.
 FollowFailover = Callable[[FailoverRequired, "LeaseClaim"], object]
+#: A retry while DEGRADED waits ``retry_interval`` times a random factor within 1 +/- this, so that
+#: guests cut off together do not all come back to the server in the same instant.
+RETRY_JITTER = 0.2
 
 
 class LeaseKeeper:
@@ -76,6 +81,7 @@ class LeaseKeeper:
         request_timeout: float = 30.0,
         generation: int | None = None,
         deadline: float | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -85,6 +91,7 @@ class LeaseKeeper:
         self._fence = fence
         self._on_change = on_change
         self._follow = follow
+        self._jitter = jitter
         self.request_timeout = request_timeout
         self.enabled = settings.enabled
         self._lock = threading.RLock()
@@ -97,6 +104,8 @@ class LeaseKeeper:
         self.reason: str | None = None
         self.fence_report: dict[str, Any] | None = None
         self.suppressed: list[str] = []
+        #: When the last acquisition or renewal attempt started (on ``clock``).
+        self.attempted: float | None = None
         if generation is not None and deadline is not None and deadline > clock.now():
             # Carried over from an earlier run (``--once``): still ours until the deadline.
             self._state, self.generation, self.deadline, self.held_by = LeaseState.HELD, generation, deadline, holder
@@ -210,6 +219,22 @@ class LeaseKeeper:
             late = self.clock.now() - self.deadline
         return self.fence_now(f"lease deadline passed {late:.2f} s ago without a successful renewal")
 
+    def next_step_in(self) -> float:
+        """Seconds until the next :meth:`step` is due: ``renew_interval`` while holding or acquiring; while
+        DEGRADED ``retry_interval`` (jittered) from the start of the last attempt, so that a server back
+        before the deadline is used; never past the deadline."""
+        with self._lock:
+            now = self.clock.now()
+            if self._state == LeaseState.DEGRADED:
+                wait = self.settings.retry_interval * (1 + RETRY_JITTER * (2 * self._jitter() - 1))
+                if self.attempted is not None:
+                    wait -= now - self.attempted
+            else:
+                wait = self.settings.renew_interval
+            if self._state in HOLDING and self.deadline is not None:
+                wait = min(wait, self.deadline - now)
+            return max(0.0, wait)
+
     def _timeout(self, now: float) -> float:
         """Per-request timeout: connect and read each get half of what is left before the deadline."""
         timeout = self.request_timeout
@@ -225,6 +250,7 @@ class LeaseKeeper:
             if self._state in DONE:
                 return self.state
             now = self.clock.now()
+            self.attempted = now
             expired = self._state in HOLDING and self.deadline is not None and now >= self.deadline
             holding = self._state in HOLDING
             generation = self.generation if holding else None

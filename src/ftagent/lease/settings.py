@@ -32,8 +32,8 @@ MAX_TTL = 300.0  # the server refuses longer leases (ftmock.leases.MAX_TTL)
 
 #: The ``[lease]`` keys every backend shares.
 KEYS = frozenset({
-    "enabled", "renew_interval", "ttl", "margin", "fence_command", "fence_units", "fence_signal",
-    "fence_timeout", "status_file", "backend",
+    "enabled", "renew_interval", "retry_interval", "ttl", "margin", "fence_command", "fence_units",
+    "fence_signal", "fence_timeout", "status_file", "backend",
 })
 
 
@@ -48,6 +48,9 @@ class LeaseSettings:
 
     enabled: bool = True
     renew_interval: float = 5.0
+    #: Seconds between renewal attempts while DEGRADED (jittered, never past the deadline), so that a
+    #: server back before the deadline is used; at most ``renew_interval`` (which it defaults below 1 s).
+    retry_interval: float = 1.0
     ttl: float = 20.0
     margin: float = 5.0
     fence_command: str | None = None
@@ -149,6 +152,10 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
         raw = dict(raw, ttl=f"{own:g}")
     renew, ttl, margin, derived = _timing(raw, defaults, err)
     fence_timeout = _number(raw, "fence_timeout", defaults.fence_timeout, err)
+    retry = _number(raw, "retry_interval", min(defaults.retry_interval, renew), err)
+    if retry > renew:
+        raise err("retry_interval", f"retry_interval {retry:g} must not be longer than renew_interval {renew:g}: "
+                                    "it is how soon a failed renewal is tried again")
     note = f" ({derived})" if derived else ""
     if not 1 <= ttl <= MAX_TTL:
         raise err("ttl", f"ttl {ttl:g} out of range: the server accepts 1 to {MAX_TTL:g} seconds{note}")
@@ -186,7 +193,7 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
         status = Path(os.path.expandvars(os.path.expanduser(status_raw)))
         if not status.is_absolute():
             status = (base or Path.cwd()) / status
-    return LeaseSettings(enabled=enabled, renew_interval=renew, ttl=ttl, margin=margin,
+    return LeaseSettings(enabled=enabled, renew_interval=renew, retry_interval=retry, ttl=ttl, margin=margin,
                          fence_command=command, fence_units=units, fence_signal=signal_text,
                          fence_timeout=fence_timeout, status_file=status, backend=backend,
                          backend_options=options)
