@@ -10,6 +10,10 @@ Every consumer-authenticated call goes through one :class:`~ftagent.connection.C
 the successor's lease with ``lease_claim``, swap: :meth:`~ftagent.failover.IdentitySwapper.follow`)
 and then runs the call once more as the successor.  A 410 (consumer deleted on the server) for our
 consumer removes the local identity and entitlement certificates before the error is re-raised.
+
+The connection stack and cryptography are imported where they are used, not at the top: commands
+that never connect or make a key (``ftagent identity``, ``status``) would pay about 25 ms and 32 ms
+more of a 70 ms start (``python -X importtime``, ``bench/ftagent_startup.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ftagent.atomic import write_atomic
 from ftagent.config import Config, load_config
-from ftagent.entitlements import EntitlementStore, RefreshResult
+from ftagent.entitlements import EntitlementStore, RefreshResult, serial_of
 from ftagent.errors import (
     FailoverError,
     FailoverRequired,
@@ -37,7 +41,7 @@ from ftagent.errors import (
     RemoteError,
 )
 from ftagent.facts import SystemPaths, collect_facts, facts_digest
-from ftagent.identity import Identity, IdentityStore
+from ftagent.identity import Identity, IdentityStore, validate_pair
 from ftagent.lock import FileLock
 from ftagent.repos import SCA_MODE, RepoManager
 
@@ -53,9 +57,7 @@ T = TypeVar("T")
 
 
 def server_connection(config: Config, **kwargs: Any) -> Connection:
-    """:func:`ftagent.connection.server_connection`, imported on first use: the connection stack (ssl,
-    http.client, email) would cost the commands that never connect (``ftagent identity``, ``status``)
-    about 17 ms of their 70 ms (``python -X importtime``; bench/ftagent_startup.py)."""
+    """:func:`ftagent.connection.server_connection`, imported on first use (see the module's docstring)."""
     from ftagent.connection import server_connection as connect
 
     return connect(config, **kwargs)
@@ -201,7 +203,7 @@ class Agent:
 
     def _follow_failover(self, conn: Connection, answer: FailoverRequired) -> str:
         """Follow a failover answer (validate, claim the successor's lease, swap); the successor's UUID."""
-        from ftagent.failover import IdentitySwapper  # only when a failover arrives (as the connection stack)
+        from ftagent.failover import IdentitySwapper  # only when a failover arrives: see the module's docstring
 
         swapper = IdentitySwapper(self.identity, self.entitlements, ca_cert=self.config.server.ca_cert,
                                   local_virt_uuid=lambda: self.facts().get("virt.uuid"))
@@ -245,7 +247,7 @@ class Agent:
         key it returns with the certificate is the identity's key (``key_origin`` "server").  If the
         registration cannot be completed locally, the consumer it created is deleted again.
         """
-        from ftagent import crypto
+        from ftagent import crypto  # see the module's docstring
 
         self.check_can_register(force)
         previous: Identity | None = None
@@ -311,8 +313,6 @@ class Agent:
         key_pem = returned_key if returned_key is not None else key_pem
         if key_pem is None:
             raise IdentityError("the server's answer holds no private key and no CSR was sent")
-        from ftagent.identity import validate_pair
-
         named = validate_pair(cert_pem, key_pem)["uuid"]
         if uuid and named != uuid:
             raise IdentityError(f"the server's certificate names consumer {named}, not the new consumer {uuid}")
@@ -415,7 +415,7 @@ class Agent:
         otherwise (stock Candlepin) the server generates the new key and returns it with the
         certificate, and that pair is installed.
         """
-        from ftagent import crypto
+        from ftagent import crypto  # see the module's docstring
 
         current = self.current_identity()
 
@@ -648,7 +648,7 @@ class Agent:
         A user may regenerate any consumer of its organization; with a local key the certificate is
         issued for our CSR, so the private key never leaves this system.
         """
-        from ftagent import crypto
+        from ftagent import crypto  # see the module's docstring
 
         self.check_can_register(force)
         body: dict[str, Any] | None = None
@@ -705,8 +705,6 @@ def _reason(exc: BaseException) -> str:
 
 
 def _entitlement_serials(ent: dict[str, Any]) -> set[int]:
-    from ftagent.entitlements import serial_of
-
     out = set()
     for cert in ent.get("certificates") or []:
         serial = serial_of(cert.get("serial") if isinstance(cert, dict) else None)

@@ -110,6 +110,8 @@ class EntitlementStore:
 
         Reads only local files (no server); ``ca_cert`` checks each payload's signature.
         """
+        # Only when certificates are read: the parser loads cryptography (about 30 ms, python -X importtime),
+        # which a check-in with nothing to parse does not need.
         from ftagent.entcert import EntitlementCertError, read_entitlement
 
         out: list[tuple[int, Any]] = []

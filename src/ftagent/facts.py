@@ -12,6 +12,7 @@ byte-swapped form, as the server does when it matches guests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -233,6 +234,4 @@ def collect_facts(
 
 def facts_digest(data: Any) -> str:
     """A stable digest of facts (or any JSON value) to detect changes between check-ins."""
-    import hashlib
-
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -99,6 +99,8 @@ def validate_pair(
     ``cert_label``/``key_label`` are the files' paths, when the pair comes from files.  Raises
     :class:`IdentityError` with a message naming what is wrong.
     """
+    # Only for a full validation: cryptography costs about 30 ms (python -X importtime), which the fast
+    # path of `ftagent identity` (digests recorded in meta.json) avoids.
     from ftagent import crypto
 
     cert_name = f"identity certificate {cert_label}" if cert_label else "the identity certificate"

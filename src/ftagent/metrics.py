@@ -5,7 +5,8 @@ Several processes write one file: the heartbeat daemon its ``ftagent_lease_*`` f
 exclusive lock beside the file, reads the families others wrote (and its own previous values, so
 a one-shot command can keep a counter and the last success time across runs), and replaces the
 file atomically with ``0644`` permissions, so the collector never reads a torn file and can read
-it under another user.  Rendering uses prometheus_client's exposition code.
+it under another user.  Rendering uses prometheus_client's exposition code.  Its callers import
+this module only when a metrics file is configured (prometheus_client costs about 25 ms to load).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ftagent.atomic import write_atomic
 
 __all__ = ["MetricsFile"]
 
@@ -45,8 +51,6 @@ class MetricsFile:
         return name.startswith(self.prefixes)
 
     def _read(self) -> list[Any]:
-        from prometheus_client.parser import text_string_to_metric_families
-
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -75,10 +79,6 @@ class MetricsFile:
 
         Failures to write are logged, never raised: monitoring must not break the monitored job.
         """
-        from prometheus_client import CollectorRegistry, generate_latest
-
-        from ftagent.atomic import write_atomic
-
         lock_path = self.path.with_name(f".{self.path.name}.lock")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,6 @@ import requests
 import urllib3
 import urllib3.connection
 import urllib3.connectionpool
-from cryptography import x509
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
@@ -129,6 +128,10 @@ def _expired_ca(path: str | None) -> str | None:
     """A description of the first expired certificate in a CA file, if any."""
     if path is None or not Path(path).is_file():
         return None
+    # Only to explain a refused server certificate: cryptography costs a check-in about 30 ms
+    # (python -X importtime) that it does not otherwise pay.
+    from cryptography import x509
+
     try:
         blocks = _PEM_CERT.findall(Path(path).read_bytes())
     except OSError:

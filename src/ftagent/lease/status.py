@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftagent.atomic import write_atomic
-from ftagent.errors import FtagentError
+from ftagent.errors import ConfigError, FtagentError
 from ftagent.lease.clock import Clock, SystemClock, boot_id
 from ftagent.lease.states import LeaseState
 
@@ -36,8 +36,6 @@ MAX_HOLDER = 255  # what the server accepts
 
 def read_holder(path: Path) -> str | None:
     """The holder id in ``path`` (``None`` if absent or empty); a corrupt file is a ConfigError."""
-    from ftagent.errors import ConfigError
-
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_HOLDER + 2)
