@@ -7,8 +7,8 @@
 
 Every consumer-authenticated call goes through one :class:`~ftagent.connection.Connection` and
 :meth:`Agent._consumer_call`, which follows a failover answer wherever it arrives (validate, claim
-the successor's lease with ``lease_claim``, swap: :meth:`~ftagent.failover.IdentitySwapper.follow`)
-and then runs the call once more as the successor.  A 410 (consumer deleted on the server) for our
+the successor's lease with ``lease_claim``, install: :mod:`ftagent.failover`) and then runs the call
+once more as the successor.  A 410 (consumer deleted on the server) for our
 consumer removes the local identity and entitlement certificates before the error is re-raised.
 
 The connection stack and cryptography are imported where they are used, not at the top: commands
@@ -206,8 +206,11 @@ class Agent:
         from ftagent.failover import IdentitySwapper  # only when a failover arrives: see the module's docstring
 
         swapper = IdentitySwapper(self.identity, self.entitlements, ca_cert=self.config.server.ca_cert,
-                                  local_virt_uuid=lambda: self.facts().get("virt.uuid"))
-        self.followed = swapper.follow(conn, answer, claim=self.lease_claim)
+                                  local_virt_uuid=lambda: self.facts().get("virt.uuid"), connection=lambda: conn)
+        checked = swapper.validate(answer)
+        if self.lease_claim is not None:
+            self.lease_claim(checked.from_uuid, checked.to_uuid, checked.consumer)  # raises to refuse
+        self.followed = swapper.install(checked)
         logger.info("consumer %s failed over to %s; running %s %s again as the successor", self.followed.from_uuid,
                     self.followed.to_uuid, answer.method, answer.path)
         return self.followed.to_uuid

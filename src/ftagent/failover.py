@@ -3,20 +3,21 @@
 :func:`parse_failover` is the one place that recognises the answer; the connection raises what it
 returns (:class:`~ftagent.errors.FailoverRequired`) to its caller and does nothing else with it.  The
 caller (:class:`ftagent.agent.Agent` for a command, :class:`ftagent.lease.keeper.LeaseKeeper` for the
-heartbeat) follows it with :meth:`IdentitySwapper.follow`, in the order docs/design.md ("The agent's
-rules") fixes:
+heartbeat) follows it, one step after the other, in the order docs/design.md ("The agent's rules")
+fixes:
 
-1. validate the successor's certificate: it chains to the configured CA, its CN is the ``to`` UUID,
-   its public key is the local key (or the key the server sent), it is inside its validity period,
-   ``from`` is our current UUID, and the consumer's ``virt.uuid`` fact is ours (case and SMBIOS byte
-   order ignored);
-2. claim the successor's lease through the caller's ``claim``, if it has one (a guest that uses the
-   FT lease); it raises to refuse, and then nothing is swapped;
-3. swap the identity atomically (:meth:`IdentityStore.save`; the key is replaced only when the
-   server sent one), recording ``from``/``to``/``time`` with it, and point the connection at it;
-4. refresh entitlement certificates as the successor, which removes the predecessor's.
+1. :meth:`IdentitySwapper.validate`: the successor's certificate chains to the configured CA, its CN
+   is the ``to`` UUID, its public key is the local key (or the key the server sent), it is inside its
+   validity period, ``from`` is our current UUID, and the consumer's ``virt.uuid`` fact is ours (case
+   and SMBIOS byte order ignored);
+2. the caller claims the successor's lease, if it uses the FT lease (a command through its
+   ``lease_claim``, the keeper through its backend's handover); a refusal stops here, nothing swapped;
+3. :meth:`IdentitySwapper.install`: swap the identity atomically (:meth:`IdentityStore.save`; the
+   key is replaced only when the server sent one), recording ``from``/``to``/``time`` with it, point
+   the connection at it, and refresh entitlement certificates as the successor, which removes the
+   predecessor's.
 
-The caller then retries its request once, as the successor.  A failover answer that fails validation
+A command then runs its call once more, as the successor.  A failover answer that fails validation
 raises :class:`~ftagent.errors.FailoverError` and changes nothing on disk.
 """
 
@@ -176,7 +177,11 @@ def validate_failover(
 
 
 class IdentitySwapper:
-    """Follows failover answers for one identity (see the module's docstring)."""
+    """Validates and installs failover successors for one identity (see the module's docstring).
+
+    ``connection()`` is the connection the identity's calls go through: it is pointed at the successor
+    and fetches its entitlement certificates.
+    """
 
     def __init__(
         self,
@@ -185,11 +190,13 @@ class IdentitySwapper:
         *,
         ca_cert: str | os.PathLike[str] | None,
         local_virt_uuid: Callable[[], str | None],
+        connection: Callable[[], Connection],
     ) -> None:
         self.identity = identity
         self.entitlements = entitlements
         self.ca_cert = Path(ca_cert) if ca_cert is not None else None
         self.local_virt_uuid = local_virt_uuid
+        self.connection = connection
 
     def validate(self, answer: FailoverRequired) -> ValidatedFailover:
         """Validate against the current identity without changing anything."""
@@ -214,8 +221,9 @@ class IdentitySwapper:
             local_virt_uuid=self.local_virt_uuid(),
         )
 
-    def swap(self, checked: ValidatedFailover) -> None:
-        """Install the successor's identity atomically and durably, recording the failover."""
+    def install(self, checked: ValidatedFailover) -> FollowedFailover:
+        """Install the successor's identity atomically and durably, recording the failover; point the
+        connection at it and refresh the entitlement certificates as the successor."""
         current = self.identity.load(full=True)
         key_pem = checked.key_pem if checked.key_pem is not None else self.identity.key_pem()
         record = {
@@ -239,15 +247,7 @@ class IdentitySwapper:
                 to_uuid=checked.to_uuid,
             ) from exc
         logger.warning("identity failed over from %s to %s", checked.from_uuid, checked.to_uuid)
-
-    def follow(self, connection: Connection, answer: FailoverRequired, *,
-               claim: LeaseClaim | None = None) -> FollowedFailover:
-        """Validate, claim the successor's lease (``claim``), swap, point ``connection`` at the
-        successor and refresh its entitlement certificates; raises before the swap to refuse."""
-        checked = self.validate(answer)
-        if claim is not None:
-            claim(checked.from_uuid, checked.to_uuid, checked.consumer)
-        self.swap(checked)
+        connection = self.connection()
         connection.reload_identity()
         connection.alias(checked.from_uuid, checked.to_uuid)
         refresh = None

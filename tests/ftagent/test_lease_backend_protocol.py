@@ -17,7 +17,7 @@ import pytest
 
 from ftagent.config import load_config
 from ftagent.errors import ConfigError, ConnectionFailed, FailoverError, FailoverRequired
-from ftagent.failover import LeaseClaim
+from ftagent.failover import ValidatedFailover
 from ftagent.identity import IdentityStore
 from ftagent.lease import Grant, LeaseKeeper, LeaseLost, LeaseRefused, LeaseSettings, LeaseState, parse_lease_settings
 from ftagent.lease.backends import BACKENDS, open_backend
@@ -180,24 +180,40 @@ def test_handover_moves_the_lease_and_a_refused_one_fences(backend: MemoryBacken
     assert lost.value.holder == "other" and a.state == LeaseState.FENCED and "another instance" in fenced[0]
 
 
-def test_a_renewal_answered_with_a_failover_is_followed_claim_first_and_not_repeated(backend: MemoryBackend) -> None:
+class RecordingSwapper:
+    """Stands in for :class:`ftagent.failover.IdentitySwapper` (whose checks test_failover.py covers):
+    records the steps the keeper takes, and refuses the answer when told to."""
+
+    def __init__(self, backend: MemoryBackend, refuse: str | None = None) -> None:
+        self.backend = backend
+        self.refuse = refuse
+        self.steps: list[str] = []
+
+    def validate(self, answer: FailoverRequired) -> ValidatedFailover:
+        if self.refuse:
+            raise FailoverError(self.refuse)
+        self.steps.append(f"validated (lease held by {self.backend.holder}, generation {self.backend.generation})")
+        return ValidatedFailover(str(answer.from_uuid), str(answer.to_uuid), b"", None,
+                                 dict(answer.failover["consumer"]), 1, "")
+
+    def install(self, checked: ValidatedFailover) -> None:
+        self.steps.append(f"installed (lease held by {self.backend.holder}, generation {self.backend.generation})")
+
+
+def test_a_renewal_answered_with_a_failover_is_claimed_before_the_swap_and_not_repeated(
+        backend: MemoryBackend) -> None:
     fenced: list[str] = []
-    swapped: list[str] = []
-    answer = FailoverRequired(308, body={"failover": {"from": "c1", "to": "c2", "consumer": {"uuid": "c2"}}})
-
-    def follow(answer: FailoverRequired, claim: LeaseClaim) -> None:
-        # As IdentitySwapper.follow does after validating: claim first, swap only if the claim stood.
-        claim(str(answer.from_uuid), str(answer.to_uuid), answer.failover["consumer"])
-        swapped.append(str(answer.to_uuid))
-
-    a = LeaseKeeper(SETTINGS, backend, holder="a", consumer="c1", clock=backend.clock, follow=follow,
-                    fence=lambda reason: fenced.append(reason) or None)
+    swapper = RecordingSwapper(backend)
+    a = LeaseKeeper(SETTINGS, backend, holder="a", consumer="c1", clock=backend.clock,
+                    swapper=swapper, fence=lambda reason: fenced.append(reason) or None)  # type: ignore[arg-type]
     a.step()
-    backend.answer = answer
+    backend.answer = FailoverRequired(308, body={"failover": {"from": "c1", "to": "c2", "consumer": {"uuid": "c2"}}})
     backend.clock.advance(1)
     grants = len(backend.grants)
     assert a.step() == LeaseState.HELD
-    assert (a.consumer, a.generation, swapped) == ("c2", 2, ["c2"])
+    # Validated first, installed only once the successor's lease was claimed (the handover: generation 2).
+    assert swapper.steps == ["validated (lease held by a, generation 1)", "installed (lease held by a, generation 2)"]
+    assert (a.consumer, a.generation) == ("c2", 2)
     assert len(backend.grants) == grants + 1  # the handover, and no repeated renewal after it
     backend.answer = None
     backend.clock.advance(1)
@@ -207,13 +223,11 @@ def test_a_renewal_answered_with_a_failover_is_followed_claim_first_and_not_repe
 def test_a_failover_answer_that_cannot_be_followed_is_a_failed_renewal(backend: MemoryBackend) -> None:
     fenced: list[str] = []
     answer = FailoverRequired(308, body={"failover": {"from": "c1", "to": "c2", "consumer": {}}})
-
-    def refuse(answer: FailoverRequired, claim: LeaseClaim) -> None:
-        raise FailoverError("failover refused: the successor's certificate is not issued by the configured CA")
-
-    for follow in (refuse, None):
-        a = LeaseKeeper(SETTINGS, backend, holder=f"a-{follow}", consumer="c1", clock=backend.clock, follow=follow,
-                        fence=lambda reason: fenced.append(reason) or None)
+    refusing = RecordingSwapper(backend, refuse="failover refused: the successor's certificate is not issued by the "
+                                                "configured CA")
+    for swapper in (refusing, None):
+        a = LeaseKeeper(SETTINGS, backend, holder=f"a-{swapper}", consumer="c1", clock=backend.clock,
+                        swapper=swapper, fence=lambda reason: fenced.append(reason) or None)  # type: ignore[arg-type]
         backend.holder = None
         a.step()
         backend.answer = answer
@@ -221,7 +235,7 @@ def test_a_failover_answer_that_cannot_be_followed_is_a_failed_renewal(backend: 
         assert a.step() == LeaseState.DEGRADED and a.consumer == "c1" and a.holds()
         assert "failover" in (a.reason or "")
         backend.answer = None
-    assert not fenced
+    assert not fenced and not refusing.steps
 
 
 def test_release_lets_the_other_instance_in_at_once(backend: MemoryBackend) -> None:

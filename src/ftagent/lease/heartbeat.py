@@ -9,11 +9,11 @@ on ``CLOCK_BOOTTIME`` and fences even when the loop is stuck in a request; it al
 ``WATCHDOG=1`` to systemd while the lease is valid (and while merely acquiring, when there is
 nothing to protect), never once fencing has started.
 
-A renewal answered with a failover comes back to the state machine, which follows it through
-:meth:`Heartbeat._follow_failover` (:meth:`ftagent.failover.IdentitySwapper.follow` on the server
-connection): the answer is validated, the successor's lease claimed
-(:meth:`ftagent.lease.keeper.LeaseKeeper.claim_successor`, the backend's handover), and only then
-the identity swapped and the successor's entitlement certificates fetched; a refused claim fences.
+A renewal answered with a failover comes back to the state machine, which follows it with the
+:class:`ftagent.failover.IdentitySwapper` it is given (on the server connection): the answer is
+validated, the successor's lease claimed (:meth:`ftagent.lease.keeper.LeaseKeeper.claim_successor`,
+the backend's handover), and only then the identity swapped and the successor's entitlement
+certificates fetched; a refused claim fences.
 
 SIGUSR1 means "the lease is lost, fence now": the sanlock backend's kill path (its daemon runs
 ``kill -USR1 <pid>`` when this host loses the lockspace) and any outside watchdog use it; the guard
@@ -39,9 +39,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ftagent.connection import Connection, server_connection
-from ftagent.errors import ConnectionFailed, FailoverRequired
+from ftagent.errors import ConnectionFailed
 from ftagent.facts import collect_facts
-from ftagent.failover import IdentitySwapper, LeaseClaim
+from ftagent.failover import IdentitySwapper
 from ftagent.identity import IdentityStore
 from ftagent.lease.backends import open_backend
 from ftagent.lease.clock import Clock, SystemClock, boot_id
@@ -130,6 +130,7 @@ class Heartbeat:
         generation, deadline = self._carried_over(uuid) if mode == "once" else (None, None)
         self._connection: Connection | None = None
         self.backend = open_backend(config, self.settings, self.identity, connection=self._server_connection)
+        facts_dir = config.agent.facts_dir
         self.keeper = LeaseKeeper(
             self.settings,
             self.backend,
@@ -138,7 +139,9 @@ class Heartbeat:
             clock=self.clock,
             fence=self._fence,
             on_change=self._write_status,
-            follow=self._follow_failover,
+            swapper=IdentitySwapper(self.identity, self.entitlements, ca_cert=config.server.ca_cert,
+                                    local_virt_uuid=lambda: collect_facts(facts_dir).get("virt.uuid"),
+                                    connection=self._server_connection),
             request_timeout=config.server.timeout,
             generation=generation,
             deadline=deadline,
@@ -164,13 +167,6 @@ class Heartbeat:
             self._connection = server_connection(self.config, cert_file=self.identity.cert_path,
                                                  key_file=self.identity.key_path, retries=0, light=True)
         return self._connection
-
-    def _follow_failover(self, answer: FailoverRequired, claim: LeaseClaim) -> None:
-        """The keeper's ``follow`` hook: validate, ``claim`` the successor's lease, swap, refresh."""
-        facts_dir = self.config.agent.facts_dir
-        swapper = IdentitySwapper(self.identity, self.entitlements, ca_cert=self.config.server.ca_cert,
-                                  local_virt_uuid=lambda: collect_facts(facts_dir).get("virt.uuid"))
-        swapper.follow(self._server_connection(), answer, claim=claim)
 
     def close(self) -> None:
         """Close the connections."""

@@ -21,9 +21,9 @@ agent would fence this one logs what it would have done and goes on; the reporte
 The machine knows nothing of where the lease lives: it talks to a
 :class:`~ftagent.lease.backend.LeaseBackend` (:mod:`ftagent.lease.backends`).  A call answered with a
 failover (:class:`~ftagent.errors.FailoverRequired`, from the server backend) comes back here, and the
-machine follows it through its ``follow`` hook (the heartbeat's
-:meth:`~ftagent.failover.IdentitySwapper.follow`), giving it :meth:`LeaseKeeper.claim_successor` to
-claim the successor's lease before the identity is swapped.
+machine follows it: its ``swapper`` (:class:`~ftagent.failover.IdentitySwapper`) validates the
+answer, the machine claims the successor's lease (:meth:`LeaseKeeper.claim_successor`), and only then
+the swapper installs the successor's identity.
 """
 
 from __future__ import annotations
@@ -41,16 +41,14 @@ from ftagent.lease.settings import LeaseSettings
 from ftagent.lease.states import DONE, HOLDING, LeaseLost, LeaseState
 
 if TYPE_CHECKING:
-    from ftagent.failover import LeaseClaim
+    from ftagent.failover import IdentitySwapper
     from ftagent.lease.fencing import FenceReport
 
-__all__ = ["RETRY_JITTER", "Fencer", "FollowFailover", "LeaseKeeper"]
+__all__ = ["RETRY_JITTER", "Fencer", "LeaseKeeper"]
 
 logger = logging.getLogger(__name__)
 
 Fencer = Callable[[str], "FenceReport | None"]
-#: ``follow(answer, claim)``: validate a failover answer, call ``claim(from, to, consumer)``, then swap.
-FollowFailover = Callable[[FailoverRequired, "LeaseClaim"], object]
 #: A retry while DEGRADED waits ``retry_interval`` times a random factor within 1 +/- this, so that
 #: guests cut off together do not all come back to the server in the same instant.
 RETRY_JITTER = 0.2
@@ -63,8 +61,8 @@ class LeaseKeeper:
     ``backend`` carries the lease calls (:class:`~ftagent.lease.backend.LeaseBackend`).
 
     ``fence(reason)`` runs the fencing ladder; ``on_change(keeper, durable)`` persists the status;
-    ``follow`` follows a failover answer (without it, one is a failed call).  Network I/O is never
-    done while holding the lock.
+    ``swapper`` validates and installs a failover successor (without it, a failover answer is a
+    failed call).  Network I/O is never done while holding the lock.
     """
 
     def __init__(
@@ -77,7 +75,7 @@ class LeaseKeeper:
         clock: Clock,
         fence: Fencer,
         on_change: Callable[[LeaseKeeper, bool], None] | None = None,
-        follow: FollowFailover | None = None,
+        swapper: IdentitySwapper | None = None,
         request_timeout: float = 30.0,
         generation: int | None = None,
         deadline: float | None = None,
@@ -90,7 +88,7 @@ class LeaseKeeper:
         self.clock = clock
         self._fence = fence
         self._on_change = on_change
-        self._follow = follow
+        self._swapper = swapper
         self._jitter = jitter
         self.request_timeout = request_timeout
         self.enabled = settings.enabled
@@ -346,15 +344,17 @@ class LeaseKeeper:
                 self._changed(False)
 
     def _on_failover(self, answer: FailoverRequired) -> None:
-        """A call was answered with a failover: follow it (the successor's lease is claimed through
-        :meth:`claim_successor` before the identity is swapped).  The claim renews the lease, so the
-        call is not repeated; a refused or failed one is handled as the call's own outcome."""
-        if self._follow is None:
+        """A call was answered with a failover: validate it, claim the successor's lease, and only then
+        install the successor's identity.  The claim renews the lease, so the call is not repeated; a
+        refused or failed step is handled as the call's own outcome."""
+        if self._swapper is None:
             self._on_failure(FailoverError(f"the server answered with a failover to {answer.to_uuid}, which this "
                                            "agent cannot follow", from_uuid=answer.from_uuid, to_uuid=answer.to_uuid))
             return
         try:
-            self._follow(answer, self.claim_successor)
+            checked = self._swapper.validate(answer)
+            self.claim_successor(checked.from_uuid, checked.to_uuid, checked.consumer)
+            self._swapper.install(checked)
         except LeaseLost as exc:
             self.fence_now(str(exc))  # a no-op when the refused claim fenced already
         except FtagentError as exc:
@@ -362,7 +362,7 @@ class LeaseKeeper:
 
     def claim_successor(self, from_uuid: str, to_uuid: str, consumer: Mapping[str, Any]) -> None:
         """Claim a failover successor's lease as the same holder (a handover on the server) before
-        the identity is swapped (a :data:`ftagent.failover.LeaseClaim`).
+        the identity is swapped.
 
         A refusal means another instance is live: fence and raise :class:`LeaseLost` so that nothing
         is swapped.  Other failures raise too (nothing swapped; the next renewal retries).
