@@ -575,6 +575,16 @@ class Agent:
         result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}/compliance"))
         return result if isinstance(result, dict) else {}
 
+    def protection(self) -> dict[str, Any] | None:
+        """Whether this consumer's FT group is protected, as the server sees it (``protection``,
+        ``reasons``, ``faultToleranceState``); None for a consumer in no FT group, or a server that
+        does not keep it (a Candlepin without the FT additions answers 404 too)."""
+        try:
+            result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}/protection"))
+        except NotFound:
+            return None
+        return result if isinstance(result, dict) else None
+
     def consumer(self) -> dict[str, Any]:
         """The consumer as the server sees it."""
         result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}"))

@@ -527,6 +527,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
     for item in compliance.get("nonCompliantProducts") or []:
         lines.append(f"  not covered: {item}")
     data = dict(compliance, overall=overall, content_access_mode=SCA_MODE if sca else "entitlement")
+    protection = agent.protection()
+    if protection is not None:
+        # The server's view of this VM's FT group: a secondary in lock step, this guest registered,
+        # checking in and holding the lease.
+        data["protection"] = protection
+        reasons = protection.get("reasons") or []
+        lines.append(f"FT protection: {protection.get('protection')}"
+                     + (f" ({', '.join(str(r) for r in reasons)})" if reasons else "")
+                     + (f", vSphere state {protection['faultToleranceState']}"
+                        if protection.get("faultToleranceState") else ""))
     if lease is not None:
         data["lease"] = lease
         state = lease.get("state") or "no heartbeat yet"

@@ -21,9 +21,13 @@ from . import (
     failover,
     fleet,
     hypervisors,
+    inactive,
     leases,
+    lifecycle,
+    metrics,
     overrides,
     owners,
+    protection,
     shares,
     subscriptions,
 )
@@ -266,6 +270,10 @@ class Api:
         r("GET", "/fleet/orgs/{owner}/consumers", self.fleet_consumers, ft=True)
         r("GET", "/fleet/orgs/{owner}/ftgroups", self.fleet_ftgroups, ft=True)
         r("GET", "/fleet/orgs/{owner}/leases", self.fleet_leases, ft=True)
+        r("GET", "/fleet/orgs/{owner}/protection", self.fleet_protection, ft=True)
+        r("GET", "/fleet/metrics", self.fleet_metrics, ft=True)
+        r("GET", "/fleet/jobs", self.fleet_jobs, ft=True)
+        r("GET", "/consumers/{uuid}/protection", self.consumer_protection, ft=True)
 
     def root(self, ctx: Ctx) -> Response:
         names = ["consumers", "owners", "pools", "hypervisors", "jobs", "status", "users"]
@@ -281,7 +289,11 @@ class Api:
 
     def register(self, ctx: Ctx) -> Response:
         keys = [k for k in ctx.req.query.get("activation_keys", "").split(",") if k.strip()]
-        dto = consumers.register(ctx.tx, ctx.ca, ctx.who, ctx.req.query.get("owner"), keys, ctx.req.json(),
+        body = ctx.req.json()
+        # A registration of an unregistered FT group's VM rebuilds the group first, so that it is
+        # merged into the group's primary as any first registration is (undone if it fails).
+        lifecycle.registering(ctx.tx, ctx.ca, ctx.req.query.get("owner"), body)
+        dto = consumers.register(ctx.tx, ctx.ca, ctx.who, ctx.req.query.get("owner"), keys, body,
                                  honour_csr=self.honour_csr)
         log.info("registered consumer %s (%s) in %s", dto["uuid"], dto["name"], dto["owner"]["key"])
         return Response(200, dto)
@@ -297,7 +309,7 @@ class Api:
 
     def delete_consumer(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
-        consumers.delete(ctx.tx, row)
+        lifecycle.delete_consumer(ctx.tx, row)
         log.info("deleted consumer %s", uuid)
         return Response(204)
 
@@ -517,6 +529,34 @@ class Api:
     def fleet_leases(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
         return Response(200, fleet.lease_list(ctx.tx, owner))
+
+    def fleet_protection(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, fleet.protection_report(ctx.tx, owner))
+
+    def fleet_metrics(self, ctx: Ctx) -> Response:
+        """Prometheus' text format: the protection of the FT groups of the orgs the user may see."""
+        orgs = [r["key"] for r in self._visible_owners(ctx)]
+        return Response(200, metrics.render(ctx.tx, orgs), content_type=metrics.CONTENT_TYPE)
+
+    def fleet_jobs(self, ctx: Ctx) -> Response:
+        who = self._require_user(ctx)
+        if not who.superadmin:
+            raise Forbidden("Only administrators see the server's jobs")
+        return Response(200, inactive.job_list(ctx.tx))
+
+    def consumer_protection(self, ctx: Ctx, uuid: str) -> Response:
+        """The protection of the consumer's own FT group (a consumer sees no other group)."""
+        row = self._consumer(ctx, uuid)
+        org = row["reported_owner"]
+        if not row["instance_uuid"] or not org:
+            raise NotFound(f"Consumer {uuid} is not an instance of a fault-tolerant group")
+        group = ctx.tx.all("SELECT * FROM consumers WHERE reported_owner = ? AND guest_key = ? "
+                           "AND instance_uuid IS NOT NULL ORDER BY created, rowid", (org, row["guest_key"]))
+        found = protection.for_groups(ctx.tx, org, {row["guest_key"]: group},
+                                      lifecycle.load_settings(ctx.tx).guest_silent_after)[row["guest_key"]]
+        return Response(200, {"consumer": row["uuid"], "role": row["ft_role"],
+                              "primary": found.primary, **found.to_json()})
 
     def create_owner(self, ctx: Ctx) -> Response:
         who = self._require_user(ctx)

@@ -16,7 +16,9 @@ from .auth import set_password
 from .ca import CertificateAuthority
 from .cdn import CDN_URL_FILE, ContentServer
 from .errors import ConfigError, Unavailable
+from .housekeeping import Housekeeping
 from .hypervisors import JobRunner
+from .lifecycle import LifecycleSettings, save_settings
 from .owners import create_owner, update_owner
 from .server import DEFAULT_REQUEST_TIMEOUT, FtmockHTTPServer, make_tls_context
 from .store import Database
@@ -54,7 +56,8 @@ class FtmockApp:
 
     def __init__(self, data_dir: Path, host: str, port: int, admin_password: str | None = None,
                  honour_csr: bool = True, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-                 content_access_mode: str | None = None, content_dir: Path | None = None) -> None:
+                 content_access_mode: str | None = None, content_dir: Path | None = None,
+                 lifecycle: LifecycleSettings | None = None) -> None:
         self.data_dir = data_dir
         # The address first: a port in use fails here, before a first start writes a CA and a database.
         try:
@@ -71,7 +74,11 @@ class FtmockApp:
         except BaseException:
             self.httpd.server_close()
             raise
-        self.jobs = JobRunner(self.db, self.ca)
+        self.lifecycle = lifecycle or LifecycleSettings()
+        with self.db.transaction() as tx:
+            save_settings(tx, self.lifecycle)
+        self.jobs = JobRunner(self.db, self.ca, settings=self.lifecycle)
+        self.housekeeping = Housekeeping(self.db, self.lifecycle)
         self.api = Api(self.db, self.ca, self.jobs.enqueue, honour_csr=honour_csr)
         self.content = ContentServer(content_dir, self.db) if content_dir is not None else None
         self.httpd.open(self.api, make_tls_context(cert, key, data_dir / "ca.pem"), self.content)
@@ -84,6 +91,7 @@ class FtmockApp:
 
     def serve(self, install_signals: bool = True) -> None:
         self.jobs.start()
+        self.housekeeping.start()
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -103,6 +111,7 @@ class FtmockApp:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.jobs.stop()
+        self.housekeeping.stop()
         # Taking the lock waits for a request still inside its transaction to commit.
         self.db.close()
         thread.join(timeout=5)

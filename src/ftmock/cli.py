@@ -99,18 +99,34 @@ def cli(ctx: click.Context, data_dir: str, debug: bool) -> None:
 @click.option("--content-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Serve this directory as the content delivery network at the server's root (URL written "
                    "to DIR/cdn-url), to clients whose entitlement or content access certificate grants the path.")
+@click.option("--departed-grace", type=click.FloatRange(0, 365 * 86400), default=3600.0, show_default=True,
+              metavar="SECONDS",
+              help="Seconds an FT instance may be missing from every report before its consumer's entitlements "
+                   "are returned (and a consumer the server made is deleted); swept every half of it "
+                   "(1 to 60 s).")
+@click.option("--inactive-days", type=click.IntRange(1, 100000), default=397, show_default=True, metavar="N",
+              help="Delete consumers that have not checked in for N days (Candlepin's inactive consumer "
+                   "cleaner; runs at start and hourly).")
+@click.option("--guest-silent-after", type=click.FloatRange(1, 365 * 86400), default=10800.0, show_default=True,
+              metavar="SECONDS",
+              help="An FT group is unprotected (guestSilent) when its primary has neither checked in nor "
+                   "renewed its lease for this long.")
 @click.pass_obj
 def serve(data_dir: Path, listen: str, serve_data_dir: str | None, admin_password: str | None,
-          no_csr: bool, request_timeout: float, content_access_mode: str | None, content_dir: str | None) -> None:
+          no_csr: bool, request_timeout: float, content_access_mode: str | None, content_dir: str | None,
+          departed_grace: float, inactive_days: int, guest_silent_after: float) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
+    from .lifecycle import LifecycleSettings
 
     if serve_data_dir is not None:
         data_dir = Path(serve_data_dir).resolve()
     host, port = _parse_listen(listen)
+    settings = LifecycleSettings(departed_grace=departed_grace, inactive_days=inactive_days,
+                                 guest_silent_after=guest_silent_after)
     app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr, request_timeout=request_timeout,
                     content_access_mode=content_access_mode,
-                    content_dir=Path(content_dir).resolve() if content_dir else None)
+                    content_dir=Path(content_dir).resolve() if content_dir else None, lifecycle=settings)
     app.serve()
 
 
@@ -247,7 +263,7 @@ def ftgroup() -> None:
 @_json_flag
 @click.pass_obj
 def ftgroup_list(data_dir: Path, owner: str, as_json: bool) -> None:
-    """List an organization's FT groups: each instance's role, host, registration and failover."""
+    """List an organization's FT groups: protection, and each instance's role, host, registration and failover."""
     from .fleet import ft_groups
 
     groups = _query(data_dir, ft_groups, owner)
@@ -259,12 +275,33 @@ def ftgroup_list(data_dir: Path, owner: str, as_json: bool) -> None:
         held = (f"lease held by {lease['holder']} (generation {lease['generation']}, "
                 f"{'expires in ' + format(lease['expiresIn'], '.0f') + 's' if lease['valid'] else 'expired'})"
                 if lease else "no lease")
-        click.echo(f"FT group {group['guestId']}: {held}")
+        status = group["protection"] + (f" ({', '.join(group['reasons'])})" if group["reasons"] else "")
+        click.echo(f"FT group {group['guestId']}: {status}; {held}")
         _table([["  " + i["consumer"], i["instanceUUID"], i["role"], i["host"], _yes(i["registered"]),
                  f"yes, to {i['failedOverTo']}" if i["failedOver"] else "no"] for i in group["instances"]],
                ["  CONSUMER", "INSTANCE", "ROLE", "HOST", "REGISTERED", "FAILED OVER"])
     if not groups:
         click.echo(f"No FT groups in {owner}")
+
+
+@cli.group()
+def job() -> None:
+    """The server's own jobs (the inactive consumer cleaner)."""
+
+
+@job.command("list")
+@_json_flag
+@click.pass_obj
+def job_list(data_dir: Path, as_json: bool) -> None:
+    """List the latest runs of the server's jobs: when, and what they removed."""
+    from .inactive import job_list as jobs
+
+    rows = _query(data_dir, jobs)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([[r["key"], r["started"], len(r["removed"]), r["message"]] for r in rows],
+           ["JOB", "STARTED", "REMOVED", "RESULT"])
 
 
 @cli.group()

@@ -38,7 +38,7 @@ from .ca import CertificateAuthority
 from .consumers import consumer_dto, get_row, issue_identity
 from .store import Tx, dumps, loads, now_iso
 
-__all__ = ["FtEntry", "failover_answer", "reconcile_group", "sync_group_entitlements"]
+__all__ = ["FtEntry", "failover_answer", "ft_entry", "reconcile_group", "sync_group_entitlements"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,27 @@ class FtEntry:
     instance_raw: str
     role: int
     instances: tuple[str, ...]
+
+
+def ft_entry(hypervisor: str, guest_id: str, gkey: str, attrs: dict[str, Any]) -> FtEntry | None:
+    """The FT instance a reported guest's attributes describe (None: not an FT instance)."""
+    instance = attrs.get("instanceUUID")
+    role = attrs.get("ftinfo.role")
+    if not isinstance(instance, str) or not instance or role is None:
+        return None
+    try:
+        role_n = int(role)
+    except (TypeError, ValueError):
+        log.warning("guest %s: ftinfo.role %r is not a number; FT data ignored", guest_id, role)
+        return None
+    instances = attrs.get("ftinfo.instanceUUIDs") or []
+    if isinstance(instances, str):
+        try:
+            parsed = json.loads(instances)
+        except ValueError:
+            parsed = [s.strip() for s in instances.split(",") if s.strip()]
+        instances = parsed if isinstance(parsed, list) else []
+    return FtEntry(hypervisor, guest_id, gkey, instance.lower(), instance, role_n, tuple(str(i) for i in instances))
 
 
 def _group(tx: Tx, org: str, gkey: str) -> list[sqlite3.Row]:

@@ -1,7 +1,9 @@
-"""The operator's view of the server: organizations, consumers, FT groups and their leases.
+"""The operator's view of the server: organizations, consumers, FT groups, their protection and
+their leases.
 
 Read-only summaries shared by the ``ftmock org/consumer/ftgroup/lease list`` commands and the
-``/owners/{owner}/ftgroups`` and ``/owners/{owner}/leases`` resources, so both show the same thing.
+``/fleet/...`` resources, so both show the same thing. Protection is judged with the timings the
+server last ran with (:func:`ftmock.lifecycle.load_settings`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import sqlite3
 import time
 from typing import Any
 
+from . import protection
 from .consumers import require_owner
+from .lifecycle import load_settings
 from .store import Tx, loads
 from .subscriptions import host_of
 
-__all__ = ["consumer_list", "ft_groups", "lease_list", "org_list"]
+__all__ = ["consumer_list", "ft_groups", "lease_list", "org_list", "protection_report"]
 
 
 def _iso(epoch: float) -> str:
@@ -70,6 +74,12 @@ def ft_groups(tx: Tx, owner: str) -> list[dict[str, Any]]:
     groups: dict[str, list[sqlite3.Row]] = {}
     for row in _org_consumers(tx, owner, ft_only=True):
         groups.setdefault(row["guest_key"], []).append(row)
+    by_org: dict[str, dict[str, list[sqlite3.Row]]] = {}
+    for gkey, rows in groups.items():
+        by_org.setdefault(rows[0]["reported_owner"] or rows[0]["owner"], {})[gkey] = rows
+    silent_after = load_settings(tx).guest_silent_after
+    status = {gkey: found for org, org_groups in by_org.items()
+              for gkey, found in protection.for_groups(tx, org, org_groups, silent_after, now).items()}
     out = []
     for gkey, rows in groups.items():
         instances = []
@@ -84,13 +94,30 @@ def ft_groups(tx: Tx, owner: str) -> list[dict[str, Any]]:
                 "failedOver": row["failed_over_to"] is not None,
                 "failedOverTo": row["failed_over_to"], "failedOverAt": row["failed_over_at"],
                 "lastCheckin": row["last_checkin"], "virtUuid": facts.get("virt.uuid"),
+                "departedAt": row["departed_at"],
             })
         lease_org = rows[0]["reported_owner"] or rows[0]["owner"]
         lease = tx.one("SELECT * FROM leases WHERE group_key = ?", (f"{lease_org}/{gkey}",))
         primary = next((i["consumer"] for i in instances if i["role"] == 0 and not i["failedOver"]), None)
-        out.append({"guestId": instances[0]["virtUuid"] or gkey, "primary": primary, "instances": instances,
+        out.append({"guestId": instances[0]["virtUuid"] or gkey, "primary": primary,
+                    **status[gkey].to_json(), "instances": instances,
                     "lease": _lease_dto(lease, now) if lease is not None else None})
     return out
+
+
+def protection_report(tx: Tx, owner: str) -> dict[str, Any]:
+    """An org's FT groups by protection: the counts, and each unprotected group with its reasons."""
+    require_owner(tx, owner)
+    groups = protection.org_groups(tx, owner, load_settings(tx).guest_silent_after)
+    unprotected = []
+    for group in groups:
+        if group.reasons:
+            row = tx.one("SELECT facts FROM consumers WHERE reported_owner = ? AND guest_key = ? "
+                         "AND instance_uuid IS NOT NULL ORDER BY created, rowid LIMIT 1", (owner, group.guest_key))
+            virt_uuid = loads(row["facts"], {}).get("virt.uuid") if row is not None else None
+            unprotected.append({"guestId": virt_uuid or group.guest_key, "primary": group.primary,
+                                **group.to_json()})
+    return {"org": owner, **protection.summary(groups), "unprotectedGroups": unprotected}
 
 
 def lease_list(tx: Tx, owner: str) -> list[dict[str, Any]]:

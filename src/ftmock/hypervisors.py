@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from . import lifecycle
 from .ca import CertificateAuthority
 from .consumers import require_owner
 from .errors import BadRequest, NotFound
-from .failover import FtEntry, reconcile_group
+from .failover import FtEntry, ft_entry, reconcile_group
 from .guestids import guest_key
+from .lifecycle import LifecycleSettings
 from .store import Database, Tx, dumps, loads, now_iso
 from .validate import check_nesting, facts_map, parse_json
 
@@ -262,7 +264,7 @@ def get_job(tx: Tx, job_id: str) -> dict[str, Any]:
 
 
 def apply_report(tx: Tx, ca: CertificateAuthority, owner: str, reporter_id: str | None,
-                 entries: list[HypervisorEntry]) -> dict[str, Any]:
+                 entries: list[HypervisorEntry], settings: LifecycleSettings | None = None) -> dict[str, Any]:
     result: dict[str, list[Any]] = {"created": [], "updated": [], "unchanged": [], "failedUpdate": []}
     seen: set[str] = set()
     ft: dict[str, list[FtEntry]] = {}
@@ -309,10 +311,15 @@ def apply_report(tx: Tx, ca: CertificateAuthority, owner: str, reporter_id: str 
             if ft_entry is not None:
                 ft.setdefault(ft_entry.guest_key, []).append(ft_entry)
     failovers = []
+    # An unregistered group's VM is still mapped to its hosts (the guest rows above), but gets no consumer.
+    ended = lifecycle.tombstoned(tx, owner)
     for gkey in sorted(ft):
+        if gkey in ended:
+            continue
         outcome = reconcile_group(tx, ca, gkey, ft[gkey], owner)
         if outcome["failover"]:
             failovers.append(_describe_failover(tx, outcome["failover"], ft[gkey], previous_hosts))
+    lifecycle.evaluate_departures(tx, owner, settings or LifecycleSettings())
     out: dict[str, Any] = dict(result)
     if failovers:
         out["failovers"] = failovers
@@ -349,25 +356,7 @@ def _describe_failover(tx: Tx, failover: dict[str, Any], entries: list[FtEntry],
 
 
 def _ft_entry(hypervisor: str, guest: GuestEntry) -> FtEntry | None:
-    attrs = guest.attributes
-    instance = attrs.get("instanceUUID")
-    role = attrs.get("ftinfo.role")
-    if not isinstance(instance, str) or not instance or role is None:
-        return None
-    try:
-        role_n = int(role)
-    except (TypeError, ValueError):
-        log.warning("guest %s: ftinfo.role %r is not a number; FT data ignored", guest.guest_id, role)
-        return None
-    instances = attrs.get("ftinfo.instanceUUIDs") or []
-    if isinstance(instances, str):
-        try:
-            parsed = json.loads(instances)
-        except ValueError:
-            parsed = [s.strip() for s in instances.split(",") if s.strip()]
-        instances = parsed if isinstance(parsed, list) else []
-    return FtEntry(hypervisor, guest.guest_id, guest.key, instance.lower(), instance, role_n,
-                   tuple(str(i) for i in instances))
+    return ft_entry(hypervisor, guest.guest_id, guest.key, guest.attributes)
 
 
 def _replace_guests(tx: Tx, hypervisor: str, guests: tuple[GuestEntry, ...], now: str) -> bool:
@@ -409,10 +398,11 @@ class JobRunner:
     MAX_PARSED_WAITING = 2
 
     def __init__(self, db: Database, ca: CertificateAuthority,
-                 on_done: Callable[[str], None] | None = None) -> None:
+                 on_done: Callable[[str], None] | None = None, settings: LifecycleSettings | None = None) -> None:
         self.db = db
         self.ca = ca
         self.on_done = on_done
+        self.settings = settings or LifecycleSettings()
         self.queue: queue.Queue[tuple[str, list[HypervisorEntry] | None] | None] = queue.Queue()
         self._parsed_waiting = 0
         self._lock = threading.Lock()
@@ -461,7 +451,7 @@ class JobRunner:
                 if entries is None:
                     payload = tx.one("SELECT payload FROM jobs WHERE id = ?", (job_id,))
                     entries = parse_report(payload["payload"].encode() if payload else b"")
-                result = apply_report(tx, self.ca, row["owner"], row["reporter_id"], entries)
+                result = apply_report(tx, self.ca, row["owner"], row["reporter_id"], entries, self.settings)
                 tx.execute("UPDATE jobs SET state='FINISHED', result=?, payload=NULL, updated=? WHERE id=?",
                            (dumps(result), now_iso(), job_id))
             log.info("job %s finished: %d created, %d updated, %d unchanged", job_id,

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS consumers(
     failed_over_to TEXT,
     failed_over_at TEXT,
     reported_owner TEXT,
-    guests_digest TEXT
+    guests_digest TEXT,
+    departed_at TEXT
 );
 CREATE INDEX IF NOT EXISTS consumers_owner ON consumers(owner);
 CREATE UNIQUE INDEX IF NOT EXISTS consumers_hypervisor ON consumers(owner, hypervisor_id);
@@ -72,6 +73,12 @@ CREATE TABLE IF NOT EXISTS guests(
     PRIMARY KEY(hypervisor, guest_key, instance_key)
 );
 CREATE INDEX IF NOT EXISTS guests_key ON guests(guest_key);
+CREATE INDEX IF NOT EXISTS guests_instance ON guests(instance_key) WHERE instance_key != '';
+CREATE TABLE IF NOT EXISTS ft_tombstones(
+    reported_owner TEXT NOT NULL, guest_key TEXT NOT NULL, created TEXT NOT NULL,
+    PRIMARY KEY(reported_owner, guest_key));
+CREATE TABLE IF NOT EXISTS server_jobs(
+    id TEXT PRIMARY KEY, key TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, result TEXT);
 CREATE TABLE IF NOT EXISTS products(
     owner TEXT NOT NULL REFERENCES owners(key), id TEXT NOT NULL, name TEXT NOT NULL,
     attributes TEXT NOT NULL DEFAULT '{}', provided TEXT NOT NULL DEFAULT '[]',
@@ -235,7 +242,7 @@ class Database:
 # Columns added after the first release: a database created earlier gains them on open.
 # Orgs made before content access modes existed had entitlement-mode behaviour: they keep it.
 _ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT 'admin'")],
-                  "consumers": [("guests_digest", "TEXT")],
+                  "consumers": [("guests_digest", "TEXT"), ("departed_at", "TEXT")],
                   "owners": [("content_access_mode", "TEXT NOT NULL DEFAULT 'entitlement'"),
                              ("content_access_mode_list", "TEXT NOT NULL DEFAULT 'entitlement,org_environment'"),
                              ("updated", "TEXT")]}

@@ -47,6 +47,8 @@ def test_fleet_view_of_ft_groups_and_leases(server: FtmockServer, org: str, tmp_
     assert (c["role"], c["host"], c["registered"]) == (1, "hyp-c", False)
     assert group["primary"] == b["consumer"]
     assert group["lease"]["holder"] == "vm-a" and group["lease"]["generation"] == 1 and group["lease"]["valid"]
+    # Right after the failover the guest has not taken B's identity, and its lease is still A's.
+    assert (group["protection"], group["reasons"]) == ("unprotected", ["guestNotRegistered", "staleLeaseHolder"])
 
     leases = fleet_json(server, "lease", "list", "--org", org)
     assert [(x["holder"], x["generation"], x["valid"]) for x in leases] == [("vm-a", 1, True)]
@@ -62,7 +64,8 @@ def test_fleet_view_of_ft_groups_and_leases(server: FtmockServer, org: str, tmp_
     # The table says the same for people.
     table = ftmock_cli(server, "ftgroup", "list", "--org", org)
     assert table.returncode == 0
-    assert f"FT group {VM1}: lease held by vm-a (generation 1" in table.stdout
+    assert (f"FT group {VM1}: unprotected (guestNotRegistered, staleLeaseHolder); lease held by vm-a "
+            "(generation 1") in table.stdout
     assert "hyp-c" in table.stdout and f"yes, to {b['consumer']}" in table.stdout
 
     # The same over HTTPS for an administrator.

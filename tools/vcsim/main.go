@@ -307,13 +307,17 @@ func otherHost(avoid ...*simulator.VirtualMachine) *simulator.HostSystem {
 	return fallback
 }
 
-// makePairs turns n VMs into backups of n other VMs: same config.uuid, different hosts.
-func (c *controller) makePairs(n int) error {
+// makePairs turns n VMs into backups of n other VMs: same config.uuid, different hosts. With
+// spread, pair i's primary runs on host i and its backup on host i+1 (modulo the number of hosts,
+// in name order), so that each host runs as many primaries as backups and a host failure hits a
+// known set of groups.
+func (c *controller) makePairs(n int, spread bool) error {
 	vms := allVMs()
 	if n == 0 {
 		return nil
 	}
-	if len(allHosts()) < 2 {
+	hosts := allHosts()
+	if len(hosts) < 2 {
 		return fmt.Errorf("FT pairs need at least two hosts")
 	}
 	if 2*n > len(vms) {
@@ -323,7 +327,14 @@ func (c *controller) makePairs(n int) error {
 	stride := len(vms) / n
 	for i := 0; i < n; i++ {
 		primary, backup := vms[i*stride], vms[i*stride+1]
-		if h := hostOf(primary); h != nil && hostOf(backup) == h {
+		if spread {
+			for vm, h := range map[*simulator.VirtualMachine]*simulator.HostSystem{
+				primary: hosts[i%len(hosts)], backup: hosts[(i+1)%len(hosts)]} {
+				if hostOf(vm) != h {
+					moveVM(vm, h)
+				}
+			}
+		} else if h := hostOf(primary); h != nil && hostOf(backup) == h {
 			moveVM(backup, otherHost(primary))
 		}
 		setUUID(backup, primary.Config.Uuid)
@@ -854,6 +865,7 @@ func main() {
 	standalone := flag.Int("standalone-host", 0, "standalone hosts per datacenter")
 	vms := flag.Int("vm", 4, "VMs per cluster (resource pool) and per standalone host")
 	pairs := flag.Int("ft", 1, "number of FT pairs to form from the VMs")
+	spread := flag.Bool("ft-spread", false, "place pair i's primary on host i and its backup on host i+1 (hosts in name order)")
 	readyFile := flag.String("ready-file", "", "write the ready JSON line to this file too")
 	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
 	verbose := flag.Bool("verbose", false, "keep the simulator's request log on stderr")
@@ -897,7 +909,7 @@ func main() {
 	root.Self = simulator.Map.Get(vim25.ServiceInstance).(*simulator.ServiceInstance).Content.PropertyCollector
 	simulator.Map.Put(root)
 	ctl := &controller{}
-	if err := ctl.makePairs(*pairs); err != nil {
+	if err := ctl.makePairs(*pairs, *spread); err != nil {
 		fmt.Fprintf(os.Stderr, "ftvcsim: %v\n", err)
 		os.Exit(2)
 	}
