@@ -115,12 +115,16 @@ CASES: dict[str, tuple[str, HostileAnswer, dict[str, object], str, str]] = {
 def test_a_hostile_answer_ends_in_time_with_one_line_naming_the_bound(
         case: str, vcsim_session: Vcsim, hostile_proxy: PagingProxy, normal_run: Run, tmp_path: Path) -> None:
     method, answer, extra, doing, message = CASES[case]
-    hostile_proxy.hostile(method, answer)
+    # A vCenter that drips drips everything: logging out of it would take as long again.
+    also = ["Logout"] if case.startswith("drip") and method != "GET" else []
+    for name in [method, *also]:
+        hostile_proxy.hostile(name, answer)
     try:
         run = run_measured(["-c", str(_conf(tmp_path, vcsim_session, hostile_proxy, **extra)), "-o", "-p"],
                            _env(tmp_path), tmp_path)
     finally:
-        hostile_proxy.hostile(method, None)
+        for name in [method, *also]:
+            hostile_proxy.hostile(name, None)
     assert run.returncode == 1, run.stderr
     assert run.stdout == ""
     errors = [line for line in run.stderr.splitlines() if "ERROR" in line and "vcenter" in line]

@@ -319,6 +319,7 @@ class EsxSource:
         self._si: Any = None
         self._ctx: ssl.SSLContext | None = None
         self._logins = 0
+        self._late = False  # a call ran out of time: no logout (it would take as long again)
         # The bounds of the calls pyvmomi makes: the session's own, and, with decoder = pyvmomi,
         # the inventory's (whose pages, as one answer, are counted together: see _retrieve_pyvmomi).
         if settings.decoder == "pyvmomi":
@@ -356,6 +357,7 @@ class EsxSource:
         if isinstance(exc, VimProtocolError):
             return SourceError(self.name, f"{doing} at {self.address} failed: {exc}")
         if isinstance(exc, VimLimitError):
+            self._late = exc.limit == "timeout"
             return SourceError(self.name, f"{doing} at {self.address} stopped: {exc}")
         vim, vmodl = _pyvmomi()
         if isinstance(exc, ssl.SSLCertVerificationError):
@@ -584,7 +586,12 @@ class EsxSource:
     def close(self) -> None:
         with self._lock:
             si, self._si = self._si, None
+            late, self._late = self._late, False
         if si is None:
+            return
+        if late:  # the error says so already; the session ends on vCenter's own idle timeout
+            log.debug("%s: no logout from %s, which did not answer in time", self.name, self.address)
+            si._GetStub().DropConnections()
             return
         try:
             si.content.sessionManager.Logout()
