@@ -10,9 +10,9 @@ sends. The connections of this module bound each call instead:
   for ``WaitForUpdatesEx``);
 - a count of the bytes read, headers included, against ``Limits.max_size``: for one call, or for
   a run of calls (the pages of one retrieval) when the owner resets the count itself;
-- with ``Limits.guard``, the body is also read by :class:`~.vimparse.AnswerParser` with nowhere
-  to fold to, for its bounds on one element (depth, text, no DTD): for answers that pyvmomi
-  parses itself, with an XML parser that expands entities and knows no such bounds.
+- with ``Limits.guard``, the body is also read by :class:`~.vimparse.ElementBounds`, for the
+  bounds on one element (depth, text, no DTD): for answers that pyvmomi parses itself, with an
+  XML parser that expands entities and knows no such bounds.
 
 Both connection classes take the keyword arguments pyvmomi's SOAP stub gives its own (pyvmomi
 8.0.0.1 passes ``"host:port"``, later releases ``host=`` and ``port=``), so they are installed
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .vimerrors import VimLimitError
-from .vimparse import AnswerParser
+from .vimparse import ElementBounds
 
 __all__ = [
     "DEFAULT_MAX_ANSWER_SIZE",
@@ -147,12 +147,11 @@ class _BoundedSocket:
 
 
 class _GuardedResponse(http.client.HTTPResponse):
-    """A response whose body, as it is read, goes through :class:`AnswerParser` too (to no
-    records: it only checks the bounds of one element and that no DTD is declared)."""
+    """A response whose body, as it is read, goes through :class:`ElementBounds` too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._guard = AnswerParser({})
+        self._guard = ElementBounds()
 
     def read(self, amt: int | None = None) -> bytes:
         data = super().read(amt)

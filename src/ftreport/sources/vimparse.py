@@ -26,7 +26,7 @@ from typing import Any
 from .vimerrors import VimFault, VimLimitError, VimProtocolError
 from .vimrecords import Change, Records, apply_update, converter, is_array, item_type, store_object
 
-__all__ = ["MAX_DEPTH", "MAX_OBJECT_ELEMENTS", "MAX_TEXT", "AnswerParser", "page_too_big"]
+__all__ = ["MAX_DEPTH", "MAX_OBJECT_ELEMENTS", "MAX_TEXT", "AnswerParser", "ElementBounds", "page_too_big"]
 
 MAX_DEPTH = 64  # vCenter's deepest answer element is 9 levels down (a value's array item)
 MAX_TEXT = 64 * 1024  # the longest text ftreport reads is a name (at most a few hundred bytes)
@@ -67,7 +67,99 @@ def page_too_big(max_objects: int) -> VimLimitError:
                                       "the most vCenter was asked for")
 
 
-class AnswerParser:
+class _BoundedExpat:
+    """expat with the bounds that hold whatever the document: no DTD, no text or tag longer than
+    :data:`MAX_TEXT`. Subclasses handle the elements (and bound their depth)."""
+
+    def __init__(self, *, namespaces: bool) -> None:
+        parser = self._parser = pyexpat.ParserCreate(namespace_separator="}" if namespaces else None)
+        parser.buffer_text = True
+        parser.buffer_size = _PIECE
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        parser.CharacterDataHandler = self._data
+        parser.CommentHandler = self._other_event
+        parser.ProcessingInstructionHandler = self._other_event
+        parser.StartDoctypeDeclHandler = self._doctype
+        parser.EntityDeclHandler = self._doctype
+        parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+        self._events = 0  # elements started, comments, processing instructions
+        self._run = 0  # length of the text being read
+        self._stalled = 0  # bytes given to expat since anything was reported
+
+    def _start(self, tag: str, attrs: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def _end(self, tag: str) -> None:
+        raise NotImplementedError
+
+    def _depth(self) -> int:
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> None:
+        if len(data) <= _PIECE:
+            self._feed(data)
+            return
+        view = memoryview(data)
+        for at in range(0, len(data), _PIECE):
+            self._feed(view[at:at + _PIECE])
+
+    def _feed(self, piece: Any) -> None:
+        mark = (self._events, self._depth(), self._run)
+        try:
+            self._parser.Parse(piece, False)
+        except pyexpat.ExpatError as exc:
+            raise VimProtocolError(f"malformed SOAP response: {exc}") from None
+        if (self._events, self._depth(), self._run) != mark:
+            self._stalled = 0
+            return
+        # Nothing reported: expat is holding one tag, comment or declaration that is not over.
+        self._stalled += len(piece)
+        if self._stalled > MAX_TEXT:
+            raise VimLimitError("text", f"a tag or comment is longer than {MAX_TEXT // 1024} KiB")
+
+    def _doctype(self, *_args: Any) -> None:
+        raise VimLimitError("DTD", "the answer has a document type declaration, which SOAP forbids "
+                                   "(its entities are never expanded)")
+
+    def _other_event(self, *_args: Any) -> None:
+        self._events += 1
+
+    def _data(self, data: str) -> None:
+        run = self._run + len(data)
+        if run > MAX_TEXT:
+            raise VimLimitError("text", f"a text is longer than {MAX_TEXT // 1024} KiB")
+        self._run = run
+
+
+def _too_deep() -> VimLimitError:
+    return VimLimitError("depth", f"an element is nested deeper than {MAX_DEPTH} levels")
+
+
+class ElementBounds(_BoundedExpat):
+    """The bounds of one element (depth, text, tag) and no DTD, for an answer another parser
+    reads (pyvmomi's): fed the same bytes, it raises where that parser should not go on."""
+
+    def __init__(self) -> None:
+        super().__init__(namespaces=False)
+        self._level = 0
+
+    def _depth(self) -> int:
+        return self._level
+
+    def _start(self, tag: str, attrs: dict[str, str]) -> None:
+        self._level += 1
+        if self._level > MAX_DEPTH:
+            raise _too_deep()
+        self._events += 1
+        self._run = 0
+
+    def _end(self, tag: str) -> None:
+        self._level -= 1
+        self._run = 0
+
+
+class AnswerParser(_BoundedExpat):
     """One answer, fed in chunks, folded into ``records``; what it said besides its objects is
     left in its attributes (``token``, ``version``, ``truncated``, ``received``, ``fault``...).
 
@@ -76,6 +168,7 @@ class AnswerParser:
     """
 
     def __init__(self, records: Records, touched: set[str] | None = None) -> None:
+        super().__init__(namespaces=True)
         self.records = records
         self.touched = touched
         self.objects = 0  # <objects> folded
@@ -88,21 +181,7 @@ class AnswerParser:
         self.received = False  # a returnval ended
         self.seen_body = False
         self.fault: VimFault | None = None
-        parser = self._parser = pyexpat.ParserCreate(namespace_separator="}")
-        parser.buffer_text = True
-        parser.buffer_size = _PIECE
-        parser.StartElementHandler = self._start
-        parser.EndElementHandler = self._end
-        parser.CharacterDataHandler = self._data
-        parser.CommentHandler = self._other_event
-        parser.ProcessingInstructionHandler = self._other_event
-        parser.StartDoctypeDeclHandler = self._doctype
-        parser.EntityDeclHandler = self._doctype
-        parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
         self._stack = [_OTHER]
-        self._events = 0  # elements started, comments, processing instructions
-        self._run = 0  # length of the text being read
-        self._stalled = 0  # bytes given to expat since anything was reported
         self._buf: str | None = None  # the text of the element being read, until its first child
         self._leaf_text: str | None = None  # the text of a text element that has a child
         self._val_text: str | None = None  # the text of a value with items
@@ -127,29 +206,8 @@ class AnswerParser:
         self._detail_seen = False
         self._detail_children = 0
 
-    # -- feeding -----------------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> None:
-        if len(data) <= _PIECE:
-            self._feed(data)
-            return
-        view = memoryview(data)
-        for at in range(0, len(data), _PIECE):
-            self._feed(view[at:at + _PIECE])
-
-    def _feed(self, piece: Any) -> None:
-        mark = (self._events, len(self._stack), self._run)
-        try:
-            self._parser.Parse(piece, False)
-        except pyexpat.ExpatError as exc:
-            raise VimProtocolError(f"malformed SOAP response: {exc}") from None
-        if (self._events, len(self._stack), self._run) != mark:
-            self._stalled = 0
-            return
-        # Nothing reported: expat is holding one tag, comment or declaration that is not over.
-        self._stalled += len(piece)
-        if self._stalled > MAX_TEXT:
-            raise VimLimitError("text", f"a tag or comment is longer than {MAX_TEXT // 1024} KiB")
+    def _depth(self) -> int:
+        return len(self._stack)
 
     def close(self) -> None:
         """The end of the answer: raises if it was cut short, or if it was a fault."""
@@ -164,17 +222,10 @@ class AnswerParser:
 
     # -- expat's events --------------------------------------------------------------------
 
-    def _doctype(self, *_args: Any) -> None:
-        raise VimLimitError("DTD", "the answer has a document type declaration, which SOAP forbids "
-                                   "(its entities are never expanded)")
-
-    def _other_event(self, *_args: Any) -> None:
-        self._events += 1
-
     def _start(self, tag: str, attrs: dict[str, str]) -> None:
         stack = self._stack
         if len(stack) > MAX_DEPTH:
-            raise VimLimitError("depth", f"an element is nested deeper than {MAX_DEPTH} levels")
+            raise _too_deep()
         self._events += 1
         self._run = 0
         parent = stack[-1]
