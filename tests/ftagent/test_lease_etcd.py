@@ -306,7 +306,10 @@ def test_tls_client_certificate_and_etcd_password(ftmock_session: FtmockServer, 
         cluster.enable_auth("guest", "guest-pw", PREFIX + "/")
         a = etcd_guest(ftmock_session, tmp_path / "a", cluster.endpoints, etcd_ca_cert=str(member.ca_path),
                        etcd_cert=str(client_cert), etcd_key=str(client_key),
-                       etcd_username="guest", etcd_password="guest-pw")
+                       etcd_username="guest", etcd_password="guest-pw",
+                       # Five one-shot runs must fit in the holder's lease: a loaded CI machine
+                       # starts each in about a second, more than the kit's 3 s ttl allows.
+                       ttl="30", margin="5", renew_interval="5")
         r = a.ftagent("heartbeat", "--once", "--json")
         assert r.returncode == 0, r.stderr
         gen = json.loads(r.stdout)["generation"]
