@@ -197,6 +197,17 @@ class Api:
             raise Forbidden(f"User {who.name} has no access to organization {owner}")
         consumers.require_owner(ctx.tx, owner)
 
+    def _require_hypervisor_access(self, ctx: Ctx, owner: str) -> None:
+        """A user of the org, or a consumer of it: as Candlepin's ConsumerOrgHypervisorPermission, a
+        consumer may check in hypervisors for its own org (virt-who on a registered host
+        authenticates with the host's consumer certificate) and nothing else of the org."""
+        if not ctx.who.is_consumer:
+            self._require_owner_access(ctx, owner)
+            return
+        if not ctx.who.owns(owner):
+            raise Forbidden(f"Consumer {ctx.who.name} cannot check in hypervisors for organization {owner}")
+        consumers.require_owner(ctx.tx, owner)
+
     def _consumer(self, ctx: Ctx, uuid: str) -> sqlite3.Row:
         """The consumer a path names, if the caller may see it: itself, or a user of its org."""
         if ctx.who.is_consumer:
@@ -636,19 +647,25 @@ class Api:
         return Response(200, subscriptions.revoke_share(ctx.tx, owner, recipient))
 
     def hypervisor_checkin(self, ctx: Ctx, owner: str) -> Response:
-        self._require_owner_access(ctx, owner)
+        self._require_hypervisor_access(ctx, owner)
         job, entries = hypervisors.submit(ctx.tx, owner, ctx.req.query.get("reporter_id"), ctx.req.body)
         dto.record_principal(ctx.tx, job["id"], ctx.who.name)
         # The parsed report goes to the job runner with the job: it is not parsed a second time.
         return Response(200, dto.job(ctx.tx, job), after_commit=lambda: self.enqueue_job(job["id"], entries))
 
     def hypervisor_heartbeat(self, ctx: Ctx, owner: str) -> Response:
-        self._require_owner_access(ctx, owner)
+        self._require_hypervisor_access(ctx, owner)
         job = hypervisors.heartbeat(ctx.tx, owner, ctx.req.query.get("reporter_id"))
         dto.record_principal(ctx.tx, job["id"], ctx.who.name)
         return Response(200, dto.job(ctx.tx, job))
 
     def job(self, ctx: Ctx, job: str) -> Response:
+        if ctx.who.is_consumer:
+            # A consumer follows the jobs it started (its hypervisor check-ins), no other.
+            started = ctx.tx.one("SELECT principal FROM job_principals WHERE job_id = ?", (job,))
+            if started is None or started["principal"] != ctx.who.name:
+                raise NotFound(f"Job with ID '{job}' could not be found.")
+            return Response(200, dto.job(ctx.tx, hypervisors.get_job(ctx.tx, job)))
         who = self._require_user(ctx)
         row = ctx.tx.one("SELECT owner FROM jobs WHERE id = ?", (job,))
         if row is not None and not who.superadmin and row["owner"] != who.owner:

@@ -2,7 +2,12 @@
 
 Files: ``/etc/ftreport.conf`` (``[global]``, ``[defaults]``) and ``/etc/ftreport.d/*.conf``, one
 section per source with virt-who's keys. ``-c FILE`` (repeatable) replaces the directory.
-The environment variables ``FTREPORT_CONFIG`` and ``FTREPORT_CONFIG_DIR`` move both.
+The environment variables ``FTREPORT_CONFIG`` and ``FTREPORT_CONFIG_DIR`` move them;
+``FTREPORT_ROOT`` moves every system path, these two included (:mod:`ftagent.sysroot`).
+
+As virt-who: connection keys a section leaves out come from the host's rhsm.conf, and without a user
+and password it authenticates with the host's consumer certificate (:mod:`ftreport.hostreg`); with
+no source configured anywhere, ftreport reports the local libvirt (:data:`LOCAL_SOURCE`).
 
 This module reads the file format, ``[global]``, ``[defaults]`` and the keys every source section
 shares (type, owner, hypervisor id, filters, the ``rhsm_*`` destination); a section's other keys are
@@ -13,6 +18,7 @@ its type's, read by the type's module (:func:`ftreport.sources.source_type`). Th
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import difflib
 import logging
 import os
@@ -20,9 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from ftagent.sysroot import rooted, system_root
+
 from .environment import read_environment
 from .errors import ConfigError
 from .filters import HostFilter
+from .hostreg import ROOT_VARIABLE, HostRegistration
 from .password import decrypt_password
 from .section import Section
 from .settings import Config, GlobalConfig, ServerConfig, SourceConfig
@@ -32,6 +41,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_CONFIG_DIR",
     "HYPERVISOR_ID_KINDS",
+    "LOCAL_SOURCE",
     "SHARED_KEYS",
     "config_paths",
     "load_config",
@@ -46,6 +56,8 @@ DEFAULT_CONFIG_DIR = "/etc/ftreport.d"
 HYPERVISOR_ID_KINDS = ("uuid", "hostname", "hwuuid")
 _UNSUPPORTED_TYPES = ("hyperv", "rhevm", "xen", "kubevirt", "ahv", "vdsm")
 _SPECIAL = ("global", "defaults", "system_environment")
+#: The name of the source ftreport reports when no source is configured: the local libvirt.
+LOCAL_SOURCE = "local-libvirt"
 
 _GLOBAL_KEYS = {
     "interval", "debug", "oneshot", "print", "print_", "reporter_id", "log_per_config", "log_dir",
@@ -75,9 +87,21 @@ def _strip(value: str) -> str:
     return value
 
 
+def _main_path() -> Path:
+    """The main file: ``$FTREPORT_CONFIG``, else ``/etc/ftreport.conf`` inside the system root."""
+    env = os.environ.get("FTREPORT_CONFIG")
+    return Path(env) if env else rooted(system_root(ROOT_VARIABLE), DEFAULT_CONFIG)
+
+
+def _directory_path() -> Path:
+    """The directory: ``$FTREPORT_CONFIG_DIR``, else ``/etc/ftreport.d`` inside the system root."""
+    env = os.environ.get("FTREPORT_CONFIG_DIR")
+    return Path(env) if env else rooted(system_root(ROOT_VARIABLE), DEFAULT_CONFIG_DIR)
+
+
 def config_paths(explicit: Sequence[str] = ()) -> list[Path]:
     """The files to read: the main file, then either the -c files or the directory's *.conf."""
-    main = Path(os.environ.get("FTREPORT_CONFIG", DEFAULT_CONFIG))
+    main = _main_path()
     try:
         paths = [main] if main.is_file() else []
     except PermissionError:
@@ -86,7 +110,7 @@ def config_paths(explicit: Sequence[str] = ()) -> list[Path]:
     if explicit:
         paths.extend(Path(p) for p in explicit)
     else:
-        directory = Path(os.environ.get("FTREPORT_CONFIG_DIR", DEFAULT_CONFIG_DIR))
+        directory = _directory_path()
         if directory.is_dir():
             try:
                 names = os.listdir(directory)  # glob() would hide a permission error as "no files"
@@ -103,10 +127,11 @@ def no_sources_error(files: Sequence[str]) -> ConfigError:
     """The error for a configuration without a source section, naming where it was looked for."""
     if files:
         return ConfigError(f"no sources configured (files read: {', '.join(files)})")
-    main = os.environ.get("FTREPORT_CONFIG", DEFAULT_CONFIG)
-    directory = os.environ.get("FTREPORT_CONFIG_DIR", DEFAULT_CONFIG_DIR)
-    return ConfigError(f"no sources configured: no configuration file found (looked for {main} and "
-                       f"{directory}/*.conf; -c FILE names one)")
+    return ConfigError(f"no sources configured: no configuration file found ({_looked_for()}; -c FILE names one)")
+
+
+def _looked_for() -> str:
+    return f"looked for {_main_path()} and {_directory_path()}/*.conf"
 
 
 _Sections = dict[str, dict[str, tuple[str, str]]]
@@ -195,53 +220,153 @@ def _global(sec: Section) -> GlobalConfig:
     )
 
 
-def _destination(sec: Section) -> ServerConfig:
-    host = sec.get("rhsm_hostname")
-    owner = sec.get("owner")
-    if not host:
-        raise sec.error("rhsm_hostname", "no entitlement server: set rhsm_hostname (here or in [defaults])")
-    if not owner:
-        raise sec.error("owner", "no owner (organization) to report to")
-    if "://" in host:
-        parts = urlsplit(host)
+#: The ``rhsm_*`` connection keys that a section may leave to rhsm.conf's ``[server]``, as virt-who does.
+_RHSM_SERVER_KEYS = {
+    "rhsm_hostname": "hostname", "rhsm_port": "port", "rhsm_prefix": "prefix", "rhsm_insecure": "insecure",
+    "rhsm_proxy_hostname": "proxy_hostname", "rhsm_proxy_port": "proxy_port", "rhsm_proxy_user": "proxy_user",
+    "rhsm_proxy_password": "proxy_password", "rhsm_no_proxy": "no_proxy",
+}
+#: Destination keys whose absence is an error only when sending (``--print`` needs no server).
+_DEFERRED_KEYS = ("rhsm_hostname", "owner")
+
+
+class _ServerKeys:
+    """A section's ``rhsm_*`` connection keys, each one the section leaves out taken from the host's
+    rhsm.conf (:mod:`ftreport.hostreg`); errors name the file the value came from."""
+
+    def __init__(self, sec: Section, host: HostRegistration) -> None:
+        self.sec = sec
+        self.host = host
+
+    def get(self, key: str) -> str | None:
+        return self.sec.get(key) or self.host.server_value(_RHSM_SERVER_KEYS[key])
+
+    def error(self, key: str, message: str) -> ConfigError:
+        if self.sec.get(key):
+            return self.sec.error(key, message)
+        return ConfigError(message, file=str(self.host.conf_path), section="server", key=_RHSM_SERVER_KEYS[key])
+
+    def number(self, key: str, default: int) -> int:
+        if self.sec.get(key):
+            return int(self.sec.number(key, default, minimum=1, integer=True))
+        raw = self.get(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise self.error(key, f"expected an integer, got {raw!r}") from None
+        if value < 1:
+            raise self.error(key, f"must be at least 1, got {raw!r}")
+        return value
+
+    def flag(self, key: str) -> bool:
+        if self.sec.get(key):
+            return self.sec.flag(key)
+        raw = (self.get(key) or "").strip().lower()
+        if raw in ("", "0", "no", "false", "off"):
+            return False
+        if raw in ("1", "yes", "true", "on"):
+            return True
+        raise self.error(key, f"expected a boolean (1/0, yes/no), got {raw!r}")
+
+
+def _no_server(sec: Section, host: HostRegistration) -> ConfigError:
+    if sec.name == LOCAL_SOURCE and "rhsm_hostname" not in sec.values:
+        return sec.error("rhsm_hostname", f"this host is not registered (there is no {host.conf_path})")
+    return sec.error("rhsm_hostname", "no entitlement server: set rhsm_hostname (here or in [defaults]), or "
+                     f"register this host with subscription-manager (there is no {host.conf_path})")
+
+
+def _server_url(keys: _ServerKeys, host_name: str) -> str:
+    sec = keys.sec
+    if "://" in host_name:
+        parts = urlsplit(host_name)
         if parts.scheme != "https":
-            raise sec.error("rhsm_hostname", f"the server is reached over https, not {parts.scheme}")
-        url = host.rstrip("/")
+            raise keys.error("rhsm_hostname", f"the server is reached over https, not {parts.scheme}")
+        url = host_name.rstrip("/")
         if not parts.path.strip("/"):
             url += sec.get("rhsm_prefix") or "/candlepin"
-    else:
-        port = int(sec.number("rhsm_port", 443, minimum=1, integer=True))
-        if port > 65535:
-            raise sec.error("rhsm_port", f"not a TCP port: {port}")
-        prefix = sec.get("rhsm_prefix") or "/candlepin"
-        if not prefix.startswith("/"):
-            prefix = "/" + prefix
-        hostpart = f"[{host}]" if ":" in host else host
-        url = f"https://{hostpart}:{port}{prefix.rstrip('/')}"
-    proxy = None
-    proxy_host = sec.get("rhsm_proxy_hostname")
-    if proxy_host:
-        proxy_port = int(sec.number("rhsm_proxy_port", 3128, minimum=1, integer=True))
-        cred = ""
-        if sec.get("rhsm_proxy_user"):
-            secret = sec.secret("rhsm_proxy_password", "rhsm_encrypted_proxy_password") or ""
-            cred = f"{quote(sec.get('rhsm_proxy_user') or '', safe='')}:{quote(secret, safe='')}@"
-        proxy = f"http://{cred}{proxy_host}:{proxy_port}"
+        return url
+    port = keys.number("rhsm_port", 443)
+    if port > 65535:
+        raise keys.error("rhsm_port", f"not a TCP port: {port}")
+    prefix = keys.get("rhsm_prefix") or "/candlepin"
+    if not prefix.startswith("/"):
+        prefix = "/" + prefix
+    hostpart = f"[{host_name}]" if ":" in host_name else host_name
+    return f"https://{hostpart}:{port}{prefix.rstrip('/')}"
+
+
+def _proxy(keys: _ServerKeys) -> str | None:
+    sec = keys.sec
+    proxy_host = keys.get("rhsm_proxy_hostname")
+    if not proxy_host:
+        return None
+    proxy_port = keys.number("rhsm_proxy_port", 3128)
+    cred = ""
+    user = keys.get("rhsm_proxy_user")
+    if user:
+        secret = sec.secret("rhsm_proxy_password", "rhsm_encrypted_proxy_password") or keys.get(
+            "rhsm_proxy_password") or ""
+        cred = f"{quote(user, safe='')}:{quote(secret, safe='')}@"
+    return f"http://{cred}{proxy_host}:{proxy_port}"
+
+
+def _destination(sec: Section, host: HostRegistration, *, host_guests: bool = False) -> ServerConfig:
+    """Where a section's reports go; keys it leaves out come from the host's registration.
+
+    ``host_guests``: the section reports the guests of the host ftreport runs on (a libvirt source
+    without ``server`` nor ``owner``), as virt-who does: the host's own consumer gets them."""
+    keys = _ServerKeys(sec, host)
+    host_name = keys.get("rhsm_hostname")
+    owner = sec.get("owner")
+    if not host_name:
+        raise _no_server(sec, host)
+    if not owner and not host_guests:
+        raise sec.error("owner", "no owner (organization) to report to")
+    url = _server_url(keys, host_name)
     for key in ("rhsm_ca_cert", "rhsm_cert", "rhsm_key"):
         path = sec.get(key)
         if path and not Path(path).is_file():
             raise sec.error(key, f"no such file: {path}")
+    username = sec.get("rhsm_username") or None
+    password = sec.secret("rhsm_password", "rhsm_encrypted_password")
+    cert_file = sec.get("rhsm_cert") or None
+    key_file = sec.get("rhsm_key") or None
+    guests_of = None
+    if host_guests:
+        identity = host.consumer()
+        if not identity.present():
+            raise sec.error("owner", f"this host is not registered (no consumer certificate {identity.cert}): "
+                            "register it with subscription-manager, or set owner to report the local libvirt "
+                            "as a hypervisor")
+        guests_of, org = identity.subject()
+        owner = owner or org or ""
+        username = password = None
+        cert_file, key_file = str(identity.cert), str(identity.key)
+    elif not username and not cert_file:
+        identity = host.consumer()
+        if identity.present():  # virt-who: without a user, the host's consumer certificate
+            cert_file, key_file = str(identity.cert), str(identity.key)
+    ca_cert, ca_origin = sec.get("rhsm_ca_cert") or None, "rhsm_ca_cert"
+    if ca_cert is None:
+        ca_dir = host.ca_dir()
+        if ca_dir is not None:
+            ca_cert, ca_origin = str(ca_dir), f"ca_cert_dir in {host.conf_path}"
     return ServerConfig(
         url=url,
-        owner=owner,
-        username=sec.get("rhsm_username") or None,
-        password=sec.secret("rhsm_password", "rhsm_encrypted_password"),
-        ca_cert=sec.get("rhsm_ca_cert") or None,
-        cert_file=sec.get("rhsm_cert") or None,
-        key_file=sec.get("rhsm_key") or None,
-        insecure=sec.flag("rhsm_insecure"),
-        proxy=proxy,
-        no_proxy=sec.get("rhsm_no_proxy") or None,
+        owner=owner or "",
+        username=username,
+        password=password,
+        ca_cert=ca_cert,
+        cert_file=cert_file,
+        key_file=key_file,
+        insecure=keys.flag("rhsm_insecure"),
+        proxy=_proxy(keys),
+        no_proxy=keys.get("rhsm_no_proxy") or None,
+        guests_of=guests_of,
+        ca_origin=ca_origin,
     )
 
 
@@ -269,7 +394,7 @@ def _check_keys(sec: Section, kind: SourceType) -> None:
             log.warning("%s: [%s] unknown key %s ignored%s", sec.file_of(key), sec.name, key, _nearest(key, known))
 
 
-def _source(sec: Section) -> SourceConfig:
+def _source(sec: Section, host: HostRegistration) -> SourceConfig:
     """The shared keys of a source section, then its type's own (SourceType.read_settings)."""
     typ = (sec.get("type") or "libvirt").lower()
     supported = ", ".join(SOURCE_TYPE_NAMES)
@@ -291,9 +416,9 @@ def _source(sec: Section) -> SourceConfig:
     destination: ServerConfig | None = None
     dest_error: ConfigError | None = None
     try:
-        destination = _destination(sec)
+        destination = _destination(sec, host, host_guests=kind.is_local(settings) and not sec.get("owner"))
     except ConfigError as exc:
-        if exc.key in ("rhsm_hostname", "owner"):
+        if exc.key in _DEFERRED_KEYS:
             dest_error = exc  # only fatal when sending; --print needs no server
         else:
             raise
@@ -340,10 +465,23 @@ def load_config(explicit: Sequence[str] = (), *, paths: Sequence[Path] | None = 
         return decrypt_password(value, glob.password_key_file, glob.virtwho_key_file)
 
     defaults = sections.get("defaults", {})
+    host = HostRegistration()
     sources = []
     for name in order:
         if name in _SPECIAL:
             continue
         merged = {**defaults, **sections[name]}
-        sources.append(_source(Section(name, merged, origin[name], decrypt)))
+        sources.append(_source(Section(name, merged, origin[name], decrypt), host))
+    if not sources and paths is None and not explicit and not glob.configs:
+        # virt-who's rule: no source configured anywhere means the local libvirt.
+        where = f"(no source configured: {_looked_for()})"
+        log.info("no source configured (%s): reporting the local libvirt, as virt-who does", _looked_for())
+        local = {**defaults, "type": ("libvirt", where)}
+        source = _source(Section(LOCAL_SOURCE, local, where, decrypt), host)
+        if source.destination_error is not None:
+            reason = source.destination_error.reason
+            source = dataclasses.replace(source, destination_error=ConfigError(
+                f"no sources configured ({_looked_for()}; -c FILE names one), and the local libvirt, reported "
+                f"instead as virt-who does, has nowhere to go: {reason}"))
+        sources.append(source)
     return Config(global_=glob, sources=tuple(sources), files=tuple(str(f) for f in files))

@@ -21,7 +21,7 @@ from typing import Any
 
 from .model import Hypervisor
 
-__all__ = ["EncodedReport", "ReportEncoder", "encode_body"]
+__all__ = ["EncodedReport", "ReportEncoder", "encode_body", "encode_guest_list"]
 
 _WIRE = (", ", ": ")  # what virt-who's JSON looks like; also what --print shows
 _CANONICAL = (",", ":")  # body_hash's form
@@ -87,3 +87,13 @@ class ReportEncoder:
         if digest:
             hashed = hashlib.sha256(('{"hypervisors":[' + ",".join(canonical) + "]}").encode()).hexdigest()
         return EncodedReport(text.encode(), count, guests, hashed)
+
+
+def encode_guest_list(hypervisors: Iterable[Hypervisor]) -> EncodedReport:
+    """The guests of the host ftreport runs on, as virt-who sends them for its local libvirt: the
+    body of ``PUT /consumers/{uuid}`` (``{"guestIds": [...]}``) for the host's own consumer."""
+    hvs = list(hypervisors)
+    guests = sorted((g for hv in hvs for g in hv.guests), key=lambda g: g.sort_key())
+    body = {"guestIds": [g.to_json() for g in guests]}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=_CANONICAL).encode()).hexdigest()
+    return EncodedReport(encode_body(body), len(hvs), len(guests), digest)

@@ -62,7 +62,7 @@ def default_connection_factory(server: ServerConfig, timeout: float) -> Connecti
     return Connection(server.url, ca_cert=server.ca_cert, cert_file=server.cert_file, key_file=server.key_file,
                       username=server.username, password=server.password, insecure=server.insecure,
                       timeout=timeout, proxy=server.proxy, no_proxy=server.no_proxy, retries=2,
-                      max_retry_after=5.0, ca_cert_setting="rhsm_ca_cert")
+                      max_retry_after=5.0, ca_cert_setting=server.ca_origin)
 
 
 class SentRecord:
@@ -119,7 +119,7 @@ class Destination:
 
     @property
     def label(self) -> str:
-        return f"{self.server.owner}@{self.server.url}"
+        return self.server.label
 
     def _connection(self) -> ConnectionLike:
         if self._conn is None:
@@ -136,7 +136,14 @@ class Destination:
             raise _send_error(exc, f"{what} to {self.label}") from exc
 
     def check_in(self, payload: bytes) -> Mapping[str, Any]:
-        """Post a report and wait for its job; returns the job's result data."""
+        """Post a report and wait for its job; returns the job's result data.
+
+        For the guests of the host itself (:attr:`ServerConfig.guests_of`), the payload is the
+        consumer's guest list, put as virt-who puts it; the server answers at once."""
+        if self.server.guests_of:
+            self._request("PUT", f"/consumers/{quote(self.server.guests_of, safe='')}", "guest list update",
+                          data=payload, headers={"Content-Type": "application/json"})
+            return {}
         owner = quote(self.server.owner, safe="")
         job = self._request("POST", f"/hypervisors/{owner}", "hypervisor check-in",
                             params={"reporter_id": self.reporter_id}, data=payload,
@@ -175,9 +182,32 @@ class Destination:
         return result if isinstance(result, Mapping) else {}
 
     def check_owner(self) -> Mapping[str, Any]:
-        """``GET /owners/{owner}``: the credentials work and the owner exists."""
-        result = self._request("GET", f"/owners/{quote(self.server.owner, safe='')}", "owner check")
+        """The credentials work and the owner exists: ``GET /owners/{owner}`` as a user; as a
+        consumer (the host's certificate), which may not read its owner, ``GET /consumers/{uuid}``
+        for itself, whose org must be the owner reported to."""
+        consumer = self.server.guests_of or self._certificate_consumer()
+        if consumer is None:
+            result = self._request("GET", f"/owners/{quote(self.server.owner, safe='')}", "owner check")
+            return result if isinstance(result, Mapping) else {}
+        result = self._request("GET", f"/consumers/{quote(consumer, safe='')}", "consumer check")
+        found = result.get("owner") if isinstance(result, Mapping) else None
+        key = found.get("key") if isinstance(found, Mapping) else None
+        if self.server.owner and key and key != self.server.owner:
+            raise SendError(f"{self.label}: the consumer {consumer} the certificate names belongs to org {key}, "
+                            f"not {self.server.owner}")
         return result if isinstance(result, Mapping) else {}
+
+    def _certificate_consumer(self) -> str | None:
+        """The consumer UUID of the client certificate when the destination authenticates with one."""
+        if self.server.username or not self.server.cert_file:
+            return None
+        from ftagent.crypto import cert_info, load_cert  # only --status needs it: cryptography costs ~40 ms
+
+        try:
+            return cert_info(load_cert(Path(self.server.cert_file).read_bytes())).common_name or None
+        except (OSError, ValueError) as exc:
+            raise SendError(f"{self.label}: cannot read the client certificate {self.server.cert_file}: "
+                            f"{exc}") from exc
 
     def close(self) -> None:
         if self._conn is not None:

@@ -25,7 +25,7 @@ from ftagent.sdnotify import Notifier
 
 from .config import no_sources_error
 from .delivery import Delivery
-from .encoding import EncodedReport, ReportEncoder
+from .encoding import EncodedReport, ReportEncoder, encode_guest_list
 from .errors import ConfigError, FtreportError, SendError, SourceError
 from .forked import Deliver, ProgressSink, collect_forked, usable_cpus
 from .logfiles import source_context
@@ -201,6 +201,13 @@ def _group_destinations(configs: Sequence[SourceConfig]) -> dict[str, tuple[Serv
     return groups
 
 
+def _encode(server: ServerConfig, encoder: ReportEncoder, snaps: Sequence[Snapshot]) -> EncodedReport:
+    """The report for a destination: a hypervisor check-in, or the guest list of the host's consumer."""
+    if server.guests_of:
+        return encode_guest_list(merge_hypervisors(snaps))
+    return encoder.encode(merge_hypervisors(snaps))
+
+
 def run_oneshot(config: Config, *, print_to: TextIO | None = None,
                 factory: SourceFactory = create_source,
                 connection_factory: ConnectionFactory = default_connection_factory,
@@ -245,14 +252,14 @@ def _deliver_once(config: Config, groups: dict[str, tuple[ServerConfig, list[str
     for server, names in groups.values():
         snaps = [snapshots[n] for n in names if n in snapshots]
         if not snaps:
-            log.error("nothing to report to %s@%s: every source failed", server.owner, server.url)
+            log.error("nothing to report to %s: every source failed", server.label)
             failed = True
             continue
         dest = Destination(server, reporter_id=config.global_.reporter_id, state_dir=config.global_.state_dir,
                            connection_factory=connection_factory, job_timeout=config.global_.job_timeout)
         delivery = Delivery(dest, metrics, interval=config.global_.interval)
         try:
-            report = ReportEncoder(keep=False).encode(merge_hypervisors(snaps))
+            report = _encode(server, ReportEncoder(keep=False), snaps)
             delivery.deliver(report, {n: counts(snapshots[n]) for n in names if n in snapshots})
         except SendError as exc:
             log.error("%s", exc)
@@ -455,7 +462,7 @@ class Reporter:
         if cached is not None and [id(s) for s in cached[0]] == [id(s) for s in snaps]:
             report = cached[1]
         else:
-            report = state.encoder.encode(merge_hypervisors(snaps))
+            report = _encode(state.delivery.destination.server, state.encoder, snaps)
             state.encoded = (snaps, report)
         try:
             if not state.delivery.deliver(report, self.snapshots.counts(state.sources)):

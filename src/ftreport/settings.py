@@ -88,11 +88,22 @@ class ServerConfig:
     insecure: bool = False
     proxy: str | None = None
     no_proxy: str | None = None
+    #: The consumer whose guests the reports are (virt-who's guest list of the host it runs on,
+    #: ``PUT /consumers/{uuid}``); None: hypervisor check-ins for ``owner``.
+    guests_of: str | None = None
+    ca_origin: str = "rhsm_ca_cert"  # where ca_cert was configured, for messages
 
     @property
     def key(self) -> str:
         """Identifies the destination: reports with the same key are merged into one check-in."""
-        return f"{self.url}|{self.owner}|{self.username or ''}|{self.cert_file or ''}"
+        return f"{self.url}|{self.owner}|{self.username or ''}|{self.cert_file or ''}|{self.guests_of or ''}"
+
+    @property
+    def label(self) -> str:
+        """The destination in messages: ``OWNER@URL``, or the host's consumer and the URL."""
+        if self.guests_of:
+            return f"consumer {self.guests_of}@{self.url}"
+        return f"{self.owner}@{self.url}"
 
 
 @dataclass(frozen=True)

@@ -192,11 +192,14 @@ def esx_section(sim: Vcsim, ca: Path | None = None, **extra: object) -> dict[str
 
 @pytest.fixture
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment in which ftreport reads only the files a test names."""
+    """Environment in which ftreport reads only the files a test names: the system root is an empty
+    directory, so that a host's own rhsm.conf and consumer certificate are never used."""
     env = dict(os.environ)
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
     env.update(FTREPORT_CONFIG=str(tmp_path / "no-main.conf"), FTREPORT_CONFIG_DIR=str(tmp_path / "no-dir"),
-               FTREPORT_STATE_DIR=str(tmp_path / "state"), PYTHONUNBUFFERED="1")
-    for key in ("FTREPORT_CONFIG", "FTREPORT_CONFIG_DIR", "FTREPORT_STATE_DIR"):
+               FTREPORT_STATE_DIR=str(tmp_path / "state"), FTREPORT_ROOT=str(root), PYTHONUNBUFFERED="1")
+    for key in ("FTREPORT_CONFIG", "FTREPORT_CONFIG_DIR", "FTREPORT_STATE_DIR", "FTREPORT_ROOT"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     env.pop("NOTIFY_SOCKET", None)

@@ -49,7 +49,7 @@ def test_unreadable_config_directory_is_named(shared_dir: Path, isolated_env: di
     if not ROOT:
         os.chmod(confd, 0)
     env = dict(isolated_env, FTREPORT_CONFIG_DIR=str(confd), FTREPORT_STATE_DIR=str(shared_dir / "state"),
-               FTREPORT_CONFIG=str(shared_dir / "ftreport.conf"))
+               FTREPORT_ROOT=str(shared_dir), FTREPORT_CONFIG=str(shared_dir / "ftreport.conf"))
     out = unprivileged(["-o"], env)
     assert out.returncode == 78
     assert "no sources configured" not in out.stderr
@@ -66,7 +66,7 @@ def test_unreadable_rhsm_ca_cert_is_one_line(ftmock_session: FtmockServer, share
     section = dict(server_section(ftmock_session, org), rhsm_ca_cert=ca, type="fake")
     conf = write_config(shared_dir / "f.conf", {"src": section})
     os.chmod(conf, 0o644)
-    env = dict(isolated_env, FTREPORT_STATE_DIR=str(shared_dir / "state"),
+    env = dict(isolated_env, FTREPORT_STATE_DIR=str(shared_dir / "state"), FTREPORT_ROOT=str(shared_dir),
                FTREPORT_CONFIG=str(shared_dir / "ftreport.conf"))
     out = unprivileged(["-c", str(conf), "-o"], env)
     assert out.returncode == 1
@@ -153,12 +153,24 @@ def test_configuration_error_is_one_plain_line_exit_78(tmp_path: Path, isolated_
 
 
 def test_without_any_configuration_file_the_error_names_where_it_looked(isolated_env: dict[str, str]) -> None:
+    """As virt-who, no configuration means the local libvirt; on a host that is not registered
+    either, there is nowhere to send it, and the one line says where ftreport looked for both."""
     main, directory = isolated_env["FTREPORT_CONFIG"], isolated_env["FTREPORT_CONFIG_DIR"]
-    for args in (["-o"], ["-p"], ["-s"]):
-        out = run_ftreport(args, isolated_env)
-        assert out.returncode == 78, out.stderr
-        assert out.stderr.splitlines() == [f"ftreport: error: no sources configured: no configuration file found "
-                                           f"(looked for {main} and {directory}/*.conf; -c FILE names one)"]
+    rhsm_conf = Path(isolated_env["FTREPORT_ROOT"]) / "etc" / "rhsm" / "rhsm.conf"
+    out = run_ftreport(["-o"], isolated_env)
+    assert out.returncode == 78, out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        f"ftreport: error: no sources configured (looked for {main} and {directory}/*.conf; -c FILE names one), "
+        "and the local libvirt, reported instead as virt-who does, has nowhere to go: this host is not "
+        f"registered (there is no {rhsm_conf})")
+    assert f"no source configured (looked for {main} and {directory}/*.conf): reporting the local libvirt" \
+        in out.stderr
+    # -c FILE names the configuration: a file without a source is an error, not the local libvirt.
+    empty = Path(main).with_name("empty.conf")
+    empty.write_text("[global]\ninterval=60\n")
+    out = run_ftreport(["-c", str(empty), "-p"], isolated_env)
+    assert out.returncode == 78
+    assert out.stderr.splitlines() == [f"ftreport: error: no sources configured (files read: {empty})"]
 
 
 def test_a_bug_exits_70_and_says_how_to_see_the_traceback(tmp_path: Path, isolated_env: dict[str, str],

@@ -70,6 +70,10 @@ class SourceType:
     #: fails when a section of the type is used, never when ftreport starts.
     binding: str | None = None
     install: str = ""
+    #: Whether a section's settings name the machine ftreport runs on rather than a hypervisor
+    #: manager (virt-who's "not a hypervisor": a libvirt source without ``server``). Without an
+    #: ``owner``, such a section reports its guests as the host's own, to the host's consumer.
+    is_local: Callable[[object], bool] = lambda _settings: False
 
 
 def settings_of(config: SourceConfig, kind: type[_Settings]) -> _Settings:

@@ -311,5 +311,10 @@ class LibvirtSource:
             log.debug("%s: close failed", self.name, exc_info=True)
 
 
+def _is_local(settings: object) -> bool:
+    """A section without ``server`` reads the libvirt of the machine ftreport runs on."""
+    return isinstance(settings, LibvirtSettings) and settings.server is None
+
+
 SOURCE_TYPE = SourceType("libvirt", KEYS, read_settings, LibvirtSource, binding="libvirt",
-                         install="libvirt-python (pip install 'ftagent[libvirt]')")
+                         install="libvirt-python (pip install 'ftagent[libvirt]')", is_local=_is_local)
