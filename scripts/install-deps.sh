@@ -18,6 +18,7 @@ all_pkgs=(gcc pkg-config libssl-dev libvirt-dev golang-go golang-github-vmware-g
           rpm rpm2cpio rpmlint python3-packaging mandoc man-db systemd iproute2 procps util-linux curl etcd-server
           sanlock python3-sanlock
           dnf createrepo-c  # the content tests: dnf reads ftmock's content server through ftagent's repo file
+          sosreport  # the sos report plugin's test runs Debian's sos 4 with only that plugin
           patchelf)  # patchelf: scripts/find-python.sh stages the test matrix's interpreters
 
 pkgs=("${base_pkgs[@]}")

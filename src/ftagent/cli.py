@@ -429,7 +429,7 @@ def _save_server_overrides(agent: Agent, server_url: str | None, insecure: bool 
     if insecure:
         values["insecure"] = "yes"
     if values:
-        save_server_options(agent.config.path or DEFAULT_CONFIG_PATH, values)
+        save_server_options(agent.config.path or agent.config.looked_for or DEFAULT_CONFIG_PATH, values)
 
 
 @cli.command()

@@ -1,6 +1,8 @@
 """Configuration: an INI file, ``/etc/ftagent/ftagent.conf`` by default.
 
-``--config PATH`` or the ``FTAGENT_CONFIG`` environment variable picks another file.  Sections::
+``--config PATH`` or the ``FTAGENT_CONFIG`` environment variable picks another file; ``FTAGENT_ROOT``
+moves the default one (and every other system path) into a directory (:mod:`ftagent.sysroot`).
+Sections::
 
     [server]  url, ca_cert (file or directory), insecure, timeout, proxy, no_proxy, retries
     [agent]   identity_dir, entitlement_dir, facts_dir, product_dir, lock_file, lock_timeout, log_file,
@@ -28,6 +30,7 @@ from typing import Any
 
 from ftagent.atomic import write_atomic
 from ftagent.errors import ConfigError
+from ftagent.sysroot import rooted, system_root
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -46,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("/etc/ftagent/ftagent.conf")
 ENV_VAR = "FTAGENT_CONFIG"
+#: The environment variable naming the system root (default ``/``).
+ROOT_VAR = "FTAGENT_ROOT"
 
 #: Sections other components own: name -> validator of the raw key/value mapping (may be None).
 _EXTRA_SECTIONS: dict[str, Callable[[Mapping[str, str]], None] | None] = {"lease": None}
@@ -192,13 +197,14 @@ _CONTENT_KEYS = {"repo_file", "manage_repos", "baseurl", "repo_ca_cert"}
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """The configuration file to read: explicit, else ``$FTAGENT_CONFIG``, else the default."""
+    """The configuration file to read: explicit, else ``$FTAGENT_CONFIG``, else the default (inside
+    ``$FTAGENT_ROOT``)."""
     environ = os.environ if env is None else env
     if explicit:
         return Path(explicit)
     if environ.get(ENV_VAR):
         return Path(environ[ENV_VAR])
-    return DEFAULT_CONFIG_PATH
+    return rooted(system_root(ROOT_VAR, environ), DEFAULT_CONFIG_PATH)
 
 
 def load_config(

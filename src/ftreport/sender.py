@@ -106,7 +106,8 @@ class Destination:
                  connection_factory: ConnectionFactory = default_connection_factory,
                  timeout: float = 30.0, job_timeout: float = 120.0,
                  stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 alive: Callable[[], None] = lambda: None) -> None:
         self.server = server
         self.reporter_id = reporter_id
         self.record = SentRecord(state_dir, server.key)
@@ -115,6 +116,7 @@ class Destination:
         self._job_timeout = job_timeout
         self._stop = stop or threading.Event()
         self._clock = clock
+        self._alive = alive  # called between the polls of a job: the caller's loop is still turning
         self._conn: ConnectionLike | None = None
 
     @property
@@ -170,6 +172,7 @@ class Destination:
                 raise SendError(f"job {job_id} at {self.label} still {state} after {self._job_timeout:g} s")
             if self._stop.wait(delay):
                 raise SendError(f"stopped while waiting for job {job_id}")
+            self._alive()
             delay = min(delay * 2, 1.0)
             polled = self._request("GET", f"/jobs/{quote(job_id, safe='')}", "job status")
             if not isinstance(polled, Mapping):

@@ -8,7 +8,10 @@ server, owner and credentials) and checked in by the daemon loop, which
   the report differs from the last one the server accepted (:mod:`ftreport.delivery`),
 - backs off on failures and honours ``Retry-After``, always sending the *newest* report when the
   server is back (older unsent reports are simply superseded),
-- reloads its configuration on request (SIGHUP) and stops cleanly (SIGTERM).
+- reloads its configuration on request (SIGHUP) and stops cleanly (SIGTERM),
+- tells systemd it is alive (``WATCHDOG=1``) from the loop itself, each time round and between
+  the polls of a check-in job, when the unit sets ``WatchdogSec``: a loop wedged in a call that
+  never returns stops the pings, and systemd kills and restarts the daemon.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ftagent.sdnotify import Notifier
+from ftagent.sdnotify import Notifier, watchdog_interval
 
 from .config import no_sources_error
 from .delivery import Delivery
@@ -49,6 +52,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[..., Source]
+
+# A delivery's calls: each has this timeout, and is tried up to this many times (the connection's retries).
+_CALL_TIMEOUT = 30.0
+_CALL_ATTEMPTS = 3
 
 
 class SourceWorker(threading.Thread):
@@ -344,6 +351,8 @@ class Reporter:
         self._factory = factory
         self._connection_factory = connection_factory
         self._notifier = notifier or Notifier()
+        self._watchdog = watchdog_interval() if self._notifier.enabled else None
+        self._pinged = float("-inf")  # when WATCHDOG=1 last went, on the monotonic clock
         self._progress = progress
         self._clock = clock
         self._workers: dict[str, SourceWorker] = {}
@@ -411,7 +420,8 @@ class Reporter:
             dest = Destination(server, reporter_id=self.config.global_.reporter_id,
                                state_dir=self.config.global_.state_dir,
                                connection_factory=self._connection_factory,
-                               job_timeout=self.config.global_.job_timeout, stop=self._stop, clock=self._clock)
+                               timeout=_CALL_TIMEOUT, job_timeout=self.config.global_.job_timeout, stop=self._stop,
+                               clock=self._clock, alive=self._alive)
             delivery = Delivery(dest, self.metrics, interval=self.config.global_.interval, clock=self._clock)
             self._dests[key] = _DestinationState(delivery, names)
         for state in old.values():
@@ -491,11 +501,30 @@ class Reporter:
         self._setup_destinations(self.config.sources)
         self._start_sources(self.config.sources)
         self._notifier.ready(f"watching {len(self.config.sources)} sources")
+        if self._watchdog is not None:
+            # One call to a server may take its timeout on each of its attempts before it fails:
+            # a shorter watchdog restarts a daemon that is only waiting for a slow server.
+            longest = _CALL_ATTEMPTS * _CALL_TIMEOUT
+            if self._watchdog < longest:
+                log.warning("the systemd watchdog (WatchdogSec=%g s) is shorter than one call to a server may "
+                            "take (%g s): a slow server will get ftreport restarted", self._watchdog, longest)
+            else:
+                log.debug("systemd watchdog armed: %g s", self._watchdog)
+
+    def _alive(self) -> None:
+        """``WATCHDOG=1`` when systemd's watchdog is armed, at most four times per timeout."""
+        if self._watchdog is None:
+            return
+        now = time.monotonic()
+        if now - self._pinged >= self._watchdog / 4:
+            self._pinged = now
+            self._notifier.notify("WATCHDOG=1")
 
     def step(self, wait: float = 0.5) -> bool:
         """One cycle: a requested reload, then up to ``wait`` seconds for a new snapshot (and, once
         one came, ``settle`` seconds for related changes), then what is due to every destination.
-        Returns False once stopped."""
+        Returns False once stopped. Each cycle tells systemd's watchdog the loop is alive."""
+        self._alive()
         if self._reload.is_set():
             self._reload.clear()
             if self._load is not None:

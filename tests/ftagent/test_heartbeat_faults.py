@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -25,39 +24,13 @@ from tests.ftmock.conftest import Client, checkin
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
 from tests.kit.guest import Guest, clone_guest, send_signal
 from tests.kit.lease import assert_no_overlap, lease_guest, unique_vm
+from tests.kit.notify import NotifySocket
 from tests.kit.orgs import new_org
 from tests.kit.wait import hold_for, wait_until
 
 
 def vm() -> str:
     return unique_vm("lease")
-
-
-class NotifySocket:
-    """A fake systemd notification socket recording (time, message)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096)
-            except OSError:
-                continue
-            self.messages.append((time.time(), data.decode()))
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(timeout=2)
-        self.sock.close()
 
 
 def test_server_unreachable_degrades_then_fences_before_takeover(ftmock: FtmockServer, tmp_path: Path,

@@ -115,6 +115,7 @@ def test_files_are_split_by_role_and_owned_once(built: Built) -> None:
     for module in ("ftagent/__init__.py", "ftagent/lease/__init__.py", "ftagent/cli.py", "ftreport/sources/esx.py", "ftmock/server.py"):
         assert f"{SITE}/{module}" in lib, module
     assert f"{SITE}/ftagent-{VERSION}.dist-info/METADATA" in lib
+    assert f"{SITE}/sos/report/plugins/ftagent.py" in lib, "the sos report plugin, where sos 4 loads plugins"
     for name in ("ftagent", "ftreport", "ftmock"):
         assert not any(f.startswith(SITE) for f in lists[name]), f"{name} must not ship Python modules"
     assert {"/usr/bin/ftagent", "/usr/lib/systemd/system/ftagent-heartbeat.service",
