@@ -195,7 +195,8 @@ def test_kill_switch_observes_without_fencing(ftmock_session: FtmockServer, tmp_
     wait_until(lambda: b.state() == "HELD", 10, "B acquires after A's lease expired")
     send_signal(pa, signal.SIGCONT)
     wait_until(lambda: a.status().get("suppressed_fences"), 5, "A would have fenced")
-    wait_until(lambda: a.status().get("observed") == "ACQUIRING", 5, "A observing that it does not hold")
+    wait_until(lambda: (a.status().get("observed"), a.status().get("held_by")) == ("ACQUIRING", b.status()["holder"]),
+               5, "A observing that B holds")
     st = a.status()
     assert st["state"] == "DISABLED" and st["observed"] == "ACQUIRING" and st["held_by"] == b.status()["holder"]
     assert not a.fences() and pa.poll() is None  # never fenced, still running and reporting
