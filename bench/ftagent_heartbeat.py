@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -88,18 +89,19 @@ def footprint(server: FtmockServer, tmp: Path, seconds: float, *, title: str = "
     print(f"| final RSS | {rss / 1024:.1f} MB |")
 
 
-def _pair(server: FtmockServer, tmp: Path, name: str) -> tuple[Guest, Guest]:
+def _holding_pair(server: FtmockServer, tmp: Path, name: str) -> tuple[Guest, Guest, Any, Any]:
+    """Two instances of one guest running heartbeats: A holds the lease, B waits for it."""
     a = lease_guest(server, tmp / f"{name}-a", new_org(server), f"bench-{name}")
     b = clone_guest(a, tmp / f"{name}-b")
-    return a, b
-
-
-def server_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]:
-    a, b = _pair(server, tmp, f"sp{run}")
     pa = a.start()
     wait_until(lambda: a.state() == "HELD", 20, "A HELD")
     pb = b.start()
     wait_until(lambda: b.status().get("held_by"), 10, "B waiting")
+    return a, b, pa, pb
+
+
+def server_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]:
+    a, b, pa, pb = _holding_pair(server, tmp, f"sp{run}")
     assert server.process is not None
     os.kill(server.process.pid, signal.SIGSTOP)
     try:
@@ -112,11 +114,7 @@ def server_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]
 
 
 def agent_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]:
-    a, b = _pair(server, tmp, f"ap{run}")
-    pa = a.start()
-    wait_until(lambda: a.state() == "HELD", 20, "A HELD")
-    pb = b.start()
-    wait_until(lambda: b.status().get("held_by"), 10, "B waiting")
+    a, b, pa, pb = _holding_pair(server, tmp, f"ap{run}")
     renewals = a.status()["renewals"]
     send_signal(pa, signal.SIGSTOP)
     wait_until(lambda: b.state() == "HELD", 10, "B HELD")
