@@ -19,15 +19,10 @@ from pathlib import Path
 from tests.ftagent.tcpgate import TcpGate
 from tests.kit.ftmock import FtmockServer
 from tests.kit.guest import Guest, clone_guest, make_guest
-from tests.kit.lease import lease_log, overlaps
+from tests.kit.lease import boottime, lease_log, overlaps
 from tests.kit.wait import wait_until
 
 __all__ = ["OutageResult", "OutageRig"]
-
-
-def _boottime() -> float:
-    """The clock of the heartbeat's deadline (CLOCK_BOOTTIME; the status file says which)."""
-    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 @dataclass(frozen=True)
@@ -82,11 +77,11 @@ class OutageRig:
         renewals = self.a.status().get("renewals", 0)
         wait_until(lambda: self.a.status().get("renewals", 0) > renewals, 30, "a renewal of A", step=0.005)
         self.gate.cut(mode)
-        cut, cut_wall = _boottime(), time.time()
+        cut, cut_wall = boottime(), time.time()
         status = self.a.status()
         window = float(status["deadline"]) - cut
         outage = max(0.0, length(window))
-        time.sleep(max(0.0, cut + outage - _boottime()))  # the outage's length is the thing tested
+        time.sleep(max(0.0, cut + outage - boottime()))  # the outage's length is the thing tested
         self.gate.restore()
         restored_at = self.a.status().get("renewals", 0)
         wait_until(lambda: self.a.state() == "FENCED" or (

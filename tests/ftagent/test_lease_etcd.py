@@ -12,14 +12,13 @@ that fenced must have fenced before etcd deleted its key (before anybody else co
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import FtmockServer
+from tests.ftagent.tcpgate import TcpGate
 from tests.kit.ca import CertAuthority
 from tests.kit.etcd import PREFIX, EtcdCluster, KeyWatch, b64, check_history, free_ports, key_of, unb64
 from tests.kit.guest import Guest, clone_guest
@@ -96,80 +95,12 @@ def test_quorum_lost_the_holder_fences_before_expiry_and_one_holder_after(
     assert a.stop(pa) == 3 and b.stop(pb) == 0
 
 
-class StallingProxy:
-    """A TCP proxy to one etcd member that can stall: connections stay open, no byte goes through."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_ports(1)[0]
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        self.listener.settimeout(0.2)
-        self.stalled = threading.Event()
-        self.closed = threading.Event()
-        self.socks: list[socket.socket] = []
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=2)
-            except OSError:
-                client.close()
-                continue
-            self.socks += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
-                t.start()
-                self.threads.append(t)
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        src.settimeout(0.1)
-        while not self.closed.is_set():
-            if self.stalled.is_set():
-                self.closed.wait(0.05)  # read nothing, send nothing: the peer waits until its timeout
-                continue
-            try:
-                data = src.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
-        for t in self.threads:
-            t.join(timeout=2)
-        for s in self.socks:
-            s.close()
-
-
 def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: FtmockServer, etcd: EtcdCluster,
                                                            tmp_path: Path, guests: list[Guest],
                                                            closing: Callable[[Any], Any]) -> None:
     member = etcd.members[0]
-    proxy = closing(StallingProxy(("127.0.0.1", member.client_port)))
-    a = etcd_guest(ftmock_session, tmp_path / "a", proxy.url)
+    gate = closing(TcpGate(("127.0.0.1", member.client_port)))  # a member that stalls: nothing passes
+    a = etcd_guest(ftmock_session, tmp_path / "a", f"http://127.0.0.1:{gate.port}")
     b = clone_guest(a, tmp_path / "b", etcd_endpoints=etcd.endpoints)
     guests += [a, b]
     watch = closing(KeyWatch(etcd.members[1].url, key_of(a)))
@@ -177,7 +108,7 @@ def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: Ftmoc
     wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     pb = b.start()
     wait_until(lambda: b.status().get("held_by") is not None, 10, "B waiting")
-    proxy.stalled.set()
+    gate.cut("drop")
     stalled = time.time()
     wait_until(lambda: a.state() == "DEGRADED", 3, "A DEGRADED")
     wait_until(lambda: a.state() == "FENCED", 5, "A FENCED")
@@ -192,19 +123,20 @@ def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: Ftmoc
 def test_restart_after_fenced_waits_for_expiry_and_gets_a_new_generation(
         ftmock_session: FtmockServer, etcd: EtcdCluster, tmp_path: Path, guests: list[Guest],
         closing: Callable[[Any], Any]) -> None:
-    proxy = closing(StallingProxy(("127.0.0.1", etcd.members[2].client_port)))
-    a = etcd_guest(ftmock_session, tmp_path / "a", proxy.url, ttl="5", margin="1", renew_interval="0.5")
+    gate = closing(TcpGate(("127.0.0.1", etcd.members[2].client_port)))
+    a = etcd_guest(ftmock_session, tmp_path / "a", f"http://127.0.0.1:{gate.port}", ttl="5", margin="1",
+                   renew_interval="0.5")
     guests.append(a)
     watch = closing(KeyWatch(etcd.members[0].url, key_of(a)))
     pa = a.start()
     wait_until(lambda: a.state() == "HELD", 15, "A HELD")
     gen = a.status()["generation"]
-    proxy.stalled.set()
+    gate.cut("drop")
     wait_until(lambda: a.state() == "FENCED", 7, "A FENCED")
     assert a.stop(pa) == 3
     # The operator restarts it with the cluster reachable again, before etcd expired the old lease:
     # the same holder id, but an etcd lease this process does not know, so it waits.
-    proxy.stalled.clear()
+    gate.restore()
     a.write_config(etcd_endpoints=etcd.endpoints)
     pa = a.start()
     wait_until(lambda: a.status().get("pid") == pa.pid, 10, "the new process reports")
