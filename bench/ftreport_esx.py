@@ -45,9 +45,8 @@ pc = vmodl.query.PropertyCollector
 spec = pc.FilterSpec(
     objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[pc.TraversalSpec(name="t", path="view", skip=False,
                                                                                type=vim.view.ContainerView)])],
-    propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["config.uuid", "config.instanceUuid",
-             "config.ftInfo.role", "config.ftInfo.instanceUuids", "runtime.faultToleranceState",
-             "runtime.powerState", "runtime.host"])])
+    propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["config.uuid", "config.ftInfo.role",
+             "config.ftInfo.instanceUuids", "runtime.faultToleranceState", "runtime.powerState", "runtime.host"])])
 result = content.propertyCollector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
 n = len(result.objects)
 while result.token:

@@ -68,10 +68,11 @@ def _guest(props: Mapping[str, Any]) -> tuple[str, Guest] | None:
     role = props.get("config.ftInfo.role")
     attrs: Mapping[str, Any]
     if role is not None:
+        instances = props.get("config.ftInfo.instanceUuids") or []
+        # vSphere's role is the instance's index (from 1) in the group's instance UUIDs.
+        instance = instances[int(role) - 1] if 0 < int(role) <= len(instances) else ""
         attrs = {"virtWhoType": "esx", "active": active,
-                 **ft_attributes(props.get("config.instanceUuid") or "", int(role),
-                                 props.get("config.ftInfo.instanceUuids") or [],
-                                 props.get("runtime.faultToleranceState"))}
+                 **ft_attributes(instance, int(role), instances, props.get("runtime.faultToleranceState"))}
     else:
         attrs = _PLAIN_ATTRIBUTES[active]  # shared: most guests of a big vCenter have these
     return str(host), Guest(uuid, state, attrs)
