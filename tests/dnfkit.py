@@ -1,7 +1,8 @@
 """Real content for real dnf: an RPM built once per session, its yum repository, ftmock serving it.
 
 The RPM is built with Debian's ``rpmbuild`` and indexed with ``createrepo_c`` under a content
-directory laid out as the CDN is (``content/dist/ftagent-test/<release>/<arch>/os``); an ftmock
+directory laid out as the CDN is (``content/dist/ftagent-test/<release>/<arch>/os``, with the
+``listing`` of its releases beside the release directories); an ftmock
 started with ``--content-dir`` serves it to certificates that grant
 ``/content/dist/ftagent-test/$releasever/$basearch/os``. :func:`dnf` runs Debian's dnf against a
 guest's repository file with everything that would make it slow or touch the machine turned off:
@@ -27,6 +28,7 @@ from tests.kit.ftmock import FtmockServer, start_ftmock
 
 PACKAGE = "ftagent-hello"
 RELEASE = "9"
+RELEASES = (RELEASE, "9.4")  # the content's listing
 CONTENT_LABEL = "ftagent-test-rpms"
 CONTENT_PATH = "/content/dist/ftagent-test/$releasever/$basearch/os"
 DNF = "/usr/bin/dnf"
@@ -81,6 +83,11 @@ def rpm_repo(tmp_path_factory: pytest.TempPathFactory) -> RpmRepo:
     (repo / "Packages" / rpm.name).write_bytes(rpm.read_bytes())
     subprocess.run(["createrepo_c", "--no-database", "-q", str(repo)], check=True, capture_output=True, text=True,
                    timeout=120)
+    # The CDN's list of the releases beside $releasever (what `release --list` reads): RELEASE, and a
+    # minor release that is the same repository.
+    listing = content / CONTENT_PATH.lstrip("/").split("$releasever", 1)[0] / "listing"
+    listing.write_text("".join(f"{r}\n" for r in RELEASES))
+    (listing.parent / RELEASES[1]).symlink_to(RELEASE)
     return RpmRepo(content, repo / "Packages" / rpm.name)
 
 

@@ -11,6 +11,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import (
@@ -18,6 +19,8 @@ from . import (
     consumers,
     contentaccess,
     dto,
+    dtoschema,
+    environments,
     failover,
     fleet,
     hypervisors,
@@ -27,12 +30,15 @@ from . import (
     metrics,
     overrides,
     owners,
+    profiles,
     protection,
+    purpose,
+    releases,
     shares,
     subscriptions,
 )
 from .auth import ANONYMOUS, Principal, authenticate_basic
-from .ca import CertificateAuthority
+from .ca import IDENTITY_RENEW_DAYS, CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
 from .store import Database, Tx, now_iso
 from .validate import int_text, parse_json, req_dict
@@ -106,22 +112,35 @@ def _peer_subject(peer: dict[str, Any]) -> dict[str, str]:
 class Api:
     def __init__(self, db: Database, ca: CertificateAuthority,
                  enqueue_job: Callable[[str, list[hypervisors.HypervisorEntry]], None] | None = None,
-                 honour_csr: bool = True) -> None:
+                 honour_csr: bool = True, identity_renew_days: float = IDENTITY_RENEW_DAYS,
+                 content_dir: Path | None = None) -> None:
         self.db = db
         self.ca = ca
         self.honour_csr = honour_csr
+        self.identity_renew_days = identity_renew_days
+        self.content_dir = content_dir
         self.enqueue_job = enqueue_job or (lambda _job, _entries: None)
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.route_table: list[tuple[str, str, bool]] = []  # (method, pattern, is an FT addition)
+        #: The routes that are Satellite's (Katello's) calls, not in Candlepin's API description.
+        self.satellite_routes: set[tuple[str, str]] = set()
+        #: The Candlepin DTO each route answers with (None: no body, or not a DTO).
+        self.route_dtos: dict[tuple[str, str], str | None] = {}
         self._register_routes()
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def route(self, method: str, pattern: str, handler: Handler, ft: bool = False) -> None:
-        """Serve `method pattern`; `ft` marks the FT, lease and share additions (not Candlepin's)."""
+    def route(self, method: str, pattern: str, handler: Handler, ft: bool = False, dto: str | None = None,
+              satellite: bool = False) -> None:
+        """Serve `method pattern`; `ft` marks the FT, lease and share additions (not Candlepin's),
+        `satellite` the calls Satellite serves and Candlepin 5 does not; `dto` names the Candlepin DTO
+        the answer is (or lists), whose every field it then carries (see ftmock.dtoschema)."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "/?$")
-        self.routes.append((method, regex, handler if ft else _as_candlepin(handler)))
+        self.routes.append((method, regex, handler if ft else _as_candlepin(handler, dto)))
         self.route_table.append((method, pattern, ft))
+        self.route_dtos[(method, pattern)] = dto
+        if satellite:
+            self.satellite_routes.add((method, pattern))
 
     def handle(self, req: Request) -> Response:
         if not req.path.startswith(PREFIX):
@@ -167,9 +186,13 @@ class Api:
             if row is None:
                 raise Unauthorized("Client certificate names no consumer")
             serial = int(req.peer.get("serialNumber", "0"), 16)
-            if row["cert_serial"] != serial:
+            if row["cert_serial"] != serial and row["renewed_from_serial"] != serial:
                 raise Unauthorized(f"The identity certificate of {uuid} has been replaced; "
                                    "use the current one")
+            if row["renewed_from_serial"] is not None and row["cert_serial"] == serial:
+                # The renewed certificate is in use: the one it replaced opens nothing any more.
+                tx.execute("UPDATE consumers SET renewed_from_serial = NULL WHERE uuid = ?", (uuid,))
+                row = consumers.get_row(tx, uuid)
             return Ctx(req, Principal("consumer", uuid, owner=row["owner"]), tx, self.ca, row)
         return Ctx(req, ANONYMOUS, tx, self.ca)
 
@@ -225,58 +248,81 @@ class Api:
 
     def _register_routes(self) -> None:
         r = self.route
-        r("GET", "/", self.root)
-        r("GET", "/status", self.status)
-        r("POST", "/consumers", self.register)
-        r("GET", "/consumers/{uuid}", self.get_consumer)
+        r("GET", "/", self.root, dto="Link")
+        r("GET", "/status", self.status, dto="StatusDTO")
+        r("POST", "/consumers", self.register, dto="ConsumerDTO")
+        r("GET", "/consumers/{uuid}", self.get_consumer, dto="ConsumerDTO")
         r("PUT", "/consumers/{uuid}", self.put_consumer)
         r("DELETE", "/consumers/{uuid}", self.delete_consumer)
-        r("POST", "/consumers/{uuid}", self.regenerate)
-        r("GET", "/consumers/{uuid}/certificates", self.certificates)
-        r("GET", "/consumers/{uuid}/certificates/serials", self.serials)
-        r("GET", "/consumers/{uuid}/entitlements", self.entitlements)
-        r("POST", "/consumers/{uuid}/entitlements", self.attach)
-        r("DELETE", "/consumers/{uuid}/entitlements", self.unattach_all)
+        r("POST", "/consumers/{uuid}", self.regenerate, dto="ConsumerDTO")
+        r("PUT", "/consumers/{uuid}/checkin", self.checkin, dto="ConsumerDTO", satellite=True)
+        r("GET", "/consumers/{uuid}/certificates", self.certificates, dto="CertificateDTO")
+        r("GET", "/consumers/{uuid}/certificates/serials", self.serials, dto="CertificateSerialDTO")
+        r("GET", "/consumers/{uuid}/entitlements", self.entitlements, dto="EntitlementDTO")
+        r("POST", "/consumers/{uuid}/entitlements", self.attach, dto="EntitlementDTO")
+        r("DELETE", "/consumers/{uuid}/entitlements", self.unattach_all, dto="DeleteResult")
         r("DELETE", "/consumers/{uuid}/entitlements/{ent}", self.unattach)
-        r("GET", "/consumers/{uuid}/compliance", self.compliance)
-        r("GET", "/consumers/{uuid}/host", self.host)
-        r("GET", "/consumers/{uuid}/guests", self.guests)
+        r("GET", "/consumers/{uuid}/compliance", self.compliance, dto="ComplianceStatusDTO")
+        r("GET", "/consumers/{uuid}/host", self.host, dto="ConsumerDTO")
+        r("GET", "/consumers/{uuid}/guests", self.guests, dto="ConsumerDTO")
+        r("GET", "/consumers/{uuid}/guestids", self.guest_ids, dto="GuestIdDTOArrayElement")
+        r("PUT", "/consumers/{uuid}/guestids", self.put_guest_ids)
+        r("GET", "/consumers/{uuid}/guestids/{guest_id}", self.guest_id, dto="GuestIdDTO")
+        r("PUT", "/consumers/{uuid}/guestids/{guest_id}", self.put_guest_id)
+        r("DELETE", "/consumers/{uuid}/guestids/{guest_id}", self.delete_guest_id)
+        r("GET", "/consumers/{uuid}/release", self.release, dto="ReleaseVerDTO")
+        r("GET", "/consumers/{uuid}/available_releases", self.available_releases, satellite=True)
+        r("GET", "/consumers/{uuid}/packages", self.packages, satellite=True)
+        r("PUT", "/consumers/{uuid}/packages", self.put_packages, satellite=True)
+        r("GET", "/consumers/{uuid}/profiles", self.profiles, satellite=True)
+        r("PUT", "/consumers/{uuid}/profiles", self.put_profiles, satellite=True)
         r("PUT", "/consumers/{uuid}/certificates", self.regenerate_certificates)
         r("DELETE", "/consumers/{uuid}/certificates/{serial}", self.unattach_by_serial)
         r("DELETE", "/consumers/{uuid}/entitlements/pool/{pool}", self.unattach_by_pool)
-        r("GET", "/consumers/{uuid}/entitlements/dry-run", self.dry_run)
-        r("GET", "/consumers/{uuid}/owner", self.consumer_owner)
-        r("GET", "/consumers/{uuid}/content_access", self.consumer_content_access)
+        r("GET", "/consumers/{uuid}/entitlements/dry-run", self.dry_run, dto="PoolQuantityDTO")
+        r("GET", "/consumers/{uuid}/owner", self.consumer_owner, dto="OwnerDTO")
+        r("GET", "/consumers/{uuid}/content_access", self.consumer_content_access, dto="ContentAccessDTO")
         r("GET", "/consumers/{uuid}/accessible_content", self.accessible_content)
-        r("GET", "/consumers/{uuid}/content_overrides", self.content_overrides)
-        r("PUT", "/consumers/{uuid}/content_overrides", self.put_content_overrides)
-        r("DELETE", "/consumers/{uuid}/content_overrides", self.delete_content_overrides)
-        r("GET", "/consumers", self.search_consumers)
+        r("GET", "/consumers/{uuid}/content_overrides", self.content_overrides, dto="ContentOverrideDTO")
+        r("PUT", "/consumers/{uuid}/content_overrides", self.put_content_overrides, dto="ContentOverrideDTO")
+        r("DELETE", "/consumers/{uuid}/content_overrides", self.delete_content_overrides, dto="ContentOverrideDTO")
+        r("GET", "/consumers", self.search_consumers, dto="ConsumerDTO")
         r("GET", "/consumers/{uuid}/lease", self.get_lease, ft=True)
         r("POST", "/consumers/{uuid}/lease", self.claim_lease, ft=True)
         r("DELETE", "/consumers/{uuid}/lease", self.release_lease, ft=True)
         r("GET", "/consumers/{uuid}/lease/log", self.lease_log, ft=True)
-        r("GET", "/pools", self.pools)
-        r("GET", "/pools/{pool}", self.pool)
-        r("GET", "/owners", self.owners)
-        r("POST", "/owners", self.create_owner)
-        r("GET", "/owners/{owner}", self.owner)
-        r("PUT", "/owners/{owner}", self.update_owner)
-        r("GET", "/owners/{owner}/content_access", self.owner_content_access)
-        r("GET", "/owners/{owner}/consumers", self.owner_consumers)
-        r("GET", "/owners/{owner}/products", self.owner_products)
-        r("POST", "/owners/{owner}/products", self.create_product)
-        r("GET", "/owners/{owner}/pools", self.owner_pools)
-        r("POST", "/owners/{owner}/pools", self.create_pool)
-        r("GET", "/owners/{owner}/activation_keys", self.activation_keys)
-        r("POST", "/owners/{owner}/activation_keys", self.create_activation_key)
+        r("GET", "/entitlements/{ent}", self.entitlement, dto="EntitlementDTO")
+        r("GET", "/products/{product}", self.product, dto="ProductDTO")
+        r("GET", "/pools", self.pools, dto="PoolDTO")
+        r("GET", "/pools/{pool}", self.pool, dto="PoolDTO")
+        r("GET", "/owners", self.owners, dto="OwnerDTO")
+        r("POST", "/owners", self.create_owner, dto="OwnerDTO")
+        r("GET", "/owners/{owner}", self.owner, dto="OwnerDTO")
+        r("PUT", "/owners/{owner}", self.update_owner, dto="OwnerDTO")
+        r("GET", "/owners/{owner}/info", self.owner_info, dto="OwnerInfo")
+        r("GET", "/owners/{owner}/hypervisors", self.owner_hypervisors, dto="ConsumerDTOArrayElement")
+        r("GET", "/owners/{owner}/servicelevels", self.service_levels)
+        r("GET", "/owners/{owner}/system_purpose", self.system_purpose, dto="SystemPurposeAttributesDTO")
+        r("GET", "/owners/{owner}/environments", self.owner_environments, dto="EnvironmentDTO")
+        r("POST", "/owners/{owner}/environments", self.create_environment, dto="EnvironmentDTO")
+        r("GET", "/owners/{owner}/content_access", self.owner_content_access, dto="ContentAccessDTO")
+        r("GET", "/owners/{owner}/consumers", self.owner_consumers, dto="ConsumerDTOArrayElement")
+        r("GET", "/owners/{owner}/products", self.owner_products, dto="ProductDTO")
+        r("POST", "/owners/{owner}/products", self.create_product, dto="ProductDTO")
+        r("GET", "/owners/{owner}/pools", self.owner_pools, dto="PoolDTO")
+        r("POST", "/owners/{owner}/pools", self.create_pool, dto="PoolDTO")
+        r("GET", "/owners/{owner}/activation_keys", self.activation_keys, dto="ActivationKeyDTO")
+        r("POST", "/owners/{owner}/activation_keys", self.create_activation_key, dto="ActivationKeyDTO")
         r("GET", "/owners/{owner}/shares", self.owner_shares, ft=True)
         r("POST", "/owners/{owner}/shares", self.create_share, ft=True)
         r("DELETE", "/owners/{owner}/shares/{recipient}", self.delete_share, ft=True)
-        r("POST", "/hypervisors/{owner}", self.hypervisor_checkin)
-        r("PUT", "/hypervisors/{owner}/heartbeat", self.hypervisor_heartbeat)
-        r("GET", "/jobs/{job}", self.job)
-        r("GET", "/users/{user}/owners", self.user_owners)
+        r("GET", "/environments/{env}", self.environment, dto="EnvironmentDTO")
+        r("DELETE", "/environments/{env}", self.delete_environment)
+        r("POST", "/environments/{env}/consumers", self.register_in_environment, dto="ConsumerDTO")
+        r("POST", "/hypervisors/{owner}", self.hypervisor_checkin, dto="AsyncJobStatusDTO")
+        r("PUT", "/hypervisors/{owner}/heartbeat", self.hypervisor_heartbeat, dto="AsyncJobStatusDTO")
+        r("GET", "/jobs/{job}", self.job, dto="AsyncJobStatusDTO")
+        r("GET", "/users/{user}/owners", self.user_owners, dto="OwnerDTO")
         r("GET", "/fleet/orgs", self.fleet_orgs, ft=True)
         r("GET", "/fleet/orgs/{owner}/consumers", self.fleet_consumers, ft=True)
         r("GET", "/fleet/orgs/{owner}/ftgroups", self.fleet_ftgroups, ft=True)
@@ -287,7 +333,8 @@ class Api:
         r("GET", "/consumers/{uuid}/protection", self.consumer_protection, ft=True)
 
     def root(self, ctx: Ctx) -> Response:
-        names = ["consumers", "owners", "pools", "hypervisors", "jobs", "status", "users"]
+        names = ["consumers", "owners", "pools", "products", "entitlements", "environments", "guestids",
+                 "hypervisors", "jobs", "status", "users"]
         return Response(200, [{"rel": n, "href": f"/{n}"} for n in names])
 
     def status(self, ctx: Ctx) -> Response:
@@ -309,13 +356,71 @@ class Api:
         log.info("registered consumer %s (%s) in %s", dto["uuid"], dto["name"], dto["owner"]["key"])
         return Response(200, dto)
 
+    def _consumer_answer(self, ctx: Ctx, row: sqlite3.Row) -> Response:
+        """The consumer, its identity certificate renewed first when due (Candlepin does it on this GET).
+
+        A renewal for a new server key (stock Candlepin's way) hands the key to the consumer itself until
+        it first uses the new certificate; otherwise a private key is never sent twice."""
+        row = consumers.renew_if_due(ctx.tx, ctx.ca, row, self.identity_renew_days, self.honour_csr)
+        key = row["key_pem"] if ctx.who.is_consumer and row["renewed_from_serial"] is not None else None
+        return Response(200, consumers.consumer_dto(ctx.tx, row, key))
+
     def get_consumer(self, ctx: Ctx, uuid: str) -> Response:
-        return Response(200, consumers.consumer_dto(ctx.tx, self._consumer(ctx, uuid)))
+        return self._consumer_answer(ctx, self._consumer(ctx, uuid))
+
+    def checkin(self, ctx: Ctx, uuid: str) -> Response:
+        """PUT /consumers/{uuid}/checkin (Satellite's): records the check-in; answers the consumer."""
+        row = self._consumer(ctx, uuid)
+        _checked_in(ctx, row)
+        return self._consumer_answer(ctx, consumers.get_row(ctx.tx, row["uuid"]))
 
     def put_consumer(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
         leases.check_generation(ctx.tx, row, ctx.req.header("X-Lease-Generation"))
-        consumers.update(ctx.tx, row, ctx.req.json(), checkin=ctx.who.is_consumer)
+        if consumers.update(ctx.tx, row, ctx.req.json(), checkin=ctx.who.is_consumer):
+            # Other environments grant other content: the entitlement certificates say so at once
+            # (the content access certificate follows when next listed).
+            subscriptions.regenerate_certificates(ctx.tx, ctx.ca, consumers.get_row(ctx.tx, row["uuid"]))
+        return Response(204)
+
+    def guest_ids(self, ctx: Ctx, uuid: str) -> Response:
+        return Response(200, consumers.guest_id_dtos(ctx.tx, self._consumer(ctx, uuid)["uuid"]))
+
+    def put_guest_ids(self, ctx: Ctx, uuid: str) -> Response:
+        consumers.set_guest_ids(ctx.tx, self._consumer(ctx, uuid), ctx.req.json())
+        return Response(204)
+
+    def guest_id(self, ctx: Ctx, uuid: str, guest_id: str) -> Response:
+        return Response(200, consumers.guest_id(ctx.tx, self._consumer(ctx, uuid), guest_id))
+
+    def put_guest_id(self, ctx: Ctx, uuid: str, guest_id: str) -> Response:
+        body = ctx.req.json() if ctx.req.body.strip() else None
+        consumers.put_guest_id(ctx.tx, self._consumer(ctx, uuid), guest_id, body)
+        return Response(204)
+
+    def delete_guest_id(self, ctx: Ctx, uuid: str, guest_id: str) -> Response:
+        consumers.delete_guest_id(ctx.tx, self._consumer(ctx, uuid), guest_id)
+        return Response(204)
+
+    def release(self, ctx: Ctx, uuid: str) -> Response:
+        return Response(200, releases.release_dto(self._consumer(ctx, uuid)))
+
+    def available_releases(self, ctx: Ctx, uuid: str) -> Response:
+        """The releases the CDN lists for the consumer's content (Satellite's call; [] without --content-dir)."""
+        return Response(200, releases.available(ctx.tx, ctx.ca, self._consumer(ctx, uuid), self.content_dir))
+
+    def packages(self, ctx: Ctx, uuid: str) -> Response:
+        return Response(200, profiles.get(ctx.tx, self._consumer(ctx, uuid)["uuid"]))
+
+    def put_packages(self, ctx: Ctx, uuid: str) -> Response:
+        profiles.put(ctx.tx, self._consumer(ctx, uuid)["uuid"], ctx.req.json())
+        return Response(204)
+
+    def profiles(self, ctx: Ctx, uuid: str) -> Response:
+        return Response(200, profiles.get_all(ctx.tx, self._consumer(ctx, uuid)["uuid"]))
+
+    def put_profiles(self, ctx: Ctx, uuid: str) -> Response:
+        profiles.put_combined(ctx.tx, self._consumer(ctx, uuid)["uuid"], ctx.req.json())
         return Response(204)
 
     def delete_consumer(self, ctx: Ctx, uuid: str) -> Response:
@@ -493,14 +598,46 @@ class Api:
         return Response(200, leases.lease_log(ctx.tx, leases.group_key_of(row)))
 
     def pools(self, ctx: Ctx) -> Response:
+        """GET /pools?consumer=UUID or ?owner=KEY; without either, every pool, for an administrator."""
         uuid = ctx.req.query.get("consumer")
         if uuid:
             return Response(200, subscriptions.attachable_pools(ctx.tx, self._consumer(ctx, uuid)))
         owner = ctx.req.query.get("owner")
         if not owner:
-            raise BadRequest("Give consumer=UUID or owner=KEY")
+            who = self._require_user(ctx)
+            if not who.superadmin:
+                raise Forbidden("Only administrators list the pools of every organization; give consumer=UUID "
+                                "or owner=KEY")
+            return Response(200, [p for org in ctx.tx.all("SELECT key FROM owners ORDER BY key")
+                                  for p in subscriptions.pools_for_owner(ctx.tx, org["key"])])
         self._require_owner_access(ctx, owner)
         return Response(200, subscriptions.pools_for_owner(ctx.tx, owner))
+
+    def entitlement(self, ctx: Ctx, ent: str) -> Response:
+        """GET /entitlements/{id}: one entitlement, to its consumer or a user of its org."""
+        row = ctx.tx.one("SELECT consumer FROM entitlements WHERE id = ?", (ent,))
+        if row is None:
+            raise NotFound(f"Entitlement with ID '{ent}' could not be found.")
+        self._consumer(ctx, row["consumer"])
+        return Response(200, subscriptions.entitlement_dto(ctx.tx, ent))
+
+    def product(self, ctx: Ctx, product: str) -> Response:
+        """GET /products/{uuid}: a product by its uuid (or, for a consumer, by its id in the consumer's org)."""
+        row = ctx.tx.one("SELECT * FROM products WHERE owner || '-' || id = ?", (product,))
+        if row is None and ctx.who.is_consumer and ctx.who.owner:
+            row = ctx.tx.one("SELECT * FROM products WHERE owner = ? AND id = ?", (ctx.who.owner, product))
+        if row is None:
+            raise NotFound(f"Product with UUID '{product}' could not be found.")
+        self._require_org_member(ctx, row["owner"])
+        return Response(200, subscriptions.product_dto(ctx.tx, row))
+
+    def _require_org_member(self, ctx: Ctx, owner: str) -> None:
+        """A consumer of ``owner``, or a user who may act on it (what an org's own systems may read)."""
+        if ctx.who.is_consumer:
+            if ctx.who.owner != owner:
+                raise Forbidden(f"Consumer {ctx.who.name} does not belong to organization {owner}")
+            return
+        self._require_owner_access(ctx, owner)
 
     def pool(self, ctx: Ctx, pool: str) -> Response:
         row = ctx.tx.one("SELECT * FROM pools WHERE id = ?", (pool,))
@@ -587,6 +724,63 @@ class Api:
         if not ctx.who.superadmin:
             raise Forbidden("Only administrators update organizations")
         return Response(200, owners.update_owner(ctx.tx, owner, ctx.req.json()))
+
+    def owner_info(self, ctx: Ctx, owner: str) -> Response:
+        """GET /owners/{owner}/info: the org's counts (users only, as in Candlepin)."""
+        self._require_owner_access(ctx, owner)
+        return Response(200, owners.owner_info(ctx.tx, owner))
+
+    def owner_hypervisors(self, ctx: Ctx, owner: str) -> Response:
+        """GET /owners/{owner}/hypervisors[?hypervisor_id=ID]: the org's hypervisor consumers (users only)."""
+        self._require_owner_access(ctx, owner)
+        wanted = ctx.req.query.get("hypervisor_id")
+        rows = consumers.list_for_owner(ctx.tx, owner, "hypervisor")
+        if wanted:
+            rows = [c for c in rows if (c.get("hypervisorId") or {}).get("hypervisorId") == wanted.strip().lower()]
+        return Response(200, rows)
+
+    def service_levels(self, ctx: Ctx, owner: str) -> Response:
+        """GET /owners/{owner}/servicelevels[?exempt=true]: from the support_level of its active pools."""
+        self._require_org_member(ctx, owner)
+        consumers.require_owner(ctx.tx, owner)
+        exempt = ctx.req.query.get("exempt", "false").lower() == "true"
+        return Response(200, purpose.service_levels(ctx.tx, owner, exempt))
+
+    def system_purpose(self, ctx: Ctx, owner: str) -> Response:
+        self._require_org_member(ctx, owner)
+        consumers.require_owner(ctx.tx, owner)
+        return Response(200, purpose.system_purpose_attributes(ctx.tx, owner))
+
+    def owner_environments(self, ctx: Ctx, owner: str) -> Response:
+        """GET /owners/{owner}/environments[?name=NAME]: to the org's users and its own consumers."""
+        self._require_org_member(ctx, owner)
+        consumers.require_owner(ctx.tx, owner)
+        return Response(200, environments.list_for_owner(ctx.tx, owner, ctx.req.query.get("name")))
+
+    def create_environment(self, ctx: Ctx, owner: str) -> Response:
+        self._require_owner_access(ctx, owner)
+        return Response(200, environments.create(ctx.tx, owner, ctx.req.json()))
+
+    def environment(self, ctx: Ctx, env: str) -> Response:
+        row = environments.get_row(ctx.tx, env)
+        self._require_org_member(ctx, row["owner"])
+        return Response(200, environments.environment_dto(ctx.tx, row))
+
+    def delete_environment(self, ctx: Ctx, env: str) -> Response:
+        """DELETE /environments/{id}: its consumers leave it (and get the certificates that follow)."""
+        self._require_owner_access(ctx, environments.get_row(ctx.tx, env)["owner"])
+        for uuid in environments.delete(ctx.tx, env):
+            subscriptions.regenerate_certificates(ctx.tx, ctx.ca, consumers.get_row(ctx.tx, uuid))
+        return Response(204)
+
+    def register_in_environment(self, ctx: Ctx, env: str) -> Response:
+        """POST /environments/{id}/consumers: registration into an environment (python-rhsm's form)."""
+        row = environments.get_row(ctx.tx, env)
+        keys = [k for k in ctx.req.query.get("activation_keys", "").split(",") if k.strip()]
+        dto = consumers.register(ctx.tx, ctx.ca, ctx.who, row["owner"], keys, ctx.req.json(),
+                                 honour_csr=self.honour_csr, environment_ids=[env])
+        log.info("registered consumer %s (%s) in %s, environment %s", dto["uuid"], dto["name"], row["owner"], env)
+        return Response(200, dto)
 
     def owner_content_access(self, ctx: Ctx, owner: str) -> Response:
         self._require_owner_access(ctx, owner)
@@ -679,12 +873,13 @@ class Api:
         return self.owners(ctx)
 
 
-def _as_candlepin(handler: Handler) -> Handler:
-    """A Candlepin route's handler: its answer leaves out null members, as Candlepin's does."""
+def _as_candlepin(handler: Handler, name: str | None) -> Handler:
+    """A Candlepin route's handler: its answer carries every field of its DTO, null where it has no
+    value, as Candlepin's does (errors are ExceptionMessages)."""
     def run(ctx: Ctx, **kw: str) -> Response:
         response = handler(ctx, **kw)
-        if isinstance(response.body, (dict, list)):
-            response.body = dto.without_nulls(response.body)
+        if name is not None and response.status < 300 and isinstance(response.body, (dict, list)):
+            response.body = dtoschema.complete(response.body, name)
         return response
 
     run.__name__ = getattr(handler, "__name__", "handler")

@@ -13,7 +13,7 @@ from ftagent.atomic import write_atomic
 
 from .api import PREFIX, Api
 from .auth import set_password
-from .ca import CertificateAuthority
+from .ca import IDENTITY_DAYS, IDENTITY_RENEW_DAYS, CertificateAuthority
 from .cdn import CDN_URL_FILE, ContentServer
 from .errors import ConfigError, Unavailable
 from .housekeeping import Housekeeping
@@ -57,7 +57,8 @@ class FtmockApp:
     def __init__(self, data_dir: Path, host: str, port: int, admin_password: str | None = None,
                  honour_csr: bool = True, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  content_access_mode: str | None = None, content_dir: Path | None = None,
-                 lifecycle: LifecycleSettings | None = None) -> None:
+                 lifecycle: LifecycleSettings | None = None, identity_cert_days: int = IDENTITY_DAYS,
+                 identity_renew_days: int = IDENTITY_RENEW_DAYS) -> None:
         self.data_dir = data_dir
         # The address first: a port in use fails here, before a first start writes a CA and a database.
         try:
@@ -77,9 +78,11 @@ class FtmockApp:
         self.lifecycle = lifecycle or LifecycleSettings()
         with self.db.transaction() as tx:
             save_settings(tx, self.lifecycle)
+        self.ca.identity_days = identity_cert_days
         self.jobs = JobRunner(self.db, self.ca, settings=self.lifecycle)
         self.housekeeping = Housekeeping(self.db, self.lifecycle)
-        self.api = Api(self.db, self.ca, self.jobs.enqueue, honour_csr=honour_csr)
+        self.api = Api(self.db, self.ca, self.jobs.enqueue, honour_csr=honour_csr,
+                       identity_renew_days=identity_renew_days, content_dir=content_dir)
         self.content = ContentServer(content_dir, self.db) if content_dir is not None else None
         self.httpd.open(self.api, make_tls_context(cert, key, data_dir / "ca.pem"), self.content)
         bound_host, bound_port = str(self.httpd.server_address[0]), self.httpd.server_address[1]

@@ -33,7 +33,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IDENTITY_DAYS = 365
+# Candlepin issues identity certificates for candlepin.identityCert.yr.addendum years (5 since
+# Candlepin 4; 16 before) and regenerates one on the consumer's GET when it expires within
+# candlepin.identityCert.expiry.threshold days (90). `ftmock serve --identity-cert-days/--identity-renew-days`.
+IDENTITY_DAYS = 5 * 365
+IDENTITY_RENEW_DAYS = 90
+SERVER_DAYS = 365
 ENTITLEMENT_DAYS = 365
 CA_DAYS = 3650
 
@@ -85,12 +90,19 @@ def not_valid_after(cert: x509.Certificate) -> dt.datetime:
     return cert.not_valid_after.replace(tzinfo=dt.timezone.utc)
 
 
+def _common_name(text: str) -> str:
+    """``text`` cut to the 64 bytes X.509 allows a CN (cryptography refuses more), at a character boundary."""
+    return text.encode()[:64].decode(errors="ignore") or "-"
+
+
 class CertificateAuthority:
     """A CA kept as `ca.pem` / `ca-key.pem` in the server's data directory."""
 
     def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
         self.cert = cert
         self.key = key
+        #: Validity of the identity certificates it issues (``ftmock serve --identity-cert-days``).
+        self.identity_days = IDENTITY_DAYS
         self.cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
 
     @classmethod
@@ -173,7 +185,7 @@ class CertificateAuthority:
         cert = (
             self._builder(
                 x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host or "localhost")]),
-                key.public_key(), IDENTITY_DAYS, x509.random_serial_number(),
+                key.public_key(), SERVER_DAYS, x509.random_serial_number(),
             )
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -202,8 +214,12 @@ class CertificateAuthority:
         return public_key_pem(key)
 
     def identity(self, consumer_uuid: str, owner: str | None, serial: int,
-                 public_key: str | None = None) -> IssuedCert:
-        """Issue an identity certificate (CN = consumer UUID, O = org) for a given or a new key."""
+                 public_key: str | None = None, name: str | None = None) -> IssuedCert:
+        """Issue an identity certificate for a given or a new key.
+
+        As Candlepin's: subject CN = consumer UUID, O = org; subject alternative name
+        ``DirName:/CN=<consumer name>``, which ``subscription-manager identity`` shows as the system name.
+        """
         key_pem: str | None = None
         if public_key is None:
             key = generate_key()
@@ -215,10 +231,12 @@ class CertificateAuthority:
         if owner:
             attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, owner))
         cert = (
-            self._builder(x509.Name(attrs), pub, IDENTITY_DAYS, serial)
+            self._builder(x509.Name(attrs), pub, self.identity_days, serial)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .add_extension(
-                x509.SubjectAlternativeName([x509.DirectoryName(x509.Name(attrs))]), critical=False
+                x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
+                    x509.NameAttribute(NameOID.COMMON_NAME, _common_name(name or consumer_uuid))]))]),
+                critical=False
             )
             .sign(self.key, hashes.SHA256())
         )

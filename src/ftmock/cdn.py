@@ -15,7 +15,6 @@ single ``Range`` requests (206, or 416 when unsatisfiable), as a static file ser
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import email.utils
 import json
@@ -25,7 +24,6 @@ import os
 import posixpath
 import re
 import threading
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,13 +63,6 @@ def _error(status: int, message: str) -> ContentAnswer:
                          json.dumps({"displayMessage": message}).encode())
 
 
-def _payload_paths(cert_pem: str) -> list[str]:
-    """The content paths of a stored v3 certificate's entitlement data."""
-    body = cert_pem.split(entcert.DATA_BEGIN, 1)[1].split(entcert.DATA_END, 1)[0]
-    payload = json.loads(zlib.decompress(base64.b64decode("".join(body.split()))))
-    return entcert.content_paths(payload)
-
-
 class ContentServer:
     """Authorises and answers content requests for one directory."""
 
@@ -93,7 +84,7 @@ class ContentServer:
             if cached is not None:
                 self._grants.move_to_end(serial)
                 return cached
-        matcher = PathMatcher(_payload_paths(str(row["cert"])))
+        matcher = PathMatcher(entcert.content_paths(entcert.payload_of(str(row["cert"]))))
         with self._lock:
             self._grants[serial] = matcher
             while len(self._grants) > GRANT_CACHE:

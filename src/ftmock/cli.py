@@ -111,22 +111,35 @@ def cli(ctx: click.Context, data_dir: str, debug: bool) -> None:
               metavar="SECONDS",
               help="An FT group is unprotected (guestSilent) when its primary has neither checked in nor "
                    "renewed its lease for this long.")
+@click.option("--identity-cert-days", type=click.IntRange(1, 36500), default=None,
+              help="Days an identity certificate is valid (default 1825: Candlepin's 5 years).")
+@click.option("--identity-renew-days", type=click.IntRange(0, 36500), default=None,
+              help="A consumer's check-in (GET /consumers/UUID, PUT .../checkin) renews its identity certificate "
+                   "when it expires within this many days, for the same key (default 90, as Candlepin).")
 @click.pass_obj
 def serve(data_dir: Path, listen: str, serve_data_dir: str | None, admin_password: str | None,
           no_csr: bool, request_timeout: float, content_access_mode: str | None, content_dir: str | None,
-          departed_grace: float, inactive_days: int, guest_silent_after: float) -> None:
+          departed_grace: float, inactive_days: int, guest_silent_after: float,
+          identity_cert_days: int | None, identity_renew_days: int | None) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
+    from .ca import IDENTITY_DAYS, IDENTITY_RENEW_DAYS
     from .lifecycle import LifecycleSettings
 
     if serve_data_dir is not None:
         data_dir = Path(serve_data_dir).resolve()
+    identity_cert_days = IDENTITY_DAYS if identity_cert_days is None else identity_cert_days
+    identity_renew_days = IDENTITY_RENEW_DAYS if identity_renew_days is None else identity_renew_days
+    if identity_renew_days >= identity_cert_days:
+        raise click.BadParameter(f"must be less than --identity-cert-days ({identity_cert_days}): every "
+                                 "certificate would be renewed at every check-in", param_hint="--identity-renew-days")
     host, port = _parse_listen(listen)
     settings = LifecycleSettings(departed_grace=departed_grace, inactive_days=inactive_days,
                                  guest_silent_after=guest_silent_after)
     app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr, request_timeout=request_timeout,
                     content_access_mode=content_access_mode,
-                    content_dir=Path(content_dir).resolve() if content_dir else None, lifecycle=settings)
+                    content_dir=Path(content_dir).resolve() if content_dir else None, lifecycle=settings,
+                    identity_cert_days=identity_cert_days, identity_renew_days=identity_renew_days)
     app.serve()
 
 

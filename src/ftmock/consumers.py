@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 import uuid as uuidlib
 from typing import Any
 
-from . import contentaccess, overrides, shares, subscriptions
+from . import contentaccess, environments, overrides, profiles, purpose, releases, shares, subscriptions
 from . import dto as dto_
 from .auth import Principal
 from .ca import CertificateAuthority, IssuedCert
 from .errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized
 from .guestids import guest_key
 from .store import Tx, dumps, loads, now_iso
-from .validate import facts_map, opt_str, req_dict
+from .validate import facts_map, opt_str, req_dict, str_list
 
 __all__ = [
     "FT_FACTS",
@@ -59,6 +60,7 @@ def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[s
     if row["hypervisor_id"]:
         hypervisor_id = {"hypervisorId": row["hypervisor_id"], "reporterId": row["reporter_id"]}
     ent_count = tx.one("SELECT COALESCE(SUM(quantity), 0) AS n FROM entitlements WHERE consumer = ?", (row["uuid"],))
+    envs = environments.of_consumer(tx, row)
     dto: dict[str, Any] = {
         "id": row["uuid"],
         "uuid": row["uuid"],
@@ -70,15 +72,18 @@ def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[s
         "created": row["created"],
         "updated": row["updated"],
         "lastCheckin": row["last_checkin"],
-        "autoheal": True,
-        "serviceLevel": "",
-        "serviceType": "",
-        "role": "",
-        "usage": "",
-        "addOns": [],
-        "releaseVer": {"releaseVer": None},
+        "autoheal": bool(row["autoheal"]),
+        "serviceLevel": row["service_level"] or "",
+        "serviceType": row["service_type"] or "",
+        "role": row["role"] or "",
+        "usage": row["usage"] or "",
+        "addOns": loads(row["addons"], []) or [],
+        "releaseVer": releases.release_dto(row),
         "hypervisorId": hypervisor_id,
-        "environments": [],
+        "environment": envs[0] if envs else None,
+        "environments": envs,
+        "activationKeys": [],
+        "canActivate": False,
         "contentAccessMode": dto_.content_access_mode(tx, owner),
         "entitlementStatus": subscriptions.compliance(tx, row)["status"] if owner else "unknown",
         "entitlementCount": int(ent_count["n"]) if ent_count else 0,
@@ -103,30 +108,91 @@ def consumer_dto(tx: Tx, row: sqlite3.Row, key_pem: str | None = None) -> dict[s
     return dto
 
 
+def _guest_id_dto(r: sqlite3.Row) -> dict[str, Any]:
+    # Candlepin keeps guest attributes as strings: a number or a boolean a report sent reads back as text.
+    attrs = {k: attribute_text(v) for k, v in loads(r["attributes"], {}).items()}
+    return {"guestId": r["guest_id"], "attributes": attrs, "created": r["updated"], "updated": r["updated"]}
+
+
+def attribute_text(value: Any) -> Any:
+    """A guest attribute as Candlepin stores it: scalars as text (lists, the FT additions', stay)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
 def guest_id_dtos(tx: Tx, hypervisor: str) -> list[dict[str, Any]]:
     """GuestIdDTOs: the guests this consumer (a hypervisor, or a host that reported them) runs."""
     rows = tx.all("SELECT guest_id, attributes, updated FROM guests WHERE hypervisor = ? ORDER BY guest_id",
                   (hypervisor,))
-    return [{"guestId": r["guest_id"], "attributes": loads(r["attributes"], {}), "updated": r["updated"]}
-            for r in rows]
+    return [_guest_id_dto(r) for r in rows]
 
 
-def _set_guest_ids(tx: Tx, row: sqlite3.Row, value: Any) -> None:
-    """PUT /consumers/{uuid} with guestIds: the guests this host runs now (replacing the list)."""
-    if not isinstance(value, list):
-        raise BadRequest("guestIds must be a list")
-    now = now_iso()
-    tx.execute("DELETE FROM guests WHERE hypervisor = ?", (row["uuid"],))
+def _guest_item(item: Any) -> tuple[str, dict[str, Any]]:
+    """A GuestIdDTO (or a bare guest id) of a request: its id and attributes."""
+    gid = item.get("guestId") if isinstance(item, dict) else item
+    if not isinstance(gid, str) or not gid.strip() or len(gid) > 255:
+        raise BadRequest("guestIds entries need a non-empty guestId")
+    attrs = item.get("attributes") if isinstance(item, dict) else None
+    if attrs is not None and not isinstance(attrs, dict):
+        raise BadRequest(f"guest {gid}: attributes must be an object")
+    return gid, {k: attribute_text(v) for k, v in (attrs or {}).items() if v is not None}
+
+
+def _store_guest(tx: Tx, row: sqlite3.Row, gid: str, attrs: dict[str, Any], now: str) -> None:
+    tx.execute("INSERT OR REPLACE INTO guests(hypervisor, guest_key, instance_key, guest_id, state, attributes, "
+               "updated) VALUES(?,?,?,?,?,?,?)", (row["uuid"], guest_key(gid), "", gid, None, dumps(attrs), now))
     # The rows no longer come from the last report: its next one is compared row by row.
     tx.execute("UPDATE consumers SET guests_digest = NULL WHERE uuid = ?", (row["uuid"],))
-    for item in value:
-        gid = item.get("guestId") if isinstance(item, dict) else item
-        if not isinstance(gid, str) or not gid.strip() or len(gid) > 255:
-            raise BadRequest("guestIds entries need a non-empty guestId")
-        attrs = item.get("attributes") if isinstance(item, dict) else None
-        tx.execute("INSERT OR REPLACE INTO guests(hypervisor, guest_key, instance_key, guest_id, state, attributes, "
-                   "updated) VALUES(?,?,?,?,?,?,?)",
-                   (row["uuid"], guest_key(gid), "", gid, None, dumps(attrs if isinstance(attrs, dict) else {}), now))
+
+
+def set_guest_ids(tx: Tx, row: sqlite3.Row, value: Any) -> None:
+    """The guests this host runs now, replacing the list (``guestIds`` of PUT /consumers/{uuid}, or
+    PUT /consumers/{uuid}/guestids)."""
+    if not isinstance(value, list):
+        raise BadRequest("guestIds must be a list")
+    items = [_guest_item(item) for item in value]
+    now = now_iso()
+    tx.execute("DELETE FROM guests WHERE hypervisor = ?", (row["uuid"],))
+    tx.execute("UPDATE consumers SET guests_digest = NULL WHERE uuid = ?", (row["uuid"],))
+    for gid, attrs in items:
+        _store_guest(tx, row, gid, attrs, now)
+
+
+def _guest_row(tx: Tx, row: sqlite3.Row, gid: str) -> sqlite3.Row | None:
+    return tx.one("SELECT guest_id, attributes, updated FROM guests WHERE hypervisor = ? AND guest_key = ? "
+                  "ORDER BY instance_key LIMIT 1", (row["uuid"], guest_key(gid)))
+
+
+def guest_id(tx: Tx, row: sqlite3.Row, gid: str) -> dict[str, Any]:
+    """GET /consumers/{uuid}/guestids/{guest_id} (matched as guest ids are: case and byte order aside)."""
+    found = _guest_row(tx, row, gid)
+    if found is None:
+        raise NotFound(f"Guest with UUID {gid} could not be found for consumer {row['uuid']}.")
+    return _guest_id_dto(found)
+
+
+def put_guest_id(tx: Tx, row: sqlite3.Row, gid: str, body: Any) -> None:
+    """PUT /consumers/{uuid}/guestids/{guest_id}: add or update one guest of this host."""
+    item = dict(body) if isinstance(body, dict) else {}
+    if body not in (None, {}) and not isinstance(body, dict):
+        raise BadRequest("the guest must be a GuestIdDTO object")
+    if item.get("guestId") not in (None, gid):
+        raise BadRequest(f"the body names guest {item.get('guestId')}, the path {gid}")
+    item["guestId"] = gid
+    _, attrs = _guest_item(item)
+    tx.execute("DELETE FROM guests WHERE hypervisor = ? AND guest_key = ?", (row["uuid"], guest_key(gid)))
+    _store_guest(tx, row, gid, attrs, now_iso())
+
+
+def delete_guest_id(tx: Tx, row: sqlite3.Row, gid: str) -> None:
+    """DELETE /consumers/{uuid}/guestids/{guest_id}."""
+    if _guest_row(tx, row, gid) is None:
+        raise NotFound(f"Guest with UUID {gid} could not be found for consumer {row['uuid']}.")
+    tx.execute("DELETE FROM guests WHERE hypervisor = ? AND guest_key = ?", (row["uuid"], guest_key(gid)))
+    tx.execute("UPDATE consumers SET guests_digest = NULL WHERE uuid = ?", (row["uuid"],))
 
 
 def _product_list(value: Any) -> list[dict[str, Any]]:
@@ -159,14 +225,38 @@ def issue_identity(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, public_ke
                    owner: str | None = None) -> IssuedCert:
     """Issue a new identity certificate for a consumer and make it the current one."""
     serial = tx.next_serial("identity")
-    issued = ca.identity(row["uuid"], owner if owner is not None else row["owner"], serial, public_key)
+    issued = ca.identity(row["uuid"], owner if owner is not None else row["owner"], serial, public_key,
+                         name=row["name"])
     tx.execute(
         "UPDATE consumers SET cert_pem=?, cert_serial=?, cert_expiration=?, public_key_pem=?, key_pem=?, "
-        "updated=? WHERE uuid=?",
+        "renewed_from_serial=NULL, updated=? WHERE uuid=?",
         (issued.cert_pem, serial, issued.not_after.isoformat(), issued.public_key_pem,
          issued.key_pem, now_iso(), row["uuid"]),
     )
     return issued
+
+
+def renew_if_due(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, renew_days: float,
+                 honour_csr: bool = True) -> sqlite3.Row:
+    """Candlepin's renewal on the consumer's check-in: an identity certificate that expires within
+    ``renew_days`` is replaced, for the same key (the guest keeps its private key; stock Candlepin,
+    ``honour_csr`` false, makes a new server key instead, sent in ``idCert.key``).
+
+    The replaced certificate still opens the consumer's resources until the consumer first uses the new
+    one (``renewed_from_serial``): an answer lost on its way must not lock the guest out.
+    """
+    if not row["cert_pem"] or not row["cert_expiration"] or row["failed_over_to"]:
+        return row
+    expires = dt.datetime.fromisoformat(row["cert_expiration"])
+    if expires - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=renew_days):
+        return row
+    keep_key = honour_csr or row["key_pem"] is None
+    old_serial = row["cert_serial"]
+    issued = issue_identity(tx, ca, row, row["public_key_pem"] if keep_key else None)
+    tx.execute("UPDATE consumers SET renewed_from_serial = ? WHERE uuid = ?", (old_serial, row["uuid"]))
+    log.info("identity certificate of %s renewed (expired %s; serial %s -> %s)", row["uuid"],
+             row["cert_expiration"], old_serial, issued.serial)
+    return get_row(tx, row["uuid"])
 
 
 def _activation_keys(tx: Tx, owner: str, names: list[str]) -> list[sqlite3.Row]:
@@ -180,7 +270,9 @@ def _activation_keys(tx: Tx, owner: str, names: list[str]) -> list[sqlite3.Row]:
 
 
 def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str | None,
-             activation_keys: list[str], body: Any, honour_csr: bool = True) -> dict[str, Any]:
+             activation_keys: list[str], body: Any, honour_csr: bool = True,
+             environment_ids: list[str] | None = None) -> dict[str, Any]:
+    """POST /consumers (or /environments/{id}/consumers, ``environment_ids`` then naming it)."""
     body = req_dict(body, "consumer")
     if not owner:
         raise BadRequest("Parameter 'owner' is required to register")
@@ -243,6 +335,18 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
              guest_key(virt_uuid) if virt_uuid else None, hypervisor_id),
         )
     row = get_row(tx, consumer_uuid)
+    # What a registration may say besides: the release, the system purpose, the environments.
+    sets: dict[str, Any] = {}
+    _purpose(tx, row, body, sets)
+    env_value = body.get("environments") if body.get("environments") is not None else \
+        ([body["environment"]] if isinstance(body.get("environment"), dict) else None)
+    env_ids = list(environment_ids or []) or environments.parse_ids(tx, owner, env_value)
+    if env_ids:
+        sets["environments"] = dumps(env_ids)
+    if sets:
+        cols = ", ".join(f"{k}=?" for k in sets)
+        tx.execute(f"UPDATE consumers SET {cols} WHERE uuid=?", (*sets.values(), consumer_uuid))  # noqa: S608
+        row = get_row(tx, consumer_uuid)
     issued = issue_identity(tx, ca, row, public_key, owner)
     row = get_row(tx, consumer_uuid)
     auto = False
@@ -296,8 +400,45 @@ def _ft_primary_for_registration(tx: Tx, owner: str, facts: dict[str, str]) -> s
     return row
 
 
-def update(tx: Tx, row: sqlite3.Row, body: Any, checkin: bool = True) -> None:
-    """PUT /consumers/{uuid}: facts, installed products, guest ids, name; also a check-in if `checkin`."""
+def _purpose_text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, str) or len(value) > 255):
+        raise BadRequest(f"{key} must be a string of at most 255 characters")
+    return value.strip() if isinstance(value, str) else None
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BadRequest(f"{key} must be true or false")
+
+
+def _purpose(tx: Tx, row: sqlite3.Row, body: dict[str, Any], sets: dict[str, Any]) -> None:
+    """The consumer's release and system purpose, as a PUT sets them (what it leaves out stays)."""
+    if "releaseVer" in body:
+        sets["release_ver"] = releases.parse_release(body["releaseVer"])
+    level = _purpose_text(body, "serviceLevel")
+    if level is not None:
+        sets["service_level"] = purpose.check_service_level(tx, row["owner"], level) or None
+    for key, column in (("role", "role"), ("usage", "usage"), ("serviceType", "service_type")):
+        text = _purpose_text(body, key)
+        if text is not None:
+            sets[column] = text or None
+    if body.get("addOns") is not None:
+        addons = str_list(body["addOns"], "addOns")
+        if len(addons) > 100 or any(len(a) > 255 for a in addons):
+            raise BadRequest("addOns must be at most 100 strings of at most 255 characters")
+        sets["addons"] = dumps([a.strip() for a in addons if a.strip()]) if addons else None
+    if body.get("autoheal") is not None:
+        sets["autoheal"] = int(_flag(body["autoheal"], "autoheal"))
+
+
+def update(tx: Tx, row: sqlite3.Row, body: Any, checkin: bool = True) -> bool:
+    """PUT /consumers/{uuid}: facts, installed products, guest ids, name, release, system purpose,
+    autoheal and environments; also a check-in if `checkin`. True when its environments changed (its
+    certificates then grant other content)."""
     body = req_dict(body if body is not None else {}, "consumer")
     now = now_iso()
     sets: dict[str, Any] = {"updated": now}
@@ -315,14 +456,21 @@ def update(tx: Tx, row: sqlite3.Row, body: Any, checkin: bool = True) -> None:
     if "installedProducts" in body:
         sets["installed_products"] = dumps(_product_list(body["installedProducts"]))
     if body.get("guestIds") is not None:
-        _set_guest_ids(tx, row, body["guestIds"])
+        set_guest_ids(tx, row, body["guestIds"])
     if body.get("name") is not None:
         name = opt_str(body, "name")
         if not name or not name.strip():
             raise BadRequest("System name cannot be empty.")
         sets["name"] = name
+    _purpose(tx, row, body, sets)
+    moved = False
+    if body.get("environments") is not None:
+        ids = environments.parse_ids(tx, row["owner"], body["environments"])
+        moved = ids != environments.ids_of(row)
+        sets["environments"] = dumps(ids) if ids else None
     cols = ", ".join(f"{k}=?" for k in sets)
     tx.execute(f"UPDATE consumers SET {cols} WHERE uuid=?", (*sets.values(), row["uuid"]))  # noqa: S608
+    return moved
 
 
 def regenerate(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row, body: Any,
@@ -355,6 +503,7 @@ def delete(tx: Tx, row: sqlite3.Row) -> None:
     tx.execute("DELETE FROM guests WHERE hypervisor = ?", (row["uuid"],))
     contentaccess.revoke(tx, row["uuid"])
     overrides.forget(tx, row["uuid"])
+    profiles.forget(tx, row["uuid"])
     tx.execute("DELETE FROM consumers WHERE uuid = ?", (row["uuid"],))
     tx.execute(
         "INSERT OR REPLACE INTO deleted_consumers(uuid, owner, name, deleted) VALUES(?,?,?,?)",

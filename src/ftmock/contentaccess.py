@@ -23,10 +23,10 @@ import logging
 import sqlite3
 from typing import Any
 
-from . import dto, entcert
+from . import dto, entcert, environments
 from .ca import CertificateAuthority
 from .errors import BadRequest
-from .store import Tx, loads, now_iso
+from .store import Tx, dumps, loads, now_iso
 
 __all__ = [
     "CONTENT_ACCESS_PRODUCT",
@@ -114,12 +114,14 @@ def current(tx: Tx, ca: CertificateAuthority, consumer: sqlite3.Row) -> sqlite3.
     if consumer["type"] != "system" or consumer["failed_over_to"] or not is_sca(tx, owner):
         return None
     rows = _content_rows(tx, owner)
-    digest = _digest(owner, rows)
+    allowed = environments.promoted(tx, consumer)
+    # What the consumer's environments let through is part of what the certificate says.
+    digest = _digest(owner, rows) if allowed is None else _digest(owner, [*rows, ("", dumps(allowed))])
     existing = tx.one("SELECT * FROM content_access_certs WHERE consumer = ?", (consumer["uuid"],))
     if existing is not None and existing["digest"] == digest \
             and dt.datetime.fromisoformat(existing["expiration"]) > _now() + RENEW_BEFORE:
         return existing
-    content = org_content(tx, owner)
+    content = environments.filter_content(org_content(tx, owner), allowed)
     start = _now() - dt.timedelta(hours=1)
     end = start + VALIDITY
     serial = tx.next_serial("content_access")

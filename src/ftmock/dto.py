@@ -1,9 +1,8 @@
-"""Candlepin's DTO shapes for what ftmock answers: owners, jobs, and the rules every answer follows.
+"""Candlepin's DTO shapes for what ftmock answers: owners, jobs, and the org's content access modes.
 
-Candlepin serialises its DTOs leaving out null fields (Jackson's NON_NULL inclusion); its API
-description types no field as nullable. ftmock's Candlepin-compatible answers go through
-:func:`without_nulls` for the same reason. The fault-tolerance and lease additions keep their nulls
-(their contract is docs/design.md's, where ``holder: null`` means something).
+Every field of a Candlepin DTO is in ftmock's answer, ``null`` where it has no value, as Candlepin's
+Jackson serialisation writes it: the API layer completes each answer from :mod:`ftmock.dtoschema`.
+The builders here fill what ftmock knows.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ __all__ = [
     "nested_owner",
     "owner_dto",
     "owner_id",
-    "without_nulls",
 ]
 
 # Candlepin's two content access modes: content by entitlement certificates of attached pools, or
@@ -37,15 +35,6 @@ DEFAULT_CONTENT_ACCESS_MODE = SCA_MODE
 HYPERVISOR_JOB_KEY = "HypervisorUpdateJob"
 HEARTBEAT_JOB_KEY = "HypervisorHeartbeatUpdateJob"
 _FINAL_STATES = ("FINISHED", "FAILED", "CANCELED", "ABORTED")
-
-
-def without_nulls(value: Any) -> Any:
-    """The value with every null-valued object member removed, at every depth."""
-    if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [without_nulls(v) for v in value]
-    return value
 
 
 def owner_id(key: str) -> str:

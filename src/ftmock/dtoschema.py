@@ -8,7 +8,7 @@ ftmock's answers therefore carry every field of the DTO the API description give
 :data:`DTOS` is generated from Candlepin's API description (``python -m tests.ftmock.test_dtoschema``
 rewrites it, and the test fails when the two part ways): for each DTO, its fields in the
 description's order, each mapped to the DTO it nests (``"X"``), a list of them (``"[X]"``), a map
-of them (``"{X}"``), or ``None`` for a plain value.
+of them (``"{X}"``, ``"{[X]}"`` for a map of lists), or ``None`` for a plain value.
 """
 
 from __future__ import annotations
@@ -28,22 +28,22 @@ def complete(value: Any, dto: str) -> Any:
     if not isinstance(value, dict):
         return value
     fields = DTOS[dto]
-    out: dict[str, Any] = {}
-    for key, nested in fields.items():
-        item = value.get(key)
-        if nested is None or item is None:
-            out[key] = item
-        elif nested[0] == "[":
-            out[key] = [complete(v, nested[1:-1]) for v in item] if isinstance(item, list) else item
-        elif nested[0] == "{":
-            inner = nested[1:-1]
-            out[key] = {k: complete(v, inner) for k, v in item.items()} if isinstance(item, dict) else item
-        else:
-            out[key] = complete(item, nested)
+    out: dict[str, Any] = {key: _fill(value.get(key), nested) for key, nested in fields.items()}
     for key, item in value.items():
         if key not in fields:
             out[key] = item
     return out
+
+
+def _fill(item: Any, nested: str | None) -> Any:
+    """A field's value completed as its notation says: ``X``, ``[X]``, ``{X}``, ``{[X]}``."""
+    if nested is None or item is None:
+        return item
+    if nested[0] == "[":
+        return [_fill(v, nested[1:-1]) for v in item] if isinstance(item, list) else item
+    if nested[0] == "{":
+        return {k: _fill(v, nested[1:-1]) for k, v in item.items()} if isinstance(item, dict) else item
+    return complete(item, nested)
 
 
 DTOS: dict[str, dict[str, str | None]] = {
@@ -131,9 +131,9 @@ DTOS: dict[str, dict[str, str | None]] = {
         "compliant": None,
         "date": None,
         "compliantUntil": None,
-        "compliantProducts": None,
-        "partiallyCompliantProducts": None,
-        "partialStacks": None,
+        "compliantProducts": "{[EntitlementDTO]}",
+        "partiallyCompliantProducts": "{[EntitlementDTO]}",
+        "partialStacks": "{[EntitlementDTO]}",
         "nonCompliantProducts": None,
         "reasons": "[ComplianceReasonDTO]",
         "productComplianceDateRanges": "{DateRange}",
@@ -329,6 +329,10 @@ DTOS: dict[str, dict[str, str | None]] = {
         "unchanged": "[HypervisorConsumerDTO]",
         "failedUpdate": None,
     },
+    "Link": {
+        "rel": None,
+        "href": None,
+    },
     "NestedConsumerDTO": {
         "id": None,
         "uuid": None,
@@ -464,6 +468,10 @@ DTOS: dict[str, dict[str, str | None]] = {
         "deviceAuthUrl": None,
         "deviceAuthClientId": None,
         "deviceAuthScope": None,
+    },
+    "SystemPurposeAttributesDTO": {
+        "owner": "NestedOwnerDTO",
+        "systemPurposeAttributes": None,
     },
     "UpstreamConsumerDTO": {
         "created": None,

@@ -74,6 +74,13 @@ def content_paths(payload: dict[str, Any]) -> list[str]:
     return [c["path"] for p in payload.get("products") or [] for c in p.get("content") or [] if c.get("path")]
 
 
+def payload_of(cert_pem: str) -> dict[str, Any]:
+    """The entitlement data a stored v3 certificate (PEM with its data block) carries."""
+    body = cert_pem.split(DATA_BEGIN, 1)[1].split(DATA_END, 1)[0]
+    payload: dict[str, Any] = json.loads(zlib.decompress(base64.b64decode("".join(body.split()))))
+    return payload
+
+
 def extensions(payload: dict[str, Any], entitlement_type: str = ENTITLEMENT_TYPE) -> list[x509.UnrecognizedExtension]:
     """The Red Hat extensions of a v3 certificate for this payload (no path tree without content)."""
     out = [

@@ -84,6 +84,15 @@ class HypervisorEntry:
 MAX_FT_ROLE = 64
 
 
+def _ft_texts(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes with a numeric instanceUUID as text: Candlepin's guest attributes are strings, and
+    it takes a number where a string is due."""
+    instance = attrs.get("instanceUUID")
+    if isinstance(instance, (int, float)) and not isinstance(instance, bool):
+        return {**attrs, "instanceUUID": str(instance)}
+    return attrs
+
+
 def _ft_attributes(attrs: dict[str, Any], where: str) -> None:
     """The FT attributes must have the types the FT rules use; the rest of `attributes` is opaque."""
     instance = attrs.get("instanceUUID")
@@ -123,6 +132,7 @@ def _parse_guest(item: Any, where: str) -> GuestEntry:
     attrs = item.get("attributes") or {}
     if not isinstance(attrs, dict):
         raise BadRequest(f"{where}: attributes must be an object")
+    attrs = _ft_texts(attrs)
     _ft_attributes(attrs, where)
     return GuestEntry(gid, guest_key(gid), state, attrs)
 
@@ -132,7 +142,7 @@ def _guest_entry(item: Any) -> GuestEntry:
     if isinstance(item, str):
         return GuestEntry(item, guest_key(item), None, {})
     gid = item["guestId"]
-    return GuestEntry(gid, guest_key(gid), item.get("state"), item.get("attributes") or {})
+    return GuestEntry(gid, guest_key(gid), item.get("state"), _ft_texts(item.get("attributes") or {}))
 
 
 WHAT = "hypervisor report"

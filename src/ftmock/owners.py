@@ -14,12 +14,12 @@ import logging
 import re
 from typing import Any
 
-from . import contentaccess, dto
+from . import contentaccess, dto, subscriptions
 from .consumers import require_owner
 from .errors import BadRequest
-from .store import Tx, now_iso
+from .store import Tx, loads, now_iso
 
-__all__ = ["create_owner", "parse_mode", "update_owner"]
+__all__ = ["create_owner", "owner_info", "parse_mode", "update_owner"]
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +88,25 @@ def update_owner(tx: Tx, key: str, body: Any) -> dict[str, Any]:
         log.info("org %s: content access mode %s -> %s (%d content access certificates revoked)",
                  key, row["content_access_mode"], mode, revoked)
     return dto.owner_dto(require_owner(tx, key))
+
+
+def owner_info(tx: Tx, key: str) -> dict[str, Any]:
+    """OwnerInfo: how many consumers of each type, guests and physical systems, entitlements consumed
+    by consumer type, and consumers by compliance status."""
+    require_owner(tx, key)
+    counts: dict[str, int] = {}
+    guests = {"guest": 0, "physical": 0}
+    by_status: dict[str, int] = {}
+    for row in tx.all("SELECT * FROM consumers WHERE owner = ?", (key,)):
+        counts[row["type"]] = counts.get(row["type"], 0) + 1
+        if row["type"] == "system":
+            guest = str(loads(row["facts"], {}).get("virt.is_guest", "")).lower() == "true"
+            guests["guest" if guest else "physical"] += 1
+        status = subscriptions.compliance(tx, row)["status"]
+        by_status[status] = by_status.get(status, 0) + 1
+    consumed = {r["type"]: int(r["n"]) for r in tx.all(
+        "SELECT c.type AS type, SUM(e.quantity) AS n FROM entitlements e JOIN consumers c ON c.uuid = e.consumer "
+        "WHERE c.owner = ? GROUP BY c.type", (key,))}
+    return {"consumerCounts": counts, "consumerGuestCounts": guests, "entitlementsConsumedByType": consumed,
+            "consumerTypeCountByPool": {}, "enabledConsumerTypeCountByPool": {},
+            "consumerCountsByComplianceStatus": by_status, "entitlementsConsumedByFamily": {}}

@@ -55,7 +55,16 @@ CREATE TABLE IF NOT EXISTS consumers(
     failed_over_at TEXT,
     reported_owner TEXT,
     guests_digest TEXT,
-    departed_at TEXT
+    departed_at TEXT,
+    release_ver TEXT,
+    service_level TEXT,
+    autoheal INTEGER NOT NULL DEFAULT 1,
+    role TEXT,
+    usage TEXT,
+    addons TEXT,
+    service_type TEXT,
+    environments TEXT,
+    renewed_from_serial INTEGER
 );
 CREATE INDEX IF NOT EXISTS consumers_owner ON consumers(owner);
 CREATE UNIQUE INDEX IF NOT EXISTS consumers_hypervisor ON consumers(owner, hypervisor_id);
@@ -186,6 +195,30 @@ CREATE TABLE IF NOT EXISTS content_overrides(
     updated TEXT NOT NULL,
     PRIMARY KEY(consumer, label, name)
 );
+CREATE TABLE IF NOT EXISTS environments(
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL REFERENCES owners(key),
+    name TEXT NOT NULL,
+    type TEXT,
+    description TEXT,
+    content_prefix TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    UNIQUE(owner, name)
+);
+CREATE TABLE IF NOT EXISTS environment_content(
+    environment TEXT NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    content_id TEXT NOT NULL,
+    enabled INTEGER,
+    PRIMARY KEY(environment, content_id)
+);
+CREATE TABLE IF NOT EXISTS consumer_profiles(
+    consumer TEXT NOT NULL,
+    profile_type TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY(consumer, profile_type)
+);
 """
 
 
@@ -242,7 +275,10 @@ class Database:
 # Columns added after the first release: a database created earlier gains them on open.
 # Orgs made before content access modes existed had entitlement-mode behaviour: they keep it.
 _ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT 'admin'")],
-                  "consumers": [("guests_digest", "TEXT"), ("departed_at", "TEXT")],
+                  "consumers": [("guests_digest", "TEXT"), ("departed_at", "TEXT"), ("release_ver", "TEXT"),
+                                ("service_level", "TEXT"), ("autoheal", "INTEGER NOT NULL DEFAULT 1"), ("role", "TEXT"),
+                                ("usage", "TEXT"), ("addons", "TEXT"), ("service_type", "TEXT"), ("environments", "TEXT"),
+                                ("renewed_from_serial", "INTEGER")],
                   "owners": [("content_access_mode", "TEXT NOT NULL DEFAULT 'entitlement'"),
                              ("content_access_mode_list", "TEXT NOT NULL DEFAULT 'entitlement,org_environment'"),
                              ("updated", "TEXT")]}

@@ -14,7 +14,7 @@ import sqlite3
 import uuid as uuidlib
 from typing import Any
 
-from . import dto, entcert, shares
+from . import dto, entcert, environments, shares
 from .ca import CertificateAuthority
 from .errors import BadRequest, Forbidden, NotFound
 from .store import Tx, dumps, loads, now_iso
@@ -436,11 +436,14 @@ def _cert_payload(tx: Tx, consumer: sqlite3.Row, pool: sqlite3.Row, product: sql
     """The entitlement data of a v3 certificate: what a client needs without asking the server."""
     attrs = {**loads(product["attributes"], {}), **loads(pool["attributes"], {})}
     products = []
+    allowed = environments.promoted(tx, consumer)
     for pid in provided:
         row = tx.one("SELECT * FROM products WHERE owner = ? AND id = ?", (pool["owner"], pid))
         name = row["name"] if row else pid
         pattrs = loads(row["attributes"], {}) if row else {}
-        products.append(entcert.product_entry(pid, name, pattrs, product_content(tx, pool["owner"], pid)))
+        entry = entcert.product_entry(pid, name, pattrs, product_content(tx, pool["owner"], pid))
+        entry["content"] = environments.filter_content(entry["content"], allowed)
+        products.append(entry)
     subscription: dict[str, Any] = {
         "sku": product["id"], "name": product["name"], "warning": 0, "management": False,
         "virt_only": attrs.get("virt_only") == "true",
@@ -588,6 +591,10 @@ def _entitlement_dto(tx: Tx, ent: sqlite3.Row | None) -> dict[str, Any]:
         "certificates": [c for c in certificate_dtos(tx, ent["consumer"])
                          if c["entitlement"]["id"] == ent["id"]],
     }
+
+
+def entitlement_dto(tx: Tx, ent_id: str) -> dict[str, Any]:
+    return _entitlement_dto(tx, tx.one("SELECT * FROM entitlements WHERE id = ?", (ent_id,)))
 
 
 def entitlement_dtos(tx: Tx, consumer_uuid: str) -> list[dict[str, Any]]:

@@ -9,15 +9,16 @@ from typing import Any
 
 from .errors import BadRequest
 
-__all__ = ["INT64_MAX", "MAX_DEPTH", "check_nesting", "facts_map", "int_text", "opt_str", "parse_json", "req_dict",
-           "req_str", "str_list"]
+__all__ = ["INT64_MAX", "INT64_MIN", "MAX_DEPTH", "check_nesting", "facts_map", "int_text", "opt_str", "parse_json",
+           "req_dict", "req_str", "str_list"]
 
 MAX_STR = 4096
 MAX_DEPTH = 32
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 
 
-def int_text(text: str, what: str, low: int = -INT64_MAX, high: int = INT64_MAX) -> int:
+def int_text(text: str, what: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
     """An integer from a query parameter or header, within what SQLite (and reason) can hold."""
     stripped = text.strip()
     if not stripped or len(stripped) > 20 or not stripped.lstrip("+-").isascii() \
@@ -30,7 +31,7 @@ def int_text(text: str, what: str, low: int = -INT64_MAX, high: int = INT64_MAX)
 
 
 def _json_int(text: str) -> int:
-    if len(text.lstrip("-")) > 19 or not -INT64_MAX <= int(text) <= INT64_MAX:
+    if len(text.lstrip("-")) > 19 or not INT64_MIN <= int(text) <= INT64_MAX:
         raise BadRequest(f"Integer {text[:24]}{'...' if len(text) > 24 else ''} is out of range (64 bits)")
     return int(text)
 

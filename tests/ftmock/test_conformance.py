@@ -1,11 +1,14 @@
 """ftmock answers as Candlepin's own API description says Candlepin does.
 
 A scenario drives a real ftmock over HTTPS through every Candlepin route it serves (the FT and lease
-additions, which docs/design.md defines, aside) and records every answer. Each answer is then checked
-against `data/candlepin-api-spec.yaml` (Candlepin 5.0.3, OpenAPI 3): the path and method exist, the
-status code is one the description lists, and the JSON body validates against the operation's
-schema (types, formats, nested DTOs), with the fields Candlepin clients read made required. The
-deliberate differences are in `KNOWN_DIFFERENCES` and in docs/ftmock.md.
+additions, which docs/design.md defines, aside), in an entitlement-mode org and in an SCA org, and
+records every answer. Each answer is then checked against `data/candlepin-api-spec.yaml` (Candlepin
+5.0.3, OpenAPI 3): the path and method exist, the status code is one the description lists, and the
+JSON body validates against the operation's schema (types, formats, nested DTOs) with **every
+property of every DTO present**, as Candlepin's serialisation writes them (``null`` where there is
+no value); the fields Candlepin clients read are also non-null. Satellite's calls that Candlepin 5
+does not have (check-in, available releases, package profiles) are checked against the shapes in
+`SATELLITE`. The deliberate differences are in `KNOWN_DIFFERENCES` and in docs/ftmock.md.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ftmock.api import PREFIX, Api
 from ftmock.ca import CertificateAuthority
 from ftmock.store import Database
 from tests.conftest import FtmockServer
+from tests.dnfkit import CONTENT_LABEL, CONTENT_PATH, RELEASES
 from tests.ftmock.conftest import Client, admin_client, hypervisor, make_key_and_csr
 from tests.kit.ftmock import finished_job
 
@@ -79,6 +83,20 @@ KNOWN_DIFFERENCES = {
                        "lastUpdate": {"type": "string", "format": "date-time"}}},
 }
 
+# Satellite's calls that Candlepin 5 does not serve (python-rhsm and subscription-manager make them):
+# the shapes Satellite answers with. PUT /consumers/{uuid}/packages is in Candlepin's description
+# only as "501 not implemented"; ftmock stores the profile, as Satellite does.
+_PACKAGE = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+SATELLITE: dict[tuple[str, str], dict[str, Any] | None] = {
+    ("PUT", "/consumers/{uuid}/checkin"): {"$ref": "#/components/schemas/ConsumerDTO"},
+    ("GET", "/consumers/{uuid}/available_releases"): {"type": "array", "items": {"type": "string"}},
+    ("GET", "/consumers/{uuid}/packages"): {"type": "array", "items": _PACKAGE},
+    ("PUT", "/consumers/{uuid}/packages"): None,
+    ("GET", "/consumers/{uuid}/profiles"): {"type": "array", "items": {
+        "type": "object", "required": ["profile_type", "profile"], "properties": {"profile_type": {"type": "string"}}}},
+    ("PUT", "/consumers/{uuid}/profiles"): None,
+}
+
 # A guest asking for its host gets the reduced view (no facts, no identity certificate) that the
 # description defines as ConsumerDTOArrayElement; users get the full ConsumerDTO.
 GUEST_HOST_VIEW = {"$ref": "#/components/schemas/ConsumerDTOArrayElement"}
@@ -121,16 +139,26 @@ def _spec() -> dict[str, Any]:
     return yaml.safe_load(SPEC_PATH.read_text())
 
 
-def _schemas_with_client_reads(spec: dict[str, Any]) -> dict[str, Any]:
+def _schemas_for_answers(spec: dict[str, Any]) -> dict[str, Any]:
+    """The description's schemas as answers must meet them: every property present (nullable), and
+    the ones in CLIENT_READS present and not null."""
     schemas = copy.deepcopy(spec["components"]["schemas"])
     for name, fields in CLIENT_READS.items():
         schema = schemas[name]
         parts = schema.get("allOf", [schema])
-        own = next(p for p in parts if "properties" in p)
-        missing = [f for f in fields if f not in own["properties"] and not any(
-            f in schemas[p["$ref"].rsplit("/", 1)[1]].get("properties", {}) for p in parts if "$ref" in p)]
+        missing = [f for f in fields if not any(
+            f in (schemas[p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p).get("properties", {}) for p in parts)]
         assert not missing, f"{name}: {missing} are not fields of the description"
-        own["required"] = sorted(set(own.get("required", [])) | set(fields))
+    for name, schema in schemas.items():
+        reads = set(CLIENT_READS.get(name, ()))
+        for part in schema.get("allOf", [schema]):
+            props = part.get("properties")
+            if not props:
+                continue
+            part["required"] = sorted(props)
+            for key, prop in props.items():
+                if key not in reads:
+                    props[key] = {"anyOf": [{"type": "null"}, prop]}
     return schemas
 
 
@@ -160,8 +188,8 @@ class FieldCounter:
             ref = schema["$ref"].rsplit("/", 1)[1]
             self.walk(self.schemas[ref], value, ref)
             return
-        if "allOf" in schema:
-            for part in schema["allOf"]:
+        if "allOf" in schema or "anyOf" in schema:
+            for part in schema.get("allOf") or schema["anyOf"]:
                 self.walk(part, value, name)
             return
         if isinstance(value, dict):
@@ -200,7 +228,9 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
         "id": "69", "name": "Server OS", "attributes": {"arch": "x86_64", "version": "9"},
         "productContent": [{"content": {"label": "os-base", "contentUrl": "/content/os/base"}, "enabled": True}]})
     admin.call("POST", f"/owners/{org}/products", 200, json={
-        "id": "SKU", "name": "Server Subscription", "providedProducts": ["69"], "attributes": {"virt_limit": "4"}})
+        "id": "SKU", "name": "Server Subscription", "providedProducts": ["69"],
+        "attributes": {"virt_limit": "4", "support_level": "Premium", "support_type": "L1-L3", "roles": "Server",
+                       "usage": "Production", "addons": "Smart Management"}})
     admin.call("GET", f"/owners/{org}/products", 200)
     pool = admin.call("POST", f"/owners/{org}/pools", 200, json={"productId": "SKU", "quantity": 10})
     admin.call("GET", f"/owners/{org}/pools", 200)
@@ -223,6 +253,7 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
 
     me.call("GET", f"/consumers/{uuid}", 200)
     me.call("PUT", f"/consumers/{uuid}", 204, json={"facts": {**facts, "cpu.cpu_socket(s)": "1"}})
+    _purpose_scenario(me, admin, org, uuid)
     me.call("GET", f"/consumers/{uuid}/owner", 200)
     me.call("GET", f"/pools?consumer={uuid}", 200)
     me.call("GET", f"/owners/{org}/pools?consumer={uuid}", 200)
@@ -236,6 +267,9 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
     me.call("GET", f"/consumers/{uuid}/certificates?serials={serials[0]['serial']}", 200)
     me.call("PUT", f"/consumers/{uuid}/certificates?lazy_regen=true", 204)
     ents = me.call("GET", f"/consumers/{uuid}/entitlements", 200)
+    me.call("GET", f"/entitlements/{ents[0]['id']}", 200)
+    me.call("GET", f"/products/{ents[0]['pool']['providedProducts'][0]['productId']}", 200)
+    me.call("GET", f"/consumers/{uuid}/available_releases", 200)
     me.call("DELETE", f"/consumers/{uuid}/entitlements/{ents[0]['id']}", 204)
     me.call("POST", f"/consumers/{uuid}/entitlements?pool={pool['id']}", 200)
     serial = me.call("GET", f"/consumers/{uuid}/certificates/serials", 200)[0]["serial"]
@@ -262,6 +296,14 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
     admin.call("GET", f"/consumers/{uuid}/host", 200)
     admin.call("GET", f"/consumers?owner={org}", 200)
     admin.call("GET", f"/owners/{org}/consumers", 200)
+    admin.call("GET", f"/owners/{org}/info", 200)
+    admin.call("GET", f"/owners/{org}/hypervisors", 200)
+    admin.call("GET", f"/owners/{org}/hypervisors?hypervisor_id=hyp-1", 200)
+    me.call("GET", f"/owners/{org}/info", 403)  # owner-level calls are a user's
+    admin.call("GET", "/pools", 200)
+    products = admin.call("GET", f"/owners/{org}/products", 200)
+    admin.call("GET", f"/products/{products[0]['uuid']}", 200)
+    _environment_scenario(me, admin, anon, org, uuid)
 
     _sca_scenario(server, tmp, admin, anon, log)
 
@@ -274,6 +316,49 @@ def _scenario(server: FtmockServer, tmp: Path, log: list[Exchange]) -> None:
     admin.call("GET", f"/consumers/{keyed['uuid']}", 410)
 
 
+def _purpose_scenario(me: Recorder, admin: Recorder, org: str, uuid: str) -> None:
+    """Release, system purpose, autoheal, check-in, package profiles and guest ids, as the consumer."""
+    me.call("GET", f"/owners/{org}/servicelevels", 200)
+    me.call("GET", f"/owners/{org}/system_purpose", 200)
+    me.call("PUT", f"/consumers/{uuid}", 204, json={
+        "releaseVer": "9", "serviceLevel": "premium", "role": "Server", "usage": "Production",
+        "addOns": ["Smart Management"], "serviceType": "L1-L3", "autoheal": False})
+    me.call("PUT", f"/consumers/{uuid}", 400, json={"serviceLevel": "Gold"})
+    me.call("PUT", f"/consumers/{uuid}", 204, json={"releaseVer": {"releaseVer": "9.4"}})
+    me.call("GET", f"/consumers/{uuid}/release", 200)
+    me.call("PUT", f"/consumers/{uuid}/checkin", 200)
+    me.call("PUT", f"/consumers/{uuid}/packages", 204, json=[
+        {"name": "bash", "version": "5.1.8", "release": "9.el9", "arch": "x86_64", "epoch": 0, "vendor": "Red Hat"}])
+    me.call("GET", f"/consumers/{uuid}/packages", 200)
+    me.call("PUT", f"/consumers/{uuid}/profiles", 204, json=[
+        {"profile_type": "rpm", "profile": [{"name": "bash", "version": "5.1.8", "release": "9.el9",
+                                             "arch": "x86_64", "epoch": 0, "vendor": "Red Hat"}]},
+        {"profile_type": "enabled_repos", "profile": [{"repositoryid": "os-base", "baseurl": ["https://cdn"]}]}])
+    me.call("GET", f"/consumers/{uuid}/profiles", 200)
+    me.call("PUT", f"/consumers/{uuid}/guestids", 204, json=[{"guestId": "nested-1", "attributes": {"active": 1}}])
+    me.call("GET", f"/consumers/{uuid}/guestids", 200)
+    me.call("PUT", f"/consumers/{uuid}/guestids/nested-2", 204, json={"guestId": "nested-2", "attributes": {}})
+    me.call("GET", f"/consumers/{uuid}/guestids/nested-2", 200)
+    me.call("DELETE", f"/consumers/{uuid}/guestids/nested-2", 204)
+    me.call("GET", f"/consumers/{uuid}/guestids/nested-2", 404)
+    me.call("GET", f"/consumers/{uuid}", 200)
+
+
+def _environment_scenario(me: Recorder, admin: Recorder, anon: Recorder, org: str, uuid: str) -> None:
+    """An org's environments: listed, one made and shown, a consumer registered into it and moved."""
+    env = admin.call("POST", f"/owners/{org}/environments", 200, json={
+        "id": f"env-{org}", "name": "Development", "description": "promoted first",
+        "environmentContent": [{"contentId": "os-base", "enabled": True}]})
+    admin.call("GET", f"/owners/{org}/environments", 200)
+    me.call("GET", f"/owners/{org}/environments?name=Development", 200)
+    me.call("GET", f"/environments/{env['id']}", 200)
+    admin.call("POST", f"/environments/{env['id']}/consumers", 200, json={"name": "in-dev", "facts": {}})
+    me.call("PUT", f"/consumers/{uuid}", 204, json={"environments": [{"id": env["id"]}]})
+    me.call("GET", f"/consumers/{uuid}", 200)
+    admin.call("DELETE", f"/environments/{env['id']}", 204)
+    admin.call("GET", f"/environments/{env['id']}", 404)
+
+
 def _sca_scenario(server: FtmockServer, tmp: Path, admin: Recorder, anon: Recorder, log: list[Exchange]) -> None:
     """Simple content access: the org's mode, a system's content access certificate, its overrides."""
     org = f"conf-sca-{int(time.time() * 1000) % 10**9}"
@@ -283,7 +368,8 @@ def _sca_scenario(server: FtmockServer, tmp: Path, admin: Recorder, anon: Record
     admin.call("POST", f"/owners/{org}/products", 200, json={
         "id": "70", "name": "Server OS", "productContent": [
             {"content": {"label": "sca-base", "contentUrl": "/content/sca/$releasever/$basearch/base"},
-             "enabled": True}]})
+             "enabled": True},
+            {"content": {"label": CONTENT_LABEL, "contentUrl": CONTENT_PATH}, "enabled": True}]})
     admin.call("POST", f"/owners/{org}/pools", 200, json={"productId": "70", "quantity": 10})
     key_pem, csr = make_key_and_csr("sca-guest")
     guest = admin.call("POST", f"/consumers?owner={org}", 200, json={
@@ -294,6 +380,9 @@ def _sca_scenario(server: FtmockServer, tmp: Path, admin: Recorder, anon: Record
     me = Recorder(Client(server, cert=(str(cert), str(key))), log)
     uuid = guest["uuid"]
     me.call("GET", f"/consumers/{uuid}/content_access", 200)
+    releases = me.call("GET", f"/consumers/{uuid}/available_releases", 200)
+    assert releases == list(RELEASES), releases  # read from the CDN's listing beside $releasever
+    me.call("PUT", f"/consumers/{uuid}/checkin", 200)
     me.call("GET", f"/consumers/{uuid}/certificates", 200)
     me.call("GET", f"/consumers/{uuid}/accessible_content", 200)
     me.call("GET", f"/consumers/{uuid}/accessible_content", 304,
@@ -305,13 +394,13 @@ def _sca_scenario(server: FtmockServer, tmp: Path, admin: Recorder, anon: Record
 
 
 def test_every_candlepin_route_answers_as_candlepins_api_description_says(
-    server: FtmockServer, tmp_path: Path
+    cdn_server: FtmockServer, tmp_path: Path
 ) -> None:
     spec = _spec()
-    schemas = _schemas_with_client_reads(spec)
+    schemas = _schemas_for_answers(spec)
     checker = _format_checker()
     log: list[Exchange] = []
-    _scenario(server, tmp_path, log)
+    _scenario(cdn_server, tmp_path, log)
 
     # ftmock's own route table, in its dispatch order
     api = Api(Database(tmp_path / "routes.db"), CertificateAuthority.load_or_create(tmp_path))
@@ -325,6 +414,11 @@ def test_every_candlepin_route_answers_as_candlepins_api_description_says(
         assert ex.path.startswith("/") and not ex.path.startswith(PREFIX)
         route = next(((m, p) for m, p, rx in table if m == ex.method and rx.match(ex.path)), None)
         assert route is not None, f"{ex.method} {ex.path} matched no ftmock route"
+        if route in api.satellite_routes:
+            if ex.status < 300:
+                exercised.add(route)
+                problems.extend(_check_satellite(route, ex, schemas, checker, counter))
+            continue
         op_key = next(((m, p) for m, p, rx in spec_ops if m == ex.method and rx.match(ex.path)), None)
         if op_key is None:
             problems.append(f"{ex.method} {ex.path}: not in Candlepin's API description")
@@ -344,6 +438,8 @@ def test_every_candlepin_route_answers_as_candlepins_api_description_says(
             schema = GUEST_HOST_VIEW
         if schema is None:
             schema = ((answer.get("content") or {}).get("application/json") or {}).get("schema")
+        if schema is None and ex.status >= 400:
+            schema = {"$ref": "#/components/schemas/ExceptionMessage"}  # an error the description leaves to default
         if schema is None:
             if ex.body is not None and ex.status != 204:
                 problems.append(f"{ex.method} {op_key[1]}: a body where the description has none")
@@ -355,12 +451,28 @@ def test_every_candlepin_route_answers_as_candlepins_api_description_says(
         counter.walk(schema, ex.body)
 
     missing = [f"{m} {p}" for m, p, _ in table if (m, p) not in exercised]
-    print(f"\nconformance: {len(table)} Candlepin routes served, {len(exercised)} exercised with a 2xx, "
-          f"{len(log)} answers validated, {len(counter.pairs)} distinct schema fields checked "
-          f"({counter.values} field values), {len(KNOWN_DIFFERENCES)} documented difference(s)")
+    print(f"\nconformance: {len(table)} Candlepin and Satellite routes served ({len(api.satellite_routes)} "
+          f"Satellite's), {len(exercised)} exercised with a 2xx, {len(log)} answers validated, "
+          f"{len(counter.pairs)} distinct schema fields checked, each present ({counter.values} field values), "
+          f"{len(KNOWN_DIFFERENCES)} documented difference(s)")
     assert not missing, f"routes the scenario did not exercise: {missing}"
     assert not problems, "\n".join(problems)
-    assert len(counter.pairs) > 150  # the scenario really reaches into the DTOs
+    assert len(counter.pairs) > 250  # the scenario really reaches into the DTOs
+    reached = {name for name, _ in counter.pairs}
+    assert {"ConsumerDTO", "ComplianceStatusDTO", "OwnerDTO", "ReleaseVerDTO", "CertificateSerialDTO", "EnvironmentDTO",
+            "GuestIdDTO", "OwnerInfo", "EntitlementDTO", "PoolDTO", "ProductDTO", "ContentDTO"} <= reached, reached
+
+
+def _check_satellite(route: tuple[str, str], ex: Exchange, schemas: dict[str, Any],
+                     checker: jsonschema.FormatChecker, counter: FieldCounter) -> list[str]:
+    """A Satellite call's answer against the shape in SATELLITE."""
+    schema = SATELLITE[route]
+    if schema is None:
+        return [] if ex.body is None else [f"{ex.method} {route[1]}: a body where Satellite answers none"]
+    validator = jsonschema.Draft4Validator({**schema, "components": {"schemas": schemas}}, format_checker=checker)
+    counter.walk(schema, ex.body)
+    return [f"{ex.method} {route[1]} -> {ex.status} at {'/'.join(map(str, e.absolute_path)) or '(root)'}: "
+            f"{e.message[:200]}" for e in validator.iter_errors(ex.body)]
 
 
 def test_status_advertises_csr_support_only_when_it_is_honoured(ftmock_nocsr_session: FtmockServer,

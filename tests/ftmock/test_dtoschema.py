@@ -13,6 +13,9 @@ from typing import Any
 import yaml
 
 from ftmock import dtoschema
+from ftmock.api import Api
+from ftmock.ca import CertificateAuthority
+from ftmock.store import Database
 
 SPEC_PATH = Path(__file__).parent / "data" / "candlepin-api-spec.yaml"
 MODULE_PATH = Path(__file__).resolve().parents[2] / "src" / "ftmock" / "dtoschema.py"
@@ -22,7 +25,8 @@ ROOTS = [
     "StatusDTO", "OwnerDTO", "ConsumerDTO", "ConsumerDTOArrayElement", "ComplianceStatusDTO", "EntitlementDTO",
     "PoolDTO", "ProductDTO", "ActivationKeyDTO", "AsyncJobStatusDTO", "ContentAccessDTO", "ContentOverrideDTO",
     "EnvironmentDTO", "OwnerInfo", "GuestIdDTO", "GuestIdDTOArrayElement", "PoolQuantityDTO", "ReleaseVerDTO",
-    "HypervisorUpdateResultDTO", "CertificateDTO", "CertificateSerialDTO", "DeleteResult",
+    "HypervisorUpdateResultDTO", "CertificateDTO", "CertificateSerialDTO", "DeleteResult", "Link",
+    "SystemPurposeAttributesDTO",
 ]
 
 
@@ -38,15 +42,19 @@ def _fields(schemas: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _nested(prop: dict[str, Any]) -> str | None:
-    """"X" for a nested DTO, "[X]" for a list of them, "{X}" for a map of them, None for a plain value."""
+    """"X" for a nested DTO, "[X]" for a list of them, "{X}" for a map of them ("{[X]}": of lists of
+    them), None for a plain value."""
     if "$ref" in prop:
         return str(prop["$ref"].rsplit("/", 1)[1])
+    if prop.get("type") not in (None, "object", "array"):
+        return None
     items = prop.get("items")
     if prop.get("type") == "array" and isinstance(items, dict) and "$ref" in items:
         return "[" + str(items["$ref"].rsplit("/", 1)[1]) + "]"
     extra = prop.get("additionalProperties")
-    if isinstance(extra, dict) and "$ref" in extra:
-        return "{" + str(extra["$ref"].rsplit("/", 1)[1]) + "}"
+    if isinstance(extra, dict):
+        inner = _nested(extra)
+        return "{" + inner + "}" if inner else None
     return None
 
 
@@ -81,6 +89,12 @@ def test_the_table_is_the_api_descriptions() -> None:
         assert dtoschema.DTOS.get(name) == fields, (
             f"{name}: ftmock's table differs from the API description; run python -m tests.ftmock.test_dtoschema")
     assert set(dtoschema.DTOS) == set(expected)
+
+
+def test_every_route_names_a_dto_of_the_table(tmp_path: Path) -> None:
+    api = Api(Database(tmp_path / "db"), CertificateAuthority.load_or_create(tmp_path))
+    named = {name for name in api.route_dtos.values() if name}
+    assert named and named <= set(dtoschema.DTOS), named - set(dtoschema.DTOS)
 
 
 def test_complete_fills_every_field_at_every_depth() -> None:

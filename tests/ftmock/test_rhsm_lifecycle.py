@@ -2,8 +2,9 @@
 
 Every call subscription-manager and virt-who make through `rhsm.connection` for a guest and its host
 is made here, in the order a real system makes them, with the client's own parsing: its JSON
-handling, its exceptions, and `rhsm.certificate` for the certificates. Calls ftmock deliberately
-does not serve are listed in `REFUSED` and checked to fail the documented way (docs/ftmock.md).
+handling, its exceptions, and `rhsm.certificate` for the certificates. The calls of
+subscription-manager's other commands (release, service level, system purpose, environments,
+profiles, guest ids...) are in test_rhsm_commands.py.
 """
 
 from __future__ import annotations
@@ -51,15 +52,6 @@ def _identity(tmp: Path, name: str, consumer: dict[str, Any]) -> tuple[str, str]
     key.write_text(consumer["idCert"]["key"])
     key.chmod(0o600)
     return str(cert), str(key)
-
-
-# Calls python-rhsm has that ftmock does not serve, on purpose (docs/ftmock.md, "A subset").
-REFUSED = {
-    "getEnvironmentList": (lambda c, uuid, org: c.getEnvironmentList(org), 404),
-    "getServiceLevelList": (lambda c, uuid, org: c.getServiceLevelList(org), 404),
-    "getRelease": (lambda c, uuid, org: c.getRelease(uuid), 404),
-    "checkin": (lambda c, uuid, org: c.checkin(uuid), 404),  # gone from Candlepin 5's API as well
-}
 
 
 @pytest.mark.content_access("entitlement")  # binds, derived pools, compliance: entitlement-mode content
@@ -151,12 +143,6 @@ def test_a_guests_whole_life_through_python_rhsm(server: FtmockServer, org: str,
     assert len(after) == 1 and after.isdisjoint(before)
     me.unbindAll(uuid)
     assert me.getEntitlementList(uuid) == [] and me.getCompliance(uuid)["status"] == "invalid"
-
-    # Deliberate refusals: calls ftmock does not serve fail as a 404 the client reports
-    for name, (call, code) in REFUSED.items():
-        with pytest.raises(rc.RestlibException) as refused:
-            call(me, uuid, org)
-        assert refused.value.code == code, name
 
     # regenIdCertificate: a new identity (server key); the old certificate is retired
     renewed = me.regenIdCertificate(uuid)
