@@ -222,7 +222,8 @@ BAD_GUESTS = {
     "ftinfo.instanceUUIDs": {"instanceUUID": "I1", "ftinfo.role": "0", "ftinfo.instanceUUIDs": 5},
     "ftinfo.role": {"instanceUUID": "I1", "ftinfo.role": 1e30, "ftinfo.instanceUUIDs": ["I1"]},
     "ftinfo.role ": {"instanceUUID": "I1", "ftinfo.role": "-1", "ftinfo.instanceUUIDs": ["I1"]},
-    "instanceUUID": {"instanceUUID": 7, "ftinfo.role": "0", "ftinfo.instanceUUIDs": ["I1"]},
+    # A number is taken as text, as Candlepin takes it; a list is no instance UUID.
+    "instanceUUID": {"instanceUUID": ["I1"], "ftinfo.role": "0", "ftinfo.instanceUUIDs": ["I1"]},
 }
 
 
