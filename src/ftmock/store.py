@@ -277,8 +277,8 @@ class Database:
 _ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT 'admin'")],
                   "consumers": [("guests_digest", "TEXT"), ("departed_at", "TEXT"), ("release_ver", "TEXT"),
                                 ("service_level", "TEXT"), ("autoheal", "INTEGER NOT NULL DEFAULT 1"), ("role", "TEXT"),
-                                ("usage", "TEXT"), ("addons", "TEXT"), ("service_type", "TEXT"), ("environments", "TEXT"),
-                                ("renewed_from_serial", "INTEGER")],
+                                ("usage", "TEXT"), ("addons", "TEXT"), ("service_type", "TEXT"),
+                                ("environments", "TEXT"), ("renewed_from_serial", "INTEGER")],
                   "owners": [("content_access_mode", "TEXT NOT NULL DEFAULT 'entitlement'"),
                              ("content_access_mode_list", "TEXT NOT NULL DEFAULT 'entitlement,org_environment'"),
                              ("updated", "TEXT")]}
