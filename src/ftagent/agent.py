@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ftagent.atomic import write_atomic
-from ftagent.config import Config, load_config
+from ftagent.config import ROOT_VAR, Config, load_config
 from ftagent.entitlements import EntitlementStore, RefreshResult, serial_of
 from ftagent.errors import (
     FailoverError,
@@ -38,12 +38,18 @@ from ftagent.errors import (
     IdentityError,
     InvalidUsage,
     NotFound,
+    NotRegistered,
+    PermissionDenied,
     RemoteError,
 )
 from ftagent.facts import SystemPaths, collect_facts, facts_digest
-from ftagent.identity import Identity, IdentityStore, validate_pair
+from ftagent.identity import CERT_NAME, KEY_NAME, Identity, validate_pair
 from ftagent.lock import FileLock
 from ftagent.repos import SCA_MODE, RepoManager
+from ftagent.rhsmconf import read_rhsm_conf
+from ftagent.rhsmidentity import identity_store
+from ftagent.rhsmlock import RhsmLock, rhsm_lock
+from ftagent.sysroot import system_root
 
 if TYPE_CHECKING:
     from ftagent.connection import Connection
@@ -103,10 +109,11 @@ class Agent:
         self.config = config if config is not None else load_config()
         self.system_paths = system_paths
         self.lease_claim = lease_claim
-        self.identity = IdentityStore(self.config.agent.identity_dir)
+        self.identity = identity_store(self.config)
         self.repos = RepoManager(self.config)
         # The repository file follows the certificates: written after new ones, before old ones go.
-        self.entitlements = EntitlementStore(self.config.agent.entitlement_dir, listener=self.repos)
+        self.entitlements = EntitlementStore(self.config.agent.entitlement_dir, listener=self.repos,
+                                             lock=self.repos.lock)
         #: The content access mode of the org the last registration went to (None before one).
         self.registered_mode: str | None = None
         self._connection: Connection | None = None
@@ -116,10 +123,12 @@ class Agent:
     # -- resources --------------------------------------------------------------------------
 
     def lock(self, timeout: float | None = None) -> FileLock:
-        """The inter-process lock around state-changing work."""
-        return FileLock(
-            self.config.agent.lock_file, self.config.agent.lock_timeout if timeout is None else timeout
-        )
+        """The inter-process lock around state-changing work: ftagent's own, and in the ``rhsm`` layout
+        subscription-manager's too, for the whole of it, as subscription-manager holds it."""
+        wait = self.config.agent.lock_timeout if timeout is None else timeout
+        if self.config.agent.rhsm:
+            return _BothLocks(self.config.agent.lock_file, wait, rhsm_lock(self.config.agent.rhsm_lock, wait))
+        return FileLock(self.config.agent.lock_file, wait)
 
     def close(self) -> None:
         """Close the server connection."""
@@ -509,7 +518,7 @@ class Agent:
             followed = self.followed
             sent = body if followed is None else {"facts": facts, "installedProducts": products}
             conn.put(f"consumers/{u}", json=sent)
-            refresh = self.entitlements.refresh(conn, u)
+            refresh = self.entitlements.refresh(conn, u, full=self.config.content.full_refresh_on_yum)
             self.identity.write_checkin_cache(
                 {"uuid": u, "facts": facts_digest(facts), "products": facts_digest(products)}
             )
@@ -684,6 +693,54 @@ class Agent:
         self.refresh()
         return identity
 
+    def adopt(self, *, force: bool = False) -> Identity:
+        """Take over the registration subscription-manager made (``register --adopt``): no new consumer.
+
+        The identity is subscription-manager's ``cert.pem`` and ``key.pem`` in rhsm.conf's
+        ``consumerCertDir`` (in the ``rhsm`` layout, ftagent's own identity directory: the files stay
+        where they are). The pair is validated and checked with the server as that consumer; the
+        facts go to the server (``virt.uuid`` among them), then the certificates and the repository
+        file are refreshed. From then on ftagent follows the consumer's failovers as its own."""
+        source = self._rhsm_consumer_dir()
+        cert_file, key_file = source / CERT_NAME, source / KEY_NAME
+        if cert_file != self.identity.cert_path:
+            self.check_can_register(force)
+        try:
+            cert_pem, key_pem = cert_file.read_bytes(), key_file.read_bytes()
+        except FileNotFoundError:
+            raise NotRegistered(f"there is no registration to adopt: no {cert_file} and {key_file}") from None
+        except PermissionError:
+            raise PermissionDenied(str(source)) from None
+        uuid = validate_pair(cert_pem, key_pem, cert_label=str(cert_file), key_label=str(key_file))["uuid"]
+        facts, products = self.facts(), self.installed_products()
+        with server_connection(self.config, cert_file=cert_file, key_file=key_file) as conn:
+            try:
+                consumer = conn.get(f"consumers/{uuid}")
+            except FailoverRequired:
+                consumer = None  # it has a successor: adopted first, the failover is followed below
+        name = consumer.get("name") if isinstance(consumer, dict) else None
+        known = consumer.get("facts") if isinstance(consumer, dict) else None
+        theirs = known.get("virt.uuid") if isinstance(known, dict) else None
+        if theirs and facts.get("virt.uuid") and str(theirs).lower() != facts["virt.uuid"].lower():
+            logger.warning("consumer %s was registered with virt.uuid %s; this system's is %s (sent now)", uuid,
+                           theirs, facts["virt.uuid"])
+        self.close()
+        self.identity.save(cert_pem, key_pem, name=name if isinstance(name, str) else None, key_origin="adopted")
+        self._consumer_call(lambda conn, u: conn.put(f"consumers/{u}",
+                                                     json={"facts": facts, "installedProducts": products}))
+        current = self.current_identity()
+        self.identity.write_checkin_cache(
+            {"uuid": current.uuid, "facts": facts_digest(facts), "products": facts_digest(products)})
+        logger.info("adopted consumer %s from %s", current.uuid, source)
+        self.refresh()
+        return self.current_identity()
+
+    def _rhsm_consumer_dir(self) -> Path:
+        """Where subscription-manager keeps the identity: rhsm.conf's ``consumerCertDir``."""
+        if self.config.agent.rhsm:
+            return Path(self.config.agent.identity_dir)
+        return read_rhsm_conf(system_root(ROOT_VAR), self.config.agent.rhsm_conf).path_of("rhsm", "consumerCertDir")
+
     def server_status(self) -> dict[str, Any]:
         """The server's ``GET /status`` (version, capabilities); anonymous."""
         with self.anonymous_connection() as conn:
@@ -695,6 +752,26 @@ class Agent:
         """``with agent.locked():`` hold the inter-process lock."""
         with self.lock():
             yield self
+
+
+class _BothLocks(FileLock):
+    """ftagent's own lock, then subscription-manager's; released in the reverse order."""
+
+    def __init__(self, path: Path, timeout: float, rhsm: RhsmLock) -> None:
+        super().__init__(path, timeout)
+        self.rhsm = rhsm
+
+    def acquire(self) -> None:
+        super().acquire()
+        try:
+            self.rhsm.acquire()
+        except BaseException:
+            super().release()
+            raise
+
+    def release(self) -> None:
+        self.rhsm.release()
+        super().release()
 
 
 def _honours_csr(conn: Connection) -> bool:

@@ -349,6 +349,9 @@ def _locked(ctx: click.Context) -> Agent:
               help="Server URL to use; saved as [server] url in the configuration file.")
 @click.option("--insecure", is_flag=True, default=None,
               help="Do not verify the server's certificate; saved as [server] insecure = yes.")
+@click.option("--adopt", is_flag=True,
+              help="Take over subscription-manager's registration (its identity in /etc/pki/consumer): "
+                   "no new consumer.")
 @json_option
 @click.pass_context
 def register(
@@ -364,10 +367,24 @@ def register(
     consumer_id: str | None,
     server_url: str | None,
     insecure: bool | None,
+    adopt: bool,
     as_json: bool,
 ) -> None:
     """Register this system with the entitlement server."""
     keys = [k.strip() for item in activation_keys for k in item.split(",") if k.strip()]
+    if adopt:
+        if org or username or keys or consumer_id or name or auto_attach or server_key:
+            raise InvalidUsage("--adopt takes over an existing registration: give none of --org, --username, "
+                               "--activationkey, --consumerid, --name, --auto-attach, --server-key")
+        agent = _locked(ctx)
+        _apply_server_overrides(agent, server_url, insecure)
+        identity = agent.adopt(force=force)
+        _save_server_overrides(agent, server_url, insecure)
+        data = {**identity.as_dict(), "entitlement_serials": sorted(agent.entitlements.serials())}
+        _emit(as_json, data, [f"Adopted the registration of {identity.uuid} (name {identity.name}, org "
+                              f"{identity.org}); ftagent manages it from now on",
+                              f"Entitlement certificates: {len(data['entitlement_serials'])}"])
+        return
     if username and keys:
         raise InvalidUsage("use either --username or --activationkey, not both")
     if not username and not keys:
@@ -498,10 +515,10 @@ def identity(ctx: click.Context, regenerate: bool, server_key: bool, as_json: bo
 def _identity_fast(state: State) -> Any:
     """Load the identity without importing the network stack."""
     from ftagent.config import load_config
-    from ftagent.identity import IdentityStore
+    from ftagent.rhsmidentity import identity_store
 
     config = load_config(state.config_path)
-    return IdentityStore(config.agent.identity_dir).load()
+    return identity_store(config).load()
 
 
 @cli.command()

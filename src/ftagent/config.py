@@ -5,14 +5,21 @@ moves the default one (and every other system path) into a directory (:mod:`ftag
 Sections::
 
     [server]  url, ca_cert (file or directory), insecure, timeout, proxy, no_proxy, retries
-    [agent]   identity_dir, entitlement_dir, facts_dir, product_dir, lock_file, lock_timeout, log_file,
-              metrics_file
-    [content] repo_file, manage_repos, baseurl, repo_ca_cert (the repository file, see ftagent.repos)
+    [agent]   layout, identity_dir, entitlement_dir, state_dir, facts_dir, product_dir, lock_file,
+              lock_timeout, log_file, metrics_file, rhsm_conf, rhsm_lock
+    [content] repo_file, manage_repos, baseurl, repo_ca_cert, full_refresh_on_yum (the repository
+              file, see ftagent.repos)
     [lease]   reserved for the heartbeat agent: kept as raw strings, never warned about
 
 Relative paths are relative to the directory of the configuration file, so a test can run an agent
-entirely inside a temporary directory.  Unknown sections and keys are logged as warnings; a bad
-value raises :class:`~ftagent.errors.ConfigError` naming the file, section and key.
+entirely inside a temporary directory; the built-in defaults are taken inside ``$FTAGENT_ROOT``.
+Unknown sections and keys are logged as warnings; a bad value raises
+:class:`~ftagent.errors.ConfigError` naming the file, section and key.
+
+``[agent] layout = rhsm`` puts ftagent where subscription-manager keeps things (the identity in
+``/etc/pki/consumer``, certificates in ``/etc/pki/entitlement``; see :mod:`ftagent.layout`) and takes
+every ``[server]``, ``[agent]`` and ``[content]`` value this file leaves unset from ``rhsm.conf``
+(:mod:`ftagent.rhsmconf`). :attr:`Config.origins` says where each value came from.
 """
 
 from __future__ import annotations
@@ -27,13 +34,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ftagent.atomic import write_atomic
 from ftagent.errors import ConfigError
+from ftagent.rhsmconf import DEFAULT_PATH as DEFAULT_RHSM_CONF
+from ftagent.rhsmconf import RhsmConf, read_rhsm_conf
+from ftagent.rhsmlock import DEFAULT_PATH as DEFAULT_RHSM_LOCK
 from ftagent.sysroot import rooted, system_root
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "LAYOUTS",
     "AgentConfig",
     "Config",
     "ContentConfig",
@@ -51,6 +63,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/ftagent/ftagent.conf")
 ENV_VAR = "FTAGENT_CONFIG"
 #: The environment variable naming the system root (default ``/``).
 ROOT_VAR = "FTAGENT_ROOT"
+
+#: ``[agent] layout``: ftagent's own paths, or subscription-manager's.
+LAYOUTS = ("ftagent", "rhsm")
 
 #: Sections other components own: name -> validator of the raw key/value mapping (may be None).
 _EXTRA_SECTIONS: dict[str, Callable[[Mapping[str, str]], None] | None] = {"lease": None}
@@ -86,6 +101,16 @@ class AgentConfig:
     lock_timeout: float = 60.0
     log_file: Path | None = None
     metrics_file: Path | None = None
+    layout: str = "ftagent"
+    #: ftagent's own state where the layout keeps none beside the identity (``rhsm``).
+    state_dir: Path = Path("/var/lib/ftagent")
+    rhsm_conf: Path = DEFAULT_RHSM_CONF
+    rhsm_lock: Path = DEFAULT_RHSM_LOCK
+
+    @property
+    def rhsm(self) -> bool:
+        """Whether subscription-manager's layout is in use."""
+        return self.layout == "rhsm"
 
 
 @dataclass
@@ -96,6 +121,9 @@ class ContentConfig:
     manage_repos: bool = True
     baseurl: str = "https://cdn.redhat.com"
     repo_ca_cert: Path | None = None  # None: [server] ca_cert when that is a file
+    #: Fetch the content overrides from the server at every check-in, not only when certificates
+    #: changed (rhsm.conf's full_refresh_on_yum, which subscription-manager's dnf plugin honours).
+    full_refresh_on_yum: bool = False
 
 
 @dataclass
@@ -109,6 +137,8 @@ class Config:
     content: ContentConfig = field(default_factory=ContentConfig)
     sections: dict[str, dict[str, str]] = field(default_factory=dict)
     looked_for: Path | None = None
+    #: ``"section.key"`` -> where its value came from: this file, rhsm.conf, or ``"default"``.
+    origins: dict[str, str] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -184,6 +214,10 @@ class _Reader:
 
 _SERVER_KEYS = {"url", "ca_cert", "insecure", "timeout", "proxy", "no_proxy", "retries"}
 _AGENT_KEYS = {
+    "layout",
+    "state_dir",
+    "rhsm_conf",
+    "rhsm_lock",
     "identity_dir",
     "entitlement_dir",
     "facts_dir",
@@ -193,7 +227,7 @@ _AGENT_KEYS = {
     "log_file",
     "metrics_file",
 }
-_CONTENT_KEYS = {"repo_file", "manage_repos", "baseurl", "repo_ca_cert"}
+_CONTENT_KEYS = {"repo_file", "manage_repos", "baseurl", "repo_ca_cert", "full_refresh_on_yum"}
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -207,6 +241,17 @@ def config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str
     return rooted(system_root(ROOT_VAR, environ), DEFAULT_CONFIG_PATH)
 
 
+def _rooted_defaults(root: Path) -> tuple[AgentConfig, ContentConfig]:
+    """The built-in defaults, their system paths inside ``root``."""
+    agent, content = AgentConfig(), ContentConfig()
+    for obj in (agent, content):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, Path):
+                setattr(obj, f.name, rooted(root, value))
+    return agent, content
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
 ) -> Config:
@@ -217,9 +262,11 @@ def load_config(
     """
     environ = os.environ if env is None else env
     explicit = bool(path) or bool(environ.get(ENV_VAR))
+    root = system_root(ROOT_VAR, environ)
     file = config_path(path, environ)
     parser = configparser.RawConfigParser(strict=True, default_section="\x00none")
     parser.optionxform = str  # type: ignore[assignment,method-assign]
+    found = True
     try:
         with open(file, encoding="utf-8") as fh:
             parser.read_file(fh, source=str(file))
@@ -227,7 +274,7 @@ def load_config(
         if explicit:
             raise ConfigError("configuration file not found", file=str(file)) from None
         logger.debug("no configuration file %s; using defaults", file)
-        return Config(path=None, looked_for=file)
+        found = False
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read configuration: {exc}", file=str(file)) from exc
     except configparser.Error as exc:
@@ -253,14 +300,10 @@ def load_config(
         no_proxy=reader.text("server", "no_proxy"),
         retries=int(reader.number("server", "retries", 3, integer=True)),
     )
-    if server.url is not None and server.url.startswith("http://"):
-        raise reader.error("server", "url", f"{server.url!r} is plain HTTP: the server is only reached over TLS; "
-                                            "use https://HOST[:PORT]/PATH")
-    if server.url is not None and not server.url.startswith("https://"):
-        raise reader.error("server", "url", f"invalid URL {server.url!r}: expected https://HOST[:PORT]/PATH")
-    if server.proxy is not None and "://" not in server.proxy:
-        raise reader.error("server", "proxy", f"invalid proxy URL {server.proxy!r}")
-    defaults = AgentConfig()
+    defaults, content_defaults = _rooted_defaults(root)
+    layout = (reader.text("agent", "layout") or defaults.layout).lower()
+    if layout not in LAYOUTS:
+        raise reader.error("agent", "layout", f"unknown layout {layout!r} (use {' or '.join(LAYOUTS)})")
     agent = AgentConfig(
         identity_dir=reader.path("agent", "identity_dir", defaults.identity_dir) or defaults.identity_dir,
         entitlement_dir=reader.path("agent", "entitlement_dir", defaults.entitlement_dir)
@@ -271,16 +314,34 @@ def load_config(
         lock_timeout=float(reader.number("agent", "lock_timeout", defaults.lock_timeout)),
         log_file=reader.path("agent", "log_file", None),
         metrics_file=reader.path("agent", "metrics_file", None),
+        layout=layout,
+        state_dir=reader.path("agent", "state_dir", defaults.state_dir) or defaults.state_dir,
+        rhsm_conf=reader.path("agent", "rhsm_conf", defaults.rhsm_conf) or defaults.rhsm_conf,
+        rhsm_lock=reader.path("agent", "rhsm_lock", defaults.rhsm_lock) or defaults.rhsm_lock,
     )
-    content_defaults = ContentConfig()
     content = ContentConfig(
         repo_file=reader.path("content", "repo_file", content_defaults.repo_file) or content_defaults.repo_file,
         manage_repos=reader.boolean("content", "manage_repos", True),
         baseurl=reader.text("content", "baseurl") or content_defaults.baseurl,
         repo_ca_cert=reader.path("content", "repo_ca_cert", None),
+        full_refresh_on_yum=reader.boolean("content", "full_refresh_on_yum", False),
     )
+    origins = {f"{section}.{key}": str(file) for section in ("server", "agent", "content")
+               if parser.has_section(section) for key in parser.options(section) if parser.get(section, key).strip()}
+    if agent.rhsm:
+        rhsm = read_rhsm_conf(root, agent.rhsm_conf)
+        _from_rhsm_conf(rhsm, server, agent, content, origins)
+    if server.url is not None and server.url.startswith("http://"):
+        raise _error_at(origins, reader, "server", "url", f"{server.url!r} is plain HTTP: the server is only reached "
+                        "over TLS; use https://HOST[:PORT]/PATH")
+    if server.url is not None and not server.url.startswith("https://"):
+        raise _error_at(origins, reader, "server", "url", f"invalid URL {server.url!r}: expected "
+                        "https://HOST[:PORT]/PATH")
+    if server.proxy is not None and "://" not in server.proxy:
+        raise _error_at(origins, reader, "server", "proxy", f"invalid proxy URL {server.proxy!r}")
     if not content.baseurl.startswith(("https://", "http://")):
-        raise reader.error("content", "baseurl", f"invalid URL {content.baseurl!r}: expected https://HOST[/PATH]")
+        raise _error_at(origins, reader, "content", "baseurl", f"invalid URL {content.baseurl!r}: expected "
+                        "https://HOST[/PATH]")
     sections = {name: dict(parser.items(name)) for name in parser.sections()}
     for name, validator in _EXTRA_SECTIONS.items():
         if validator is not None and name in sections:
@@ -290,7 +351,64 @@ def load_config(
                 raise
             except ValueError as exc:
                 raise ConfigError(str(exc), file=str(file), section=name) from exc
-    return Config(path=file, server=server, agent=agent, content=content, sections=sections)
+    return Config(path=file if found else None, server=server, agent=agent, content=content, sections=sections,
+                  looked_for=None if found else file, origins=origins)
+
+
+def _error_at(origins: Mapping[str, str], reader: _Reader, section: str, key: str, message: str) -> ConfigError:
+    """An error naming where the value came from (this file, or rhsm.conf's key)."""
+    origin = origins.get(f"{section}.{key}", reader.file)
+    if origin == reader.file:
+        return reader.error(section, key, message)
+    return ConfigError(message, file=origin.split(" ", 1)[0], section=section, key=key)
+
+
+def _from_rhsm_conf(rhsm: RhsmConf, server: ServerConfig, agent: AgentConfig, content: ContentConfig,
+                    origins: dict[str, str]) -> None:
+    """The ``rhsm`` layout: each value ftagent.conf leaves unset, from rhsm.conf (its defaults included)."""
+
+    def take(section: str, key: str, value: Any, rhsm_section: str, *rhsm_keys: str) -> Any:
+        name = f"{section}.{key}"
+        if name in origins:
+            return None
+        given = [k for k in rhsm_keys if rhsm.is_set(rhsm_section, k)]
+        where = str(rhsm.path) if given else "rhsm.conf default"
+        origins[name] = f"{where} [{rhsm_section}] {', '.join(given or rhsm_keys)}"
+        return value
+
+    def set_(obj: Any, section: str, key: str, value: Any, rhsm_section: str, *rhsm_keys: str) -> None:
+        if take(section, key, value, rhsm_section, *rhsm_keys) is not None:
+            setattr(obj, key, value)
+
+    host = rhsm.get("server", "hostname")
+    port = rhsm.number("server", "port") or 443
+    prefix = rhsm.get("server", "prefix") or "/"
+    hostpart = f"[{host}]" if ":" in host else host
+    set_(server, "server", "url", f"https://{hostpart}:{port}/{prefix.strip('/')}".rstrip("/"), "server",
+         "hostname", "port", "prefix")
+    ca_dir = rhsm.path_of("rhsm", "ca_cert_dir")
+    if ca_dir.is_dir():
+        set_(server, "server", "ca_cert", ca_dir, "rhsm", "ca_cert_dir")
+    set_(server, "server", "insecure", rhsm.flag("server", "insecure"), "server", "insecure")
+    proxy_host = rhsm.get("server", "proxy_hostname")
+    if proxy_host:
+        user = rhsm.get("server", "proxy_user")
+        secret = rhsm.get("server", "proxy_password")
+        cred = f"{quote(user, safe='')}:{quote(secret, safe='')}@" if user else ""
+        scheme = rhsm.get("server", "proxy_scheme") or "http"
+        proxy = f"{scheme}://{cred}{proxy_host}:{rhsm.number('server', 'proxy_port') or 3128}"
+        set_(server, "server", "proxy", proxy, "server", "proxy_hostname", "proxy_port", "proxy_user",
+             "proxy_password")
+    if rhsm.get("server", "no_proxy"):
+        set_(server, "server", "no_proxy", rhsm.get("server", "no_proxy"), "server", "no_proxy")
+    set_(agent, "agent", "identity_dir", rhsm.path_of("rhsm", "consumerCertDir"), "rhsm", "consumercertdir")
+    set_(agent, "agent", "entitlement_dir", rhsm.path_of("rhsm", "entitlementCertDir"), "rhsm",
+         "entitlementcertdir")
+    set_(content, "content", "baseurl", rhsm.get("rhsm", "baseurl"), "rhsm", "baseurl")
+    set_(content, "content", "repo_ca_cert", rhsm.path_of("rhsm", "repo_ca_cert"), "rhsm", "repo_ca_cert")
+    set_(content, "content", "manage_repos", rhsm.flag("rhsm", "manage_repos"), "rhsm", "manage_repos")
+    set_(content, "content", "full_refresh_on_yum", rhsm.flag("rhsm", "full_refresh_on_yum"), "rhsm",
+         "full_refresh_on_yum")
 
 
 def _nearest(key: str, known: set[str]) -> str:
@@ -300,15 +418,14 @@ def _nearest(key: str, known: set[str]) -> str:
 
 
 def describe(config: Config) -> list[dict[str, Any]]:
-    """The effective ``[server]``, ``[agent]`` and ``[content]`` values, each with where it came from."""
-    origin = str(config.path) if config.path is not None else None
+    """The effective ``[server]``, ``[agent]`` and ``[content]`` values, each with where it came from:
+    this file, rhsm.conf (file, section and key, or its default) in the ``rhsm`` layout, or ``default``."""
     out = []
     for section, obj in (("server", config.server), ("agent", config.agent), ("content", config.content)):
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            from_file = origin is not None and f.name in config.sections.get(section, {})
             out.append({"section": section, "key": f.name, "value": None if value is None else str(value),
-                        "source": origin if from_file else "default"})
+                        "source": config.origins.get(f"{section}.{f.name}", "default")})
     return out
 
 

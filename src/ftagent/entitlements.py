@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -82,9 +83,12 @@ class CertificateListener(Protocol):
 class EntitlementStore:
     """The entitlement certificate directory (and the listener that follows its changes)."""
 
-    def __init__(self, directory: str | os.PathLike[str], listener: CertificateListener | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], listener: CertificateListener | None = None,
+                 lock: AbstractContextManager[Any] | None = None) -> None:
         self.directory = Path(directory)
         self.listener = listener
+        #: What every write happens under (subscription-manager's lock in the rhsm layout).
+        self.lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
 
     def cert_path(self, serial: int) -> Path:
         """Path of a serial's certificate."""
@@ -127,17 +131,23 @@ class EntitlementStore:
 
     def save(self, serial: int, cert_pem: bytes, key_pem: bytes, *, sync_dir: bool = True) -> None:
         """Write a serial's key (0600) then its certificate, each atomically."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.key_path(serial), key_pem, mode=0o600, sync_dir=False)
-        write_atomic(self.cert_path(serial), cert_pem, mode=0o644, sync_dir=sync_dir)
+        with self.lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.key_path(serial), key_pem, mode=0o600, sync_dir=False)
+            write_atomic(self.cert_path(serial), cert_pem, mode=0o644, sync_dir=sync_dir)
 
     def remove(self, serial: int) -> None:
         """Remove a serial's certificate, then its key."""
-        remove_durably(self.cert_path(serial))
-        remove_durably(self.key_path(serial))
+        with self.lock:
+            remove_durably(self.cert_path(serial))
+            remove_durably(self.key_path(serial))
 
     def clear(self) -> list[int]:
         """Remove every entitlement certificate and key (and leftovers); return removed serials."""
+        with self.lock:
+            return self._clear()
+
+    def _clear(self) -> list[int]:
         if self.listener is not None:
             self.listener.certificates_cleared()
         removed = sorted(self.serials())
@@ -175,6 +185,10 @@ class EntitlementStore:
 
         ``full`` (an explicit refresh) tells the listener to fetch what it keeps from the server anew.
         """
+        with self.lock:
+            return self._refresh(connection, uuid, full=full)
+
+    def _refresh(self, connection: Connection, uuid: str, *, full: bool) -> RefreshResult:
         listing = connection.get(f"consumers/{uuid}/certificates/serials")
         if not isinstance(listing, list):
             raise RemoteError(200, "unexpected answer to the certificate serial listing")

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ftagent.atomic import remove_durably, write_atomic
 from ftagent.entitlements import EntitlementStore
 from ftagent.errors import FtagentError, InvalidUsage, NotFound
+from ftagent.rhsmlock import write_lock
 
 if TYPE_CHECKING:
     from ftagent.config import Config
@@ -102,8 +103,12 @@ class RepoManager:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.content = config.content
-        self.certificates = EntitlementStore(config.agent.entitlement_dir)
-        self.cache_path = Path(config.agent.identity_dir) / OVERRIDES_CACHE
+        self.lock = write_lock(config.agent)
+        self.certificates = EntitlementStore(config.agent.entitlement_dir, lock=self.lock)
+        # Beside the identity in ftagent's layout; in subscription-manager's, ftagent's own state
+        # stays out of its directories.
+        state = config.agent.state_dir if config.agent.rhsm else Path(config.agent.identity_dir)
+        self.cache_path = state / OVERRIDES_CACHE
 
     @property
     def server_ca(self) -> Path | None:
@@ -134,6 +139,7 @@ class RepoManager:
 
     def _cache(self, uuid: str, overrides: list[dict[str, Any]]) -> None:
         try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.cache_path, json.dumps({"uuid": uuid, "overrides": overrides}).encode(), mode=0o644)
         except OSError as exc:
             logger.warning("cannot keep the content overrides in %s: %s", self.cache_path, exc)
@@ -229,7 +235,8 @@ class RepoManager:
                 return False
         except OSError:
             pass
-        write_atomic(path, data, mode=0o644)
+        with self.lock:
+            write_atomic(path, data, mode=0o644)
         logger.info("repository file %s written: %d repositories", path, len(repos))
         return True
 
@@ -238,7 +245,8 @@ class RepoManager:
         path = self.content.repo_file
         if not path.exists():
             return False
-        remove_durably(path)
+        with self.lock:
+            remove_durably(path)
         logger.info("repository file %s removed", path)
         return True
 
@@ -306,4 +314,5 @@ def _yum_content(cert: EntitlementCert) -> list[dict[str, Any]]:
 
 def entitlement_store(config: Config) -> EntitlementStore:
     """The entitlement certificate store, with the repository file following its changes."""
-    return EntitlementStore(config.agent.entitlement_dir, listener=RepoManager(config))
+    repos = RepoManager(config)
+    return EntitlementStore(config.agent.entitlement_dir, listener=repos, lock=repos.lock)

@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.conftest import FtmockServer
 from tests.kit.ftmock import finished_job
+from tests.kit.rhsmhost import python_rhsm
 
 _counter = itertools.count()
 
@@ -134,14 +135,8 @@ def server(ftmock_session: FtmockServer) -> FtmockServer:
 def rhsm_common(server: FtmockServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """python-rhsm's connection arguments for the server, with its CA as python-rhsm's only trusted CA
     (python-rhsm's settings are put back afterwards)."""
-    import rhsm.connection as rc
-
     ca_dir = tmp_path / "ca"
     ca_dir.mkdir()
     shutil.copy(server.ca_path, ca_dir / "ftmock-ca.pem")
-    saved = {(s, k): rc.config.get(s, k) for s, k in (("rhsm", "ca_cert_dir"), ("server", "insecure"))}
-    rc.config.set("rhsm", "ca_cert_dir", f"{ca_dir}/")
-    rc.config.set("server", "insecure", "0")
-    yield {"host": "127.0.0.1", "ssl_port": server.port, "handler": "/candlepin", "timeout": 30}
-    for (section, key), value in saved.items():
-        rc.config.set(section, key, value)
+    with python_rhsm(server, ca_dir) as common:
+        yield common

@@ -10,6 +10,8 @@ programs take them inside the root.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import requests
 
 from tests.kit.ftmock import FtmockServer
 
-__all__ = ["register_host", "write_rhsm_conf"]
+__all__ = ["python_rhsm", "register_host", "write_rhsm_conf"]
 
 CA_NAME = "ftmock-ca.pem"
 
@@ -67,3 +69,19 @@ def register_host(root: Path, server: FtmockServer, org: str, *, name: str = "ho
     key.write_text(consumer["idCert"]["key"])
     key.chmod(0o600)
     return str(consumer["uuid"])
+
+
+@contextmanager
+def python_rhsm(server: FtmockServer, ca_dir: Path) -> Iterator[dict[str, Any]]:
+    """python-rhsm's connection arguments for ``server``, with the certificates of ``ca_dir`` as
+    python-rhsm's only trusted CAs (its process-wide settings are put back afterwards)."""
+    import rhsm.connection as rc
+
+    saved = {(s, k): rc.config.get(s, k) for s, k in (("rhsm", "ca_cert_dir"), ("server", "insecure"))}
+    rc.config.set("rhsm", "ca_cert_dir", f"{ca_dir}/")
+    rc.config.set("server", "insecure", "0")
+    try:
+        yield {"host": "127.0.0.1", "ssl_port": server.port, "handler": "/candlepin", "timeout": 30}
+    finally:
+        for (section, key), value in saved.items():
+            rc.config.set(section, key, value)

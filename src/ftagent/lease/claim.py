@@ -27,13 +27,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ftagent.errors import FailoverError, FtagentError
-from ftagent.identity import IdentityStore
 from ftagent.lease.backend import Grant, LeaseRefused
 from ftagent.lease.backends import backend_spec, open_backend
 from ftagent.lease.clock import SystemClock, boot_id
 from ftagent.lease.settings import LeaseSettings, parse_lease_settings
 from ftagent.lease.states import LeaseLost, LeaseState
 from ftagent.lease.status import load_or_create_holder, read_status, status_summary, write_status
+from ftagent.rhsmidentity import identity_store
 
 if TYPE_CHECKING:
     from ftagent.config import Config
@@ -50,7 +50,7 @@ class CommandLeaseClaim:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.settings = settings
-        self.identity = IdentityStore(config.agent.identity_dir)
+        self.identity = identity_store(config)
         self.sleep = sleep
         self.monotonic = monotonic
 

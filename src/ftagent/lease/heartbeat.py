@@ -42,7 +42,6 @@ from ftagent.connection import Connection, server_connection
 from ftagent.errors import ConnectionFailed
 from ftagent.facts import collect_facts
 from ftagent.failover import IdentitySwapper
-from ftagent.identity import IdentityStore
 from ftagent.lease.backends import open_backend
 from ftagent.lease.clock import Clock, SystemClock, boot_id
 from ftagent.lease.fencing import FenceLadder, FenceReport, Runner, parse_signal_spec, run_bounded
@@ -51,6 +50,7 @@ from ftagent.lease.settings import LeaseSettings, parse_lease_settings
 from ftagent.lease.states import LeaseState
 from ftagent.lease.status import load_or_create_holder, read_status, write_status
 from ftagent.repos import entitlement_store
+from ftagent.rhsmidentity import identity_store
 from ftagent.sdnotify import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class Heartbeat:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.notifier = notifier if notifier is not None else Notifier()
         self.mode = mode
-        self.identity = IdentityStore(config.agent.identity_dir)
+        self.identity = identity_store(config)
         self.entitlements = entitlement_store(config)  # a failover swap rewrites the repository file too
         self.boot_id = boot_id()
         self.fence_count = 0
