@@ -352,20 +352,26 @@ class IdentityStore:
         if not self.directory.is_dir():
             return
         remove_durably(self.directory / CURRENT)
-        remove_durably(self.cert_path, self.key_path, self.directory / CHECKIN_CACHE)
+        remove_durably(self.cert_path, self.key_path, self.checkin_path)
         self._cleanup(keep=None)
         logger.info("removed identity in %s", self.directory)
 
     # -- check-in cache (what was last sent to the server) -------------------------------------
 
+    @property
+    def checkin_path(self) -> Path:
+        """Where the check-in cache is kept."""
+        return self.directory / CHECKIN_CACHE
+
     def read_checkin_cache(self) -> dict[str, Any]:
         """What the last check-in sent (digests), or an empty dict."""
         try:
-            data = json.loads((self.directory / CHECKIN_CACHE).read_text())
+            data = json.loads(self.checkin_path.read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
     def write_checkin_cache(self, data: dict[str, Any]) -> None:
         """Remember what was sent at check-in (atomic)."""
-        write_atomic(self.directory / CHECKIN_CACHE, json.dumps(data).encode(), mode=0o644)
+        self.checkin_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.checkin_path, json.dumps(data).encode(), mode=0o644)

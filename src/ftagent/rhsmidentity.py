@@ -126,23 +126,13 @@ class RhsmIdentityStore(IdentityStore):
         """Remove the identity files as subscription-manager's unregister does, and ftagent's record."""
         with self.lock:
             remove_durably(self.key_path, self.cert_path)
-            for name in (RECORD, CHECKIN):
-                remove_durably(self.state_dir / name)
+            remove_durably(self.state_dir / RECORD, self.checkin_path)
             remove_durably(self._pending / META, self._pending / CERT_NAME, self._pending / KEY_NAME)
         logger.info("removed identity in %s", self.directory)
 
-    # -- check-in cache -------------------------------------------------------------------------
-
-    def read_checkin_cache(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.state_dir / CHECKIN).read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def write_checkin_cache(self, data: dict[str, Any]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(self.state_dir / CHECKIN, json.dumps(data).encode(), mode=0o644)
+    @property
+    def checkin_path(self) -> Path:
+        return self.state_dir / CHECKIN
 
 
 def identity_store(config: Any) -> IdentityStore:
