@@ -321,3 +321,11 @@ def test_unknown_lease_key_offers_the_nearest(tmp_path: Path, caplog: pytest.Log
     s = parse_lease_settings(load_config(write_conf(tmp_path, "ttl = 40\nrenew_intervall = 2")))
     assert s.renew_interval == 10.0  # the typo is ignored, not applied
     assert "[lease] unknown key renew_intervall ignored; did you mean renew_interval?" in caplog.text
+
+
+def test_another_backends_key_is_named_as_such_and_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="ftagent")
+    s = parse_lease_settings(load_config(write_conf(tmp_path, "backend = server\nsanlock_host_id = 3\netcd_prefx = /x")))
+    assert s.backend == "server" and s.backend_options is None
+    assert "[lease] sanlock_host_id is for backend sanlock; ignored with backend server" in caplog.text
+    assert "[lease] unknown key etcd_prefx ignored; did you mean etcd_prefix?" in caplog.text

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftagent.errors import ConfigError
-from ftagent.lease.backends import BACKENDS, DEFAULT_BACKEND, REGISTRY
+from ftagent.lease.backends import BACKENDS, DEFAULT_BACKEND, all_backends, backend_spec
 
 if TYPE_CHECKING:
     from ftagent.config import Config
@@ -39,7 +39,7 @@ KEYS = frozenset({
 
 def lease_keys() -> frozenset[str]:
     """Every key ``[lease]`` knows: the shared ones and each backend's own."""
-    return KEYS.union(*(spec.keys for spec in REGISTRY.values()))
+    return KEYS.union(*(spec.keys for spec in all_backends()))
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,23 @@ def _timing(raw: Mapping[str, str], defaults: LeaseSettings,
     return values["renew_interval"], values["ttl"], values["margin"], note
 
 
+def _check_keys(raw: Mapping[str, str], own: tuple[str, ...], backend: str, where: str) -> None:
+    """Warn about keys that are not ``[lease]``'s (a typo) or another backend's (ignored)."""
+    strange = [key for key in raw if key not in KEYS and key not in own]
+    if not strange:
+        return  # the common case: the other backends' modules are not even loaded
+    owners = {key: spec.name for spec in all_backends() for key in spec.keys}
+    known = lease_keys()
+    for key in strange:
+        if key in owners:
+            logger.warning("%s: [lease] %s is for backend %s; ignored with backend %s", where, key, owners[key],
+                           backend)
+        else:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            logger.warning("%s: [lease] unknown key %s ignored%s", where, key,
+                           f"; did you mean {close[0]}?" if close else "")
+
+
 def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | None = None,
                          *, file: str | None = None, base: Path | None = None) -> LeaseSettings:
     """Validate ``[lease]`` of ``config`` (or a raw mapping); errors name file, section and key."""
@@ -118,22 +135,12 @@ def parse_lease_settings(config: Config | None = None, raw: Mapping[str, str] | 
     def err(key: str, message: str) -> ConfigError:
         return ConfigError(message, file=where, section="lease", key=key)
 
-    known = lease_keys()
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            logger.warning("%s: [lease] unknown key %s ignored%s", where, key,
-                           f"; did you mean {close[0]}?" if close else "")
     backend = raw.get("backend", "").strip().lower() or DEFAULT_BACKEND
-    spec = REGISTRY.get(backend)
-    if spec is None:
+    if backend not in BACKENDS:
         raise err("backend", f"unknown lease backend {raw.get('backend', '').strip()!r} "
                              f"(known: {', '.join(BACKENDS)})")
-    for other in REGISTRY.values():
-        for key in other.keys:
-            if other.name != backend and key in raw:
-                logger.warning("%s: [lease] %s is for backend %s; ignored with backend %s", where, key, other.name,
-                               backend)
+    spec = backend_spec(backend)
+    _check_keys(raw, spec.keys, backend, where)
     enabled_raw = raw.get("enabled", "yes").strip().lower()
     if enabled_raw in ("1", "yes", "true", "on"):
         enabled = True

@@ -2,8 +2,9 @@
 
 Each backend is one module here implementing :class:`ftagent.lease.backend.LeaseBackend` and
 declaring itself in a module-level ``BACKEND`` (:class:`~ftagent.lease.backend.BackendSpec`): its
-name, its own ``[lease]`` keys with their parser, and its opener.  :data:`REGISTRY` collects them;
-``[lease]`` validation (:mod:`ftagent.lease.settings`) and the heartbeat ask it, and know no backend.
+name, its own ``[lease]`` keys with their parser, and its opener.  :func:`backend_spec` finds them
+through :data:`MODULES`; ``[lease]`` validation (:mod:`ftagent.lease.settings`) and the heartbeat ask
+it, and know no backend.
 
 - ``server``  (:mod:`.server`, the default): ftmock's lease API, ``POST``/``DELETE
   /consumers/{uuid}/lease`` over the agent's mutual-TLS identity.  Generation = the server's
@@ -22,19 +23,19 @@ name, its own ``[lease]`` keys with their parser, and its opener.  :data:`REGIST
   renewal (:attr:`~ftagent.lease.backend.Grant.age`); the daemon's kill path signals the heartbeat
   (SIGUSR1), which runs the fencing ladder.  Keys ``sanlock_*``.
 
-Adding one: a module here whose top-level imports stay light (``ftagent status`` loads every backend
-module for its keys), declaring its ``BACKEND``; its name in :data:`REGISTRY` below; its keys in
-``man/ftagent.conf.5`` and ``docs/heartbeat.md``.
+Adding one: a module here whose top-level imports stay light (``ftagent status`` loads the configured
+backend's module to validate its keys), declaring its ``BACKEND``; its name and module in
+:data:`MODULES` below; its keys in ``man/ftagent.conf.5`` and ``docs/heartbeat.md``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ftagent.errors import ConfigError
 from ftagent.lease.backend import BackendSpec
-from ftagent.lease.backends import etcd, sanlock, server
 
 if TYPE_CHECKING:
     from ftagent.config import Config
@@ -43,22 +44,35 @@ if TYPE_CHECKING:
     from ftagent.lease.backend import LeaseBackend
     from ftagent.lease.settings import LeaseSettings
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "REGISTRY", "backend_spec", "open_backend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "MODULES", "all_backends", "backend_spec", "open_backend"]
 
-#: Every backend by name, as its module declares it.
-REGISTRY: dict[str, BackendSpec] = {spec.name: spec for spec in (server.BACKEND, etcd.BACKEND, sanlock.BACKEND)}
+#: Every backend by name: the module that declares it in its ``BACKEND``.  The modules are imported
+#: when asked for, not here: ``ftagent status`` validates ``[lease]`` with the configured backend's
+#: module alone, and the three would cost it about 12 ms (``python -X importtime``).
+MODULES = {
+    "server": "ftagent.lease.backends.server",
+    "etcd": "ftagent.lease.backends.etcd",
+    "sanlock": "ftagent.lease.backends.sanlock",
+}
 #: The values ``[lease] backend`` accepts.
-BACKENDS = tuple(REGISTRY)
-DEFAULT_BACKEND = server.BACKEND.name
+BACKENDS = tuple(MODULES)
+DEFAULT_BACKEND = "server"
 
 
 def backend_spec(name: str) -> BackendSpec:
     """What the backend ``name`` declares; a :class:`ConfigError` for an unknown one."""
-    spec = REGISTRY.get(name)
-    if spec is None:
+    module = MODULES.get(name)
+    if module is None:
         raise ConfigError(f"unknown lease backend {name!r} (known: {', '.join(BACKENDS)})", section="lease",
                           key="backend")
+    spec = importlib.import_module(module).BACKEND
+    assert isinstance(spec, BackendSpec) and spec.name == name, module
     return spec
+
+
+def all_backends() -> list[BackendSpec]:
+    """What every backend declares (imports every backend module)."""
+    return [backend_spec(name) for name in BACKENDS]
 
 
 def open_backend(config: Config, settings: LeaseSettings, identity: IdentityStore, *,
