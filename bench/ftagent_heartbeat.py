@@ -204,7 +204,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--skip-etcd", action="store_true", help="leave out the etcd backend's figures")
-    args = parser.parse_args()
+    # Options only when run as a script: under `python -m bench` the command line names the benchmarks.
+    args = parser.parse_args(None if __name__ == "__main__" else [])
     with tempfile.TemporaryDirectory(prefix="bench-heartbeat-") as d:
         tmp = Path(d)
         server = start_ftmock(tmp / "srv")
