@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from tests.kit.etcd import EtcdCluster, KeyWatch  # noqa: E402
 from tests.kit.ftmock import FtmockServer, start_ftmock  # noqa: E402
 from tests.kit.guest import Guest, clone_guest, send_signal  # noqa: E402
-from tests.kit.lease import lease_guest, lease_log, overlaps  # noqa: E402
+from tests.kit.lease import fingerprint, lease_guest, lease_log, overlaps  # noqa: E402
 from tests.kit.orgs import new_org  # noqa: E402
 from tests.kit.wait import wait_until  # noqa: E402
 
@@ -129,13 +129,14 @@ def agent_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]:
 
 def _measure(server: FtmockServer, a: Guest, b: Guest, pa: object, pb: object) -> dict[str, float]:
     log = lease_log(server, a.uuid())
-    holder_a, holder_b = a.status()["holder"], b.status()["holder"]
+    # The server's log names holders by fingerprint only.
+    holder_a, holder_b = fingerprint(a.status()["holder"]), fingerprint(b.status()["holder"])
     fence_time = a.fences()[0][0]
     # Renewals the paused server processed after it resumed (A had given up on them) extend A's
     # lease on the server; the lead is measured against what A's last answered renewal promised.
-    answered = [e["expires"] for e in log if e["holder"] == holder_a and e["start"] < fence_time]
+    answered = [e["expires"] for e in log if e["holderFingerprint"] == holder_a and e["start"] < fence_time]
     expiry_a = max(answered)
-    grant_b = next(e["start"] for e in log if e["holder"] == holder_b and e["event"] == "grant")
+    grant_b = next(e["start"] for e in log if e["holderFingerprint"] == holder_b and e["event"] == "grant")
     a.stop(pa)  # type: ignore[arg-type]
     b.stop(pb)  # type: ignore[arg-type]
     return {"lead": expiry_a - fence_time, "takeover": grant_b - fence_time, "overlaps": len(overlaps(log)),

@@ -285,6 +285,10 @@ class Agent:
         params: dict[str, str] = {"owner": org}
         if activation_keys:
             params["activation_keys"] = ",".join(activation_keys)
+        elif force:
+            # An org administrator's explicit ask: the server may then replace the live identity of the
+            # FT VM this guest names (ftmock answers 409 without it; activation keys never force).
+            params["force"] = "true"
         with self.anonymous_connection(None if activation_keys and not username else username, password) as conn:
             if not server_key and _honours_csr(conn):
                 key = crypto.generate_key()

@@ -21,6 +21,7 @@ from . import (
     dto,
     dtoschema,
     environments,
+    events,
     failover,
     fleet,
     hypervisors,
@@ -36,6 +37,7 @@ from . import (
     releases,
     shares,
     subscriptions,
+    takeover,
 )
 from .auth import ANONYMOUS, Principal, authenticate_basic
 from .ca import IDENTITY_RENEW_DAYS, CertificateAuthority
@@ -99,6 +101,12 @@ Handler = Callable[..., Response]
 #: What a user with role "reporter" may call: report hypervisors and follow the resulting jobs.
 REPORTER_HANDLERS = frozenset({"root", "status", "owner", "user_owners", "hypervisor_checkin",
                                "hypervisor_heartbeat", "job"})
+#: What a user with role "user" may not call: the org's settings (products, pools, activation keys,
+#: shares), its audit events and the fleet view. The takeovers it may not do either (forcing a
+#: registration, regenerating an identity, releasing a lease) are checked where they happen.
+ADMIN_HANDLERS = frozenset({"update_owner", "create_product", "create_pool", "create_activation_key", "create_share",
+                            "delete_share", "owner_events", "fleet_orgs", "fleet_consumers", "fleet_ftgroups",
+                            "fleet_leases"})
 
 
 def _peer_subject(peer: dict[str, Any]) -> dict[str, str]:
@@ -113,10 +121,12 @@ class Api:
     def __init__(self, db: Database, ca: CertificateAuthority,
                  enqueue_job: Callable[[str, list[hypervisors.HypervisorEntry]], None] | None = None,
                  honour_csr: bool = True, identity_renew_days: float = IDENTITY_RENEW_DAYS,
-                 content_dir: Path | None = None) -> None:
+                 content_dir: Path | None = None,
+                 identity_window: float = takeover.DEFAULT_IDENTITY_WINDOW) -> None:
         self.db = db
         self.ca = ca
         self.honour_csr = honour_csr
+        self.identity_window = identity_window
         self.identity_renew_days = identity_renew_days
         self.content_dir = content_dir
         self.enqueue_job = enqueue_job or (lambda _job, _entries: None)
@@ -161,6 +171,8 @@ class Api:
                         and getattr(handler, "__name__", "") not in REPORTER_HANDLERS:
                     raise Forbidden(f"User {ctx.who.name} is a reporter: it may check in hypervisors "
                                     "and nothing else")
+                if ctx.who.is_user and ctx.who.role == "user" and getattr(handler, "__name__", "") in ADMIN_HANDLERS:
+                    raise Forbidden(f"User {ctx.who.name} is not an administrator of its organization")
                 if ctx.consumer is not None and ctx.consumer["failed_over_to"]:
                     response = self._failover_response(ctx)
                 else:
@@ -316,6 +328,7 @@ class Api:
         r("GET", "/owners/{owner}/shares", self.owner_shares, ft=True)
         r("POST", "/owners/{owner}/shares", self.create_share, ft=True)
         r("DELETE", "/owners/{owner}/shares/{recipient}", self.delete_share, ft=True)
+        r("GET", "/owners/{owner}/events", self.owner_events, ft=True)
         r("GET", "/environments/{env}", self.environment, dto="EnvironmentDTO")
         r("DELETE", "/environments/{env}", self.delete_environment)
         r("POST", "/environments/{env}/consumers", self.register_in_environment, dto="ConsumerDTO")
@@ -351,8 +364,9 @@ class Api:
         # A registration of an unregistered FT group's VM rebuilds the group first, so that it is
         # merged into the group's primary as any first registration is (undone if it fails).
         lifecycle.registering(ctx.tx, ctx.ca, ctx.req.query.get("owner"), body)
+        force = _flag(ctx.req.query.get("force"), "force")
         dto = consumers.register(ctx.tx, ctx.ca, ctx.who, ctx.req.query.get("owner"), keys, body,
-                                 honour_csr=self.honour_csr)
+                                 honour_csr=self.honour_csr, force=force, identity_window=self.identity_window)
         log.info("registered consumer %s (%s) in %s", dto["uuid"], dto["name"], dto["owner"]["key"])
         return Response(200, dto)
 
@@ -425,12 +439,14 @@ class Api:
 
     def delete_consumer(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
+        takeover.check_deletion(ctx.tx, row, ctx.who, self.identity_window)
         lifecycle.delete_consumer(ctx.tx, row)
         log.info("deleted consumer %s", uuid)
         return Response(204)
 
     def regenerate(self, ctx: Ctx, uuid: str) -> Response:
         row = self._consumer(ctx, uuid)
+        takeover.check_regeneration(ctx.tx, row, ctx.who)
         return Response(200, consumers.regenerate(ctx.tx, ctx.ca, row, ctx.req.json(), honour_csr=self.honour_csr))
 
     def certificates(self, ctx: Ctx, uuid: str) -> Response:
@@ -584,12 +600,19 @@ class Api:
         return Response(200, lease)
 
     def claim_lease(self, ctx: Ctx, uuid: str) -> Response:
+        """Grant, renew or hand over: only a consumer, for itself (see ftmock.leases)."""
         row = self._consumer(ctx, uuid)
+        if not ctx.who.is_consumer:
+            raise Forbidden("A lease is claimed by the consumer itself, with its identity certificate")
         return Response(200, leases.claim(ctx.tx, row, ctx.req.json()))
 
     def release_lease(self, ctx: Ctx, uuid: str) -> Response:
-        leases.release(ctx.tx, self._consumer(ctx, uuid), ctx.req.query.get("holder"),
-                       ctx.req.query.get("generation"), by_consumer=ctx.who.is_consumer)
+        row = self._consumer(ctx, uuid)
+        if ctx.who.is_user and not ctx.who.administers(row["owner"]):
+            raise Forbidden(f"User {ctx.who.name} cannot release leases in {row['owner']}: only an administrator "
+                            "of the organization can")
+        leases.release(ctx.tx, row, ctx.req.query.get("holder"), ctx.req.query.get("generation"),
+                       by_consumer=ctx.who.is_consumer)
         return Response(204)
 
     def lease_log(self, ctx: Ctx, uuid: str) -> Response:
@@ -778,7 +801,8 @@ class Api:
         row = environments.get_row(ctx.tx, env)
         keys = [k for k in ctx.req.query.get("activation_keys", "").split(",") if k.strip()]
         dto = consumers.register(ctx.tx, ctx.ca, ctx.who, row["owner"], keys, ctx.req.json(),
-                                 honour_csr=self.honour_csr, environment_ids=[env])
+                                 honour_csr=self.honour_csr, environment_ids=[env],
+                                 force=_flag(ctx.req.query.get("force"), "force"), identity_window=self.identity_window)
         log.info("registered consumer %s (%s) in %s, environment %s", dto["uuid"], dto["name"], row["owner"], env)
         return Response(200, dto)
 
@@ -840,6 +864,13 @@ class Api:
         self._require_owner_access(ctx, owner)
         return Response(200, subscriptions.revoke_share(ctx.tx, owner, recipient))
 
+    def owner_events(self, ctx: Ctx, owner: str) -> Response:
+        """The org's audit events (identity replacements): its administrators only."""
+        self._require_owner_access(ctx, owner)
+        if not ctx.who.administers(owner):
+            raise Forbidden(f"User {ctx.who.name} is not an administrator of {owner}")
+        return Response(200, events.list_for_owner(ctx.tx, owner))
+
     def hypervisor_checkin(self, ctx: Ctx, owner: str) -> Response:
         self._require_hypervisor_access(ctx, owner)
         job, entries = hypervisors.submit(ctx.tx, owner, ctx.req.query.get("reporter_id"), ctx.req.body)
@@ -884,6 +915,15 @@ def _as_candlepin(handler: Handler, name: str | None) -> Handler:
 
     run.__name__ = getattr(handler, "__name__", "handler")
     return run
+
+
+def _flag(value: str | None, name: str) -> bool:
+    """A boolean query parameter: absent, ``true`` or ``false`` (any case)."""
+    if value is None or value.lower() == "false":
+        return False
+    if value.lower() == "true":
+        return True
+    raise BadRequest(f"{name} must be true or false")
 
 
 def _checked_in(ctx: Ctx, row: sqlite3.Row) -> None:

@@ -22,6 +22,7 @@ from .lifecycle import LifecycleSettings, save_settings
 from .owners import create_owner, update_owner
 from .server import DEFAULT_REQUEST_TIMEOUT, FtmockHTTPServer, make_tls_context
 from .store import Database
+from .takeover import DEFAULT_IDENTITY_WINDOW
 
 __all__ = ["DEFAULT_ADMIN_PASSWORD", "FtmockApp", "open_database"]
 
@@ -58,7 +59,8 @@ class FtmockApp:
                  honour_csr: bool = True, request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  content_access_mode: str | None = None, content_dir: Path | None = None,
                  lifecycle: LifecycleSettings | None = None, identity_cert_days: int = IDENTITY_DAYS,
-                 identity_renew_days: int = IDENTITY_RENEW_DAYS) -> None:
+                 identity_renew_days: int = IDENTITY_RENEW_DAYS,
+                 identity_window: float = DEFAULT_IDENTITY_WINDOW) -> None:
         self.data_dir = data_dir
         # The address first: a port in use fails here, before a first start writes a CA and a database.
         try:
@@ -82,7 +84,8 @@ class FtmockApp:
         self.jobs = JobRunner(self.db, self.ca, settings=self.lifecycle)
         self.housekeeping = Housekeeping(self.db, self.lifecycle)
         self.api = Api(self.db, self.ca, self.jobs.enqueue, honour_csr=honour_csr,
-                       identity_renew_days=identity_renew_days, content_dir=content_dir)
+                       identity_renew_days=identity_renew_days, content_dir=content_dir,
+                       identity_window=identity_window)
         self.content = ContentServer(content_dir, self.db) if content_dir is not None else None
         self.httpd.open(self.api, make_tls_context(cert, key, data_dir / "ca.pem"), self.content)
         bound_host, bound_port = str(self.httpd.server_address[0]), self.httpd.server_address[1]

@@ -15,9 +15,11 @@ from .store import Tx
 
 __all__ = ["ROLES", "Principal", "authenticate_basic", "create_user", "set_password"]
 
-#: Roles of organization users: an admin does anything within its org; a reporter (a virt-who or
-#: ftreport account) only checks in hypervisors and reads its jobs.
-ROLES = ("admin", "reporter")
+#: Roles of organization users: an admin does anything within its org; a user registers and
+#: manages the org's systems but never takes over a live identity or a lease (see
+#: :mod:`ftmock.takeover`); a reporter (a virt-who or ftreport account) only checks in hypervisors
+#: and reads its jobs.
+ROLES = ("admin", "user", "reporter")
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -39,6 +41,10 @@ class Principal:
     @property
     def is_consumer(self) -> bool:
         return self.kind == "consumer"
+
+    def administers(self, owner: str | None) -> bool:
+        """Whether this is a user with the admin role in ``owner`` (or the server administrator)."""
+        return self.is_user and self.role == "admin" and self.owns(owner)
 
     def owns(self, owner: str | None) -> bool:
         """Whether this principal may act on what belongs to ``owner``; an org-less one owns nothing."""

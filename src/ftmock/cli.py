@@ -32,6 +32,7 @@ from ftagent.cliexit import EXIT_INTERNAL, EXIT_USAGE, ProgramGroup
 
 from . import __version__
 from .errors import ApiError, BadRequest, ConfigError, FtmockError, Unavailable
+from .takeover import DEFAULT_IDENTITY_WINDOW, MAX_IDENTITY_WINDOW, MIN_IDENTITY_WINDOW, org_settings
 
 __all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "exit_code_for", "main"]
 
@@ -116,11 +117,17 @@ def cli(ctx: click.Context, data_dir: str, debug: bool) -> None:
 @click.option("--identity-renew-days", type=click.IntRange(0, 36500), default=None,
               help="A consumer's check-in (GET /consumers/UUID, PUT .../checkin) renews its identity certificate "
                    "when it expires within this many days, for the same key (default 90, as Candlepin).")
+@click.option("--identity-window", type=click.FloatRange(MIN_IDENTITY_WINDOW, MAX_IDENTITY_WINDOW),
+              default=DEFAULT_IDENTITY_WINDOW, show_default=True,
+              help="Seconds after its last check-in or lease renewal during which a system's identity is live: "
+                   "a registration naming its FT VM is refused (409) unless an org admin forces it. An org's "
+                   "own setting (org update --identity-window) comes first.")
 @click.pass_obj
 def serve(data_dir: Path, listen: str, serve_data_dir: str | None, admin_password: str | None,
           no_csr: bool, request_timeout: float, content_access_mode: str | None, content_dir: str | None,
           departed_grace: float, inactive_days: int, guest_silent_after: float,
-          identity_cert_days: int | None, identity_renew_days: int | None) -> None:
+          identity_cert_days: int | None, identity_renew_days: int | None,
+          identity_window: float) -> None:
     """Run the HTTPS server until SIGTERM or Ctrl-C."""
     from .app import FtmockApp
     from .ca import IDENTITY_DAYS, IDENTITY_RENEW_DAYS
@@ -139,7 +146,8 @@ def serve(data_dir: Path, listen: str, serve_data_dir: str | None, admin_passwor
     app = FtmockApp(data_dir, host, port, admin_password, honour_csr=not no_csr, request_timeout=request_timeout,
                     content_access_mode=content_access_mode,
                     content_dir=Path(content_dir).resolve() if content_dir else None, lifecycle=settings,
-                    identity_cert_days=identity_cert_days, identity_renew_days=identity_renew_days)
+                    identity_cert_days=identity_cert_days, identity_renew_days=identity_renew_days,
+                    identity_window=identity_window)
     app.serve()
 
 
@@ -196,18 +204,44 @@ def org() -> None:
 _MODES = click.Choice(["org_environment", "entitlement"])
 
 
+def _window(value: str | None) -> float | None:
+    """--identity-window: seconds, or `default` (the server's)."""
+    if value is None or value == "default":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not MIN_IDENTITY_WINDOW <= seconds <= MAX_IDENTITY_WINDOW:
+        raise click.BadParameter(f"expected seconds from {MIN_IDENTITY_WINDOW:g} to {MAX_IDENTITY_WINDOW:g} or "
+                                 f"'default', got {value!r}", param_hint="--identity-window")
+    return seconds
+
+
+_window_option = click.option(
+    "--identity-window", metavar="SECONDS|default",
+    help="This organization's identity window (see serve --identity-window); 'default' uses the server's.")
+
+
 @org.command("create")
 @click.argument("key")
 @click.option("--name", help="Display name.")
 @click.option("--content-access-mode", "mode", type=_MODES, default=None,
               help="org_environment (simple content access, the default) or entitlement (content from "
                    "attached subscriptions).")
+@_window_option
 @click.pass_obj
-def org_create(data_dir: Path, key: str, name: str | None, mode: str | None) -> None:
+def org_create(data_dir: Path, key: str, name: str | None, mode: str | None, identity_window: str | None) -> None:
     """Create organization KEY."""
     from .owners import create_owner
 
-    _admin(data_dir, create_owner, key, name, mode)
+    window = _window(identity_window)
+
+    def run(tx: Any) -> Any:
+        create_owner(tx, key, name, mode)
+        return org_settings(tx, key, window)
+
+    _admin(data_dir, run)
 
 
 @org.command("update")
@@ -216,9 +250,10 @@ def org_create(data_dir: Path, key: str, name: str | None, mode: str | None) -> 
 @click.option("--content-access-mode", "mode", type=_MODES, default=None,
               help="Switch to org_environment (simple content access) or entitlement; leaving simple "
                    "content access revokes the org's content access certificates.")
+@_window_option
 @click.pass_obj
-def org_update(data_dir: Path, key: str, name: str | None, mode: str | None) -> None:
-    """Change organization KEY's display name or content access mode."""
+def org_update(data_dir: Path, key: str, name: str | None, mode: str | None, identity_window: str | None) -> None:
+    """Change organization KEY's display name, content access mode or identity window; prints it."""
     from .owners import update_owner
 
     body: dict[str, Any] = {}
@@ -226,7 +261,14 @@ def org_update(data_dir: Path, key: str, name: str | None, mode: str | None) -> 
         body["displayName"] = name
     if mode is not None:
         body["contentAccessMode"] = mode
-    _admin(data_dir, update_owner, key, body)
+    window = _window(identity_window)
+
+    def run(tx: Any) -> Any:
+        if body:
+            update_owner(tx, key, body)
+        return org_settings(tx, key, window, change=identity_window is not None)
+
+    _admin(data_dir, run)
 
 
 @org.command("list")
@@ -285,7 +327,7 @@ def ftgroup_list(data_dir: Path, owner: str, as_json: bool) -> None:
         return
     for group in groups:
         lease = group["lease"]
-        held = (f"lease held by {lease['holder']} (generation {lease['generation']}, "
+        held = (f"lease held by holder {lease['holderFingerprint']} (generation {lease['generation']}, "
                 f"{'expires in ' + format(lease['expiresIn'], '.0f') + 's' if lease['valid'] else 'expired'})"
                 if lease else "no lease")
         status = group["protection"] + (f" ({', '.join(group['reasons'])})" if group["reasons"] else "")
@@ -334,8 +376,34 @@ def lease_list(data_dir: Path, owner: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    _table([[r["group"], r["holder"], r["generation"], r["expires"], _yes(r["valid"])] for r in rows],
+    _table([[r["group"], r["holderFingerprint"], r["generation"], r["expires"], _yes(r["valid"])] for r in rows],
            ["GROUP", "HOLDER", "GENERATION", "EXPIRES", "VALID"])
+
+
+@cli.group()
+def event() -> None:
+    """The organizations' audit events (identity replacements)."""
+
+
+@event.command("list")
+@click.option("--org", "owner", required=True, help="Organization key.")
+@_json_flag
+@click.pass_obj
+def event_list(data_dir: Path, owner: str, as_json: bool) -> None:
+    """List an organization's events, oldest first: when, what, which system, by whom."""
+    from .consumers import require_owner
+    from .events import list_for_owner
+
+    def run(tx: Any) -> Any:
+        require_owner(tx, owner)
+        return list_for_owner(tx, owner)
+
+    rows = _query(data_dir, run)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([[e["timestamp"], e["type"], e["consumerUuid"], f"{e['principal']['type']} {e['principal']['name']}",
+             e["messageText"]] for e in rows], ["TIME", "TYPE", "CONSUMER", "BY", "MESSAGE"])
 
 
 @cli.group()
@@ -346,8 +414,9 @@ def user() -> None:
 @user.command("create")
 @click.argument("username")
 @click.option("--org", "owner", required=True, help="Organization key.")
-@click.option("--role", type=click.Choice(["reporter", "admin"]), required=True,
-              help="reporter: only checks in hypervisors; admin: everything within the organization.")
+@click.option("--role", type=click.Choice(["reporter", "user", "admin"]), required=True,
+              help="reporter: only checks in hypervisors; user: registers and manages systems, never takes over "
+                   "an identity or a lease; admin: everything within the organization.")
 @click.option("--password", envvar="FTMOCK_USER_PASSWORD", prompt=True, hide_input=True,
               confirmation_prompt=True, help="Password (or $FTMOCK_USER_PASSWORD, or a prompt).")
 @click.pass_obj

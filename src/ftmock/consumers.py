@@ -8,7 +8,7 @@ import sqlite3
 import uuid as uuidlib
 from typing import Any
 
-from . import contentaccess, environments, overrides, profiles, purpose, releases, shares, subscriptions
+from . import contentaccess, environments, overrides, profiles, purpose, releases, shares, subscriptions, takeover
 from . import dto as dto_
 from .auth import Principal
 from .ca import CertificateAuthority, IssuedCert
@@ -271,8 +271,14 @@ def _activation_keys(tx: Tx, owner: str, names: list[str]) -> list[sqlite3.Row]:
 
 def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str | None,
              activation_keys: list[str], body: Any, honour_csr: bool = True,
-             environment_ids: list[str] | None = None) -> dict[str, Any]:
-    """POST /consumers (or /environments/{id}/consumers, ``environment_ids`` then naming it)."""
+             environment_ids: list[str] | None = None, *, force: bool = False,
+             identity_window: float = takeover.DEFAULT_IDENTITY_WINDOW) -> dict[str, Any]:
+    """POST /consumers (or /environments/{id}/consumers, ``environment_ids`` then naming it): a new
+    consumer, or the role-0 consumer of the FT group the `virt.uuid` names.
+
+    The FT group's identity is replaced only as :mod:`ftmock.takeover` allows (``force`` is an org
+    administrator's explicit ask; ``identity_window`` the server's default window in seconds).
+    """
     body = req_dict(body, "consumer")
     if not owner:
         raise BadRequest("Parameter 'owner' is required to register")
@@ -280,12 +286,16 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
     if activation_keys:
         require_owner(tx, owner)
         key_rows = _activation_keys(tx, owner, activation_keys)
+        registrant = ("activation key", ",".join(activation_keys))
     elif principal.is_user:
         if not principal.owns(owner):
             raise Forbidden(f"User {principal.name} cannot register systems in {owner}")
         require_owner(tx, owner)
+        registrant = ("user", principal.name)
     else:
         raise Unauthorized("Registration requires a username and password or activation keys")
+    if force:
+        takeover.check_force(principal, owner, activation_keys)
 
     name = opt_str(body, "name") or ""
     facts = facts_map(body.get("facts"))
@@ -303,6 +313,8 @@ def register(tx: Tx, ca: CertificateAuthority, principal: Principal, owner: str 
     now = now_iso()
     row = _ft_primary_for_registration(tx, owner, facts)
     if row is not None:
+        takeover.check_registration(tx, row, owner, registrant, force=force, default_window=identity_window,
+                                    virt_uuid=facts.get("virt.uuid", ""))
         merged = loads(row["facts"], {})
         for key, value in facts.items():
             if key not in FT_FACTS:

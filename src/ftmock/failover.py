@@ -33,7 +33,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
-from . import contentaccess, overrides, shares, subscriptions
+from . import contentaccess, leases, overrides, shares, subscriptions
 from .ca import CertificateAuthority
 from .consumers import consumer_dto, get_row, issue_identity
 from .store import Tx, dumps, loads, now_iso
@@ -185,8 +185,11 @@ def _adopt_registered(tx: Tx, org: str, gkey: str, entry: FtEntry) -> sqlite3.Ro
     facts = {**loads(row["facts"], {}), **_ft_facts(entry)}
     tx.execute("UPDATE consumers SET instance_uuid=?, ft_role=0, facts=?, reported_owner=?, updated=? WHERE uuid=?",
                (entry.instance, dumps(facts), org, now_iso(), row["uuid"]))
+    # Its own lease (a plain consumer shares none) becomes the group's: the heartbeat renews on.
+    adopted = get_row(tx, row["uuid"])
+    leases.regroup(tx, row["uuid"], leases.group_key_of(adopted))
     log.info("FT group %s: registered consumer %s is instance %s", gkey, row["uuid"], entry.instance_raw)
-    return get_row(tx, row["uuid"])
+    return adopted
 
 
 def _set_role(tx: Tx, uuid: str, role: int) -> None:
@@ -254,6 +257,8 @@ def failover_answer(tx: Tx, ca: CertificateAuthority, row: sqlite3.Row) -> dict[
         # FT instances share memory and disk, hence the key: the successor's certificate is issued for
         # the predecessor's public key, so no private key crosses the wire.
         issue_identity(tx, ca, current, row["public_key_pem"])
+        # The live guest asked for it just now: the successor's identity starts out live (ftmock.takeover).
+        tx.execute("UPDATE consumers SET last_checkin=? WHERE uuid=?", (now_iso(), current["uuid"]))
         current = get_row(tx, current["uuid"])
         log.info("issued identity for FT successor %s (from %s)", current["uuid"], row["uuid"])
     return {

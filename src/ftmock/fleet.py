@@ -14,6 +14,7 @@ from typing import Any
 
 from . import protection
 from .consumers import require_owner
+from .leases import fingerprint
 from .lifecycle import load_settings
 from .store import Tx, loads
 from .subscriptions import host_of
@@ -62,7 +63,7 @@ def consumer_list(tx: Tx, owner: str) -> list[dict[str, Any]]:
 
 
 def _lease_dto(row: sqlite3.Row, now: float) -> dict[str, Any]:
-    return {"group": row["group_key"], "holder": row["holder"], "consumer": row["consumer"],
+    return {"group": row["group_key"], "holderFingerprint": fingerprint(row["holder"]), "consumer": row["consumer"],
             "generation": row["generation"], "ttl": row["ttl"], "expires": _iso(row["expires"]),
             "expiresIn": round(max(0.0, row["expires"] - now), 3), "valid": row["expires"] > now}
 

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS owners(
     key TEXT PRIMARY KEY, display_name TEXT NOT NULL, created TEXT NOT NULL,
     content_access_mode TEXT NOT NULL DEFAULT 'entitlement',
-    content_access_mode_list TEXT NOT NULL DEFAULT 'entitlement,org_environment', updated TEXT);
+    content_access_mode_list TEXT NOT NULL DEFAULT 'entitlement,org_environment', updated TEXT,
+    identity_window REAL);
 CREATE TABLE IF NOT EXISTS users(
     username TEXT PRIMARY KEY, salt TEXT NOT NULL, pw_hash TEXT NOT NULL, superadmin INTEGER NOT NULL,
     owner TEXT, role TEXT NOT NULL DEFAULT 'admin');
@@ -219,6 +220,21 @@ CREATE TABLE IF NOT EXISTS consumer_profiles(
     updated TEXT NOT NULL,
     PRIMARY KEY(consumer, profile_type)
 );
+CREATE INDEX IF NOT EXISTS leases_holder ON leases(holder);
+CREATE INDEX IF NOT EXISTS leases_consumer ON leases(consumer);
+CREATE TABLE IF NOT EXISTS events(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    type TEXT NOT NULL,
+    target TEXT NOT NULL,
+    target_name TEXT,
+    consumer TEXT,
+    principal_type TEXT NOT NULL,
+    principal_name TEXT NOT NULL,
+    message TEXT NOT NULL,
+    timestamp TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_owner ON events(owner);
 """
 
 
@@ -281,7 +297,7 @@ _ADDED_COLUMNS = {"users": [("owner", "TEXT"), ("role", "TEXT NOT NULL DEFAULT '
                                 ("environments", "TEXT"), ("renewed_from_serial", "INTEGER")],
                   "owners": [("content_access_mode", "TEXT NOT NULL DEFAULT 'entitlement'"),
                              ("content_access_mode_list", "TEXT NOT NULL DEFAULT 'entitlement,org_environment'"),
-                             ("updated", "TEXT")]}
+                             ("updated", "TEXT"), ("identity_window", "REAL")]}
 
 
 def _add_missing_columns(tx: Tx) -> None:

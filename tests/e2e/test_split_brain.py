@@ -50,7 +50,7 @@ def test_concurrent_checkins_exactly_one_swaps(server: FtmockServer, admin: Admi
     successor = admin.ft_consumers(org)[examples.INSTANCE_B.lower()]["uuid"]
     assert uuids == sorted([old, successor])  # one moved on, the other kept its old identity intact
     log = admin.call("GET", f"/consumers/{successor}/lease/log")
-    assert len({e["holder"] for e in log}) == 1 and no_overlap(log)
+    assert len({e["holderFingerprint"] for e in log}) == 1 and no_overlap(log)
 
 
 def test_lease_holder_wins_and_zombie_is_refused(server: FtmockServer, admin: Admin, tmp_path: Path,

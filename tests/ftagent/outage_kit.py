@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.ftagent.tcpgate import TcpGate
 from tests.kit.ftmock import FtmockServer
 from tests.kit.guest import Guest, clone_guest, make_guest
-from tests.kit.lease import boottime, lease_log, overlaps
+from tests.kit.lease import boottime, fingerprint, lease_log, overlaps
 from tests.kit.wait import wait_until
 
 __all__ = ["OutageResult", "OutageRig"]
@@ -62,7 +62,9 @@ class OutageRig:
         self._pa = self.a.start()
         wait_until(lambda: self.a.state() == "HELD", 20, "A HELD")
         self._pb = self.b.start()
-        wait_until(lambda: self.b.status().get("held_by") == self.a.status().get("holder"), 15, "B sees A holding")
+        # The server names the other holder by its fingerprint only.
+        wait_until(lambda: self.b.status().get("held_by") == fingerprint(str(self.a.status().get("holder"))), 15,
+                   "B sees A holding")
 
     def stop(self) -> None:
         """Stop both (B first: if it took the lease over, its release frees it for A's next start)."""
@@ -96,7 +98,7 @@ class OutageRig:
 
     def _overlap(self, fenced: bool, since: float) -> bool:
         """Whether the server granted the lease to B (since the cut) while A still held it."""
-        b_holder = self.b.status().get("holder")
+        b_holder = fingerprint(str(self.b.status().get("holder")))  # as the server's log names it
         if fenced:
             # B takes over once the server's lease ran out; A must have fenced before that.
             wait_until(lambda: self.b.state() == "HELD", 30, "B takes the lease over")
@@ -104,7 +106,7 @@ class OutageRig:
         if overlaps(log):
             return True
         grants_b = [float(e["start"]) for e in log
-                    if e["holder"] == b_holder and e["event"] == "grant" and float(e["start"]) >= since]
+                    if e["holderFingerprint"] == b_holder and e["event"] == "grant" and float(e["start"]) >= since]
         if not fenced:
             return bool(grants_b)
         fence_time = self.a.fences()[-1][0]

@@ -306,13 +306,13 @@ def test_fence_ladder_bounds_a_hanging_hook_and_goes_on(tmp_path: Path) -> None:
 
 
 def test_overlap_checker() -> None:
-    ok = [{"holder": "a", "event": "grant", "start": 0, "expires": 3},
-          {"holder": "a", "event": "renew", "start": 1, "expires": 4},
-          {"holder": "a", "event": "release", "start": 2, "expires": 2},
-          {"holder": "b", "event": "grant", "start": 2.5, "expires": 5.5}]
+    ok = [{"holderFingerprint": "a", "event": "grant", "start": 0, "expires": 3},
+          {"holderFingerprint": "a", "event": "renew", "start": 1, "expires": 4},
+          {"holderFingerprint": "a", "event": "release", "start": 2, "expires": 2},
+          {"holderFingerprint": "b", "event": "grant", "start": 2.5, "expires": 5.5}]
     assert overlaps(ok) == []
-    bad = [{"holder": "a", "event": "grant", "start": 0, "expires": 3},
-           {"holder": "b", "event": "grant", "start": 2, "expires": 5}]
+    bad = [{"holderFingerprint": "a", "event": "grant", "start": 0, "expires": 3},
+           {"holderFingerprint": "b", "event": "grant", "start": 2, "expires": 5}]
     assert len(overlaps(bad)) == 1
 
 

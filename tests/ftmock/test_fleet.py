@@ -12,6 +12,7 @@ from typing import Any
 from tests.conftest import FtmockServer
 from tests.ftmock.conftest import Client, admin_client, checkin, hypervisor, register
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
+from tests.kit.lease import fingerprint
 from tests.kit.orgs import new_org
 
 
@@ -46,12 +47,13 @@ def test_fleet_view_of_ft_groups_and_leases(server: FtmockServer, org: str, tmp_
     assert (b["role"], b["host"], b["failedOver"]) == (0, "hyp-b", False)
     assert (c["role"], c["host"], c["registered"]) == (1, "hyp-c", False)
     assert group["primary"] == b["consumer"]
-    assert group["lease"]["holder"] == "vm-a" and group["lease"]["generation"] == 1 and group["lease"]["valid"]
+    lease = group["lease"]
+    assert lease["holderFingerprint"] == fingerprint("vm-a") and lease["generation"] == 1 and lease["valid"]
     # Right after the failover the guest has not taken B's identity, and its lease is still A's.
     assert (group["protection"], group["reasons"]) == ("unprotected", ["guestNotRegistered", "staleLeaseHolder"])
 
     leases = fleet_json(server, "lease", "list", "--org", org)
-    assert [(x["holder"], x["generation"], x["valid"]) for x in leases] == [("vm-a", 1, True)]
+    assert [(x["holderFingerprint"], x["generation"], x["valid"]) for x in leases] == [(fingerprint("vm-a"), 1, True)]
     assert leases[0]["expiresIn"] > 200
 
     consumers = {c["uuid"]: c for c in fleet_json(server, "consumer", "list", "--org", org)}
@@ -64,14 +66,15 @@ def test_fleet_view_of_ft_groups_and_leases(server: FtmockServer, org: str, tmp_
     # The table says the same for people.
     table = ftmock_cli(server, "ftgroup", "list", "--org", org)
     assert table.returncode == 0
-    assert (f"FT group {VM1}: unprotected (guestNotRegistered, staleLeaseHolder); lease held by vm-a "
-            "(generation 1") in table.stdout
+    assert (f"FT group {VM1}: unprotected (guestNotRegistered, staleLeaseHolder); lease held by holder "
+            f"{fingerprint('vm-a')} (generation 1") in table.stdout
+    assert "vm-a" not in table.stdout + ftmock_cli(server, "lease", "list", "--org", org).stdout
     assert "hyp-c" in table.stdout and f"yes, to {b['consumer']}" in table.stdout
 
     # The same over HTTPS for an administrator.
     admin = admin_client(server)
     assert admin.get(f"/fleet/orgs/{org}/ftgroups").json()[0]["primary"] == b["consumer"]
-    assert admin.get(f"/fleet/orgs/{org}/leases").json()[0]["holder"] == "vm-a"
+    assert admin.get(f"/fleet/orgs/{org}/leases").json()[0]["holderFingerprint"] == fingerprint("vm-a")
     assert {c["uuid"] for c in admin.get(f"/fleet/orgs/{org}/consumers").json()} == set(consumers)
     assert org in {o["key"] for o in admin.get("/fleet/orgs").json()}
     # A consumer does not see the fleet.

@@ -7,6 +7,7 @@ command that records each fence (``Guest.fences``).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
@@ -19,8 +20,8 @@ import requests
 from tests.kit.ftmock import FtmockServer
 from tests.kit.guest import Guest, make_guest
 
-__all__ = ["assert_no_overlap", "boottime", "holding", "lease_guest", "lease_log", "no_overlap", "overlaps",
-           "unique_vm"]
+__all__ = ["assert_no_overlap", "boottime", "fingerprint", "holding", "lease_guest", "lease_log", "no_overlap",
+           "overlaps", "unique_vm"]
 
 _vm_numbers = itertools.count()
 
@@ -77,19 +78,25 @@ def lease_log(server: FtmockServer, consumer: str) -> list[dict[str, Any]]:
 Period = tuple[str, float, float]
 
 
+def fingerprint(holder: str) -> str:
+    """What the server shows of a holder id (never the id itself): the first 8 hex digits of its SHA-256."""
+    return hashlib.sha256(holder.encode()).hexdigest()[:8]
+
+
 def _periods(log: list[dict[str, Any]]) -> Iterator[tuple[str, float, float]]:
     """Valid periods ``(holder, start, end)``: each entry is valid from its start to its expiry,
-    cut short by a later release of the same holder."""
+    cut short by a later release of the same holder (named by its ``holderFingerprint``)."""
     entries = sorted(log, key=lambda e: (e["start"], e.get("id", 0)))
     for i, entry in enumerate(entries):
         if entry["event"] == "release":
             continue
         end = float(entry["expires"])
         for later in entries[i + 1:]:
-            if later["event"] == "release" and later["holder"] == entry["holder"] and later["start"] < end:
+            if (later["event"] == "release" and later["holderFingerprint"] == entry["holderFingerprint"]
+                    and later["start"] < end):
                 end = float(later["start"])
                 break
-        yield entry["holder"], float(entry["start"]), end
+        yield entry["holderFingerprint"], float(entry["start"]), end
 
 
 def overlaps(log: list[dict[str, Any]]) -> list[tuple[Period, Period]]:

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 import requests
 
+from ftagent.lease.status import holder_path, read_holder
 from tests.kit.etcd import PREFIX, EtcdCluster, KeyWatch, check_history, key_of
 from tests.kit.ftmock import FtmockServer
 from tests.kit.guest import Guest, clone_guest, send_signal
-from tests.kit.lease import assert_no_overlap, holding, lease_guest, unique_vm
+from tests.kit.lease import assert_no_overlap, fingerprint, holding, lease_guest, unique_vm
 from tests.kit.orgs import new_org
 from tests.kit.wait import hold_for, wait_until
 
@@ -144,9 +145,16 @@ class ServerSite(LeaseSite):
         super().__init__(a, clone_guest(a, root / "b"))
         self.consumer = a.uuid()
 
+    def holder_seen(self, guest: Guest) -> str:
+        # The server shows another holder by its fingerprint only.
+        return fingerprint(str(guest.status()["holder"]))
+
     def history(self) -> History:
         log = assert_no_overlap(self.server, self.consumer)
-        return [(e["holder"], int(e["generation"])) for e in log if e["event"] in ("grant", "handover")]
+        # The log names holders by fingerprint: back to the ids of the two instances, which are ours.
+        ids = {fingerprint(h): h for h in (read_holder(holder_path(g.status_file)) for g in (self.a, self.b)) if h}
+        return [(ids.get(e["holderFingerprint"], e["holderFingerprint"]), int(e["generation"]))
+                for e in log if e["event"] in ("grant", "handover")]
 
     def check_steady(self, holder: Guest, status: dict[str, Any]) -> None:
         assert status["holder"] == status["held_by"] and 0 < status["deadline_in"] <= 2.0, status

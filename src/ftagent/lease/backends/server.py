@@ -6,11 +6,13 @@ renews (the current one); ``DELETE /consumers/{uuid}/lease?holder=H&generation=G
 :class:`~ftagent.connection.Connection`, on the light ``http.client`` transport unless a proxy is
 configured.  A renewal answered with a failover raises :class:`~ftagent.errors.FailoverRequired` to
 the state machine, which follows it: :meth:`ServerBackend.handover` claims the successor's lease (as
-the successor, whose certificate the answer carries) before the identity is swapped.
+the successor, whose certificate the answer carries) before the identity is swapped.  The server
+never shows a holder id, only its fingerprint: an answer whose fingerprint is our own holder's is ours.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,18 +36,33 @@ logger = logging.getLogger(__name__)
 SuccessorConnection = Callable[[Path, Path], "Connection"]
 
 
-def _grant(result: Any) -> Grant:
+def _holder_named(info: Mapping[str, Any], own: str) -> str | None:
+    """The holder an answer names, as this instance can tell it.
+
+    The server keeps holder ids secret and shows only ``holderFingerprint`` (the first 8 hex digits
+    of the id's SHA-256): our own id when the fingerprint is ours, else the fingerprint. A server
+    that still names ``holder`` is taken at its word.
+    """
+    named, shown = info.get("holder"), info.get("holderFingerprint")
+    if isinstance(named, str):
+        return named
+    if not isinstance(shown, str):
+        return None
+    return own if shown == hashlib.sha256(own.encode()).hexdigest()[:8] else shown
+
+
+def _grant(result: Any, own: str) -> Grant:
     info = result if isinstance(result, dict) else {}
-    holder, generation, consumer = info.get("holder"), info.get("generation"), info.get("consumer")
-    return Grant(holder=holder if isinstance(holder, str) else None,
+    generation, consumer = info.get("generation"), info.get("consumer")
+    return Grant(holder=_holder_named(info, own),
                  generation=generation if isinstance(generation, int) else None,
                  consumer=str(consumer) if consumer else None)
 
 
-def _refused(exc: Conflict) -> LeaseRefused:
+def _refused(exc: Conflict, own: str) -> LeaseRefused:
     body = exc.body if isinstance(exc.body, dict) else {}
-    holder, generation = body.get("holder"), body.get("generation")
-    return LeaseRefused(exc.display_message or str(exc), holder=holder if isinstance(holder, str) else None,
+    generation = body.get("generation")
+    return LeaseRefused(exc.display_message or str(exc), holder=_holder_named(body, own),
                         generation=generation if isinstance(generation, int) else None,
                         expired=bool(body.get("expired")))
 
@@ -74,8 +91,8 @@ class ServerBackend:
     def ttl(self) -> float:
         return self._ttl
 
-    def _granted(self, result: Any) -> Grant:
-        granted = _grant(result)
+    def _granted(self, result: Any, holder: str) -> Grant:
+        granted = _grant(result, holder)
         if granted.generation is not None:
             self.generation = granted.generation
         return granted
@@ -84,9 +101,9 @@ class ServerBackend:
         self.requests += 1
         self.connection.timeout = timeout
         try:
-            return self._granted(self.connection.post(f"consumers/{consumer}/lease", json=body))
+            return self._granted(self.connection.post(f"consumers/{consumer}/lease", json=body), body["holder"])
         except Conflict as exc:
-            raise _refused(exc) from exc
+            raise _refused(exc, body["holder"]) from exc
 
     def grant(self, consumer: str, holder: str, timeout: float) -> Grant:
         return self._claim(consumer, {"holder": holder, "generation": None, "ttl": self._ttl}, timeout)
@@ -122,10 +139,10 @@ class ServerBackend:
                 self.requests += 1
                 result = conn.post(f"consumers/{successor['uuid']}/lease", json=body)
         except Conflict as exc:
-            raise _refused(exc) from exc
+            raise _refused(exc, holder) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return self._granted(result)
+        return self._granted(result, holder)
 
     def release(self, consumer: str, holder: str, timeout: float) -> None:
         self.requests += 1
