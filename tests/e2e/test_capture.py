@@ -15,6 +15,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -74,14 +75,19 @@ class Watch:
         assert {(e["consumer"], e["holderFingerprint"]) for e in log} == {(self.uuid, fingerprint(st["holder"]))}
 
 
-def test_capture_of_a_registered_ft_guest_fails(server: FtmockServer, tmp_path: Path, guests: list[Guest],
-                                                isolated_reporter_env: None) -> None:
+def _running_ft_guest(server: FtmockServer, tmp: Path, guests: list[Guest]) -> tuple[str, Guest, Any, Watch]:
+    """An org whose report shows the FT VM, and the VM's guest registered with its heartbeat HELD."""
     org = _org_with_key(server)
-    _report(server, org, tmp_path)
-    victim = lease_guest(server, tmp_path / "victim", org, VM)
+    _report(server, org, tmp)
+    victim = lease_guest(server, tmp / "victim", org, VM)
     guests.append(victim)
     pv = victim.start()
-    watch = Watch(victim)
+    return org, victim, pv, Watch(victim)
+
+
+def test_capture_of_a_registered_ft_guest_fails(server: FtmockServer, tmp_path: Path, guests: list[Guest],
+                                                isolated_reporter_env: None) -> None:
+    org, victim, pv, watch = _running_ft_guest(server, tmp_path, guests)
     attacker = _bare_guest(server, tmp_path / "attacker", org)
 
     res = attacker.ftagent("register", "--org", org, "--activationkey", "ft-vms")
@@ -138,12 +144,7 @@ def test_plain_lookalikes_before_the_report_share_nothing(server: FtmockServer, 
 
 def test_an_org_admin_forces_the_takeover_and_it_is_recorded(server: FtmockServer, tmp_path: Path,
                                                              guests: list[Guest], isolated_reporter_env: None) -> None:
-    org = _org_with_key(server)
-    _report(server, org, tmp_path)
-    victim = lease_guest(server, tmp_path / "victim", org, VM)
-    guests.append(victim)
-    pv = victim.start()
-    watch = Watch(victim)
+    org, victim, pv, watch = _running_ft_guest(server, tmp_path, guests)
     name, password = org_user(server, org, "admin")
     newcomer = _bare_guest(server, tmp_path / "newcomer", org)
     forced = time.time()

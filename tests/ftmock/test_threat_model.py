@@ -124,6 +124,23 @@ def assert_intact(v: Victim) -> None:
     assert v.holder not in r.text
 
 
+def assert_refused(client: Client, v: Victim, org: str, status: int, holder: str = "x",
+                   register_status: int | None = None) -> None:
+    """A registration naming the VM, forced or not (``register_status``, else ``status``), and every call
+    on the victim (its consumer, identity, lease and log) and on the org's events: ``status``."""
+    for query in ("", "&force=true"):
+        r = client.post(f"/consumers?owner={org}{query}", json=registration(v.vm))
+        assert r.status_code == (register_status or status), (query, r.status_code, r.text)
+    calls = [("GET", f"/consumers/{v.uuid}", None), ("POST", f"/consumers/{v.uuid}", {}),
+             ("GET", f"/consumers/{v.uuid}/lease", None),
+             ("POST", f"/consumers/{v.uuid}/lease", {"holder": holder, "generation": None, "ttl": 60}),
+             ("DELETE", f"/consumers/{v.uuid}/lease?holder={holder}&generation={v.generation}", None),
+             ("GET", f"/consumers/{v.uuid}/lease/log", None), ("GET", f"/owners/{org}/events", None)]
+    for method, path, body in calls:
+        r = client.call(method, path, json=body)
+        assert r.status_code == status, (method, path, r.status_code, r.text)
+
+
 def registration(vm: str, name: str = "intruder") -> dict[str, Any]:
     return {"name": name, "type": {"label": "system"}, "facts": {"virt.uuid": vm}}
 
@@ -133,13 +150,7 @@ def test_anonymous(server: FtmockServer, acme: Org, tmp_path: Path) -> None:
     v = make_victim(server, acme, tmp_path)
     anon = Client(server)
     assert anon.get("/status").status_code == 200
-    for query in ("", "&force=true"):
-        assert anon.post(f"/consumers?owner={acme.key}{query}", json=registration(v.vm)).status_code == 401
-    for method, path in (("GET", f"/consumers/{v.uuid}"), ("GET", f"/consumers/{v.uuid}/lease"),
-                         ("POST", f"/consumers/{v.uuid}/lease"), ("DELETE", f"/consumers/{v.uuid}/lease?generation=1"),
-                         ("GET", f"/owners/{acme.key}/events")):
-        r = anon.call(method, path, json={"holder": "x", "ttl": 60} if method == "POST" else None)
-        assert r.status_code == 401, (method, path, r.text)
+    assert_refused(anon, v, acme.key, 401)
     assert_intact(v)
 
 
@@ -275,12 +286,7 @@ def test_another_orgs_user(server: FtmockServer, acme: Org, tmp_path: Path) -> N
     """Another org's admin reaches nothing of this org; naming the VM in its own org makes a plain system."""
     v = make_victim(server, acme, tmp_path)
     other = acme.other_admin
-    for query in ("", "&force=true"):
-        assert other.post(f"/consumers?owner={acme.key}{query}", json=registration(v.vm)).status_code == 403
-    for method, path in (("GET", f"/consumers/{v.uuid}"), ("GET", f"/consumers/{v.uuid}/lease"),
-                         ("DELETE", f"/consumers/{v.uuid}/lease?generation={v.generation}"),
-                         ("GET", f"/consumers/{v.uuid}/lease/log"), ("GET", f"/owners/{acme.key}/events")):
-        assert other.call(method, path).status_code == 403, (method, path)
+    assert_refused(other, v, acme.key, 403)
     # In its own org, even forced, the VM's uuid gives a plain consumer (no share): no FT group, own lease.
     r = other.post(f"/consumers?owner={acme.other_org}&force=true", json=registration(v.vm, "lookalike"))
     assert r.status_code == 200, r.text
@@ -294,15 +300,8 @@ def test_a_consumer(server: FtmockServer, acme: Org, tmp_path: Path) -> None:
     v = make_victim(server, acme, tmp_path)
     other = register(server, tmp_path, acme.key, name="neighbour", facts={"virt.uuid": str(uuid.uuid4())},
                      activation_keys=acme.activation_key)
-    for query in ("", "&force=true"):
-        r = other.client.post(f"/consumers?owner={acme.key}{query}", json=registration(v.vm))
-        assert r.status_code == 401, r.text  # a consumer certificate registers nothing
-    for method, path in (("GET", f"/consumers/{v.uuid}"), ("GET", f"/consumers/{v.uuid}/lease"),
-                         ("POST", f"/consumers/{v.uuid}/lease"),
-                         ("DELETE", f"/consumers/{v.uuid}/lease?holder={v.holder}&generation={v.generation}"),
-                         ("POST", f"/consumers/{v.uuid}")):
-        r = other.client.call(method, path, json={"holder": v.holder, "ttl": 60} if method == "POST" else None)
-        assert r.status_code == 403, (method, path, r.text)
+    # A consumer certificate registers nothing (401); the victim is out of its reach (403).
+    assert_refused(other.client, v, acme.key, 403, holder=v.holder, register_status=401)
     # Had the holder id leaked, naming it in the neighbour's own lease is refused too.
     r = other.client.post(f"/consumers/{other.uuid}/lease", json={"holder": v.holder, "generation": None, "ttl": 60})
     assert r.status_code == 409 and "another consumer" in r.json()["displayMessage"]
@@ -350,13 +349,7 @@ def test_the_reporter(server: FtmockServer, acme: Org, tmp_path: Path) -> None:
     """The reporter drives failovers by reports and gets nothing that would let it act as the VM."""
     v = make_victim(server, acme, tmp_path)
     rep = acme.reporter
-    for query in ("", "&force=true"):
-        assert rep.post(f"/consumers?owner={acme.key}{query}", json=registration(v.vm)).status_code == 403
-    for method, path in (("GET", f"/consumers/{v.uuid}"), ("GET", f"/consumers/{v.uuid}/lease"),
-                         ("POST", f"/consumers/{v.uuid}/lease"), ("POST", f"/consumers/{v.uuid}"),
-                         ("DELETE", f"/consumers/{v.uuid}/lease?generation={v.generation}"),
-                         ("GET", f"/owners/{acme.key}/events")):
-        assert rep.call(method, path, json={"holder": "x", "ttl": 60}).status_code == 403, (method, path)
+    assert_refused(rep, v, acme.key, 403)
     assert_intact(v)
     forged_failover_gives_nothing(server, rep, acme.key, v, tmp_path)
 
