@@ -18,6 +18,7 @@ more of a 70 ms start (``python -X importtime``, ``bench/ftagent_startup.py``).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import tempfile
@@ -41,10 +42,13 @@ from ftagent.errors import (
     NotRegistered,
     PermissionDenied,
     RemoteError,
+    ServerError,
 )
 from ftagent.facts import SystemPaths, collect_facts, facts_digest
 from ftagent.identity import CERT_NAME, KEY_NAME, Identity, validate_pair
 from ftagent.lock import FileLock
+from ftagent.packages import rpm_profile
+from ftagent.release import available_releases
 from ftagent.repos import SCA_MODE, RepoManager
 from ftagent.rhsmconf import read_rhsm_conf
 from ftagent.rhsmidentity import identity_store
@@ -53,7 +57,7 @@ from ftagent.sysroot import system_root
 
 if TYPE_CHECKING:
     from ftagent.connection import Connection
-    from ftagent.failover import FollowedFailover, LeaseClaim
+    from ftagent.failover import FollowedFailover, IdentitySwapper, LeaseClaim
 
 __all__ = ["CSR_CAPABILITY", "Agent", "CheckinResult"]
 
@@ -70,6 +74,12 @@ def server_connection(config: Config, **kwargs: Any) -> Connection:
 
 # The /status capability of a server that signs the client's CSR (ftmock; not stock Candlepin).
 CSR_CAPABILITY = "ft_csr"
+#: A check-in asks for the consumer (where Candlepin renews an identity certificate close to its
+#: expiry) when the local certificate expires within this: Candlepin's threshold, 90 days.
+IDENTITY_RENEW_WINDOW = datetime.timedelta(days=90)
+#: The system purpose a consumer sets on itself: the command's name -> the ConsumerDTO field.
+PURPOSE_FIELDS = {"role": "role", "usage": "usage", "addons": "addOns", "service-type": "serviceType",
+                  "service-level": "serviceLevel"}
 
 
 @dataclass
@@ -82,6 +92,10 @@ class CheckinResult:
     failed_over_from: str | None = None
     requests: int = 0
     connections: int = 0
+    #: Whether the package profile was sent (None: there is none, without the rpm bindings).
+    profile_sent: bool | None = False
+    #: The serial of the identity certificate a renewal installed, if one did.
+    identity_renewed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +107,8 @@ class CheckinResult:
             "failed_over_from": self.failed_over_from,
             "requests": self.requests,
             "connections": self.connections,
+            "profile_sent": self.profile_sent,
+            "identity_renewed": self.identity_renewed,
         }
 
 
@@ -105,10 +121,13 @@ class Agent:
         *,
         system_paths: SystemPaths | None = None,
         lease_claim: LeaseClaim | None = None,
+        package_profile: Callable[[], list[dict[str, Any]] | None] | None = None,
     ) -> None:
         self.config = config if config is not None else load_config()
         self.system_paths = system_paths
         self.lease_claim = lease_claim
+        #: Reads the package profile (the RPM database, :func:`ftagent.packages.rpm_profile`).
+        self.package_profile = package_profile if package_profile is not None else rpm_profile
         self.identity = identity_store(self.config)
         self.repos = RepoManager(self.config)
         # The repository file follows the certificates: written after new ones, before old ones go.
@@ -212,10 +231,7 @@ class Agent:
 
     def _follow_failover(self, conn: Connection, answer: FailoverRequired) -> str:
         """Follow a failover answer (validate, claim the successor's lease, swap); the successor's UUID."""
-        from ftagent.failover import IdentitySwapper  # only when a failover arrives: see the module's docstring
-
-        swapper = IdentitySwapper(self.identity, self.entitlements, ca_cert=self.config.server.ca_cert,
-                                  local_virt_uuid=lambda: self.facts().get("virt.uuid"), connection=lambda: conn)
+        swapper = self._swapper(conn)
         checked = swapper.validate(answer)
         if self.lease_claim is not None:
             self.lease_claim(checked.from_uuid, checked.to_uuid, checked.consumer)  # raises to refuse
@@ -223,6 +239,13 @@ class Agent:
         logger.info("consumer %s failed over to %s; running %s %s again as the successor", self.followed.from_uuid,
                     self.followed.to_uuid, answer.method, answer.path)
         return self.followed.to_uuid
+
+    def _swapper(self, conn: Connection) -> IdentitySwapper:
+        """The one installer of identities this agent's calls receive (a successor's, a renewed one)."""
+        from ftagent.failover import IdentitySwapper  # only when an identity arrives: see the module's docstring
+
+        return IdentitySwapper(self.identity, self.entitlements, ca_cert=self.config.server.ca_cert,
+                               local_virt_uuid=lambda: self.facts().get("virt.uuid"), connection=lambda: conn)
 
     def _forget(self) -> None:
         self.close()
@@ -251,6 +274,7 @@ class Agent:
         force: bool = False,
         server_key: bool = False,
         auto_attach: bool = False,
+        environments: Sequence[str] = (),
     ) -> Identity:
         """Register this system; returns the new identity.
 
@@ -258,6 +282,8 @@ class Agent:
         generated locally and sent as a CSR; otherwise, or when the server ignores the CSR, the
         key it returns with the certificate is the identity's key (``key_origin`` "server").  If the
         registration cannot be completed locally, the consumer it created is deleted again.
+        ``environments`` names the org's environments the system goes in (by name or id, in priority
+        order; a user's credentials are needed to look them up).
         """
         from ftagent import crypto  # see the module's docstring
 
@@ -272,6 +298,8 @@ class Agent:
             raise InvalidUsage("give --username (and a password) or --activationkey")
         if activation_keys and not org:
             raise InvalidUsage("--org is required with activation keys")
+        if environments and not username:
+            raise InvalidUsage("--environments needs --username: activation keys name their own content")
         facts = self.facts()
         products = self.installed_products()
         consumer_name = name or facts.get("network.hostname") or "ftagent"
@@ -290,6 +318,8 @@ class Agent:
             # FT VM this guest names (ftmock answers 409 without it; activation keys never force).
             params["force"] = "true"
         with self.anonymous_connection(None if activation_keys and not username else username, password) as conn:
+            if environments:
+                body["environments"] = [{"id": env} for env in _environment_ids(conn, org, environments)]
             if not server_key and _honours_csr(conn):
                 key = crypto.generate_key()
                 key_pem = crypto.key_pem(key)
@@ -500,11 +530,15 @@ class Agent:
         With nothing changed this is two requests over one TLS connection:
         ``PUT /consumers/{uuid}`` and ``GET /consumers/{uuid}/certificates/serials``.  After a
         failover the successor gets the facts and installed products in full, and the entitlement
-        counts are those of the whole check-in (what the swap installed included).
+        counts are those of the whole check-in (what the swap installed included).  The package
+        profile goes when it changed (``PUT /consumers/{uuid}/packages``); within
+        :data:`IDENTITY_RENEW_WINDOW` of the identity certificate's end the consumer is read
+        (``GET /consumers/{uuid}``, where the server renews it) and a renewed certificate installed.
         """
         identity = self.current_identity()
         facts = self.facts()
         products = self.installed_products()
+        profile = self.package_profile()
         cache = self.identity.read_checkin_cache()
         fresh = cache.get("uuid") == identity.uuid
         body: dict[str, Any] = {}
@@ -522,9 +556,13 @@ class Agent:
             followed = self.followed
             sent = body if followed is None else {"facts": facts, "installedProducts": products}
             conn.put(f"consumers/{u}", json=sent)
+            packages = cache.get("packages") if fresh and followed is None else None
+            profile_sent = self._send_profile(conn, u, profile, packages)
+            renewed = self._renew_identity(conn, u)
             refresh = self.entitlements.refresh(conn, u, full=self.config.content.full_refresh_on_yum)
             self.identity.write_checkin_cache(
-                {"uuid": u, "facts": facts_digest(facts), "products": facts_digest(products)}
+                {"uuid": u, "facts": facts_digest(facts), "products": facts_digest(products),
+                 "packages": facts_digest(profile) if profile is not None else None}
             )
             if followed is not None:
                 refresh = RefreshResult.between(held_before, self.entitlements.serials())
@@ -535,9 +573,44 @@ class Agent:
                 failed_over_from=followed.from_uuid if followed is not None else None,
                 requests=conn.requests_sent - requests_before,
                 connections=conn.connections_opened,
+                profile_sent=None if profile is None else profile_sent,
+                identity_renewed=renewed,
             )
 
         return self._consumer_call(call)
+
+    def _send_profile(self, conn: Connection, uuid: str, profile: list[dict[str, Any]] | None,
+                      sent_digest: Any) -> bool:
+        """Send the package profile unless it is what was sent last; True when sent."""
+        if profile is None or facts_digest(profile) == sent_digest:
+            return False
+        try:
+            conn.put(f"consumers/{uuid}/packages", json=profile)
+        except (NotFound, ServerError) as exc:  # Candlepin 5 answers 501: it keeps no profiles
+            logger.info("the server keeps no package profile (%s): not sent again until it changes", exc)
+            return False
+        logger.info("package profile sent: %d packages", len(profile))
+        return True
+
+    def _renew_identity(self, conn: Connection, uuid: str) -> int | None:
+        """Near the identity certificate's end, read the consumer and install a renewed certificate
+        (the failover swap's checks and atomic install); its serial, or None."""
+        current = self.current_identity()
+        try:
+            ends = datetime.datetime.fromisoformat(current.not_after)
+        except ValueError:
+            return None
+        if ends.tzinfo is None:
+            ends = ends.replace(tzinfo=datetime.timezone.utc)
+        if ends - datetime.datetime.now(datetime.timezone.utc) > IDENTITY_RENEW_WINDOW:
+            return None
+        consumer = conn.get(f"consumers/{uuid}")
+        try:
+            renewed = self._swapper(conn).renew(consumer if isinstance(consumer, dict) else {})
+        except IdentityError as exc:
+            logger.warning("%s; the current identity certificate stays in use", exc)
+            return None
+        return renewed.serial if renewed is not None else None
 
     def update_facts(self) -> dict[str, str]:
         """Send the current facts (and installed products) to the server."""
@@ -602,6 +675,88 @@ class Agent:
         """The consumer as the server sees it."""
         result = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}"))
         return result if isinstance(result, dict) else {}
+
+    # -- what the system sets on itself: release, service level, system purpose, autoheal -----------
+
+    def update_consumer(self, body: dict[str, Any]) -> None:
+        """``PUT /consumers/{uuid}`` with ``body`` (what it leaves out stays as it is)."""
+        self._consumer_call(lambda conn, u: conn.put(f"consumers/{u}", json=body))
+
+    def release(self) -> str | None:
+        """The release this system is pinned to (None: not set)."""
+        value = self.consumer().get("releaseVer")
+        release = value.get("releaseVer") if isinstance(value, dict) else value
+        return release if isinstance(release, str) and release else None
+
+    def available_releases(self) -> list[str]:
+        """The releases the CDN lists for the content this system's certificates grant."""
+        return available_releases(self.config, self.entitlements)
+
+    def set_release(self, release: str | None) -> str | None:
+        """Pin ``$releasever`` to ``release`` (None unsets it): it must be one the CDN lists for this
+        system's content, else :class:`InvalidUsage` naming it and nothing changes. The repository
+        file follows at once."""
+        if release is not None:
+            available = self.available_releases()
+            if release not in available:
+                raise InvalidUsage(f"release {release!r} is not available to this system (the content lists "
+                                   f"{', '.join(available) or 'none'}); see 'ftagent release --list'")
+        self.update_consumer({"releaseVer": release or ""})
+        uuid = self._uuid()
+        self.repos.keep_release(uuid, release)
+        self.repos.rewrite(uuid)
+        return release
+
+    def owner(self) -> dict[str, Any]:
+        """This system's organization (OwnerDTO)."""
+        owner = self._consumer_call(lambda conn, u: conn.get(f"consumers/{u}/owner"))
+        return owner if isinstance(owner, dict) else {}
+
+    def service_levels(self) -> list[str]:
+        """The service levels this system's organization offers."""
+        key = self.owner().get("key")
+        levels = self._consumer_call(lambda conn, u: conn.get(f"owners/{key}/servicelevels"))
+        return [str(v) for v in levels] if isinstance(levels, list) else []
+
+    def set_purpose(self, name: str, value: str | list[str] | None) -> None:
+        """Set (None: unset) one of :data:`PURPOSE_FIELDS`; a service level must be one the organization
+        offers (compared without case), else :class:`InvalidUsage` naming it and nothing changes."""
+        field_name = PURPOSE_FIELDS[name]
+        if name == "service-level" and value:
+            levels = self.service_levels()
+            if str(value).lower() not in {lvl.lower() for lvl in levels}:
+                raise InvalidUsage(f"service level {value!r} is not offered to this system's organization "
+                                   f"(it offers {', '.join(levels) or 'none'}); see 'ftagent service-level --list'")
+        if name == "addons":
+            self.update_consumer({field_name: list(value or [])})
+        else:
+            self.update_consumer({field_name: value or ""})
+
+    def purpose(self) -> dict[str, Any]:
+        """The release, service level, system purpose and autoheal the server holds for this system."""
+        consumer = self.consumer()
+        out: dict[str, Any] = {name: consumer.get(key) for name, key in PURPOSE_FIELDS.items()}
+        release = consumer.get("releaseVer")
+        out["release"] = release.get("releaseVer") if isinstance(release, dict) else release
+        out["autoheal"] = consumer.get("autoheal")
+        return out
+
+    def environments(self, org: str | None = None, username: str | None = None,
+                     password: str | None = None) -> list[dict[str, Any]]:
+        """The environments of ``org`` (with a user's credentials), or of this system's organization."""
+        if username is not None:
+            with self.anonymous_connection(username, password) as conn:
+                result = conn.get(f"owners/{org}/environments")
+        else:
+            key = self.owner().get("key")
+            result = self._consumer_call(lambda conn, u: conn.get(f"owners/{key}/environments"))
+        return [e for e in result if isinstance(e, dict)] if isinstance(result, list) else []
+
+    def owners(self, username: str, password: str | None) -> list[dict[str, Any]]:
+        """The organizations ``username`` may register systems to."""
+        with self.anonymous_connection(username, password) as conn:
+            result = conn.get(f"users/{username}/owners")
+        return [o for o in result if isinstance(o, dict)] if isinstance(result, list) else []
 
     def clean(self) -> dict[str, Any]:
         """Remove the local identity and entitlement certificates without asking the server."""
@@ -790,6 +945,26 @@ def _honours_csr(conn: Connection) -> bool:
         return False
     caps = status.get("managerCapabilities") if isinstance(status, dict) else None
     return isinstance(caps, list) and CSR_CAPABILITY in caps
+
+
+def _environment_ids(conn: Connection, org: str, wanted: Sequence[str]) -> list[str]:
+    """The ids of the org's environments ``wanted`` names (by name or id), in that order; an unknown
+    one is :class:`InvalidUsage` naming it."""
+    listed = conn.get(f"owners/{org}/environments")
+    envs = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+    ids = []
+    unknown = []
+    for name in wanted:
+        match = next((e for e in envs if name in (e.get("name"), e.get("id"))), None)
+        if match is None:
+            unknown.append(name)
+        elif str(match["id"]) not in ids:
+            ids.append(str(match["id"]))
+    if unknown:
+        known = ", ".join(str(e.get("name")) for e in envs) or "none"
+        raise InvalidUsage(f"organization {org} has no environment {', '.join(repr(u) for u in unknown)} "
+                           f"(it has: {known}); see 'ftagent environments --list'")
+    return ids
 
 
 def _reason(exc: BaseException) -> str:

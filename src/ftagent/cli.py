@@ -352,6 +352,9 @@ def _locked(ctx: click.Context) -> Agent:
 @click.option("--adopt", is_flag=True,
               help="Take over subscription-manager's registration (its identity in /etc/pki/consumer): "
                    "no new consumer.")
+@click.option("--environments", "environments", metavar="NAME[,NAME]",
+              help="Put the system in these environments of the organization (names or ids, in priority "
+                   "order; needs --username).")
 @json_option
 @click.pass_context
 def register(
@@ -368,14 +371,20 @@ def register(
     server_url: str | None,
     insecure: bool | None,
     adopt: bool,
+    environments: str | None,
     as_json: bool,
 ) -> None:
     """Register this system with the entitlement server."""
     keys = [k.strip() for item in activation_keys for k in item.split(",") if k.strip()]
+    envs = [e.strip() for e in (environments or "").split(",") if e.strip()]
+    if environments is not None and not envs:
+        raise InvalidUsage("--environments names no environment")
+    if envs and consumer_id:
+        raise InvalidUsage("--environments goes with a new registration, not --consumerid")
     if adopt:
-        if org or username or keys or consumer_id or name or auto_attach or server_key:
+        if org or username or keys or consumer_id or name or auto_attach or server_key or envs:
             raise InvalidUsage("--adopt takes over an existing registration: give none of --org, --username, "
-                               "--activationkey, --consumerid, --name, --auto-attach, --server-key")
+                               "--activationkey, --consumerid, --name, --auto-attach, --server-key, --environments")
         agent = _locked(ctx)
         _apply_server_overrides(agent, server_url, insecure)
         identity = agent.adopt(force=force)
@@ -413,6 +422,7 @@ def register(
         force=force,
         server_key=server_key,
         auto_attach=auto_attach,
+        environments=envs,
     )
     _save_server_overrides(agent, server_url, insecure)
     data = identity.as_dict()
@@ -778,6 +788,165 @@ def repos(ctx: click.Context, list_all: bool, list_enabled: bool, list_disabled:
             lines += ["", f"Repo ID:   {r.label}", f"Repo Name: {r.name}",
                       f"Repo URL:  {r.options.get('baseurl', r.baseurl)}", f"Enabled:   {1 if r.enabled else 0}"]
     _emit(as_json, data, lines)
+
+
+def _one_action(**given: object) -> None:
+    """At most one of a command's actions (``--show``, ``--list``, ``--set``, ...) at once."""
+    chosen = [name for name, value in given.items() if value not in (None, False, ())]
+    if len(chosen) > 1:
+        raise InvalidUsage("give only one of " + ", ".join(f"--{name}" for name in given))
+
+
+@cli.command()
+@click.option("--show", is_flag=True, help="Show the release this system is pinned to (the default).")
+@click.option("--list", "list_all", is_flag=True, help="List the releases the content offers this system.")
+@click.option("--set", "set_to", metavar="RELEASE", help="Pin $releasever to RELEASE (one --list shows).")
+@click.option("--unset", is_flag=True, help="Follow the installed system's release again.")
+@json_option
+@click.pass_context
+def release(ctx: click.Context, show: bool, list_all: bool, set_to: str | None, unset: bool, as_json: bool) -> None:
+    """Show, list or set the operating system release the repositories follow."""
+    _one_action(show=show, list=list_all, set=set_to, unset=unset)
+    agent = _locked(ctx)
+    if list_all:
+        releases = agent.available_releases()
+        _emit(as_json, releases, ["Available releases:", *releases] if releases else
+              ["No release versions available: the content this system may use lists none"])
+        return
+    if set_to is not None or unset:
+        value = agent.set_release(set_to.strip() if set_to else None)
+        _emit(as_json, {"release": value}, f"Release set to: {value}" if value else "Release preference has been unset")
+        return
+    current = agent.release()
+    _emit(as_json, {"release": current}, f"Release: {current}" if current else "Release not set")
+
+
+def _purpose_command(name: str, what: str, *, can_list: bool = False) -> Callable[..., None]:
+    """``--show``/``--set``/``--unset`` (and ``--list`` where the org offers values) for one purpose field."""
+
+    def run(ctx: click.Context, show: bool, set_to: tuple[str, ...], unset: bool, as_json: bool,
+            list_all: bool = False) -> None:
+        _one_action(show=show, list=list_all, set=set_to, unset=unset)
+        agent = _locked(ctx)
+        if list_all:
+            levels = agent.service_levels()
+            _emit(as_json, levels, ["Available service levels:", *levels] if levels else
+                  ["This system's organization offers no service level"])
+            return
+        if set_to or unset:
+            values = [v.strip() for item in set_to for v in (item.split(",") if name == "addons" else [item])
+                      if v.strip()]
+            if set_to and not values:
+                raise InvalidUsage(f"--set gives no {what}")
+            value: str | list[str] | None = values if name == "addons" else (values[0] if values else None)
+            if name != "addons" and len(values) > 1:
+                raise InvalidUsage(f"give one {what}")
+            agent.set_purpose(name, value)
+            shown = ", ".join(values)
+            _emit(as_json, {name: value}, f"{what.capitalize()} set to: {shown}" if values else
+                  f"{what.capitalize()} unset")
+            return
+        current = agent.purpose()[name]
+        shown = ", ".join(current) if isinstance(current, list) else current
+        _emit(as_json, {name: current or None}, f"Current {what}: {shown}" if shown else f"{what.capitalize()} not set")
+
+    run.__name__ = name.replace("-", "_")
+    run.__doc__ = f"Show{', list' if can_list else ''} or set this system's {what}."
+    command: Any = run
+    if can_list:
+        command = click.option("--list", "list_all", is_flag=True,
+                               help=f"List the {what}s this system's organization offers.")(command)
+    command = json_option(command)
+    command = click.option("--unset", is_flag=True, help=f"Unset the {what}.")(command)
+    many = name == "addons"
+    command = click.option("--set", "set_to", multiple=True, metavar="VALUE",
+                           help=f"Set the {what}" + (" (comma-separated, or repeated)." if many else "."))(command)
+    command = click.option("--show", is_flag=True, help=f"Show the {what} (the default).")(command)
+    return click.pass_context(command)
+
+
+cli.command(name="service-level")(_purpose_command("service-level", "service level", can_list=True))
+
+
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def syspurpose(ctx: click.Context, as_json: bool) -> None:
+    """Show the system purpose (role, usage, add-ons, service type, service level), or set one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    data = _locked(ctx).purpose()
+    lines = [f"{label}: {', '.join(v) if isinstance(v, list) else v or ''}"
+             for label, v in (("Role", data["role"]), ("Usage", data["usage"]), ("Add-ons", data["addons"]),
+                              ("Service type", data["service-type"]), ("Service level", data["service-level"]))]
+    _emit(as_json, {k: data[k] for k in ("role", "usage", "addons", "service-type", "service-level")}, lines)
+
+
+for _name, _what in (("role", "role"), ("usage", "usage"), ("addons", "add-ons"), ("service-type", "service type")):
+    syspurpose.command(name=_name)(_purpose_command(_name, _what))
+
+
+@cli.command()
+@click.option("--enable", is_flag=True, help="Let the server attach subscriptions to this system as needed.")
+@click.option("--disable", is_flag=True, help="Do not let it.")
+@click.option("--show", is_flag=True, help="Show whether it may (the default).")
+@json_option
+@click.pass_context
+def autoheal(ctx: click.Context, enable: bool, disable: bool, show: bool, as_json: bool) -> None:
+    """Show, enable or disable auto-attach (autoheal) for this system."""
+    _one_action(enable=enable, disable=disable, show=show)
+    agent = _locked(ctx)
+    if enable or disable:
+        agent.update_consumer({"autoheal": enable})
+        _emit(as_json, {"autoheal": enable}, f"Auto-attach {'enabled' if enable else 'disabled'}.")
+        return
+    value = bool(agent.purpose()["autoheal"])
+    _emit(as_json, {"autoheal": value}, f"Auto-attach is {'enabled' if value else 'disabled'}.")
+
+
+@cli.command()
+@click.option("--list", "list_all", is_flag=True, help="List the environments (the default).")
+@click.option("--org", help="Organization key (with --username; default: this system's).")
+@click.option("--username", "-u", help="User name (HTTP Basic); without it, this system's identity.")
+@click.option("--password", "-p", envvar="FTAGENT_PASSWORD", help="Password (or $FTAGENT_PASSWORD, or a prompt).")
+@json_option
+@click.pass_context
+def environments(ctx: click.Context, list_all: bool, org: str | None, username: str | None, password: str | None,
+                 as_json: bool) -> None:
+    """List the environments of an organization (its systems' content follows the ones they are in)."""
+    if username and not org:
+        raise InvalidUsage("--username goes with --org")
+    if org and not username:
+        raise InvalidUsage("--org needs --username (a registered system lists its own organization's)")
+    agent = _state(ctx).agent(read_only=True)
+    if username and password is None:
+        password = click.prompt("Password", hide_input=True, err=True)
+    envs = agent.environments(org, username, password) if username else _locked(ctx).environments()
+    lines: list[str] = []
+    for env in envs:
+        lines += [f"Name:        {env.get('name')}", f"Id:          {env.get('id')}",
+                  f"Description: {env.get('description') or ''}", ""]
+    _emit(as_json, envs, lines[:-1] if lines else "This organization has no environments")
+
+
+@cli.command()
+@click.option("--username", "-u", required=True, help="User name (HTTP Basic).")
+@click.option("--password", "-p", envvar="FTAGENT_PASSWORD", help="Password (or $FTAGENT_PASSWORD, or a prompt).")
+@json_option
+@click.pass_context
+def owners(ctx: click.Context, username: str, password: str | None, as_json: bool) -> None:
+    """List the organizations this user may register systems to (also: orgs)."""
+    agent = _state(ctx).agent(read_only=True)
+    if password is None:
+        password = click.prompt("Password", hide_input=True, err=True)
+    orgs = agent.owners(username, password)
+    lines = [f"Organizations {username} may register to:" if orgs else f"{username} may use no organization"]
+    for owner in orgs:
+        lines += [f"Name: {owner.get('displayName')}", f"Key:  {owner.get('key')}"]
+    _emit(as_json, orgs, lines)
+
+
+cli.add_command(owners, name="orgs")
 
 
 @cli.command()

@@ -19,6 +19,8 @@ Overrides (``repos --enable/--disable``) live on the server (``/consumers/{uuid}
 the last answer is kept beside the identity (``content-overrides.json``) so a check-in with nothing
 changed makes no extra request. They are fetched again on an explicit refresh, when certificates came
 or went, and for a new consumer (registration, failover: the successor inherits them on the server).
+The consumer's release (``ftagent release --set``, :mod:`ftagent.release`) is fetched and kept the
+same way (``release.json``); when one is set, the URLs carry it in place of ``$releasever``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ftagent.atomic import remove_durably, write_atomic
 from ftagent.entitlements import EntitlementStore
 from ftagent.errors import FtagentError, InvalidUsage, NotFound
+from ftagent.release import pin
 from ftagent.rhsmlock import write_lock
 
 if TYPE_CHECKING:
@@ -43,11 +46,12 @@ if TYPE_CHECKING:
     from ftagent.connection import Connection
     from ftagent.entcert import EntitlementCert
 
-__all__ = ["OVERRIDES_CACHE", "SCA_MODE", "Repo", "RepoManager", "entitlement_store"]
+__all__ = ["OVERRIDES_CACHE", "RELEASE_CACHE", "SCA_MODE", "Repo", "RepoManager", "entitlement_store"]
 
 logger = logging.getLogger(__name__)
 
 OVERRIDES_CACHE = "content-overrides.json"
+RELEASE_CACHE = "release.json"
 #: An org's ``contentAccessMode`` for Simple Content Access: content without attaching subscriptions.
 SCA_MODE = "org_environment"
 DEFAULT_METADATA_EXPIRE = 86400
@@ -109,6 +113,7 @@ class RepoManager:
         # stays out of its directories.
         state = config.agent.state_dir if config.agent.rhsm else Path(config.agent.identity_dir)
         self.cache_path = state / OVERRIDES_CACHE
+        self.release_path = state / RELEASE_CACHE
 
     @property
     def server_ca(self) -> Path | None:
@@ -155,21 +160,57 @@ class RepoManager:
         return overrides
 
     def _overrides_for(self, connection: Connection, uuid: str, fetch: bool) -> list[dict[str, Any]]:
+        """The overrides (and, kept alongside, the release): the last known, or fetched when ``fetch``."""
         cached = self.cached_overrides(uuid)
         if cached is not None and not fetch:
             return cached
         try:
+            self.fetch_release(connection, uuid)
             return self.fetch_overrides(connection, uuid)
         except FtagentError as exc:
             logger.warning("cannot fetch the content overrides of %s (%s); using the last known", uuid, exc)
             return cached or []
+
+    # -- the release ------------------------------------------------------------------------------
+
+    def cached_release(self) -> str | None:
+        """The release last fetched or set (None: none set, or never fetched)."""
+        try:
+            data = json.loads(self.release_path.read_text())
+        except (OSError, ValueError):
+            return None
+        release = data.get("release") if isinstance(data, dict) else None
+        return release if isinstance(release, str) and release and _one_line(release) else None
+
+    def keep_release(self, uuid: str, release: str | None) -> None:
+        try:
+            write_atomic(self.release_path, json.dumps({"uuid": uuid, "release": release}).encode(), mode=0o644)
+        except OSError as exc:
+            logger.warning("cannot keep the release in %s: %s", self.release_path, exc)
+
+    def fetch_release(self, connection: Connection, uuid: str) -> str | None:
+        """The consumer's release from the server (a server without the call: none), kept for later."""
+        try:
+            answer = connection.get(f"consumers/{uuid}/release")
+        except NotFound:
+            answer = None
+        value = answer.get("releaseVer") if isinstance(answer, dict) else None
+        release = value if isinstance(value, str) and value.strip() else None
+        self.keep_release(uuid, release)
+        return release
+
+    def rewrite(self, uuid: str) -> bool:
+        """Write the file again from the certificates and what is kept (after a change of the release)."""
+        if not self.content.manage_repos:
+            return False
+        return self.write(self.repos(self.cached_overrides(uuid) or []))
 
     # -- the repositories ---------------------------------------------------------------------
 
     def repos(self, overrides: Sequence[dict[str, Any]] = (), serials: set[int] | None = None) -> list[Repo]:
         """The repositories the certificates (``serials``, or all present) grant, overrides applied."""
         by_label: dict[str, tuple[int, dict[str, Any]]] = {}
-        server_ca, repo_ca = self.server_ca, self.repo_ca
+        server_ca, repo_ca, release = self.server_ca, self.repo_ca, self.cached_release()
         for serial, cert in self.certificates.certificates(server_ca):
             if serials is not None and serial not in serials:
                 continue
@@ -195,13 +236,13 @@ class RepoManager:
             per_label.setdefault(label, []).append((name.lower(), value))
         files = {serial: (str(self.certificates.cert_path(serial)), str(self.certificates.key_path(serial)))
                  for serial in {serial for serial, _item in by_label.values()}}
-        return [self._repo(label, files[serial], serial, item, per_label.get(label, []), repo_ca)
+        return [self._repo(label, files[serial], serial, item, per_label.get(label, []), repo_ca, release)
                 for label, (serial, item) in sorted(by_label.items())]
 
     def _repo(self, label: str, files: tuple[str, str], serial: int, item: dict[str, Any],
-              overrides: list[tuple[str, str]], repo_ca: Path | None) -> Repo:
+              overrides: list[tuple[str, str]], repo_ca: Path | None, release: str | None) -> Repo:
         name = _CONTROL.sub(" ", str(item.get("name") or label))
-        baseurl = _join(self.content.baseurl, str(item.get("path") or ""))
+        baseurl = pin(_join(self.content.baseurl, str(item.get("path") or "")), release)
         gpg = item.get("gpg_url")
         options = {"name": name, "baseurl": baseurl, "enabled": "1" if item.get("enabled", True) else "0",
                    "gpgcheck": "1" if gpg else "0"}
@@ -262,8 +303,9 @@ class RepoManager:
 
     def certificates_cleared(self) -> None:
         self.remove()
-        with contextlib.suppress(FileNotFoundError):
-            self.cache_path.unlink()
+        for path in (self.cache_path, self.release_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     # -- repos --enable / --disable ---------------------------------------------------------------
 

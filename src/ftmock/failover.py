@@ -21,7 +21,8 @@ The rules, so that partial, repeated or out-of-order reports have one outcome:
 * The successor's identity certificate is issued once, for the predecessor's public key, and then
   returned to every request made with any older identity of the group (A -> B -> C leads to C).
 * The predecessor's content access certificate is revoked at the failover, and the successor
-  inherits its content overrides (repository choices are the VM's, not the instance's).
+  inherits its content overrides, release, system purpose, autoheal and environments (what the
+  guest chose is the VM's, not the instance's).
 """
 
 from __future__ import annotations
@@ -205,8 +206,12 @@ def _inherit_facts(tx: Tx, old: sqlite3.Row, new: sqlite3.Row) -> None:
     facts = loads(old["facts"], {})
     facts.update({k: v for k, v in loads(get_row(tx, new["uuid"])["facts"], {}).items()
                   if k in ("instanceUUID", "ftinfo.role", "ftinfo.instanceUUIDs")})
-    tx.execute("UPDATE consumers SET facts=?, name=?, installed_products=?, updated=? WHERE uuid=?",
-               (dumps(facts), old["name"], old["installed_products"], now_iso(), new["uuid"]))
+    # What the guest set on itself (release, system purpose, autoheal, environments) is the VM's too.
+    tx.execute("UPDATE consumers SET facts=?, name=?, installed_products=?, release_ver=?, service_level=?, "
+               "autoheal=?, role=?, usage=?, addons=?, service_type=?, environments=?, updated=? WHERE uuid=?",
+               (dumps(facts), old["name"], old["installed_products"], old["release_ver"], old["service_level"],
+                old["autoheal"], old["role"], old["usage"], old["addons"], old["service_type"], old["environments"],
+                now_iso(), new["uuid"]))
 
 
 def _held_products(tx: Tx, consumer_uuid: str) -> list[str]:

@@ -45,7 +45,8 @@ def test_register_then_identity_checkin_unregister(any_guest: Guest) -> None:
     # checkin with nothing changed: 2 requests over one connection
     result = guest.ok("checkin")
     assert result == {"uuid": uuid, "facts_sent": False, "failed_over_from": None, "requests": 2,
-                      "connections": 1, "entitlements": {"added": [], "removed": [], "kept": []}}
+                      "connections": 1, "entitlements": {"added": [], "removed": [], "kept": []},
+                      "profile_sent": None, "identity_renewed": None}
     guest.set_fact("custom.color", "blue")
     result = guest.ok("checkin")
     assert result["facts_sent"] is True and result["requests"] == 2

@@ -227,6 +227,9 @@ def test_failover_in_an_sca_org_moves_content_access_and_overrides(server: Ftmoc
     [old_serial] = [s["serial"] for s in reg.client.get(f"/consumers/{reg.uuid}/certificates/serials").json()]
     assert reg.client.put(f"/consumers/{reg.uuid}/content_overrides",
                           json=[{"contentLabel": "os", "name": "enabled", "value": "0"}]).status_code == 200
+    chosen = {"releaseVer": {"releaseVer": "9.2"}, "role": "Server", "usage": "Production", "addOns": ["A1"],
+              "serviceType": "L3", "autoheal": False}
+    assert reg.client.put(f"/consumers/{reg.uuid}", json=chosen).status_code == 204
 
     checkin(server, org, REPORT2)
     successor = g["VM_B"]["uuid"]
@@ -241,3 +244,6 @@ def test_failover_in_an_sca_org_moves_content_access_and_overrides(server: Ftmoc
     assert not any(s["serial"] == old_serial for s in admin.get(f"/consumers/{reg.uuid}/certificates/serials").json())
     assert [(o["contentLabel"], o["value"]) for o in client2.get(f"/consumers/{successor}/content_overrides").json()] \
         == [("os", "0")]
+    # ... and what the guest set on itself: release, system purpose, autoheal.
+    me = client2.get(f"/consumers/{successor}").json()
+    assert {k: me[k] for k in chosen} == chosen
