@@ -4,7 +4,8 @@
 target with ``os.replace`` (or links it into place, ``exclusive``: the first writer wins) and fsyncs
 the directory, so that after a crash the target holds either the old or the new content, never a
 torn mix.  The file has its mode (and, when asked, its owner) from before it gets its name.  Only the
-standard library is used here: ftmock imports this module and nothing else of ftagent.
+standard library is used here: ftmock imports this module, and of the rest of ftagent only
+:mod:`ftagent.cliexit` (with the two small modules it needs) for its command line; no protocol code.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from ftagent import __version__
-from ftagent.clickcompat import Group
+from ftagent.cliexit import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ProgramGroup
 from ftagent.errors import (
     BadRequest,
     ConfigError,
@@ -81,15 +81,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
 EXIT_NOT_REGISTERED = 1
 EXIT_LEASE_NOT_HELD = 3
-EXIT_USAGE = 64
 EXIT_UNAVAILABLE = 69
-EXIT_INTERNAL = 70
 EXIT_NOPERM = 77
 EXIT_CONFIG = 78
-EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -236,62 +232,24 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
-class FtagentGroup(Group):
-    """A group whose ``main`` maps every error to the documented exit code."""
+class FtagentGroup(ProgramGroup):
+    """ftagent's top-level group: every error ends in its exit code (:func:`exit_code_for`), and a
+    command run with ``--json`` also gets the error as a JSON object on stdout."""
 
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
-        code = self._run(argv, prog_name or "ftagent", complete_var, **extra)
-        if standalone_mode:
-            sys.exit(code)
-        return code
+    program = "ftagent"
+    errors = (FtagentError,)
+    exit_code_for = staticmethod(exit_code_for)
 
-    def _run(self, argv: list[str], prog_name: str, complete_var: str | None, **extra: Any) -> int:
-        as_json = "--json" in argv
-        try:
-            rv = super().main(
-                args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
-            )
-        except click.exceptions.Exit as exc:
-            return int(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("ftagent: aborted", err=True)
-            return EXIT_INTERRUPTED
-        except click.ClickException as exc:
-            exc.show()
-            return EXIT_USAGE
-        except FtagentError as exc:
-            return _report(exc, as_json)
-        except KeyboardInterrupt:
-            click.echo("ftagent: interrupted", err=True)
-            return EXIT_INTERRUPTED
-        except Exception as exc:
-            logger.debug("internal error", exc_info=True)
-            return _report(exc, as_json, internal=True)
-        return rv if isinstance(rv, int) else EXIT_OK
-
-
-def _report(exc: BaseException, as_json: bool, *, internal: bool = False) -> int:
-    code = exit_code_for(exc)
-    message = f"internal error: {type(exc).__name__}: {exc}" if internal else str(exc)
-    if as_json:
-        payload: dict[str, Any] = {"type": type(exc).__name__, "message": message, "exit_code": code}
-        if isinstance(exc, RemoteError):
-            payload["status"] = exc.status
-            payload["display_message"] = exc.display_message
-        click.echo(json.dumps({"error": payload}, indent=2, sort_keys=True))
-    prefix = "<3>" if stderr_is_journal() else ""
-    click.echo(f"{prefix}ftagent: error: {message}", err=True)
-    if internal:
-        click.echo(f"{prefix}ftagent: run with --debug for a traceback", err=True)
-    return code
+    def report_error(self, exc: BaseException, argv: Sequence[str], internal: bool) -> None:
+        if "--json" in argv:
+            message = f"internal error: {type(exc).__name__}: {exc}" if internal else str(exc)
+            payload: dict[str, Any] = {"type": type(exc).__name__, "message": message,
+                                       "exit_code": EXIT_INTERNAL if internal else exit_code_for(exc)}
+            if isinstance(exc, RemoteError):
+                payload["status"] = exc.status
+                payload["display_message"] = exc.display_message
+            click.echo(json.dumps({"error": payload}, indent=2, sort_keys=True))
+        super().report_error(exc, argv, internal)
 
 
 def _state(ctx: click.Context) -> State:

@@ -9,6 +9,7 @@ What stays the same whatever holds the lease, and what varies, side by side:
 - :mod:`.fencing`    the fencing ladder (hook command, systemd units, signal);
 - :mod:`.status`     the holder id and the status file that ``ftagent status`` reads;
 - :mod:`.heartbeat`  the daemon and ``--once``: loop, guard thread, watchdog;
+- :mod:`.guard`      one heartbeat per guest: the exclusive lock a second daemon is refused by;
 - :mod:`.claim`      a one-shot command's claim of a failover successor's lease;
 - :mod:`.backend`    :class:`LeaseBackend`, the small protocol the state machine talks through, and
                      :class:`~.backend.BackendSpec`, what each backend module declares;
