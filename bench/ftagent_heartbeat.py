@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from tests.kit.etcd import EtcdCluster, KeyWatch  # noqa: E402
 from tests.kit.ftmock import FtmockServer, start_ftmock  # noqa: E402
 from tests.kit.guest import Guest, clone_guest, send_signal  # noqa: E402
-from tests.kit.lease import fingerprint, lease_guest, lease_log, overlaps  # noqa: E402
+from tests.kit.lease import lease_guest, lease_log, overlaps  # noqa: E402
 from tests.kit.orgs import new_org  # noqa: E402
 from tests.kit.wait import wait_until  # noqa: E402
 
@@ -130,7 +130,7 @@ def agent_paused(server: FtmockServer, tmp: Path, run: int) -> dict[str, float]:
 def _measure(server: FtmockServer, a: Guest, b: Guest, pa: object, pb: object) -> dict[str, float]:
     log = lease_log(server, a.uuid())
     # The server's log names holders by fingerprint only.
-    holder_a, holder_b = fingerprint(a.status()["holder"]), fingerprint(b.status()["holder"])
+    holder_a, holder_b = a.status()["holder_fingerprint"], b.status()["holder_fingerprint"]
     fence_time = a.fences()[0][0]
     # Renewals the paused server processed after it resumed (A had given up on them) extend A's
     # lease on the server; the lead is measured against what A's last answered renewal promised.
@@ -163,8 +163,8 @@ def etcd_frozen(server: FtmockServer, cluster: EtcdCluster, tmp: Path, run: int)
         send_signal(pa, signal.SIGCONT)
         wait_until(lambda: a.state() == "FENCED", 5, "A FENCED")
         found = check_history(watch)
-        holder_b = b.status()["holder"]
-        created_b = next(p.start for p in found if p.holder == holder_b)
+        holder_b = b.status()["holder_fingerprint"]
+        created_b = next(p.start for p in found if p.fingerprint == holder_b)
         result = {"takeover": created_b - frozen, "renewed_after_pause": float(a.status()["renewals"] != renewals),
                   "holders": float(len(found)), "overlaps": 0.0}
         a.stop(pa)

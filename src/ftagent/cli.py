@@ -527,8 +527,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         state = lease.get("state") or "no heartbeat yet"
         if lease.get("stale_reason"):
             state += f" (was {lease.get('recorded_state')}: {lease['stale_reason']})"
-        lines.append(f"Lease: {state} (generation {lease.get('generation')}, holder {lease.get('holder')}, "
-                     f"held by {lease.get('held_by')})")
+        lines.append(f"Lease: {state} {_lease_details(lease)}")
         if lease.get("error"):
             lines.append(f"  lease settings: {lease['error']}")
     _emit(as_json, data, lines)
@@ -542,6 +541,15 @@ _SCA_NO_ATTACH = ("Nothing attached: organization {org} uses Simple Content Acce
 
 #: Lease states in which ``status`` exits 0: held, handed back on purpose, or switched off.
 _LEASE_OK = ("HELD", "RELEASED", "DISABLED")
+
+
+def _lease_details(lease: dict[str, Any]) -> str:
+    """Generation, this instance's holder (by fingerprint: the id is a secret) and who holds the lease
+    when someone else does."""
+    text = f"(generation {lease.get('generation')}, holder {lease.get('holder_fingerprint')}"
+    if lease.get("held_by") is not None and lease.get("held_by") != lease.get("holder_fingerprint"):
+        text += f", held by {lease['held_by']}"
+    return text + ")"
 
 
 def _lease_status(config: Any) -> dict[str, Any]:
@@ -584,14 +592,13 @@ def heartbeat(ctx: click.Context, once: bool, as_json: bool) -> None:
             f"units {' '.join(settings.fence_units)}" if settings.fence_units else None,
             f"signal {settings.fence_signal}" if settings.fence_signal else None])) or "none configured"
         logger.info("ftagent %s heartbeat started (pid %d): holder %s, backend %s, ttl %g s, renew every %g s, "
-                    "margin %g s, lease %s, fencing: %s", __version__, os.getpid(), beat.keeper.snapshot()["holder"],
+                    "margin %g s, lease %s, fencing: %s", __version__, os.getpid(), beat.keeper.fingerprint,
                     settings.backend, settings.ttl, settings.renew_interval, settings.margin,
                     "enabled" if settings.enabled else "DISABLED (never fences)", fencing)
     code = beat.once() if once else beat.run()
     snap = beat.keeper.snapshot()
     if once or as_json:
-        _emit(as_json, snap, f"lease {snap['state']} (generation {snap['generation']}, holder {snap['holder']}, "
-                             f"held by {snap['held_by']})")
+        _emit(as_json, snap, f"lease {snap['state']} {_lease_details(snap)}")
     ctx.exit(code)
 
 

@@ -24,7 +24,7 @@ from tests.conftest import FtmockServer
 from tests.e2e.conftest import report_config, run
 from tests.ftmock.conftest import admin_client
 from tests.kit.guest import Guest, guests, make_guest
-from tests.kit.lease import assert_no_overlap, fingerprint, lease_guest
+from tests.kit.lease import assert_no_overlap, lease_guest
 from tests.kit.orgs import new_org, org_user
 from tests.kit.wait import wait_until
 
@@ -65,14 +65,14 @@ class Watch:
         wait_until(lambda: v.status().get("renewals", 0) >= renewals + 3, 10, "the victim renewing on")
         st = v.status()
         assert (st["state"], st["generation"], st["consumer"]) == ("HELD", self.generation, self.uuid), st
-        assert st["held_by"] == st["holder"]  # it still recognises the lease as its own
+        assert st["held_by"] == st["holder_fingerprint"]  # it still recognises the lease as its own
         assert v.fences() == []
         assert v.uuid() == self.uuid and (v.root / "identity" / "cert.pem").read_bytes() == self.cert
         res = v.ftagent("checkin")
         assert res.returncode == 0, res.stderr  # its certificate still works
         assert v.server is not None
         log = assert_no_overlap(v.server, self.uuid)
-        assert {(e["consumer"], e["holderFingerprint"]) for e in log} == {(self.uuid, fingerprint(st["holder"]))}
+        assert {(e["consumer"], e["holderFingerprint"]) for e in log} == {(self.uuid, st["holder_fingerprint"])}
 
 
 def _running_ft_guest(server: FtmockServer, tmp: Path, guests: list[Guest]) -> tuple[str, Guest, Any, Watch]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.ftagent.tcpgate import TcpGate
 from tests.kit.ftmock import FtmockServer
 from tests.kit.guest import Guest, clone_guest, make_guest
-from tests.kit.lease import boottime, fingerprint, lease_log, overlaps
+from tests.kit.lease import boottime, lease_log, overlaps
 from tests.kit.wait import wait_until
 
 __all__ = ["OutageResult", "OutageRig"]
@@ -63,7 +63,7 @@ class OutageRig:
         wait_until(lambda: self.a.state() == "HELD", 20, "A HELD")
         self._pb = self.b.start()
         # The server names the other holder by its fingerprint only.
-        wait_until(lambda: self.b.status().get("held_by") == fingerprint(str(self.a.status().get("holder"))), 15,
+        wait_until(lambda: self.b.status().get("held_by") == self.a.status().get("holder_fingerprint"), 15,
                    "B sees A holding")
 
     def stop(self) -> None:
@@ -98,7 +98,7 @@ class OutageRig:
 
     def _overlap(self, fenced: bool, since: float) -> bool:
         """Whether the server granted the lease to B (since the cut) while A still held it."""
-        b_holder = fingerprint(str(self.b.status().get("holder")))  # as the server's log names it
+        b_holder = self.b.status().get("holder_fingerprint")  # as the server's log names it
         if fenced:
             # B takes over once the server's lease ran out; A must have fenced before that.
             wait_until(lambda: self.b.state() == "HELD", 30, "B takes the lease over")

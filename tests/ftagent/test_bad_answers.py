@@ -81,7 +81,7 @@ def test_corrupt_holder_file_is_a_config_error(tmp_path: Path, ftmock_session: F
     status = guest.ftagent("status", "--json")
     no_crash(status)
     assert status.returncode == 3, status.stderr  # readable, and the lease is not held
-    assert json.loads(status.stdout)["lease"]["holder"] is None
+    assert json.loads(status.stdout)["lease"]["holder_fingerprint"] is None
 
 
 def test_crash_leftovers_are_removed_at_the_next_command(entitled: Guest) -> None:

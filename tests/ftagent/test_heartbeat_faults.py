@@ -23,7 +23,7 @@ from tests.conftest import FtmockServer
 from tests.ftmock.conftest import Client, checkin
 from tests.ftmock.test_failover import REPORT1, REPORT2, VM1
 from tests.kit.guest import Guest, clone_guest, send_signal
-from tests.kit.lease import assert_no_overlap, fingerprint, lease_guest, unique_vm
+from tests.kit.lease import assert_no_overlap, lease_guest, unique_vm
 from tests.kit.notify import NotifySocket
 from tests.kit.orgs import new_org
 from tests.kit.wait import hold_for, wait_until
@@ -52,7 +52,7 @@ def test_server_unreachable_degrades_then_fences_before_takeover(ftmock: FtmockS
         pa = a.start(env={"NOTIFY_SOCKET": str(notify.path), "PATH": f"{bin_dir}:{os.environ['PATH']}"})
         wait_until(lambda: a.state() == "HELD", 15, "A HELD")
         pb = b.start()
-        wait_until(lambda: b.status().get("held_by") == fingerprint(a.status()["holder"]), 10, "B sees A holding")
+        wait_until(lambda: b.status().get("held_by") == a.status()["holder_fingerprint"], 10, "B sees A holding")
         assert any(m == "WATCHDOG=1" for _, m in notify.messages)
         assert server.process is not None
         os.kill(server.process.pid, signal.SIGSTOP)  # the server drops every request on the floor
@@ -69,9 +69,9 @@ def test_server_unreachable_degrades_then_fences_before_takeover(ftmock: FtmockS
         assert "deadline" in reason
         assert fence_time - stopped < 3.0  # fenced within ttl of the last renewal
         log = assert_no_overlap(server, a.uuid())
-        grant_b = next(e for e in log if e["holderFingerprint"] == fingerprint(b.status()["holder"])
+        grant_b = next(e for e in log if e["holderFingerprint"] == b.status()["holder_fingerprint"]
                        and e["event"] == "grant")
-        last_a = max(e["expires"] for e in log if e["holderFingerprint"] == fingerprint(a.status()["holder"]))
+        last_a = max(e["expires"] for e in log if e["holderFingerprint"] == a.status()["holder_fingerprint"])
         assert fence_time < last_a <= grant_b["start"]  # fenced before the server could grant to B
         # The rest of the ladder ran, and the watchdog was no longer petted once fencing began.
         assert "stop -- app.service" in calls.read_text()
@@ -197,9 +197,10 @@ def test_kill_switch_observes_without_fencing(ftmock_session: FtmockServer, tmp_
     send_signal(pa, signal.SIGCONT)
     wait_until(lambda: a.status().get("suppressed_fences"), 5, "A would have fenced")
     wait_until(lambda: (a.status().get("observed"), a.status().get("held_by"))
-               == ("ACQUIRING", fingerprint(b.status()["holder"])), 5, "A observing that B holds")
+               == ("ACQUIRING", b.status()["holder_fingerprint"]), 5, "A observing that B holds")
     st = a.status()
-    assert st["state"] == "DISABLED" and st["observed"] == "ACQUIRING" and st["held_by"] == fingerprint(b.status()["holder"])
+    assert st["state"] == "DISABLED" and st["observed"] == "ACQUIRING"
+    assert st["held_by"] == b.status()["holder_fingerprint"]
     assert not a.fences() and pa.poll() is None  # never fenced, still running and reporting
     out: dict[str, Any] = json.loads(a.ftagent("status", "--json").stdout)
     assert out["lease"]["state"] == "DISABLED"

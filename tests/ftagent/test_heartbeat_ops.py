@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from tests.conftest import FtmockServer
 from tests.kit.guest import FTAGENT, Guest, send_signal
-from tests.kit.lease import boottime, lease_guest, unique_vm
+from tests.kit.lease import boottime, fingerprint, lease_guest, unique_vm
 from tests.kit.orgs import new_org
 from tests.kit.wait import wait_until
 
@@ -104,6 +105,35 @@ def test_journal_priorities_start_line_and_fencing_under_systemd(a: Guest) -> No
     assert "valid" not in r.stdout.splitlines()[0].split("(")[0]
     data = json.loads(ftagent(a, "status", "--json").stdout)
     assert data["lease"]["state"] == "FENCED" and data["overall"] == "fenced"
+
+
+def test_the_holder_id_is_shown_only_by_its_fingerprint(a: Guest) -> None:
+    """The holder id is part of what a claim on the server rests on: only its own 0600 file holds it.
+    Output, logs and the status file name it by the fingerprint ftmock shows."""
+    once = ftagent(a, "-v", "heartbeat", "--once")
+    assert once.returncode == 0, once.stderr
+    holder_file = a.root / "lease.holder"
+    secret = holder_file.read_text().strip()
+    assert stat.S_IMODE(holder_file.stat().st_mode) == 0o600
+    shown = fingerprint(secret)
+    server = a.admin_api("GET", f"consumers/{a.uuid()}/lease").json()
+    assert server["holderFingerprint"] == shown
+    assert once.stdout.startswith(f"lease HELD (generation {server['generation']}, holder {shown})")
+    once_json = ftagent(a, "heartbeat", "--once", "--json")
+    assert json.loads(once_json.stdout)["holder_fingerprint"] == shown
+
+    proc = start_held(a)
+    status, status_json = ftagent(a, "status"), ftagent(a, "status", "--json")
+    status_file = a.status_file.read_text()
+    assert a.stop(proc) == 0
+    log = a.log.read_text()
+    assert [line for line in log.splitlines() if "heartbeat started" in line and f"holder {shown}," in line]
+    assert f"holder {shown})" in status.stdout
+    assert json.loads(status_json.stdout)["lease"]["holder_fingerprint"] == shown
+    assert json.loads(status_file)["holder_fingerprint"] == shown
+    for text in (once.stdout, once.stderr, once_json.stdout, once_json.stderr, status.stdout, status.stderr,
+                 status_json.stdout, status_file, log):
+        assert secret not in text
 
 
 def test_plain_stderr_outside_systemd(a: Guest) -> None:

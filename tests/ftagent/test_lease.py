@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -246,8 +247,17 @@ def test_holder_id_created_once(tmp_path: Path) -> None:
     status = tmp_path / "lease.json"
     first = load_or_create_holder(status)
     assert holder_path(status) == tmp_path / "lease.holder"
+    assert stat.S_IMODE(holder_path(status).stat().st_mode) == 0o600  # a secret: its owner's only
     assert load_or_create_holder(status) == first
     assert load_or_create_holder(tmp_path / "other.json") != first
+
+
+def test_holder_file_an_earlier_version_left_readable_is_restricted(tmp_path: Path) -> None:
+    status = tmp_path / "lease.json"
+    holder_path(status).write_text("host:0123456789abcdef\n")
+    holder_path(status).chmod(0o644)
+    assert load_or_create_holder(status) == "host:0123456789abcdef"
+    assert stat.S_IMODE(holder_path(status).stat().st_mode) == 0o600
 
 
 def test_status_summary_reads_the_file(tmp_path: Path) -> None:
@@ -256,11 +266,12 @@ def test_status_summary_reads_the_file(tmp_path: Path) -> None:
     settings = LeaseSettings(status_file=tmp_path / "lease.json")
     assert status_summary(settings)["state"] is None
     clock = SystemClock()
-    write_status(settings.status_file, {"state": "HELD", "generation": 4, "holder": "h", "held_by": "h",
+    write_status(settings.status_file, {"state": "HELD", "generation": 4, "holder_fingerprint": "1a2b3c4d",
+                                        "held_by": "1a2b3c4d",
                                         "deadline": clock.now() + 10, "boot_id": boot_id(), "pid": os.getpid(),
                                         "mode": "daemon"}, durable=True)
     summary = status_summary(settings)
-    assert (summary["state"], summary["generation"], summary["holder"]) == ("HELD", 4, "h")
+    assert (summary["state"], summary["generation"], summary["holder_fingerprint"]) == ("HELD", 4, "1a2b3c4d")
     assert 9 < summary["deadline_in"] <= 10 and summary["running"]
     assert clock_name() in ("boottime", "monotonic")
 
@@ -277,14 +288,15 @@ def test_fence_ladder_command_units_signal(tmp_path: Path) -> None:
     pidfile = tmp_path / "victim.pid"
     pidfile.write_text(f"{victim.pid}\n")
     ladder = FenceLadder(
-        command=f"sh -c 'echo \"$1|$FTAGENT_LEASE_GENERATION|$FTAGENT_FENCE_REASON\" > {marker}' hook",
+        command=f"sh -c 'echo \"$1|$FTAGENT_LEASE_GENERATION|$FTAGENT_FENCE_REASON|$FTAGENT_LEASE_HOLDER_FINGERPRINT\" "
+                f"> {marker}' hook",
         units=["app.service", "db.service"],
         signal_spec=parse_signal_spec(f"SIGTERM {pidfile}"),
         step_timeout=5,
         env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"),
     )
-    report = ladder.fence("lost it", holder="h", generation=5)
-    assert marker.read_text().strip() == "lost it|5|lost it"
+    report = ladder.fence("lost it", holder_fingerprint="1a2b3c4d", generation=5)
+    assert marker.read_text().strip() == "lost it|5|lost it|1a2b3c4d"
     assert calls.read_text().split() == ["stop", "--", "app.service", "db.service"]
     assert victim.wait(timeout=10) == -signal.SIGTERM
     assert [s["step"] for s in report.steps] == ["command", "units", "signal"]

@@ -22,7 +22,7 @@ from tests.ftagent.tcpgate import TcpGate
 from tests.kit.ca import CertAuthority
 from tests.kit.etcd import PREFIX, EtcdCluster, KeyWatch, b64, check_history, free_ports, key_of, unb64
 from tests.kit.guest import Guest, clone_guest
-from tests.kit.lease import lease_guest, unique_vm
+from tests.kit.lease import fingerprint, lease_guest, unique_vm
 from tests.kit.orgs import new_org
 from tests.kit.wait import hold_for, wait_until
 
@@ -61,7 +61,7 @@ def test_one_member_killed_the_holder_keeps_its_lease(ftmock_session: FtmockServ
     assert a.status()["renewals"] >= renewals + 4
     assert not a.fences() and b.state() == "ACQUIRING"
     [held] = check_history(watch)
-    assert held.holder == a.status()["holder"] and held.generation == gen and held.end is None
+    assert held.fingerprint == a.status()["holder_fingerprint"] and held.generation == gen and held.end is None
     assert a.stop(pa) == 0 and b.stop(pb) == 0
 
 
@@ -91,7 +91,7 @@ def test_quorum_lost_the_holder_fences_before_expiry_and_one_holder_after(
     for _ in hold_for(1):
         assert a.state() == "FENCED" and b.state() == "HELD" and len(a.fences()) == 1 and not b.fences()
     found = check_history(watch, a)
-    assert [p.holder for p in found] == [a.status()["holder"], b.status()["holder"]]
+    assert [p.fingerprint for p in found] == [a.status()["holder_fingerprint"], b.status()["holder_fingerprint"]]
     assert a.stop(pa) == 3 and b.stop(pb) == 0
 
 
@@ -116,7 +116,7 @@ def test_holder_cut_off_by_a_stalling_proxy_fences_in_time(ftmock_session: Ftmoc
     fence_time, reason = a.fences()[0]
     assert "deadline" in reason and fence_time - stalled < 3.0  # within ttl of the last keep-alive
     found = check_history(watch, a)
-    assert [p.holder for p in found] == [a.status()["holder"], b.status()["holder"]]
+    assert [p.fingerprint for p in found] == [a.status()["holder_fingerprint"], b.status()["holder_fingerprint"]]
     assert a.stop(pa) == 3 and b.stop(pb) == 0
 
 
@@ -144,7 +144,8 @@ def test_restart_after_fenced_waits_for_expiry_and_gets_a_new_generation(
     st = a.status()
     assert st["generation"] > gen and len(a.fences()) == 1
     found = check_history(watch, a)
-    assert [(p.holder, p.generation) for p in found] == [(st["holder"], gen), (st["holder"], st["generation"])]
+    assert [(p.fingerprint, p.generation) for p in found] == [(st["holder_fingerprint"], gen),
+                                                          (st["holder_fingerprint"], st["generation"])]
     assert found[0].end is not None and found[0].end <= found[1].start
     assert a.stop(pa) == 0
 
@@ -224,7 +225,7 @@ def test_failover_keeps_the_key_and_only_the_holding_instance_takes_the_successo
         st = a.status()  # the key is the FT group's: nothing changed in etcd
         assert st["state"] == "HELD" and st["generation"] == gen and not a.fences()
     [held] = check_history(watch)
-    assert held.holder == st["holder"] and held.generation == gen and held.end is None
+    assert held.fingerprint == st["holder_fingerprint"] and held.generation == gen and held.end is None
     assert a.stop(pa) == 0 and b.stop(pb) == 0
 
 
@@ -246,7 +247,8 @@ def test_tls_client_certificate_and_etcd_password(ftmock_session: FtmockServer, 
         assert r.returncode == 0, r.stderr
         gen = json.loads(r.stdout)["generation"]
         kvs = cluster.post(cluster.members[0], "kv/range", {"key": b64(key_of(a))})["kvs"]
-        assert unb64(kvs[0]["value"]) == a.status()["holder"] and int(kvs[0]["create_revision"]) == gen
+        assert fingerprint(unb64(kvs[0]["value"])) == a.status()["holder_fingerprint"]
+        assert int(kvs[0]["create_revision"]) == gen
         # Each piece is needed (another instance, which must reach etcd to learn anything): the
         # password, the client certificate, the CA.
         right = {k: v for k, v in a.lease.items() if k.startswith("etcd_")}
@@ -262,7 +264,7 @@ def test_tls_client_certificate_and_etcd_password(ftmock_session: FtmockServer, 
                 assert "certificate" in r.stderr.lower(), r.stderr
         b = clone_guest(a, tmp_path / "b", **right)
         r = b.ftagent("heartbeat", "--once", "--json")
-        assert r.returncode == 3 and json.loads(r.stdout)["held_by"] == a.status()["holder"], r.stderr
+        assert r.returncode == 3 and json.loads(r.stdout)["held_by"] == a.status()["holder_fingerprint"], r.stderr
         # The holder renews its lease (carried over from its earlier run), same generation.
         r = a.ftagent("heartbeat", "--once", "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen, r.stderr

@@ -51,14 +51,15 @@ def test_steady_holder_then_a_clean_release_hands_over_at_once(site: LeaseSite) 
     lease = json.loads(site.ftagent(a, "status", "--json").stdout)["lease"]
     assert (lease["state"], lease["generation"], lease["running"]) == ("HELD", gen, True)
     site.check_summary(lease)
-    assert site.history() == [(status["holder"], gen)]
+    assert site.history() == [(status["holder_fingerprint"], gen)]
     stopped = time.monotonic()
     assert site.stop(a) == 0
     assert a.state() == "RELEASED" and not a.fences()
     status_b = site.held(b, site.release_handover)
     assert time.monotonic() - stopped < site.release_handover  # no waiting for an expiry: the release freed it
     assert site.successor_generation(gen, status_b["generation"]), (gen, status_b)
-    assert site.history() == [(status["holder"], gen), (status_b["holder"], status_b["generation"])]
+    assert site.history() == [(status["holder_fingerprint"], gen),
+                              (status_b["holder_fingerprint"], status_b["generation"])]
     assert site.stop(b) == 0
     assert not a.fences() and not b.fences()
 
@@ -73,13 +74,13 @@ def test_two_instances_started_together_only_one_holds(site: LeaseSite) -> None:
     assert sorted([a.state(), b.state()]) == ["ACQUIRING", "HELD"]
     winner, loser = (a, b) if a.state() == "HELD" else (b, a)
     assert loser.status()["held_by"] == site.holder_seen(winner)
-    holder = winner.status()["holder"]
+    holder = winner.status()["holder_fingerprint"]
     assert [h for h, _ in site.history()] == [holder]  # the other never held
     assert site.stop(winner) == 0
     site.held(loser, site.release_handover)  # the other takes over after the release
     assert site.stop(loser) == 0
     assert not a.fences() and not b.fences()
-    assert [h for h, _ in site.history()] == [holder, loser.status()["holder"]]
+    assert [h for h, _ in site.history()] == [holder, loser.status()["holder_fingerprint"]]
 
 
 @pytest.mark.slow
@@ -114,7 +115,7 @@ def test_frozen_holder_is_taken_over_only_after_its_deadline_and_fences_on_resum
     for holders in site.watch(1):
         assert holders == [b]
     assert a.state() == "FENCED" and len(a.fences()) == 1 and b.state() == "HELD" and not b.fences()
-    assert [h for h, _ in site.history()] == [after["holder"], b.status()["holder"]]
+    assert [h for h, _ in site.history()] == [after["holder_fingerprint"], b.status()["holder_fingerprint"]]
     assert site.stop(a) == 3 and site.stop(b) == 0
 
 
@@ -130,4 +131,4 @@ def test_one_shot_claims_grant_refuse_and_renew(site: LeaseSite) -> None:
     assert site.ftagent(b, "heartbeat", "--once").returncode == 3  # another instance holds it
     r = site.ftagent(a, "heartbeat", "--once", "--json")  # the same holder again: a renewal, same generation
     assert r.returncode == 0 and json.loads(r.stdout)["generation"] == gen, r.stderr
-    assert site.history() == [(a.status()["holder"], gen)]
+    assert site.history() == [(a.status()["holder_fingerprint"], gen)]

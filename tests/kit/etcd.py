@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from tests.kit.guest import Guest
+from tests.kit.lease import fingerprint
 from tests.kit.wait import wait_until
 
 __all__ = ["PREFIX", "EtcdCluster", "Event", "KeyWatch", "Period", "b64", "check_history", "etcd", "etcd_binary",
@@ -344,10 +345,15 @@ def key_of(guest: Guest) -> str:
 
 @dataclass(frozen=True)
 class Period:
-    holder: str
+    holder: str  # the holder id the key is valued with
     generation: int
     start: float
     end: float | None  # wall time etcd's deletion was seen; None while the key exists
+
+    @property
+    def fingerprint(self) -> str:
+        """The holder as ftagent shows it (its status names holders by fingerprint only)."""
+        return fingerprint(self.holder)
 
 
 def periods(events: list[Event]) -> list[Period]:
@@ -375,9 +381,9 @@ def check_history(watch: KeyWatch, *fenced: Guest) -> list[Period]:
     """No two holders at once in etcd, and each fenced guest fenced before etcd deleted its key."""
     found = periods(watch.sync())
     for guest in fenced:
-        holder = guest.status()["holder"]
+        holder = guest.status()["holder_fingerprint"]
         fence_time = guest.fences()[0][0]
-        mine = [p for p in found if p.holder == holder and p.start < fence_time]
+        mine = [p for p in found if p.fingerprint == holder and p.start < fence_time]
         assert mine, f"{holder} fenced but never held the key: {found}"
         end = mine[-1].end
         assert end is None or fence_time < end, (

@@ -25,13 +25,14 @@ from ftagent.lease.status import holder_path, read_holder
 from tests.kit.etcd import PREFIX, EtcdCluster, KeyWatch, check_history, key_of
 from tests.kit.ftmock import FtmockServer
 from tests.kit.guest import Guest, clone_guest, send_signal
-from tests.kit.lease import assert_no_overlap, fingerprint, holding, lease_guest, unique_vm
+from tests.kit.lease import assert_no_overlap, holding, lease_guest, unique_vm
 from tests.kit.orgs import new_org
 from tests.kit.wait import hold_for, wait_until
 
 __all__ = ["EtcdSite", "LeaseSite", "SanlockLeaseSite", "ServerSite"]
 
-#: (holder id, generation) of each holding, in the order the backend granted them.
+#: (holder, generation) of each holding, in the order the backend granted them; the holder by the
+#: fingerprint of its id, as ftagent's status names it.
 History = list[tuple[str, int]]
 
 
@@ -92,7 +93,7 @@ class LeaseSite:
 
     def holder_seen(self, guest: Guest) -> str:
         """What the other instance's status names as the holder while ``guest`` holds."""
-        return str(guest.status()["holder"])
+        return str(guest.status()["holder_fingerprint"])
 
     def holders(self) -> list[Guest]:
         """The instances whose status files say they may act as the holder now."""
@@ -145,19 +146,12 @@ class ServerSite(LeaseSite):
         super().__init__(a, clone_guest(a, root / "b"))
         self.consumer = a.uuid()
 
-    def holder_seen(self, guest: Guest) -> str:
-        # The server shows another holder by its fingerprint only.
-        return fingerprint(str(guest.status()["holder"]))
-
     def history(self) -> History:
         log = assert_no_overlap(self.server, self.consumer)
-        # The log names holders by fingerprint: back to the ids of the two instances, which are ours.
-        ids = {fingerprint(h): h for h in (read_holder(holder_path(g.status_file)) for g in (self.a, self.b)) if h}
-        return [(ids.get(e["holderFingerprint"], e["holderFingerprint"]), int(e["generation"]))
-                for e in log if e["event"] in ("grant", "handover")]
+        return [(e["holderFingerprint"], int(e["generation"])) for e in log if e["event"] in ("grant", "handover")]
 
     def check_steady(self, holder: Guest, status: dict[str, Any]) -> None:
-        assert status["holder"] == status["held_by"] and 0 < status["deadline_in"] <= 2.0, status
+        assert status["holder_fingerprint"] == status["held_by"] and 0 < status["deadline_in"] <= 2.0, status
 
     def check_stale(self, fenced: Guest, status: dict[str, Any]) -> None:
         # The server refuses the stale token, for state changes and for the lease.
@@ -171,7 +165,8 @@ class ServerSite(LeaseSite):
         r = call("PUT", f"consumers/{self.consumer}", json={"facts": {"x": "1"}},
                  headers={"X-Lease-Generation": str(stale)})
         assert r.status_code == 409, r.text
-        r = call("POST", f"consumers/{self.consumer}/lease", json={"holder": status["holder"], "generation": stale,
+        own = read_holder(holder_path(fenced.status_file))  # the secret, from the file only its owner reads
+        r = call("POST", f"consumers/{self.consumer}/lease", json={"holder": own, "generation": stale,
                                                                    "ttl": 3})
         assert r.status_code == 409, r.text
 
@@ -192,17 +187,18 @@ class EtcdSite(LeaseSite):
         found = check_history(self.key_watch)
         for earlier, later in zip(found, found[1:]):
             assert earlier.end is not None and earlier.end <= later.start, found
-        return [(p.holder, p.generation) for p in found]
+        return [(p.fingerprint, p.generation) for p in found]
 
     def successor_generation(self, before: int, after: int) -> bool:
         return after > before  # the key's create revision: other keys' writes come between
 
     def check_steady(self, holder: Guest, status: dict[str, Any]) -> None:
-        assert status["holder"] == status["held_by"] and 0 < status["deadline_in"] <= 2.0, status
+        assert status["holder_fingerprint"] == status["held_by"] and 0 < status["deadline_in"] <= 2.0, status
         assert status["failures"] == 0, status
         # Renewals are keep-alives: the key was created once, by this holder, and never written again.
         [held] = check_history(self.key_watch)
-        assert (held.holder, held.generation, held.end) == (status["holder"], status["generation"], None)
+        assert (held.fingerprint, held.generation, held.end) == (status["holder_fingerprint"], status["generation"],
+                                                                 None)
 
     def close(self) -> None:
         super().close()
@@ -261,7 +257,7 @@ class SanlockLeaseSite(LeaseSite):
         self.observed = now
         holders = self.site.check()  # records two holders, or a holder sanlock disagrees with
         if holders:
-            holder = self.site.guests[holders[0]].status().get("holder")
+            holder = self.site.guests[holders[0]].status().get("holder_fingerprint")
             generation = int(self.site.leader().get("lver", 0))
             if holder and (not self.owners or self.owners[-1] != (holder, generation)):
                 self.owners.append((holder, generation))

@@ -62,7 +62,9 @@ class LeaseRefused(FtagentError):
     """A backend's definite "no": another holder has the lease, or our generation is stale or expired.
 
     ``holder`` and ``generation`` describe the lease as the backend sees it (``None`` if unknown);
-    ``expired`` is true when the refusal is because our own lease ran out.
+    ``holder`` names another holder in a form fit to show (its fingerprint, or what the backend knows
+    it by), never by its holder id. ``expired`` is true when the refusal is because our own lease ran
+    out.
     """
 
     def __init__(self, message: str, *, holder: str | None = None, generation: int | None = None,

@@ -32,7 +32,14 @@ from ftagent.lease.backends import backend_spec, open_backend
 from ftagent.lease.clock import SystemClock, boot_id
 from ftagent.lease.settings import LeaseSettings, parse_lease_settings
 from ftagent.lease.states import LeaseLost, LeaseState
-from ftagent.lease.status import load_or_create_holder, read_status, status_summary, write_status
+from ftagent.lease.status import (
+    holder_fingerprint,
+    load_or_create_holder,
+    read_status,
+    shown_holder,
+    status_summary,
+    write_status,
+)
 from ftagent.rhsmidentity import identity_store
 
 if TYPE_CHECKING:
@@ -96,7 +103,8 @@ class CommandLeaseClaim:
     def _claim(self, from_uuid: str, to_uuid: str, consumer: Mapping[str, Any]) -> None:
         """No daemon: claim the successor's lease as this instance's holder, and say so in the status file."""
         holder = load_or_create_holder(self.settings.status_file)
-        logger.warning("failover %s -> %s: claiming the successor's lease as %s", from_uuid, to_uuid, holder)
+        logger.warning("failover %s -> %s: claiming the successor's lease as holder %s", from_uuid, to_uuid,
+                       holder_fingerprint(holder))
         clock = SystemClock()
         sent = clock.now()
         try:
@@ -104,10 +112,12 @@ class CommandLeaseClaim:
             with contextlib.closing(backend):
                 granted = backend.handover({**consumer, "uuid": to_uuid}, holder, None, self.config.server.timeout)
         except LeaseRefused as exc:
+            shown = shown_holder(exc.holder, holder)
+            why = (f"the successor's lease is held by {shown}; another instance is live, so" if shown is not None
+                   else f"the {self.settings.backend} backend refused the claim ({exc}), so")
             raise LeaseLost(
-                f"failover to {to_uuid} refused: the successor's lease is held by {exc.holder}; another instance "
-                "is live, so this one keeps its old identity (the heartbeat agent fences it)",
-                holder=exc.holder, generation=exc.generation, from_uuid=from_uuid, to_uuid=to_uuid) from exc
+                f"failover to {to_uuid} refused: {why} this instance keeps its old identity (the heartbeat agent "
+                "fences it)", holder=shown, generation=exc.generation, from_uuid=from_uuid, to_uuid=to_uuid) from exc
         except FtagentError as exc:
             raise FailoverError(f"could not claim the successor's lease: {exc}", from_uuid=from_uuid,
                                 to_uuid=to_uuid) from exc
@@ -116,7 +126,9 @@ class CommandLeaseClaim:
     def _record(self, granted: Grant, holder: str, to_uuid: str, deadline: float, clock: SystemClock) -> None:
         """Keep the status file true: this holder now holds the successor's lease (see `ftagent status`)."""
         data = read_status(self.settings.status_file) or {}
-        data.update({"state": LeaseState.HELD.value, "holder": holder, "held_by": granted.holder or holder,
+        data.pop("holder", None)  # written by an earlier version: the id itself, which the file must not show
+        data.update({"state": LeaseState.HELD.value, "holder_fingerprint": holder_fingerprint(holder),
+                     "held_by": shown_holder(granted.holder or holder, holder),
                      "generation": granted.generation, "consumer": to_uuid, "deadline": deadline,
                      "boot_id": boot_id(), "clock": clock.name, "mode": "once",
                      "reason": f"failover claim of {to_uuid} by a command"})

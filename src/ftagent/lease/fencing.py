@@ -3,8 +3,9 @@
 Rungs, in order, each bounded in time and each tried even if an earlier one failed:
 
 1. ``fence_command``: a hook command (split like a shell would, not run by a shell) with the reason
-   as its last argument and in ``FTAGENT_FENCE_REASON`` (plus ``FTAGENT_LEASE_HOLDER`` and
-   ``FTAGENT_LEASE_GENERATION``); it is killed (its whole process group) when its time is up;
+   as its last argument and in ``FTAGENT_FENCE_REASON`` (plus ``FTAGENT_LEASE_HOLDER_FINGERPRINT``,
+   never the secret holder id itself, and ``FTAGENT_LEASE_GENERATION``); it is killed (its whole
+   process group) when its time is up;
 2. ``fence_units``: ``systemctl stop UNIT...`` for the named systemd units;
 3. ``fence_signal``: a signal sent to named processes (matched on ``/proc/PID/comm`` or the base
    name of ``argv[0]``), to PIDs, or to the PID read from a pid file (a path);
@@ -170,7 +171,7 @@ class FenceLadder:
         reason: str,
         *,
         budget: float | None = None,
-        holder: str | None = None,
+        holder_fingerprint: str | None = None,
         generation: int | None = None,
     ) -> FenceReport:
         """Run every rung; never raises (failures are logged and reported)."""
@@ -185,7 +186,7 @@ class FenceLadder:
 
         env = dict(self.env)
         env["FTAGENT_FENCE_REASON"] = reason
-        env["FTAGENT_LEASE_HOLDER"] = holder or ""
+        env["FTAGENT_LEASE_HOLDER_FINGERPRINT"] = holder_fingerprint or ""
         env["FTAGENT_LEASE_GENERATION"] = "" if generation is None else str(generation)
         if self.command:
             argv = [*self.command, reason]

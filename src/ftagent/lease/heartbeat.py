@@ -246,7 +246,8 @@ class Heartbeat:
         self.fence_count += 1
         self.notifier.notify(f"STATUS=FENCING: {reason}")
         try:
-            return self.ladder.fence(reason, holder=self.holder, generation=self.keeper.generation)
+            return self.ladder.fence(reason, holder_fingerprint=self.keeper.fingerprint,
+                                     generation=self.keeper.generation)
         finally:
             # Once the ladder ran, a lease bound to this process (sanlock) is given up, so that its
             # daemon does not escalate to SIGKILL (which would let Restart= undo the fence).
@@ -327,7 +328,7 @@ class Heartbeat:
             logger.warning("lease kill switch on ([lease] enabled = false): observing only, never fencing")
             self.keeper._changed(True)
         logger.info("lease heartbeat as holder %s for consumer %s (%s backend): renew every %g s, ttl %g s, "
-                    "margin %g s", self.holder, self.keeper.consumer, self.backend.name,
+                    "margin %g s", self.keeper.fingerprint, self.keeper.consumer, self.backend.name,
                     self.settings.renew_interval, self.backend.ttl, self.settings.margin)
         self._check_watchdog()
         guard = threading.Thread(target=self._guard, args=(stop,), name="lease-guard", daemon=True)

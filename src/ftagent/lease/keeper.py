@@ -24,6 +24,9 @@ failover (:class:`~ftagent.errors.FailoverRequired`, from the server backend) co
 machine follows it: its ``swapper`` (:class:`~ftagent.failover.IdentitySwapper`) validates the
 answer, the machine claims the successor's lease (:meth:`LeaseKeeper.claim_successor`), and only then
 the swapper installs the successor's identity.
+
+The holder id is a secret (:mod:`ftagent.lease.status`): logs, reasons and the snapshot name this
+instance by its fingerprint, and another holder as the backend named it (never by its id).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ftagent.lease.backend import Grant, LeaseBackend, LeaseRefused
 from ftagent.lease.clock import Clock
 from ftagent.lease.settings import LeaseSettings
 from ftagent.lease.states import DONE, HOLDING, LeaseLost, LeaseState
+from ftagent.lease.status import holder_fingerprint, shown_holder
 
 if TYPE_CHECKING:
     from ftagent.failover import IdentitySwapper
@@ -84,6 +88,8 @@ class LeaseKeeper:
         self.settings = settings
         self.backend = backend
         self.holder = holder
+        #: How this instance is shown in logs and the status file: the holder id's fingerprint.
+        self.fingerprint = holder_fingerprint(holder)
         self.consumer = consumer
         self.clock = clock
         self._fence = fence
@@ -96,6 +102,7 @@ class LeaseKeeper:
         self._state = LeaseState.ACQUIRING
         self.generation: int | None = None
         self.deadline: float | None = None
+        #: The holder as last reported, fit to show (:func:`~ftagent.lease.status.shown_holder`).
         self.held_by: str | None = None
         self.renewals = 0
         self.failures = 0
@@ -106,9 +113,13 @@ class LeaseKeeper:
         self.attempted: float | None = None
         if generation is not None and deadline is not None and deadline > clock.now():
             # Carried over from an earlier run (``--once``): still ours until the deadline.
-            self._state, self.generation, self.deadline, self.held_by = LeaseState.HELD, generation, deadline, holder
+            self._state, self.generation, self.deadline, self.held_by = (LeaseState.HELD, generation, deadline,
+                                                                         self.fingerprint)
 
     # -- views ------------------------------------------------------------------------------
+
+    def _shown(self, holder: str | None) -> str | None:
+        return shown_holder(holder, self.holder)
 
     @property
     def lifetime(self) -> float:
@@ -147,7 +158,7 @@ class LeaseKeeper:
                 "state": self.state.value,
                 "observed": self._state.value if not self.enabled else None,
                 "enabled": self.enabled,
-                "holder": self.holder,
+                "holder_fingerprint": self.fingerprint,
                 "held_by": self.held_by,
                 "generation": self.generation,
                 "consumer": self.consumer,
@@ -181,7 +192,7 @@ class LeaseKeeper:
                 logging.INFO)
             tag = " (kill switch on: observing only)" if not self.enabled else ""
             logger.log(level, "lease %s -> %s%s: %s (holder %s, generation %s)", old.value, new.value, tag,
-                       reason, self.holder, self.generation)
+                       reason, self.fingerprint, self.generation)
             self._changed(True)
 
     def fence_now(self, reason: str) -> bool:
@@ -281,9 +292,9 @@ class LeaseKeeper:
             generation = granted.generation
             holder = granted.holder
             new_deadline = self._start(granted, sent) + self.lifetime
-            self.held_by = holder
+            self.held_by = self._shown(holder)
             if holder != self.holder or generation is None:
-                reason = f"the {self.backend.name} backend granted the lease to {holder!r}, not to us"
+                reason = f"the {self.backend.name} backend granted the lease to {self.held_by!r}, not to us"
             elif was_holding and self._state in HOLDING and generation != self.generation:
                 reason = f"the lease generation changed from {self.generation} to {generation} unexpectedly"
             elif self.clock.now() >= new_deadline:
@@ -314,7 +325,7 @@ class LeaseKeeper:
         return min(sent, self.clock.now() - max(0.0, granted.age))
 
     def _on_refused(self, exc: LeaseRefused, was_holding: bool) -> None:
-        holder, generation = exc.holder, exc.generation
+        holder, generation = self._shown(exc.holder), exc.generation
         with self._lock:
             if self._state in DONE:
                 return
@@ -386,14 +397,15 @@ class LeaseKeeper:
         dto = dict(consumer)
         dto.setdefault("uuid", to_uuid)
         logger.warning("failover %s -> %s: claiming the successor's lease as %s (generation %s)", from_uuid,
-                       to_uuid, self.holder, generation)
+                       to_uuid, self.fingerprint, generation)
         try:
             granted = self.backend.handover(dto, self.holder, generation, timeout)
         except LeaseRefused as exc:
+            shown = self._shown(exc.holder)
             reason = (f"failover claim of {to_uuid} refused: {exc} "
-                      f"(holder {exc.holder}, generation {exc.generation}); another instance is live")
+                      f"(holder {shown}, generation {exc.generation}); another instance is live")
             self.fence_now(reason)
-            raise LeaseLost(reason, holder=exc.holder, generation=exc.generation,
+            raise LeaseLost(reason, holder=shown, generation=exc.generation,
                             from_uuid=from_uuid, to_uuid=to_uuid) from exc
         except FtagentError as exc:
             raise FailoverError(f"failover claim of the successor's lease failed: {exc}", from_uuid=from_uuid,
@@ -404,7 +416,7 @@ class LeaseKeeper:
                 raise LeaseLost(f"lease {self._state.value} during the failover claim", from_uuid=from_uuid,
                                 to_uuid=to_uuid)
             if granted.holder != self.holder or generation is None:
-                reason = f"failover claim of {to_uuid} answered for holder {granted.holder!r}"
+                reason = f"failover claim of {to_uuid} answered for holder {self._shown(granted.holder)!r}"
             elif self.clock.now() >= self._start(granted, now) + self.lifetime:
                 reason = "the failover claim was answered after the deadline"
             else:
@@ -413,7 +425,7 @@ class LeaseKeeper:
                 self.generation = generation
                 self.deadline = max(self._start(granted, now) + self.lifetime, self.deadline or 0.0)
                 self.consumer = to_uuid
-                self.held_by = self.holder
+                self.held_by = self.fingerprint
                 self.renewals += 1
                 self._enter(LeaseState.HELD, f"handover to successor {to_uuid} (generation {generation})")
                 return

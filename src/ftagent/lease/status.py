@@ -1,12 +1,17 @@
 """This instance's holder id and the heartbeat's status file (``ftagent status`` reads it).
 
-Standard library only (plus ftagent's atomic writes), so ``ftagent status`` stays cheap.
+The holder id is a secret of this instance (with the server backend, knowing it is part of what a
+claim of the lease rests on): it is kept 0600 beside the status file and shown, logged or written
+elsewhere only as its fingerprint (:func:`holder_fingerprint`, the one ftmock shows). Standard
+library only (plus ftagent's atomic writes), so ``ftagent status`` stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -22,7 +27,25 @@ from ftagent.lease.states import LeaseState
 if TYPE_CHECKING:
     from ftagent.lease.settings import LeaseSettings
 
-__all__ = ["holder_path", "load_or_create_holder", "read_holder", "read_status", "status_summary", "write_status"]
+__all__ = ["holder_fingerprint", "holder_path", "load_or_create_holder", "read_holder", "read_status",
+           "shown_holder", "status_summary", "write_status"]
+
+logger = logging.getLogger(__name__)
+
+#: The holder id file's mode: only its owner (root) reads the secret.
+HOLDER_MODE = 0o600
+
+
+def holder_fingerprint(holder: str) -> str:
+    """What is shown of a holder id: the first 8 hex digits of its SHA-256 (as ftmock shows it)."""
+    return hashlib.sha256(holder.encode()).hexdigest()[:8]
+
+
+def shown_holder(reported: str | None, own: str) -> str | None:
+    """A holder a backend reported, fit to show: this instance's own id as its fingerprint, another
+    holder as the backend names it (backends name others by fingerprint or their own id, such as a
+    sanlock host id: never by holder id)."""
+    return holder_fingerprint(own) if reported == own else reported
 
 
 def holder_path(status_file: Path) -> Path:
@@ -67,12 +90,24 @@ def load_or_create_holder(status_file: Path) -> str:
     path = holder_path(status_file)
     value = read_holder(path)
     if value:
+        _restrict(path)
         return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = f"{socket.gethostname()[:64]}:{secrets.token_hex(8)}"
-    if not write_atomic(path, (value + "\n").encode(), mode=0o644, exclusive=True):
+    if not write_atomic(path, (value + "\n").encode(), mode=HOLDER_MODE, exclusive=True):
         value = read_holder(path) or value  # another run created it first: theirs wins
     return value
+
+
+def _restrict(path: Path) -> None:
+    """Take group and other access away from a holder file an earlier version wrote 0644."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+            logger.warning("lease holder file %s was readable by others (mode %o); now %o", path, mode, mode & 0o700)
+    except OSError as exc:
+        logger.warning("cannot restrict the lease holder file %s to its owner: %s", path, exc.strerror or exc)
 
 
 def write_status(path: Path, data: Mapping[str, Any], *, durable: bool) -> None:
@@ -107,20 +142,22 @@ def _pid_alive(pid: Any) -> bool:
 def status_summary(settings: LeaseSettings, clock: Clock | None = None) -> dict[str, Any]:
     """The ``lease`` object of ``ftagent status --json``: state, generation, holder and more.
 
-    ``holder`` is this instance's holder id, ``held_by`` the holder the server last reported,
+    ``holder_fingerprint`` is the fingerprint of this instance's holder id, ``held_by`` the holder
+    the backend last reported (a fingerprint, or the sanlock host id; never a holder id),
     ``deadline_in`` the seconds left before this instance fences (recomputed now, same boot only),
     ``running`` whether the heartbeat process that wrote the file is alive.
     """
     data = read_status(settings.status_file)
-    holder: str | None = None
+    shown: str | None = None
     with contextlib.suppress(FtagentError):
         holder = read_holder(holder_path(settings.status_file))
+        shown = None if holder is None else holder_fingerprint(holder)
     if data is None:
         return {"state": LeaseState.DISABLED.value if not settings.enabled else None, "generation": None,
-                "holder": holder, "held_by": None, "running": False, "enabled": settings.enabled,
+                "holder_fingerprint": shown, "held_by": None, "running": False, "enabled": settings.enabled,
                 "status_file": str(settings.status_file)}
     out = {key: data.get(key) for key in (
-        "state", "observed", "generation", "holder", "held_by", "consumer", "renewals", "reason", "updated",
+        "state", "observed", "generation", "holder_fingerprint", "held_by", "consumer", "renewals", "reason", "updated",
         "enabled", "mode", "backend", "ttl", "margin", "backend_timing")}
     out["status_file"] = str(settings.status_file)
     same_boot = data.get("boot_id") is not None and data.get("boot_id") == boot_id()

@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 
 from ftagent.errors import ConfigError, ConnectionFailed, FtagentError
 from ftagent.lease.backend import BackendSpec, Grant, LeaseRefused
+from ftagent.lease.status import holder_fingerprint
 
 if TYPE_CHECKING:
     from ftagent.config import Config
@@ -357,8 +358,8 @@ class EtcdBackend:
         if state is None or state.lease != lease_id or state.holder != holder:
             raise EtcdError("etcd's answer to the acquisition lacks the key")
         self.lease_id, self.generation = lease_id, state.create_revision
-        logger.info("etcd key %s created by %s at revision %d (etcd lease %x)", self.key, holder,
-                    state.create_revision, lease_id)
+        logger.info("etcd key %s created by holder %s at revision %d (etcd lease %x)", self.key,
+                    holder_fingerprint(holder), state.create_revision, lease_id)
         return Grant(holder=holder, generation=state.create_revision)
 
     def _existing(self, state: KeyState, holder: str, timeout: float) -> Grant:
@@ -371,8 +372,9 @@ class EtcdBackend:
             return self.renew("", holder, state.create_revision, max(0.05, timeout))
         # Another instance holds it, or one with our holder id that this process does not know of
         # (a restarted agent, the other instance of an FT pair): wait until etcd expires its lease.
-        raise LeaseRefused(f"the etcd key {self.key} is held by {state.holder} (revision {state.create_revision})",
-                           holder=state.holder, generation=state.create_revision)
+        shown = holder_fingerprint(state.holder)
+        raise LeaseRefused(f"the etcd key {self.key} is held by holder {shown} (revision {state.create_revision})",
+                           holder=shown, generation=state.create_revision)
 
     def renew(self, consumer: str, holder: str, generation: int, timeout: float) -> Grant:
         started = self.gateway.clock()
@@ -442,8 +444,9 @@ def _refused(key: str, state: KeyState | None, generation: int) -> LeaseRefused:
     if state is None:
         return LeaseRefused(f"the etcd key {key} is gone (its etcd lease expired or was revoked)",
                             generation=None, expired=True)
-    return LeaseRefused(f"the etcd key {key} is held by {state.holder} at revision {state.create_revision}, "
-                        f"not at {generation}", holder=state.holder, generation=state.create_revision,
+    shown = holder_fingerprint(state.holder)
+    return LeaseRefused(f"the etcd key {key} is held by holder {shown} at revision {state.create_revision}, "
+                        f"not at {generation}", holder=shown, generation=state.create_revision,
                         expired=state.create_revision != generation)
 
 

@@ -12,7 +12,6 @@ never shows a holder id, only its fingerprint: an answer whose fingerprint is ou
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ftagent.atomic import write_atomic
 from ftagent.errors import Conflict, ConnectionFailed
 from ftagent.lease.backend import BackendSpec, Grant, LeaseRefused
+from ftagent.lease.status import holder_fingerprint
 
 if TYPE_CHECKING:
     from ftagent.config import Config
@@ -41,14 +41,14 @@ def _holder_named(info: Mapping[str, Any], own: str) -> str | None:
 
     The server keeps holder ids secret and shows only ``holderFingerprint`` (the first 8 hex digits
     of the id's SHA-256): our own id when the fingerprint is ours, else the fingerprint. A server
-    that still names ``holder`` is taken at its word.
+    that still names ``holder`` is taken at its word for our own id, and shown by fingerprint else.
     """
     named, shown = info.get("holder"), info.get("holderFingerprint")
     if isinstance(named, str):
-        return named
+        return named if named == own else holder_fingerprint(named)
     if not isinstance(shown, str):
         return None
-    return own if shown == hashlib.sha256(own.encode()).hexdigest()[:8] else shown
+    return own if shown == holder_fingerprint(own) else shown
 
 
 def _grant(result: Any, own: str) -> Grant:
