@@ -544,12 +544,16 @@ _LEASE_OK = ("HELD", "RELEASED", "DISABLED")
 
 
 def _lease_details(lease: dict[str, Any]) -> str:
-    """Generation, this instance's holder (by fingerprint: the id is a secret) and who holds the lease
-    when someone else does."""
-    text = f"(generation {lease.get('generation')}, holder {lease.get('holder_fingerprint')}"
+    """Generation, this instance's holder (by fingerprint: the id is a secret), who holds the lease
+    when someone else does, and why this instance does not hold it."""
+    parts = [] if lease.get("generation") is None else [f"generation {lease['generation']}"]
+    parts.append(f"holder {lease.get('holder_fingerprint')}")
     if lease.get("held_by") is not None and lease.get("held_by") != lease.get("holder_fingerprint"):
-        text += f", held by {lease['held_by']}"
-    return text + ")"
+        parts.append(f"held by {lease['held_by']}")
+    text = f"({', '.join(parts)})"
+    if lease.get("state") in ("ACQUIRING", "DEGRADED", "FENCING", "FENCED") and lease.get("reason"):
+        text += f": {lease['reason']}"
+    return text
 
 
 def _lease_status(config: Any) -> dict[str, Any]:

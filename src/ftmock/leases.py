@@ -92,7 +92,7 @@ def _check_holder(tx: Tx, consumer: sqlite3.Row, holder: str, now: float) -> Non
             log.warning("lease claim by consumer %s names the holder id (fingerprint %s) of consumer %s's lease: "
                         "refused", consumer["uuid"], fingerprint(holder), other["consumer"])
             raise Conflict("This holder id holds another consumer's lease; a claim must use the caller's own "
-                           "holder id.")
+                           "holder id.", holderInUse=True)
 
 
 def _held(lease: sqlite3.Row, now: float) -> dict[str, Any]:

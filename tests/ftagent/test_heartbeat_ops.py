@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -134,6 +135,32 @@ def test_the_holder_id_is_shown_only_by_its_fingerprint(a: Guest) -> None:
     for text in (once.stdout, once.stderr, once_json.stdout, once_json.stderr, status.stdout, status.stderr,
                  status_json.stdout, status_file, log):
         assert secret not in text
+
+
+def test_a_holder_id_copied_from_another_system_is_refused_saying_what_to_do(
+        a: Guest, ftmock_session: FtmockServer, tmp_path: Path, guests: list[Guest]) -> None:
+    """A disk image cloned with its lease.holder and registered as a system of its own: the server
+    refuses a claim naming the holder id of another consumer's live lease, and the agent says so
+    and which file to remove, instead of "held by None"."""
+    clone = lease_guest(ftmock_session, tmp_path / "clone", a.org, vm())
+    guests.append(clone)
+    proc = start_held(a)
+    shutil.copy(a.root / "lease.holder", clone.root / "lease.holder")
+    holder_file = str(clone.root / "lease.holder")
+    r = ftagent(clone, "heartbeat", "--once")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "None" not in r.stdout and "holds another consumer's lease" in r.stdout, r.stdout
+    assert f"is kept in {holder_file}; if that file was copied from another system, remove it" in r.stdout
+    r = ftagent(clone, "status")
+    assert r.returncode == 3 and f"is kept in {holder_file}" in r.stdout, r.stdout
+    lease = json.loads(ftagent(clone, "status", "--json").stdout)["lease"]
+    assert (lease["state"], lease["held_by"]) == ("ACQUIRING", None)
+    assert "holds another consumer's lease" in lease["reason"] and holder_file in lease["reason"]
+    # Done as told: a holder id of its own, a lease of its own; the other system never noticed.
+    os.unlink(holder_file)
+    r = ftagent(clone, "heartbeat", "--once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert a.state() == "HELD" and not a.fences() and a.stop(proc) == 0
 
 
 def test_plain_stderr_outside_systemd(a: Guest) -> None:

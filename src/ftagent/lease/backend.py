@@ -64,15 +64,17 @@ class LeaseRefused(FtagentError):
     ``holder`` and ``generation`` describe the lease as the backend sees it (``None`` if unknown);
     ``holder`` names another holder in a form fit to show (its fingerprint, or what the backend knows
     it by), never by its holder id. ``expired`` is true when the refusal is because our own lease ran
-    out.
+    out; ``holder_in_use`` when the backend refuses this instance's holder id itself, because another
+    consumer holds a lease under it (the server backend).
     """
 
     def __init__(self, message: str, *, holder: str | None = None, generation: int | None = None,
-                 expired: bool = False) -> None:
+                 expired: bool = False, holder_in_use: bool = False) -> None:
         super().__init__(message)
         self.holder = holder
         self.generation = generation
         self.expired = expired
+        self.holder_in_use = holder_in_use
 
 
 class LeaseBackend(Protocol):

@@ -42,7 +42,7 @@ from ftagent.lease.backend import Grant, LeaseBackend, LeaseRefused
 from ftagent.lease.clock import Clock
 from ftagent.lease.settings import LeaseSettings
 from ftagent.lease.states import DONE, HOLDING, LeaseLost, LeaseState
-from ftagent.lease.status import holder_fingerprint, shown_holder
+from ftagent.lease.status import holder_fingerprint, holder_path, shown_holder
 
 if TYPE_CHECKING:
     from ftagent.failover import IdentitySwapper
@@ -332,11 +332,28 @@ class LeaseKeeper:
             self.held_by = holder
             if not (was_holding or self._state in HOLDING):
                 self.failures = 0
-                self.reason = f"held by {holder} (generation {generation})"
-                logger.info("lease held by %s (generation %s); waiting", holder, generation)
+                if holder is None or exc.holder_in_use:
+                    self.reason = self._refusal(exc)
+                    logger.warning("lease %s; waiting", self.reason)
+                else:
+                    self.reason = f"held by {holder} (generation {generation})"
+                    logger.info("lease held by %s (generation %s); waiting", holder, generation)
                 self._changed(False)
                 return
-        self.fence_now(f"lease lost: {exc} (holder {holder}, generation {generation})")
+        if holder is None or exc.holder_in_use:
+            self.fence_now(f"lease lost: {self._refusal(exc)}")
+        else:
+            self.fence_now(f"lease lost: {exc} (holder {holder}, generation {generation})")
+
+    def _refusal(self, exc: LeaseRefused) -> str:
+        """A refusal that names no holder, said as it is; where the backend refuses this instance's holder
+        id itself (another consumer holds a lease under it), what to do about it."""
+        said = f"refused by the {self.backend.name} backend: {exc}"
+        if not exc.holder_in_use:
+            return said
+        return (f"{said} (this instance's holder id, fingerprint {self.fingerprint}, is kept in "
+                f"{holder_path(self.settings.status_file)}; if that file was copied from another system, "
+                "remove it and restart the heartbeat to get a new holder id)")
 
     def _on_failure(self, exc: FtagentError) -> None:
         with self._lock:

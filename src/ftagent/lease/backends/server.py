@@ -64,7 +64,7 @@ def _refused(exc: Conflict, own: str) -> LeaseRefused:
     generation = body.get("generation")
     return LeaseRefused(exc.display_message or str(exc), holder=_holder_named(body, own),
                         generation=generation if isinstance(generation, int) else None,
-                        expired=bool(body.get("expired")))
+                        expired=bool(body.get("expired")), holder_in_use=body.get("holderInUse") is True)
 
 
 class ServerBackend:
