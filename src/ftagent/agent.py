@@ -22,7 +22,7 @@ import datetime
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,7 +281,9 @@ class Agent:
         When the server advertises CSR support (``/status``) and ``server_key`` is false, the key is
         generated locally and sent as a CSR; otherwise, or when the server ignores the CSR, the
         key it returns with the certificate is the identity's key (``key_origin`` "server").  If the
-        registration cannot be completed locally, the consumer it created is deleted again.
+        registration cannot be completed locally, the consumer it created is deleted again; an FT
+        group's primary, which the server returns for an FT VM's ``virt.uuid``, existed before and is
+        left in place (see :func:`_ft_instance_joined`).
         ``environments`` names the org's environments the system goes in (by name or id, in priority
         order; a user's credentials are needed to look them up).
         """
@@ -330,7 +332,11 @@ class Agent:
         try:
             identity = self._install_registration(consumer, key_pem, consumer_name, previous, facts, products)
         except BaseException as exc:
-            self._abandon_consumer(consumer, key_pem, username, password, exc)
+            instance = _ft_instance_joined(consumer, facts)
+            if instance is None:
+                self._abandon_consumer(consumer, key_pem, username, password, exc)
+            else:
+                _leave_ft_primary(consumer, instance, org, exc)
             raise
         owner = consumer.get("owner") if isinstance(consumer, dict) else None
         self.registered_mode = owner.get("contentAccessMode") if isinstance(owner, dict) else None
@@ -965,6 +971,37 @@ def _environment_ids(conn: Connection, org: str, wanted: Sequence[str]) -> list[
         raise InvalidUsage(f"organization {org} has no environment {', '.join(repr(u) for u in unknown)} "
                            f"(it has: {known}); see 'ftagent environments --list'")
     return ids
+
+
+def _ft_instance_joined(consumer: Any, sent: Mapping[str, str]) -> str | None:
+    """The instance UUID when a registration's answer is an FT group's primary rather than a consumer
+    the registration created; ``None`` for a new consumer.
+
+    The server makes a consumer per FT instance from hypervisor reports, with the facts
+    ``instanceUUID`` and ``ftinfo.role``, and a registration naming the VM's ``virt.uuid`` returns the
+    group's role-0 consumer; a consumer a registration creates has only the facts it sent. So an
+    ``instanceUUID`` the registration did not send marks a consumer that existed before it. The test
+    holds whatever the server's clock and with any server: stock Candlepin, which has no FT groups,
+    never adds the fact, and its answer is always a new consumer.
+    """
+    facts = consumer.get("facts") if isinstance(consumer, dict) else None
+    instance = facts.get("instanceUUID") if isinstance(facts, dict) else None
+    if isinstance(instance, str) and instance and instance != sent.get("instanceUUID"):
+        return instance
+    return None
+
+
+def _leave_ft_primary(consumer: Mapping[str, Any], instance: str, org: str, cause: BaseException) -> None:
+    """Say why the FT group's primary stays on the server after a failed registration, and what to do."""
+    facts = consumer.get("facts")
+    virt_uuid = facts.get("virt.uuid") if isinstance(facts, dict) else None
+    logger.error(
+        "the registration failed (%s) after the server returned consumer %s, the primary of the FT group of "
+        "virt.uuid %s (instance %s), which existed before this registration: it is left in place, since "
+        "deleting it would end the whole FT group (its backups and their entitlements). Fix the cause, then "
+        "register again as an administrator of the organization: ftagent register --force --org %s "
+        "--username ADMIN (the server counts the identity it has just issued as live)",
+        _reason(cause), consumer.get("uuid"), virt_uuid, instance, org)
 
 
 def _reason(exc: BaseException) -> str:
