@@ -40,7 +40,7 @@ _STATUS = (
 )
 _SECRETS = (
     "/var/lib/ftagent/identity",  # identity key (and certificate)
-    "/var/lib/ftagent/*.holder",  # the lease holder id: whoever has it can renew the lease
+    "/var/lib/ftagent/*.holder",  # the lease holder id: a secret that a claim of the lease rests on
     "/var/lib/ftreport/key",  # the key ftreport's encrypted passwords open with
     "/etc/ftagent/*key*.pem",
     "/etc/ftreport.d/*key*",
