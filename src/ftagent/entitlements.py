@@ -114,20 +114,32 @@ class EntitlementStore:
 
         Reads only local files (no server); ``ca_cert`` checks each payload's signature.
         """
-        # Only when certificates are read: the parser loads cryptography (about 30 ms, python -X importtime),
-        # which a check-in with nothing to parse does not need.
-        from ftagent.entcert import EntitlementCertError, read_entitlement
+        from ftagent.entcert import EntitlementCertError  # loads cryptography, as parsing does: see parse()
 
         out: list[tuple[int, Any]] = []
         for serial in sorted(self.serials()):
             try:
-                text = self.cert_path(serial).read_text()
-                out.append((serial, read_entitlement(text, ca_cert=ca_cert)))
-            except EntitlementCertError as exc:
-                out.append((serial, exc))
-            except (OSError, UnicodeDecodeError) as exc:
+                data = self.cert_path(serial).read_bytes()
+            except OSError as exc:
                 out.append((serial, EntitlementCertError(f"unreadable: {exc}")))
+                continue
+            out.append((serial, self.parse(data, ca_cert)))
         return out
+
+    @staticmethod
+    def parse(data: bytes, ca_cert: Path | None = None) -> Any:
+        """A certificate file's bytes as an ``EntitlementCert``, or the ``EntitlementCertError`` saying why
+        they are not one; ``ca_cert`` checks the payload's signature."""
+        # Only when a certificate is parsed: the parser loads cryptography (22 ms, python -X importtime),
+        # which a check-in whose certificates ftagent.contentcache already holds does not need.
+        from ftagent.entcert import EntitlementCertError, read_entitlement
+
+        try:
+            return read_entitlement(data.decode(), ca_cert=ca_cert)
+        except EntitlementCertError as exc:
+            return exc
+        except UnicodeDecodeError as exc:
+            return EntitlementCertError(f"unreadable: {exc}")
 
     def save(self, serial: int, cert_pem: bytes, key_pem: bytes, *, sync_dir: bool = True) -> None:
         """Write a serial's key (0600) then its certificate, each atomically."""

@@ -20,7 +20,9 @@ the last answer is kept beside the identity (``content-overrides.json``) so a ch
 changed makes no extra request. They are fetched again on an explicit refresh, when certificates came
 or went, and for a new consumer (registration, failover: the successor inherits them on the server).
 The consumer's release (``ftagent release --set``, :mod:`ftagent.release`) is fetched and kept the
-same way (``release.json``); when one is set, the URLs carry it in place of ``$releasever``.
+same way (``release.json``); when one is set, the URLs carry it in place of ``$releasever``. The
+certificates' content sets come through :mod:`ftagent.contentcache` (``content-sets.json``), which
+parses a certificate only the first time it sees it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftagent.atomic import remove_durably, write_atomic
+from ftagent.contentcache import CACHE_NAME, CertContent, ContentCache
 from ftagent.entitlements import EntitlementStore
 from ftagent.errors import FtagentError, InvalidUsage, NotFound
 from ftagent.release import pin
@@ -44,7 +47,6 @@ from ftagent.rhsmlock import write_lock
 if TYPE_CHECKING:
     from ftagent.config import Config
     from ftagent.connection import Connection
-    from ftagent.entcert import EntitlementCert
 
 __all__ = ["OVERRIDES_CACHE", "RELEASE_CACHE", "SCA_MODE", "Repo", "RepoManager", "entitlement_store"]
 
@@ -114,6 +116,7 @@ class RepoManager:
         state = config.agent.state_dir if config.agent.rhsm else Path(config.agent.identity_dir)
         self.cache_path = state / OVERRIDES_CACHE
         self.release_path = state / RELEASE_CACHE
+        self.content_cache = ContentCache(state / CACHE_NAME)
 
     @property
     def server_ca(self) -> Path | None:
@@ -211,15 +214,12 @@ class RepoManager:
         """The repositories the certificates (``serials``, or all present) grant, overrides applied."""
         by_label: dict[str, tuple[int, dict[str, Any]]] = {}
         server_ca, repo_ca, release = self.server_ca, self.repo_ca, self.cached_release()
-        for serial, cert in self.certificates.certificates(server_ca):
+        for cert in self.content_cache.content(self.certificates, server_ca):
+            serial = cert.serial
             if serials is not None and serial not in serials:
                 continue
-            if isinstance(cert, FtagentError):
-                logger.warning("entitlement certificate %s skipped for repositories: %s", serial, cert)
-                continue
-            if cert.signature == "invalid":
-                logger.warning("entitlement certificate %s skipped for repositories: its content is not signed "
-                               "by the server's CA", serial)
+            if cert.skipped is not None:
+                logger.warning("entitlement certificate %s skipped for repositories: %s", serial, cert.skipped)
                 continue
             for item in _yum_content(cert):
                 label = item["label"]
@@ -303,7 +303,7 @@ class RepoManager:
 
     def certificates_cleared(self) -> None:
         self.remove()
-        for path in (self.cache_path, self.release_path):
+        for path in (self.cache_path, self.release_path, self.content_cache.path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -341,7 +341,7 @@ class RepoManager:
                 "disabled": sorted(k for k, v in chosen.items() if v == "0")}
 
 
-def _yum_content(cert: EntitlementCert) -> list[dict[str, Any]]:
+def _yum_content(cert: CertContent) -> list[dict[str, Any]]:
     out = []
     for item in cert.content:
         label = item.get("label")

@@ -123,8 +123,9 @@ def test_register_refresh_failover_unregister_leave_subscription_managers_files(
     assert f"sslclientcert = {host.root}/etc/pki/entitlement/{serial}.pem" in repo
     assert f"sslcacert = {host.root}/etc/rhsm/ca/ftmock-ca.pem" in repo  # rhsm.conf's %(ca_cert_dir)s...
     assert "baseurl = https://cdn.example.com/content/dist/el9" in repo  # rhsm.conf's baseurl
-    # ftagent's own record is in its state directory, not beside the identity.
+    # ftagent's own record is in its state directory, not beside the identity; so are its caches.
     assert (host.root / "var/lib/ftagent/identity.json").is_file()
+    assert (host.root / "var/lib/ftagent/content-sets.json").is_file()
     key_before = (host.root / "etc/pki/consumer/key.pem").read_bytes()
 
     host.ftagent("refresh")
@@ -152,6 +153,7 @@ def test_register_refresh_failover_unregister_leave_subscription_managers_files(
     assert host.files() == {}
     assert (host.root / "etc/pki/consumer").is_dir() and (host.root / "etc/pki/entitlement").is_dir()
     assert not (host.root / "var/lib/ftagent/identity.json").exists()
+    assert not (host.root / "var/lib/ftagent/content-sets.json").exists()
 
 
 def test_config_list_names_rhsm_conf_for_what_ftagent_conf_leaves_unset(host: Host) -> None:
