@@ -26,7 +26,6 @@ lease package 29 ms, the heartbeat 53 ms, prometheus_client 25 ms, cryptography 
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import datetime
 import json
@@ -1065,7 +1064,7 @@ def _checkin_metrics(agent: Agent, *, ok: bool) -> None:
 def _timestamp(iso: str) -> float:
     when = datetime.datetime.fromisoformat(iso)
     if when.tzinfo is None:  # certificates' times are UTC
-        return float(calendar.timegm(when.timetuple()))
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return when.timestamp()
 
 
