@@ -20,8 +20,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ftagent.answer_limits import CHUNK, DeadlineHTTPResponse, answer_deadline, read_body
-from ftagent.errors import BadAnswer, ConnectionFailed, TLSError
-from ftagent.transport import Answer
+from ftagent.errors import BadAnswer, ConfigError, ConnectionFailed, TLSError
+from ftagent.transport import Answer, ca_directory_pem
 
 __all__ = ["LightTransport"]
 
@@ -29,7 +29,7 @@ __all__ = ["LightTransport"]
 class LightTransport:
     """One keep-alive HTTP(S) connection to the server at ``url`` (a :class:`~ftagent.transport.Transport`).
 
-    ``ca_cert`` is a PEM file or a hashed CA directory (default: the system's trust store);
+    ``ca_cert`` is a PEM file or a directory of them (default: the system's trust store);
     ``cert_file``/``key_file`` the client identity for mutual TLS, read again after :meth:`reset`.
     """
 
@@ -57,8 +57,13 @@ class LightTransport:
     def _context(self) -> ssl.SSLContext:
         if self._ctx is None:
             ca = self.ca_cert
-            ctx = ssl.create_default_context(cafile=str(ca) if ca is not None and not ca.is_dir() else None,
-                                             capath=str(ca) if ca is not None and ca.is_dir() else None)
+            if ca is not None and ca.is_dir():
+                try:
+                    ctx = ssl.create_default_context(cadata=ca_directory_pem(ca))
+                except (ssl.SSLError, ValueError) as exc:
+                    raise ConfigError(f"bad CA certificate in directory {ca}: {exc}") from exc
+            else:
+                ctx = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
             if self.insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE

@@ -20,7 +20,6 @@ import ipaddress
 import logging
 import math
 import os
-import re
 import socket
 import ssl
 import time
@@ -40,7 +39,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 
 from ftagent.answer_limits import CHUNK, AnswerTooLarge, DeadlineHTTPResponse, answer_deadline, read_body
 from ftagent.errors import BadAnswer, ConfigError, ConnectionFailed, IdentityError, TLSError
-from ftagent.transport import Answer
+from ftagent.transport import PEM_CERT, Answer, ca_directory_pem
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -81,26 +80,11 @@ def _host_bypasses_proxy(host: str, no_proxy: str) -> bool:
     return False
 
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
-
-
 def _ca_dir_context(directory: Path) -> ssl.SSLContext:
-    """A verifying SSL context trusting every PEM certificate in the regular files of ``directory``.
-
-    OpenSSL's own directory lookup needs ``c_rehash`` links; this accepts any directory.
-    """
-    blocks: list[bytes] = []
-    for path in sorted(directory.iterdir()):
-        try:
-            if path.is_file():
-                blocks.extend(_PEM_CERT.findall(path.read_bytes()))
-        except OSError as exc:
-            logger.debug("skipping %s in CA directory: %s", path, exc)
-    if not blocks:
-        raise ConfigError(f"no CA certificates found in directory {directory}")
+    """A verifying SSL context trusting every PEM certificate in the regular files of ``directory``."""
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
     try:
-        context.load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
+        context.load_verify_locations(cadata=ca_directory_pem(directory))
     except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"bad CA certificate in directory {directory}: {exc}") from exc
     return context
@@ -119,7 +103,7 @@ def _check_ca_file(path: Path, setting: str | None) -> None:
                           "make it readable (for example chmod 644) or run as root") from None
     except OSError as exc:
         raise ConfigError(f"cannot read CA certificate {path}{named}: {exc.strerror or exc}") from None
-    if not _PEM_CERT.search(data):
+    if not PEM_CERT.search(data):
         raise ConfigError(f"CA certificate {path}{named} holds no PEM certificate (-----BEGIN CERTIFICATE-----); "
                           f"a DER file converts with: openssl x509 -inform der -in {path} -out {path}.pem")
 
@@ -133,7 +117,7 @@ def _expired_ca(path: str | None) -> str | None:
     from cryptography import x509
 
     try:
-        blocks = _PEM_CERT.findall(Path(path).read_bytes())
+        blocks = PEM_CERT.findall(Path(path).read_bytes())
     except OSError:
         return None
     now = time.time()

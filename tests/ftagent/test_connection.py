@@ -263,18 +263,27 @@ def tls_stub(tmp_path: Path) -> Any:
     s.server.server_close()
 
 
-def test_tls_trusted_ca_file_and_dir_work(tls_stub: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("light", [False, True], ids=["requests", "light"])
+def test_tls_trusted_ca_file_and_dir_work(tls_stub: Any, tmp_path: Path, light: bool) -> None:
+    """Both transports (the commands' and the heartbeat's) trust a CA file, and a plain directory of
+    CA files as rhsm.conf's /etc/rhsm/ca/ is (no c_rehash links), and only the certificates in it."""
+    from ftagent.light_transport import LightTransport
+
     s, ca_path = tls_stub
-    assert Connection(s.url, ca_cert=ca_path).get("status") == {"ok": True}
-    # A plain directory (no c_rehash links) of CA files: only its certificates are trusted.
+
+    def connect(ca: Path) -> Connection:
+        transport = LightTransport(s.url, ca_cert=ca) if light else None
+        return Connection(s.url, ca_cert=ca, retries=0, transport=transport)
+
+    assert connect(ca_path).get("status") == {"ok": True}
     cadir = tmp_path / "cas"
     cadir.mkdir()
     CertAuthority().write(cadir / "unrelated.crt")
     (cadir / "README").write_text("not a certificate")
-    with pytest.raises(TLSError, match="not trusted"):
-        Connection(s.url, ca_cert=cadir, retries=0).get("status")
+    with pytest.raises(TLSError, match="not trusted" if not light else "CERTIFICATE_VERIFY_FAILED"):
+        connect(cadir).get("status")
     (cadir / "ours.pem").write_bytes(ca_path.read_bytes())
-    assert Connection(s.url, ca_cert=cadir).get("status") == {"ok": True}
+    assert connect(cadir).get("status") == {"ok": True}
 
 
 def test_missing_or_empty_ca_is_config_error(tmp_path: Path) -> None:
