@@ -18,7 +18,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +110,10 @@ def add_test_product(server: FtmockServer, org: str, pid: str = "ftagent-test", 
     server.admin("pool", "create", "--org", org, "--product", pid)
 
 
-def dnf(work: Path, reposdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Debian's dnf on the repositories of ``reposdir``, in an empty root under ``work``."""
+def dnf(work: Path, reposdir: Path, *args: str, timeout: float = 120,
+        inside: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Debian's dnf on the repositories of ``reposdir``, in an empty root under ``work``; ``inside``: the
+    command that runs it elsewhere (a mount namespace's ``nsenter ... --``)."""
     work.mkdir(parents=True, exist_ok=True)
     conf = work / "dnf.conf"
     if not conf.exists():
@@ -119,7 +121,7 @@ def dnf(work: Path, reposdir: Path, *args: str, timeout: float = 120) -> subproc
     # As root dnf keeps metadata in system_cachedir (the machine's /var/cache/dnf, install root or not):
     # both caches go under ``work``, so no run sees another's metadata and the machine is left alone.
     cache = work / "cache"
-    cmd = [DNF, "-c", str(conf), f"--installroot={work / 'root'}", f"--setopt=reposdir={reposdir}",
+    cmd = [*inside, DNF, "-c", str(conf), f"--installroot={work / 'root'}", f"--setopt=reposdir={reposdir}",
            f"--setopt=cachedir={cache}", f"--setopt=system_cachedir={cache}", f"--releasever={RELEASE}", "--noplugins",
            "--setopt=skip_if_unavailable=0", "--setopt=metadata_expire=0", "-y", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -140,8 +142,8 @@ def borrow(repo_file: Path, cert: Path, key: Path, into: Path) -> Path:
     return into
 
 
-def dnf_lists(work: Path, reposdir: Path) -> subprocess.CompletedProcess[str]:
-    return dnf(work, reposdir, "list", "--available", PACKAGE)
+def dnf_lists(work: Path, reposdir: Path, inside: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    return dnf(work, reposdir, "list", "--available", PACKAGE, inside=inside)
 
 
 def dnf_download(work: Path, reposdir: Path) -> tuple[subprocess.CompletedProcess[str], Path]:

@@ -5,7 +5,8 @@ ftagent.conf that says ``layout = rhsm`` and nothing about the server. python-rh
 readers check what ftagent leaves there at every step: ``rhsm.config.initConfig()`` on the same
 rhsm.conf, ``rhsm.certificate`` on the consumer and entitlement certificates, the identity read from
 the consumer directory the way subscription-manager's ``ConsumerIdentity`` reads it, and a
-``UEPConnection`` authenticated with those files."""
+``UEPConnection`` authenticated with those files. The same at the real paths, in a private mount
+namespace: ``test_rhsm_real_paths.py``."""
 
 from __future__ import annotations
 

@@ -11,6 +11,9 @@
   and ``guests`` fixtures;
 - ``lease``: lease guests and the server's lease log checked for overlapping holders;
 - ``etcd``, ``sanlock``: the real lease backends (a 3-member etcd cluster, two sanlock daemons);
+- ``rhsmhost``: a host registered with subscription-manager under a test root; ``mountns``: the same
+  files at their real paths, in a private mount namespace (root); ``rhsmprobe``: python-rhsm's own
+  readers, run inside one;
 - ``lease_sites``: two instances of one FT VM on each backend, for the fault scenarios every
   backend faces (``tests/ftagent/test_lease_faults.py``).
 """

@@ -24,8 +24,10 @@ __all__ = ["python_rhsm", "register_host", "write_rhsm_conf"]
 CA_NAME = "ftmock-ca.pem"
 
 
-def write_rhsm_conf(root: Path, server: FtmockServer, *, extra: str = "") -> Path:
-    """``root/etc/rhsm/rhsm.conf`` for ``server`` (hostname, port, prefix), its CA in ``ca_cert_dir``."""
+def write_rhsm_conf(root: Path, server: FtmockServer, *, baseurl: str = "https://cdn.example.com",
+                    extra: str = "") -> Path:
+    """``root/etc/rhsm/rhsm.conf`` for ``server`` (hostname, port, prefix), its CA in ``ca_cert_dir``,
+    the content at ``baseurl``."""
     ca_dir = root / "etc" / "rhsm" / "ca"
     ca_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(server.ca_path, ca_dir / CA_NAME)
@@ -41,7 +43,7 @@ def write_rhsm_conf(root: Path, server: FtmockServer, *, extra: str = "") -> Pat
         "proxy_port =\n"
         "\n"
         "[rhsm]\n"
-        "baseurl = https://cdn.example.com\n"
+        f"baseurl = {baseurl}\n"
         "ca_cert_dir = /etc/rhsm/ca/\n"
         f"repo_ca_cert = %(ca_cert_dir)s{CA_NAME}\n"
         "productCertDir = /etc/pki/product\n"
