@@ -2,8 +2,8 @@
 ``/etc/yum.repos.d/redhat.repo``, ``/etc/rhsm/rhsm.conf`` and ``/run/rhsm/cert.pid``, each a tmpfs of
 a private mount namespace (:mod:`tests.kit.mountns`), with no ``FTAGENT_ROOT`` and no path of those
 in ftagent.conf: the only things pointed at the test are ftagent.conf itself (its facts, state, lock
-and lease status in the test's directory) and rhsm.conf's server, CA and content URL (the test's ftmock, outside the
-namespace on loopback, over mutual TLS).
+and lease status in the test's directory) and rhsm.conf's server, CA and content URL (the test's
+ftmock, outside the namespace on loopback, over mutual TLS).
 
 What the other programs of the host see there is asked of them, at their default paths, inside the
 namespace: python-rhsm 1.19.2 (``rhsm.config.initConfig()``, ``rhsm.certificate``, a

@@ -1,7 +1,7 @@
 """virt-who's fallbacks on a registered host: the entitlement server from rhsm.conf, the host's consumer
 certificate for authentication, rhsm.conf's CA directory, and the local libvirt when nothing is
 configured. The host lives under a test root (``FTREPORT_ROOT``); its registration is a real one with
-ftmock."""
+ftmock. The same at the real paths, in a private mount namespace: ``test_host_real_paths.py``."""
 
 from __future__ import annotations
 
