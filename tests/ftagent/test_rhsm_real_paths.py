@@ -150,6 +150,14 @@ def test_register_refresh_unregister_at_the_real_paths(real_host: RealHost) -> N
     assert host.ns.files("/etc/rhsm") == {"/etc/rhsm/rhsm.conf": "0o644", f"/etc/rhsm/ca/{CA_NAME}": "0o644"}
     key = (host.ns.root / "etc/pki/consumer/key.pem").read_bytes()
     assert host.ftagent("identity")["uuid"] == uuid
+    # ftagent config --list names the real files each value came from.
+    values = {(v["section"], v["key"]): v for v in host.ftagent("config", "--list")["values"]}
+    assert values[("server", "url")]["value"] == f"https://127.0.0.1:{host.server.port}/candlepin"
+    assert values[("server", "url")]["source"] == "/etc/rhsm/rhsm.conf [server] hostname, port, prefix"
+    assert (values[("server", "ca_cert")]["value"], values[("agent", "identity_dir")]["value"],
+            values[("agent", "entitlement_dir")]["value"], values[("content", "repo_file")]["value"],
+            values[("agent", "rhsm_lock")]["value"]) == (
+        "/etc/rhsm/ca", "/etc/pki/consumer", "/etc/pki/entitlement", REPO, "/run/rhsm/cert.pid")
 
     host.ftagent("refresh")
     assert host.files() == expected([serial])
