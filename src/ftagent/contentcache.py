@@ -2,11 +2,11 @@
 
 The repository file is built again at every check-in, refresh and registration from the content sets
 of every certificate the system holds (:mod:`ftagent.repos`), and reading a certificate loads
-``cryptography`` and checks the payload's signature: 26 ms of a 190 ms check-in with nothing
-changed (``python -X importtime``: 22 ms import, 4 ms parse). A certificate's file never changes
-for its serial, so what the repository file takes from it is kept in ``content-sets.json`` beside
-the other caches (``identity_dir``, or ``state_dir`` in the rhsm layout), and a check-in with
-nothing new reads that instead: ``cryptography`` is not even imported.
+``cryptography`` and checks the payload's signature: about 26 ms of a check-in with nothing changed
+(``python -X importtime``: 22 ms to import, 4 ms for the first parse). A certificate's file never
+changes for its serial, so what the repository file takes from it is kept in ``content-sets.json``
+beside the other caches (``identity_dir``, or ``state_dir`` in the rhsm layout), and a check-in
+with nothing new reads that instead: ``cryptography`` is not even imported.
 
 An entry is keyed by the SHA-256 of the certificate file's bytes and holds the server CA file's
 SHA-256 (the signature's verdict depends on it) with either the content sets (only the fields the
